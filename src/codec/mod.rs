@@ -1,0 +1,39 @@
+//! Thin synchronous adapters over the codec libraries: Opus (`opus`), H.264 (`openh264`,
+//! both directions) and AV1 decode (`dav1d`). Each owns its library state and reusable
+//! buffers; none touches the network or the clock.
+
+pub mod audio;
+pub mod video;
+
+/// A codec failure, with the library's message.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("opus: {0}")]
+    Opus(#[from] opus::Error),
+    #[error("openh264: {0}")]
+    H264(String),
+    #[error("dav1d: {0}")]
+    Av1(String),
+    #[error("depacketize: {0}")]
+    Depacketize(String),
+    #[error("unsupported video format: {0}")]
+    Unsupported(String),
+}
+
+/// The video codecs Tessera ingests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum VideoCodec {
+    H264,
+    Av1,
+}
+
+impl VideoCodec {
+    /// From an SDP `rtpmap` encoding name (case-insensitive).
+    pub fn from_encoding_name(name: &str) -> Option<Self> {
+        match name.to_ascii_uppercase().as_str() {
+            "H264" => Some(Self::H264),
+            "AV1" | "AV1X" => Some(Self::Av1),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! Video: per-participant decoders (H.264 via openh264, AV1 via dav1d) that take one
+//! frame's RTP payloads and leave the picture in a reused `I420Frame`, and the openh264
+//! encoder used for every output.
+
+use super::{CodecError, VideoCodec};
+use crate::media::I420Frame;
+use bytes::Bytes;
+use openh264::encoder::{BitRate, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, RateControlMode, UsageType};
+use openh264::formats::YUVSource;
+use openh264::OpenH264API;
+use rtc::rtp::codec::av1::Av1Depacketizer;
+use rtc::rtp::codec::h264::H264Packet;
+use rtc::rtp::packetizer::Depacketizer;
+
+/// Result of feeding one frame to a decoder.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+pub enum Decoded {
+    /// A new picture is in the output frame.
+    Picture { keyframe: bool },
+    /// The data was accepted but produced no picture (yet).
+    Nothing,
+}
+
+/// One incoming stream's decoder, with its depacketizer and access-unit buffer.
+pub struct VideoDecoder {
+    codec: VideoCodec,
+    inner: Inner,
+    au: Vec<u8>,
+}
+
+enum Inner {
+    H264 { dec: Box<openh264::decoder::Decoder>, depack: H264Packet },
+    Av1 { dec: Box<dav1d::Decoder>, depack: Av1Depacketizer },
+}
+
+impl VideoDecoder {
+    pub fn new(codec: VideoCodec) -> Result<Self, CodecError> {
+        let inner = match codec {
+            VideoCodec::H264 => Inner::H264 {
+                dec: Box::new(openh264::decoder::Decoder::new().map_err(|e| CodecError::H264(e.to_string()))?),
+                depack: H264Packet::default(),
+            },
+            VideoCodec::Av1 => {
+                let mut s = dav1d::Settings::new();
+                s.set_n_threads(1);
+                s.set_max_frame_delay(1);
+                Inner::Av1 {
+                    dec: Box::new(dav1d::Decoder::with_settings(&s).map_err(|e| CodecError::Av1(e.to_string()))?),
+                    depack: Av1Depacketizer::new(),
+                }
+            }
+        };
+        Ok(Self { codec, inner, au: Vec::with_capacity(64 * 1024) })
+    }
+
+    pub fn codec(&self) -> VideoCodec {
+        self.codec
+    }
+
+    /// Reassembles the access unit from its RTP payloads (no decoding).
+    fn depacketize(&mut self, payloads: &[Bytes]) -> Result<(), CodecError> {
+        self.au.clear();
+        for p in payloads {
+            let out = match &mut self.inner {
+                Inner::H264 { depack, .. } => depack.depacketize(p),
+                Inner::Av1 { depack, .. } => depack.depacketize(p),
+            }
+            .map_err(|e| CodecError::Depacketize(e.to_string()))?;
+            self.au.extend_from_slice(&out);
+        }
+        Ok(())
+    }
+
+    /// Whether the reassembled access unit can start decoding (IDR / sequence header).
+    fn is_keyframe(&self) -> bool {
+        match self.codec {
+            VideoCodec::H264 => h264_has_idr(&self.au),
+            VideoCodec::Av1 => av1_has_sequence_header(&self.au),
+        }
+    }
+
+    /// Decodes one frame. `need_keyframe` drops non-keyframes (after loss) instead of
+    /// feeding the decoder pictures with missing references.
+    pub fn decode(&mut self, payloads: &[Bytes], need_keyframe: bool, out: &mut I420Frame) -> Result<Decoded, CodecError> {
+        self.depacketize(payloads)?;
+        if self.au.is_empty() {
+            return Ok(Decoded::Nothing);
+        }
+        let keyframe = self.is_keyframe();
+        if need_keyframe && !keyframe {
+            return Ok(Decoded::Nothing);
+        }
+        match &mut self.inner {
+            Inner::H264 { dec, .. } => match dec.decode(&self.au).map_err(|e| CodecError::H264(e.to_string()))? {
+                Some(yuv) => {
+                    let (w, h) = yuv.dimensions();
+                    let (ys, us, vs) = yuv.strides();
+                    out.copy_from_planes(w, h, yuv.y(), ys, yuv.u(), us, yuv.v(), vs);
+                    Ok(Decoded::Picture { keyframe })
+                }
+                None => Ok(Decoded::Nothing),
+            },
+            Inner::Av1 { dec, .. } => {
+                let data = self.au.clone();
+                match dec.send_data(data, None, None, None) {
+                    Ok(()) | Err(dav1d::Error::Again) => {}
+                    Err(e) => return Err(CodecError::Av1(e.to_string())),
+                }
+                let mut got = false;
+                loop {
+                    match dec.get_picture() {
+                        Ok(pic) => {
+                            if pic.pixel_layout() != dav1d::PixelLayout::I420 || pic.bit_depth() != 8 {
+                                return Err(CodecError::Unsupported(format!("{:?} {}-bit", pic.pixel_layout(), pic.bit_depth())));
+                            }
+                            use dav1d::PlanarImageComponent as C;
+                            let (y, u, v) = (pic.plane(C::Y), pic.plane(C::U), pic.plane(C::V));
+                            out.copy_from_planes(
+                                pic.width() as usize,
+                                pic.height() as usize,
+                                &y,
+                                pic.stride(C::Y) as usize,
+                                &u,
+                                pic.stride(C::U) as usize,
+                                &v,
+                                pic.stride(C::V) as usize,
+                            );
+                            got = true;
+                        }
+                        Err(dav1d::Error::Again) => break,
+                        Err(e) => return Err(CodecError::Av1(e.to_string())),
+                    }
+                    // Push any data dav1d could not take before.
+                    match dec.send_pending_data() {
+                        Ok(()) | Err(dav1d::Error::Again) => {}
+                        Err(e) => return Err(CodecError::Av1(e.to_string())),
+                    }
+                }
+                Ok(if got { Decoded::Picture { keyframe } } else { Decoded::Nothing })
+            }
+        }
+    }
+}
+
+/// Scans an Annex B access unit for an IDR slice (NAL type 5).
+pub fn h264_has_idr(au: &[u8]) -> bool {
+    annexb_nal_types(au).any(|t| t == 5)
+}
+
+/// NAL unit types in an Annex B byte stream.
+pub fn annexb_nal_types(au: &[u8]) -> impl Iterator<Item = u8> + '_ {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        while i + 3 < au.len() {
+            if au[i] == 0 && au[i + 1] == 0 && au[i + 2] == 1 {
+                i += 3;
+                return Some(au[i] & 0x1f);
+            }
+            i += 1;
+        }
+        None
+    })
+}
+
+/// Scans a low-overhead AV1 bitstream for a sequence header OBU (type 1), which a
+/// browser sends with every keyframe.
+pub fn av1_has_sequence_header(data: &[u8]) -> bool {
+    let mut i = 0;
+    while i < data.len() {
+        let header = data[i];
+        let obu_type = (header >> 3) & 0x0f;
+        if obu_type == 1 {
+            return true;
+        }
+        let has_ext = header & 0x04 != 0;
+        let has_size = header & 0x02 != 0;
+        i += 1 + has_ext as usize;
+        if !has_size {
+            return false;
+        }
+        // leb128 size
+        let (mut size, mut shift) = (0usize, 0);
+        loop {
+            let Some(&b) = data.get(i) else { return false };
+            i += 1;
+            size |= ((b & 0x7f) as usize) << shift;
+            shift += 7;
+            if b & 0x80 == 0 || shift > 56 {
+                break;
+            }
+        }
+        i = i.saturating_add(size);
+    }
+    false
+}
+
+/// Settings of an output encoder.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EncoderSettings {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub bitrate_bps: u32,
+    /// Periodic IDR (safety net for receivers that missed a PLI answer).
+    pub idr_interval_frames: u32,
+}
+
+/// One output's H.264 encoder (constrained baseline, realtime).
+pub struct H264Encoder {
+    enc: Encoder,
+    settings: EncoderSettings,
+    force_idr: bool,
+}
+
+impl H264Encoder {
+    pub fn new(settings: EncoderSettings) -> Result<Self, CodecError> {
+        let config = EncoderConfig::new()
+            .bitrate(BitRate::from_bps(settings.bitrate_bps))
+            .max_frame_rate(FrameRate::from_hz(settings.fps as f32))
+            .usage_type(UsageType::CameraVideoRealTime)
+            .rate_control_mode(RateControlMode::Bitrate)
+            .skip_frames(false)
+            .intra_frame_period(IntraFramePeriod::from_num_frames(settings.idr_interval_frames));
+        let enc = Encoder::with_api_config(OpenH264API::from_source(), config).map_err(|e| CodecError::H264(e.to_string()))?;
+        Ok(Self { enc, settings, force_idr: true })
+    }
+
+    pub fn settings(&self) -> EncoderSettings {
+        self.settings
+    }
+
+    /// The next frame will be an IDR (PLI/FIR from the receiver, or a new receiver).
+    pub fn request_keyframe(&mut self) {
+        self.force_idr = true;
+    }
+
+    /// Encodes `frame` into `out` (Annex B, cleared first). Returns whether it is an IDR.
+    pub fn encode(&mut self, frame: &I420Frame, out: &mut Vec<u8>) -> Result<bool, CodecError> {
+        if self.force_idr {
+            self.enc.force_intra_frame();
+            self.force_idr = false;
+        }
+        let bs = self.enc.encode(frame).map_err(|e| CodecError::H264(e.to_string()))?;
+        out.clear();
+        bs.write_vec(out);
+        Ok(matches!(bs.frame_type(), FrameType::IDR))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::frame::rgb_to_yuv;
+    use bytes::Bytes;
+    use rtc::rtp::codec::h264::H264Payloader;
+    use rtc::rtp::packetizer::Payloader;
+
+    #[test]
+    fn encode_packetize_depacketize_decode_keeps_the_colour() {
+        let settings = EncoderSettings { width: 320, height: 180, fps: 30, bitrate_bps: 500_000, idr_interval_frames: 300 };
+        let mut enc = H264Encoder::new(settings).unwrap();
+        let mut dec = VideoDecoder::new(VideoCodec::H264).unwrap();
+        let colour = rgb_to_yuv(200, 40, 40);
+        let frame = I420Frame::solid(320, 180, colour);
+        let mut au = Vec::new();
+        let mut out = I420Frame::default();
+        let mut pay = H264Payloader::default();
+        let mut pictures = 0;
+        for i in 0..5 {
+            let idr = enc.encode(&frame, &mut au).unwrap();
+            assert_eq!(idr, i == 0, "first frame is an IDR, then P frames");
+            let payloads = pay.payload(1200, &Bytes::from(au.clone())).unwrap();
+            if let Decoded::Picture { .. } = dec.decode(&payloads, i == 0, &mut out).unwrap() {
+                pictures += 1;
+            }
+        }
+        assert!(pictures >= 4);
+        assert_eq!((out.width, out.height), (320, 180));
+        let (y, u, v) = out.mean_yuv(100, 50, 100, 80);
+        assert!((y - colour.0 as f64).abs() < 6.0 && (u - colour.1 as f64).abs() < 6.0 && (v - colour.2 as f64).abs() < 6.0);
+        enc.request_keyframe();
+        assert!(enc.encode(&frame, &mut au).unwrap());
+        assert!(h264_has_idr(&au));
+    }
+
+    #[test]
+    fn garbage_does_not_crash_decoders() {
+        let mut out = I420Frame::default();
+        for codec in [VideoCodec::H264, VideoCodec::Av1] {
+            let mut dec = VideoDecoder::new(codec).unwrap();
+            let mut seed = 12345u32;
+            for _ in 0..50 {
+                let len = (seed % 300) as usize + 2;
+                let data: Vec<u8> = (0..len)
+                    .map(|_| {
+                        seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
+                        (seed >> 24) as u8
+                    })
+                    .collect();
+                let _ = dec.decode(&[Bytes::from(data)], false, &mut out);
+            }
+        }
+    }
+
+    #[test]
+    fn av1_sequence_header_detection() {
+        // temporal delimiter (type 2, size 0) then sequence header (type 1).
+        assert!(av1_has_sequence_header(&[0x12, 0x00, 0x0a, 0x01, 0x00]));
+        assert!(!av1_has_sequence_header(&[0x12, 0x00, 0x32, 0x01, 0x00]));
+        assert!(!av1_has_sequence_header(&[0x12]));
+    }
+}

@@ -1,0 +1,122 @@
+//! Bilinear plane scaling with 16.16 fixed point, and I420 "cover" scaling (crop the source
+//! to the destination's aspect ratio, centred, then scale — no letterbox bars, nothing
+//! distorted; the edges of a source with a different shape are cut).
+
+use crate::media::I420Frame;
+
+/// A source window in plane pixels.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Window {
+    pub x: usize,
+    pub y: usize,
+    pub w: usize,
+    pub h: usize,
+}
+
+/// Scales `win` of `src` (row stride `src_stride`) into all of `dst` (`dw`×`dh`, tight).
+pub fn scale_plane(src: &[u8], src_stride: usize, win: Window, dst: &mut [u8], dw: usize, dh: usize) {
+    if dw == 0 || dh == 0 || win.w == 0 || win.h == 0 {
+        return;
+    }
+    if win.w == dw && win.h == dh {
+        for row in 0..dh {
+            let s = (win.y + row) * src_stride + win.x;
+            dst[row * dw..row * dw + dw].copy_from_slice(&src[s..s + dw]);
+        }
+        return;
+    }
+    // Sample at pixel centres: src = (dst + 0.5) * scale - 0.5, clamped to the window.
+    let sx = ((win.w as u64) << 16) / dw as u64;
+    let sy = ((win.h as u64) << 16) / dh as u64;
+    let max_x = (win.w - 1) as i64;
+    let max_y = (win.h - 1) as i64;
+    for row in 0..dh {
+        let fy = ((row as i64 * 2 + 1) * sy as i64 / 2 - 32768).clamp(0, max_y << 16);
+        let y0 = (fy >> 16) as usize;
+        let y1 = (y0 + 1).min(win.h - 1);
+        let wy = (fy & 0xffff) as u32 >> 8; // 8-bit weight
+        let r0 = &src[(win.y + y0) * src_stride + win.x..];
+        let r1 = &src[(win.y + y1) * src_stride + win.x..];
+        let out = &mut dst[row * dw..row * dw + dw];
+        for (col, o) in out.iter_mut().enumerate() {
+            let fx = ((col as i64 * 2 + 1) * sx as i64 / 2 - 32768).clamp(0, max_x << 16);
+            let x0 = (fx >> 16) as usize;
+            let x1 = (x0 + 1).min(win.w - 1);
+            let wx = (fx & 0xffff) as u32 >> 8;
+            let top = r0[x0] as u32 * (256 - wx) + r0[x1] as u32 * wx;
+            let bot = r1[x0] as u32 * (256 - wx) + r1[x1] as u32 * wx;
+            *o = ((top * (256 - wy) + bot * wy + 32768) >> 16) as u8;
+        }
+    }
+}
+
+/// The centred window of a `sw`×`sh` source that has the aspect ratio of `dw`×`dh`.
+pub fn cover_window(sw: usize, sh: usize, dw: usize, dh: usize) -> Window {
+    if sw * dh > dw * sh {
+        // Source is wider: cut the sides.
+        let w = (sh * dw / dh).max(1) & !1;
+        Window { x: ((sw - w) / 2) & !1, y: 0, w: w.max(2).min(sw), h: sh }
+    } else {
+        let h = (sw * dh / dw).max(1) & !1;
+        Window { x: 0, y: ((sh - h) / 2) & !1, w: sw, h: h.max(2).min(sh) }
+    }
+}
+
+/// Scales `src` to fill `dst` (already sized), cropping to keep the aspect ratio.
+pub fn scale_cover(src: &I420Frame, dst: &mut I420Frame) {
+    let win = cover_window(src.width, src.height, dst.width, dst.height);
+    let (dw, dh) = (dst.width, dst.height);
+    scale_plane(&src.y, src.width, win, &mut dst.y, dw, dh);
+    let cwin = Window {
+        x: win.x / 2,
+        y: win.y / 2,
+        w: win.w.div_ceil(2).min(src.chroma_width() - win.x / 2),
+        h: win.h.div_ceil(2).min(src.chroma_height() - win.y / 2),
+    };
+    let (cw, ch) = (dst.chroma_width(), dst.chroma_height());
+    scale_plane(&src.u, src.chroma_width(), cwin, &mut dst.u, cw, ch);
+    scale_plane(&src.v, src.chroma_width(), cwin, &mut dst.v, cw, ch);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn solid_stays_solid_and_gradient_stays_monotonic() {
+        let src = I420Frame::solid(64, 36, (81, 90, 240));
+        let mut dst = I420Frame::new(30, 20);
+        scale_cover(&src, &mut dst);
+        assert!(dst.y.iter().all(|&v| v == 81) && dst.u.iter().all(|&v| v == 90));
+
+        let mut g = I420Frame::new(100, 10);
+        for y in 0..10 {
+            for x in 0..100 {
+                g.y[y * 100 + x] = (x * 2) as u8;
+            }
+        }
+        let mut d = I420Frame::new(40, 4);
+        scale_cover(&g, &mut d);
+        for x in 1..40 {
+            assert!(d.y[x] >= d.y[x - 1]);
+        }
+    }
+
+    #[test]
+    fn cover_crops_the_long_side() {
+        assert_eq!(cover_window(1280, 720, 640, 720), Window { x: 320, y: 0, w: 640, h: 720 });
+        assert_eq!(cover_window(640, 480, 640, 360), Window { x: 0, y: 60, w: 640, h: 360 });
+        assert_eq!(cover_window(640, 360, 1280, 720), Window { x: 0, y: 0, w: 640, h: 360 });
+    }
+
+    #[test]
+    fn same_size_is_a_copy() {
+        let mut src = I420Frame::new(8, 4);
+        for (i, v) in src.y.iter_mut().enumerate() {
+            *v = i as u8;
+        }
+        let mut dst = I420Frame::new(8, 4);
+        scale_cover(&src, &mut dst);
+        assert_eq!(src, dst);
+    }
+}

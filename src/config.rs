@@ -1,0 +1,300 @@
+//! Server configuration: embedded defaults, optionally overridden by a TOML file, then by
+//! environment variables, then by command-line flags (highest precedence). Everything is
+//! validated once at start-up; a bad value stops the server with a message naming it.
+
+use clap::Parser;
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+/// A STUN or TURN server handed to clients and used by the server's own ICE agent.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+/// Output video settings (every participant's composite).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VideoConfig {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+    pub bitrate_kbps: u32,
+    /// Seconds between safety-net IDRs.
+    pub idr_interval_s: u32,
+}
+
+impl Default for VideoConfig {
+    fn default() -> Self {
+        Self { width: 1280, height: 720, fps: 30, bitrate_kbps: 1200, idr_interval_s: 10 }
+    }
+}
+
+/// Output audio settings (every participant's N-1 mix).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AudioConfig {
+    pub bitrate_kbps: u32,
+    /// Opus encoder complexity 0..=10.
+    pub complexity: u32,
+}
+
+impl Default for AudioConfig {
+    fn default() -> Self {
+        Self { bitrate_kbps: 32, complexity: 5 }
+    }
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// HTTP/WebSocket/WHIP listen address.
+    pub listen: SocketAddr,
+    /// Address WebRTC media sockets bind to.
+    pub media_ip: IpAddr,
+    /// Address announced in ICE candidates instead of `media_ip` (1:1 NAT, e.g. a cloud VM).
+    pub public_ip: Option<IpAddr>,
+    /// First and last UDP port for media sockets (one per participant); `None` = any port.
+    pub udp_port_min: Option<u16>,
+    pub udp_port_max: Option<u16>,
+    pub ice_servers: Vec<IceServer>,
+    pub max_participants: usize,
+    pub default_layout: String,
+    /// Extra layout files (`*.json`) to load besides the built-ins.
+    pub layouts_dir: Option<PathBuf>,
+    pub video: VideoConfig,
+    pub audio: AudioConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".parse().expect("literal address"),
+            media_ip: "127.0.0.1".parse().expect("literal address"),
+            public_ip: None,
+            udp_port_min: None,
+            udp_port_max: None,
+            ice_servers: Vec::new(),
+            max_participants: 16,
+            default_layout: "grid".into(),
+            layouts_dir: None,
+            video: VideoConfig::default(),
+            audio: AudioConfig::default(),
+        }
+    }
+}
+
+/// Why a configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {message}")]
+    File { path: String, message: String },
+    #[error("config `{field}`: {message}")]
+    Invalid { field: &'static str, message: String },
+}
+
+/// Command-line flags (each also readable from a `TESSERA_*` environment variable).
+#[derive(Parser, Debug, Default)]
+#[command(name = "tessera", version, about = "Tessera WebRTC MCU")]
+pub struct Cli {
+    /// TOML configuration file.
+    #[arg(long, env = "TESSERA_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// HTTP listen address, e.g. 0.0.0.0:8080.
+    #[arg(long, env = "TESSERA_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// IP that media (UDP) sockets bind to.
+    #[arg(long, env = "TESSERA_MEDIA_IP")]
+    pub media_ip: Option<IpAddr>,
+    /// Public IP announced in ICE candidates (behind 1:1 NAT).
+    #[arg(long, env = "TESSERA_PUBLIC_IP")]
+    pub public_ip: Option<IpAddr>,
+    /// UDP port range for media, e.g. 40000-40100.
+    #[arg(long, env = "TESSERA_UDP_PORTS")]
+    pub udp_ports: Option<String>,
+    /// ICE server URL for clients and server (repeatable), e.g. turn:turn.example.org:3478.
+    #[arg(long = "ice-server", env = "TESSERA_ICE_SERVERS", value_delimiter = ',')]
+    pub ice_servers: Vec<String>,
+    /// Username for the TURN servers given with --ice-server.
+    #[arg(long, env = "TESSERA_ICE_USERNAME")]
+    pub ice_username: Option<String>,
+    /// Credential for the TURN servers given with --ice-server.
+    #[arg(long, env = "TESSERA_ICE_CREDENTIAL")]
+    pub ice_credential: Option<String>,
+    /// Output canvas, e.g. 1280x720.
+    #[arg(long, env = "TESSERA_VIDEO_SIZE")]
+    pub video_size: Option<String>,
+    #[arg(long, env = "TESSERA_VIDEO_FPS")]
+    pub video_fps: Option<u32>,
+    #[arg(long, env = "TESSERA_VIDEO_BITRATE_KBPS")]
+    pub video_bitrate_kbps: Option<u32>,
+    #[arg(long, env = "TESSERA_MAX_PARTICIPANTS")]
+    pub max_participants: Option<usize>,
+    #[arg(long, env = "TESSERA_DEFAULT_LAYOUT")]
+    pub default_layout: Option<String>,
+    #[arg(long, env = "TESSERA_LAYOUTS_DIR")]
+    pub layouts_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Defaults ← file (if any) ← flags/environment; then validated.
+    pub fn load(cli: &Cli) -> Result<Self, ConfigError> {
+        let mut c = match &cli.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError::File { path: path.display().to_string(), message: e.to_string() })?;
+                Self::from_toml(&text).map_err(|message| ConfigError::File { path: path.display().to_string(), message })?
+            }
+            None => Self::default(),
+        };
+        c.apply_cli(cli)?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    fn apply_cli(&mut self, cli: &Cli) -> Result<(), ConfigError> {
+        if let Some(v) = cli.listen {
+            self.listen = v;
+        }
+        if let Some(v) = cli.media_ip {
+            self.media_ip = v;
+        }
+        if cli.public_ip.is_some() {
+            self.public_ip = cli.public_ip;
+        }
+        if let Some(r) = &cli.udp_ports {
+            let bad = || ConfigError::Invalid { field: "udp_ports", message: format!("`{r}` is not MIN-MAX") };
+            let (a, b) = r.split_once('-').ok_or_else(bad)?;
+            self.udp_port_min = Some(a.trim().parse().map_err(|_| bad())?);
+            self.udp_port_max = Some(b.trim().parse().map_err(|_| bad())?);
+        }
+        if !cli.ice_servers.is_empty() {
+            self.ice_servers = vec![IceServer {
+                urls: cli.ice_servers.clone(),
+                username: cli.ice_username.clone(),
+                credential: cli.ice_credential.clone(),
+            }];
+        }
+        if let Some(s) = &cli.video_size {
+            let bad = || ConfigError::Invalid { field: "video_size", message: format!("`{s}` is not WIDTHxHEIGHT") };
+            let (w, h) = s.split_once('x').ok_or_else(bad)?;
+            self.video.width = w.parse().map_err(|_| bad())?;
+            self.video.height = h.parse().map_err(|_| bad())?;
+        }
+        if let Some(v) = cli.video_fps {
+            self.video.fps = v;
+        }
+        if let Some(v) = cli.video_bitrate_kbps {
+            self.video.bitrate_kbps = v;
+        }
+        if let Some(v) = cli.max_participants {
+            self.max_participants = v;
+        }
+        if let Some(v) = &cli.default_layout {
+            self.default_layout = v.clone();
+        }
+        if cli.layouts_dir.is_some() {
+            self.layouts_dir = cli.layouts_dir.clone();
+        }
+        Ok(())
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field, message: &str| Err(ConfigError::Invalid { field, message: message.to_owned() });
+        let v = &self.video;
+        if !(16..=3840).contains(&v.width) || v.width % 2 != 0 {
+            return bad("video.width", "must be even and between 16 and 3840");
+        }
+        if !(16..=2160).contains(&v.height) || v.height % 2 != 0 {
+            return bad("video.height", "must be even and between 16 and 2160");
+        }
+        if !(1..=60).contains(&v.fps) {
+            return bad("video.fps", "must be between 1 and 60");
+        }
+        if !(50..=20_000).contains(&v.bitrate_kbps) {
+            return bad("video.bitrate_kbps", "must be between 50 and 20000");
+        }
+        if !(1..=300).contains(&v.idr_interval_s) {
+            return bad("video.idr_interval_s", "must be between 1 and 300");
+        }
+        if !(6..=510).contains(&self.audio.bitrate_kbps) {
+            return bad("audio.bitrate_kbps", "must be between 6 and 510");
+        }
+        if self.audio.complexity > 10 {
+            return bad("audio.complexity", "must be between 0 and 10");
+        }
+        if !(1..=256).contains(&self.max_participants) {
+            return bad("max_participants", "must be between 1 and 256");
+        }
+        match (self.udp_port_min, self.udp_port_max) {
+            (None, None) => {}
+            (Some(a), Some(b)) if a > 0 && a <= b => {}
+            _ => return bad("udp_port_min/udp_port_max", "give both, with 0 < min <= max"),
+        }
+        for s in &self.ice_servers {
+            if s.urls.is_empty() || s.urls.iter().any(|u| !(u.starts_with("stun:") || u.starts_with("turn:") || u.starts_with("turns:"))) {
+                return bad("ice_servers", "every url must start with stun:, turn: or turns:");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn toml_file_overrides_defaults_and_rejects_unknown_keys() {
+        let c = Config::from_toml(
+            r#"
+            listen = "0.0.0.0:9000"
+            public_ip = "203.0.113.7"
+            udp_port_min = 40000
+            udp_port_max = 40100
+            [[ice_servers]]
+            urls = ["turn:turn.example.org:3478"]
+            username = "u"
+            credential = "p"
+            [video]
+            width = 640
+            height = 360
+            "#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.video.width, 640);
+        assert_eq!(c.video.fps, 30, "unset keys keep defaults");
+        assert_eq!(c.ice_servers[0].username.as_deref(), Some("u"));
+        let e = Config::from_toml("lisen = \"x\"").unwrap_err();
+        assert!(e.contains("lisen"), "{e}");
+    }
+
+    #[test]
+    fn flags_win_and_bad_values_are_named() {
+        let cli = Cli::parse_from(["tessera", "--video-size", "320x180", "--udp-ports", "5000-5010", "--ice-server", "stun:127.0.0.1:3478"]);
+        let c = Config::load(&cli).unwrap();
+        assert_eq!((c.video.width, c.video.height), (320, 180));
+        assert_eq!((c.udp_port_min, c.udp_port_max), (Some(5000), Some(5010)));
+        let cli = Cli::parse_from(["tessera", "--video-size", "321x180"]);
+        assert!(Config::load(&cli).unwrap_err().to_string().contains("video.width"));
+        let cli = Cli::parse_from(["tessera", "--udp-ports", "9-1"]);
+        assert!(Config::load(&cli).unwrap_err().to_string().contains("udp_port"));
+    }
+}

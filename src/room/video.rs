@@ -1,0 +1,360 @@
+//! The room's video thread. Packets are reordered and cut into frames as they arrive; at
+//! every output tick (absolute deadline, `1/fps`) it
+//! 1. decodes each participant's complete frames (participants in parallel),
+//! 2. works out every viewer's tiles from the layout — everyone but the viewer, the
+//!    active speaker first for focus layouts,
+//! 3. renders each distinct (participant, tile size) once into the shared tile cache,
+//! 4. composes and H.264-encodes every viewer's canvas (viewers in parallel) and hands the
+//!    access units to the viewers' sinks with RTP timestamps from the tick index.
+//!
+//! Loss or an undecodable frame makes a participant wait for a keyframe (its last good
+//! picture stays on screen) and sends a rate-limited PLI upstream.
+
+use super::clock::TickClock;
+use super::{RoomStats, RtpSink, Upstream, VideoCmd};
+use crate::codec::video::{Decoded, EncoderSettings, H264Encoder, VideoDecoder};
+use crate::codec::VideoCodec;
+use crate::compositor::{self, TileCache, TileJob, TileKey};
+use crate::config::Config;
+use crate::ids::ParticipantId;
+use crate::layout::{LayoutSpec, Rect};
+use crate::media::jitter::{VideoAssembler, VideoPop};
+use crate::media::{I420Frame, VIDEO_CLOCK};
+use rayon::prelude::*;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Minimum time between two PLIs to the same sender.
+const PLI_INTERVAL: Duration = Duration::from_millis(500);
+/// A participant whose last picture is older than this shows the placeholder.
+const STALE_AFTER: Duration = Duration::from_secs(3);
+
+struct Input {
+    assembler: VideoAssembler,
+    decoder: Option<VideoDecoder>,
+    payload_types: HashMap<u8, VideoCodec>,
+    last_pt: Option<u8>,
+    need_keyframe: bool,
+    last_pli: Option<Instant>,
+    upstream: Option<mpsc::Sender<Upstream>>,
+    frame: I420Frame,
+    last_picture: Option<Instant>,
+    decoded: u64,
+    pli_sent: u64,
+}
+
+struct Participant {
+    id: ParticipantId,
+    name: String,
+    muted: bool,
+    /// Bumped whenever the tile's look changes (new picture, mute, stale).
+    version: u64,
+    showing_video: bool,
+    input: Input,
+}
+
+struct Output {
+    viewer: ParticipantId,
+    encoder: H264Encoder,
+    canvas: I420Frame,
+    au: Vec<u8>,
+    sink: RtpSink,
+    tiles: Vec<(Rect, TileKey)>,
+}
+
+pub struct VideoLoop {
+    participants: Vec<Participant>,
+    outputs: Vec<Output>,
+    layout: LayoutSpec,
+    tiles: TileCache,
+    speaker: Arc<AtomicU64>,
+    /// The last speaker other than each viewer, so a speaker never sees themself focused.
+    last_speakers: Vec<ParticipantId>,
+    stats: Arc<RoomStats>,
+    settings: EncoderSettings,
+}
+
+impl Input {
+    fn new() -> Self {
+        Self {
+            assembler: VideoAssembler::default(),
+            decoder: None,
+            payload_types: HashMap::new(),
+            last_pt: None,
+            need_keyframe: true,
+            last_pli: None,
+            upstream: None,
+            frame: I420Frame::default(),
+            last_picture: None,
+            decoded: 0,
+            pli_sent: 0,
+        }
+    }
+
+    fn request_keyframe(&mut self, now: Instant) {
+        self.need_keyframe = true;
+        if self.last_pli.is_some_and(|t| now.duration_since(t) < PLI_INTERVAL) {
+            return;
+        }
+        if let Some(up) = &self.upstream {
+            if up.try_send(Upstream::KeyframeRequest).is_ok() {
+                self.last_pli = Some(now);
+                self.pli_sent += 1;
+            }
+        }
+    }
+
+    /// Decodes every complete frame; returns whether a new picture arrived.
+    fn decode_pending(&mut self, now: Instant) -> bool {
+        let mut got = false;
+        while let Some(pop) = self.assembler.pop(now) {
+            match pop {
+                VideoPop::Lost => self.request_keyframe(now),
+                VideoPop::Frame { payloads, .. } => {
+                    let Some(codec) = self.last_pt.and_then(|pt| self.payload_types.get(&pt).copied()) else { continue };
+                    if self.decoder.as_ref().is_none_or(|d| d.codec() != codec) {
+                        match VideoDecoder::new(codec) {
+                            Ok(d) => self.decoder = Some(d),
+                            Err(e) => {
+                                tracing::warn!("video decoder: {e}");
+                                continue;
+                            }
+                        }
+                        self.need_keyframe = true;
+                    }
+                    let dec = self.decoder.as_mut().expect("created above");
+                    match dec.decode(&payloads, self.need_keyframe, &mut self.frame) {
+                        Ok(Decoded::Picture { .. }) => {
+                            self.need_keyframe = false;
+                            self.last_picture = Some(now);
+                            self.decoded += 1;
+                            got = true;
+                        }
+                        Ok(Decoded::Nothing) => {
+                            if self.need_keyframe {
+                                self.request_keyframe(now);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::debug!("video decode: {e}");
+                            self.request_keyframe(now);
+                        }
+                    }
+                }
+            }
+        }
+        // Still waiting for a keyframe: keep asking (rate-limited).
+        if self.need_keyframe && self.last_pt.is_some() {
+            self.request_keyframe(now);
+        }
+        got
+    }
+}
+
+impl VideoLoop {
+    pub fn new(config: &Config, layout: LayoutSpec, speaker: Arc<AtomicU64>, stats: Arc<RoomStats>) -> Self {
+        let v = &config.video;
+        Self {
+            participants: Vec::new(),
+            outputs: Vec::new(),
+            layout,
+            tiles: TileCache::default(),
+            speaker,
+            last_speakers: Vec::new(),
+            stats,
+            settings: EncoderSettings {
+                width: v.width,
+                height: v.height,
+                fps: v.fps,
+                bitrate_bps: v.bitrate_kbps * 1000,
+                idr_interval_frames: v.fps * v.idr_interval_s,
+            },
+        }
+    }
+
+    pub fn run(mut self, rx: Receiver<VideoCmd>) {
+        let period = Duration::from_secs(1) / self.settings.fps;
+        let mut clock = TickClock::new(Instant::now(), period);
+        loop {
+            let now = Instant::now();
+            if let Some(k) = clock.take_due(now) {
+                self.tick(now, k);
+                self.stats.video_ticks.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            match rx.recv_timeout(clock.deadline().saturating_duration_since(now)) {
+                Ok(VideoCmd::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+                Ok(cmd) => self.handle(cmd),
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+        }
+    }
+
+    fn find(&mut self, id: ParticipantId) -> Option<&mut Participant> {
+        self.participants.iter_mut().find(|p| p.id == id)
+    }
+
+    pub fn handle(&mut self, cmd: VideoCmd) {
+        match cmd {
+            VideoCmd::Join { id, name } => self.participants.push(Participant {
+                id,
+                name,
+                muted: false,
+                version: 0,
+                showing_video: false,
+                input: Input::new(),
+            }),
+            VideoCmd::Attach { id, payload_types, sink, upstream } => {
+                if let Some(p) = self.find(id) {
+                    p.input.payload_types = payload_types;
+                    p.input.upstream = Some(upstream);
+                }
+                if let Some(sink) = sink {
+                    match H264Encoder::new(self.settings) {
+                        Ok(encoder) => {
+                            self.outputs.push(Output {
+                                viewer: id,
+                                encoder,
+                                canvas: I420Frame::new(self.settings.width as usize, self.settings.height as usize),
+                                au: Vec::with_capacity(256 * 1024),
+                                sink,
+                                tiles: Vec::new(),
+                            });
+                            self.stats.encoders.store(self.outputs.len() as u64, Ordering::Relaxed);
+                        }
+                        Err(e) => tracing::error!(%id, "h264 encoder: {e}"),
+                    }
+                }
+            }
+            VideoCmd::Leave { id } => {
+                self.participants.retain(|p| p.id != id);
+                self.outputs.retain(|o| o.viewer != id);
+                self.last_speakers.retain(|p| *p != id);
+                self.stats.encoders.store(self.outputs.len() as u64, Ordering::Relaxed);
+            }
+            VideoCmd::Mute { id, muted } => {
+                if let Some(p) = self.find(id) {
+                    p.muted = muted;
+                    p.version += 1;
+                }
+            }
+            VideoCmd::Layout(spec) => self.layout = spec,
+            VideoCmd::Packet { id, arrival, pt, seq, ts, marker, payload } => {
+                if let Some(p) = self.find(id) {
+                    p.input.last_pt = Some(pt);
+                    p.input.assembler.push(arrival, seq, ts, marker, payload);
+                }
+            }
+            VideoCmd::KeyframeRequest { id } => {
+                if let Some(o) = self.outputs.iter_mut().find(|o| o.viewer == id) {
+                    o.encoder.request_keyframe();
+                }
+            }
+            VideoCmd::Stop => {}
+        }
+    }
+
+    /// The participants `viewer` sees, in tile order.
+    fn visible_for(&self, viewer: ParticipantId, speaker: Option<ParticipantId>) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.participants.len()).filter(|&i| self.participants[i].id != viewer).collect();
+        if self.layout.speaker_first() {
+            // The focus is the active speaker, or for the speaker themself the one before.
+            let focus = match speaker {
+                Some(s) if s != viewer => Some(s),
+                _ => self.last_speakers.iter().rev().copied().find(|&p| p != viewer),
+            };
+            if let Some(pos) = focus.and_then(|f| order.iter().position(|&i| self.participants[i].id == f)) {
+                let i = order.remove(pos);
+                order.insert(0, i);
+            }
+        }
+        order
+    }
+
+    pub fn tick(&mut self, now: Instant, k: u64) {
+        // 1. Decode (participants in parallel).
+        let decoded: u64 = self
+            .participants
+            .par_iter_mut()
+            .map(|p| {
+                let got = p.input.decode_pending(now);
+                let showing = !p.muted && p.input.last_picture.is_some_and(|t| now.duration_since(t) < STALE_AFTER);
+                if got || showing != p.showing_video {
+                    p.version += 1;
+                }
+                p.showing_video = showing;
+                got as u64
+            })
+            .sum();
+        self.stats.video_frames_decoded.fetch_add(decoded, Ordering::Relaxed);
+        self.stats.keyframe_requests_sent.store(self.participants.iter().map(|p| p.input.pli_sent).sum(), Ordering::Relaxed);
+
+        // 2. Layout per viewer.
+        let speaker = match self.speaker.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(ParticipantId(n)),
+        };
+        if let Some(s) = speaker {
+            if self.last_speakers.last() != Some(&s) {
+                self.last_speakers.retain(|p| *p != s);
+                self.last_speakers.push(s);
+            }
+        }
+        let (w, h) = (self.settings.width, self.settings.height);
+        let mut jobs: Vec<TileJob<'_>> = Vec::new();
+        let mut plans: Vec<Vec<(Rect, TileKey)>> = Vec::with_capacity(self.outputs.len());
+        for o in &self.outputs {
+            let visible = self.visible_for(o.viewer, speaker);
+            let rects = self.layout.place(visible.len(), w, h);
+            let mut plan = Vec::with_capacity(rects.len());
+            for (r, &i) in rects.iter().zip(&visible) {
+                let p = &self.participants[i];
+                let key = TileKey { participant: p.id, w: r.w, h: r.h };
+                if !jobs.iter().any(|j| j.key == key) {
+                    jobs.push(TileJob {
+                        key,
+                        version: p.version,
+                        source: p.showing_video.then_some(&p.input.frame),
+                        name: &p.name,
+                    });
+                }
+                plan.push((*r, key));
+            }
+            plans.push(plan);
+        }
+        // 3. Render each distinct tile once.
+        self.tiles.prepare(&jobs);
+        drop(jobs);
+        for (o, plan) in self.outputs.iter_mut().zip(plans) {
+            o.tiles = plan;
+        }
+
+        // 4. Compose and encode every viewer's canvas (in parallel).
+        let ts = ((k as u128 * VIDEO_CLOCK as u128) / self.settings.fps as u128) as u32;
+        let tiles = &self.tiles;
+        let encoded: u64 = self
+            .outputs
+            .par_iter_mut()
+            .map(|o| {
+                let pairs: Vec<(Rect, &I420Frame)> = o.tiles.iter().filter_map(|(r, key)| tiles.get(key).map(|t| (*r, t))).collect();
+                compositor::compose(&mut o.canvas, &pairs);
+                match o.encoder.encode(&o.canvas, &mut o.au) {
+                    Ok(_) if !o.au.is_empty() => {
+                        o.sink.send_frame(ts, &o.au);
+                        1
+                    }
+                    Ok(_) => 0,
+                    Err(e) => {
+                        tracing::warn!(viewer = %o.viewer, "h264 encode: {e}");
+                        0
+                    }
+                }
+            })
+            .sum();
+        self.stats.video_frames_encoded.fetch_add(encoded, Ordering::Relaxed);
+    }
+}
