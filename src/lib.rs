@@ -1,3 +1,41 @@
+//! # Tessera — a WebRTC MCU
+//!
+//! Every participant sends one audio and one video stream; the server decodes them all,
+//! mixes audio so each hears everyone but themselves, composites video into a layout, and
+//! sends **one** H.264 + Opus stream back to each participant.
+//!
+//! ```text
+//!  browser / WHIP ──WebSocket or HTTP──▶ signaling ──▶ transport::connect (webrtc 0.21)
+//!        ▲                                                   │ remote tracks (tokio tasks)
+//!        │                                                   ▼ try_send (bounded)
+//!        │                          ┌──────────── room ─────────────────────────────┐
+//!        │                          │ audio thread, every 20 ms:                    │
+//!        │                          │   jitter → Opus decode/PLC → Σ → −own → limit │
+//!        │                          │   → Opus encode → RtpSink                     │
+//!        │                          │ video thread, every 1/fps:                    │
+//!        │                          │   assemble → decode (rayon) → tiles (rayon,   │
+//!        │                          │   once per size) → compose+H.264 (rayon)      │
+//!        │                          │   → RtpSink                                   │
+//!        │                          └───────────────────────────────────────────────┘
+//!        └──────── local tracks (tokio tasks) ◀── try_send (bounded) ◀──┘
+//! ```
+//!
+//! ## Threads and time
+//! tokio runs network I/O and signaling only. Each room has one audio and one video
+//! thread on absolute-deadline clocks (`room::clock`): tick k is due at start + k·period,
+//! and RTP timestamps derive from k, so output clocks never drift. The media threads own
+//! all codec state; they never await and take no locks in their loops. Channels between
+//! the two worlds are bounded and non-blocking: a full queue drops and counts.
+//!
+//! ## Pure cores
+//! `mixer`, `compositor`, `layout`, `media::jitter` and `room::clock` take time as an
+//! argument and touch no sockets: they are unit-tested directly.
+//!
+//! ## Errors
+//! Network and user input never panic: each module returns its own `thiserror` type and a
+//! failing participant only loses its own session. Every `expect` states why it cannot
+//! fail.
+
 pub mod codec;
 pub mod compositor;
 pub mod config;
@@ -6,3 +44,5 @@ pub mod layout;
 pub mod media;
 pub mod mixer;
 pub mod room;
+pub mod signaling;
+pub mod transport;

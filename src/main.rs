@@ -1,1 +1,43 @@
-fn main(){}
+//! `tessera`: flags/config, logging, then `signaling::serve` until SIGINT/SIGTERM.
+
+use anyhow::Context;
+use clap::Parser;
+use std::sync::Arc;
+use tessera::config::{Cli, Config};
+use tessera::layout::LayoutSet;
+use tessera::room::{RoomSettings, Rooms};
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,webrtc=warn,rtc=warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let config = Config::load(&cli)?;
+    let layouts = match &config.layouts_dir {
+        Some(dir) => LayoutSet::load_dir(dir)?,
+        None => LayoutSet::builtin(),
+    };
+    if layouts.get(&config.default_layout).is_none() {
+        anyhow::bail!("config `default_layout`: unknown layout `{}` (known: {})", config.default_layout, layouts.names().join(", "));
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        println!("Tessera is listening on http://{addr}");
+        tracing::info!(media_ip = %config.media_ip, layouts = ?layouts.names(), "open http://{addr} in a browser to join a room");
+        let rooms = Arc::new(Rooms::new(RoomSettings { config: config.clone(), layouts }));
+        tessera::signaling::serve(listener, config, rooms, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler cannot fail on Unix");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

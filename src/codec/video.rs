@@ -219,7 +219,8 @@ impl H264Encoder {
             .max_frame_rate(FrameRate::from_hz(settings.fps as f32))
             .usage_type(UsageType::CameraVideoRealTime)
             .rate_control_mode(RateControlMode::Bitrate)
-            .skip_frames(false)
+            // Rate control only holds the bitrate when it may skip a frame under pressure.
+            .skip_frames(true)
             .intra_frame_period(IntraFramePeriod::from_num_frames(settings.idr_interval_frames));
         let enc = Encoder::with_api_config(OpenH264API::from_source(), config).map_err(|e| CodecError::H264(e.to_string()))?;
         Ok(Self { enc, settings, force_idr: true })

@@ -255,8 +255,18 @@ impl VideoAssembler {
         self.highest = Some(self.highest.map_or(s, |h| h.max(s)));
     }
 
-    /// Returns the next complete frame, a loss report, or `None` (waiting).
+    /// Returns the next complete frame, a loss report, or `None` (waiting). Frames made
+    /// only of padding (bandwidth probes) are consumed silently.
     pub fn pop(&mut self, now: Instant) -> Option<VideoPop> {
+        loop {
+            match self.pop_one(now)? {
+                VideoPop::Frame { payloads, .. } if payloads.is_empty() => continue,
+                other => return Some(other),
+            }
+        }
+    }
+
+    fn pop_one(&mut self, now: Instant) -> Option<VideoPop> {
         let (n, h) = (self.next?, self.highest?);
         // Walk forward from `next` collecting one frame.
         let mut s = n;
@@ -307,8 +317,10 @@ impl VideoAssembler {
         let mut timestamp = 0;
         for x in from..to {
             if let Some(p) = self.slots[(x % VIDEO_RING as u64) as usize].take() {
-                timestamp = p.ts;
-                payloads.push(p.payload);
+                if !p.payload.is_empty() {
+                    timestamp = p.ts;
+                    payloads.push(p.payload);
+                }
             }
         }
         self.next = Some(to);
@@ -395,6 +407,20 @@ mod tests {
         // A retransmission that arrives after giving up is dropped.
         v.push(t0, 3, 200, true, b(3));
         assert_eq!(v.late, 1);
+    }
+
+    #[test]
+    fn padding_packets_fill_sequence_gaps_without_making_frames() {
+        let t0 = Instant::now();
+        let mut v = VideoAssembler::default();
+        v.push(t0, 1, 100, true, b(1));
+        v.push(t0, 2, 100, false, Bytes::new()); // padding after the frame
+        v.push(t0, 3, 100, false, Bytes::new());
+        v.push(t0, 4, 200, true, b(4));
+        assert_eq!(v.pop(t0), Some(VideoPop::Frame { timestamp: 100, payloads: vec![b(1)] }));
+        assert_eq!(v.pop(t0), Some(VideoPop::Frame { timestamp: 200, payloads: vec![b(4)] }));
+        assert_eq!(v.pop(t0), None);
+        assert_eq!(v.lost_events, 0);
     }
 
     #[test]

@@ -1,0 +1,162 @@
+//! The WebSocket signaling protocol (documented in `docs/protocol.md`): JSON objects
+//! tagged by `type`, camelCase fields. One module, used by the server and by tests.
+
+use crate::config::IceServer;
+use crate::ids::ParticipantId;
+use crate::room::{ParticipantInfo, RoomEvent};
+use serde::{Deserialize, Serialize};
+
+/// Largest signaling message accepted (an SDP offer is ~5–10 KiB).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// What a client sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
+pub enum ClientMessage {
+    Join { room: String, name: String },
+    Offer { sdp: String },
+    #[serde(rename_all = "camelCase")]
+    Candidate {
+        candidate: String,
+        #[serde(default)]
+        sdp_mid: Option<String>,
+        #[serde(default, rename = "sdpMLineIndex")]
+        sdp_mline_index: Option<u16>,
+    },
+    SetLayout { layout: String },
+    Mute {
+        #[serde(default)]
+        audio: Option<bool>,
+        #[serde(default)]
+        video: Option<bool>,
+    },
+    Leave,
+}
+
+/// Video output settings, so the client knows what to expect.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VideoInfo {
+    pub width: u32,
+    pub height: u32,
+    pub fps: u32,
+}
+
+/// What the server sends.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum ServerMessage {
+    #[serde(rename_all = "camelCase")]
+    Joined {
+        participant_id: ParticipantId,
+        room: String,
+        participants: Vec<ParticipantInfo>,
+        layout: String,
+        layouts: Vec<String>,
+        ice_servers: Vec<IceServer>,
+        active_speaker: Option<ParticipantId>,
+        video: VideoInfo,
+    },
+    Answer { sdp: String },
+    #[serde(rename_all = "camelCase")]
+    Candidate {
+        candidate: String,
+        sdp_mid: Option<String>,
+        #[serde(rename = "sdpMLineIndex")]
+        sdp_mline_index: Option<u16>,
+    },
+    #[serde(rename_all = "camelCase")]
+    ConnectionState { state: String },
+    /// The server is ending this session (e.g. shutting down).
+    Bye { reason: String },
+    Error { code: ErrorCode, message: String },
+    /// Room events, flattened (`participantJoined`, `activeSpeaker`, …).
+    #[serde(untagged)]
+    Room(RoomEvent),
+}
+
+/// Machine-readable error codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Not JSON, unknown type, missing or extra fields, binary frame, too large.
+    BadMessage,
+    /// A message that is valid but not allowed now (e.g. offer before join).
+    BadState,
+    InvalidRoom,
+    InvalidName,
+    RoomFull,
+    UnknownLayout,
+    BadSdp,
+    NegotiationFailed,
+    BadCandidate,
+    Internal,
+}
+
+impl ServerMessage {
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::Error { code, message: message.into() }
+    }
+}
+
+/// Parses one text frame; the error is ready to send back.
+pub fn parse_client_message(text: &str) -> Result<ClientMessage, ServerMessage> {
+    if text.len() > MAX_MESSAGE_BYTES {
+        return Err(ServerMessage::error(ErrorCode::BadMessage, format!("message exceeds {MAX_MESSAGE_BYTES} bytes")));
+    }
+    serde_json::from_str(text).map_err(|e| ServerMessage::error(ErrorCode::BadMessage, format!("invalid message: {e}")))
+}
+
+/// Validates a display name: 1..=64 characters after trimming, no control characters.
+pub fn validate_name(name: &str) -> Result<String, ServerMessage> {
+    let n = name.trim();
+    if n.is_empty() || n.chars().count() > 64 || n.chars().any(char::is_control) {
+        return Err(ServerMessage::error(ErrorCode::InvalidName, "display name must be 1 to 64 printable characters"));
+    }
+    Ok(n.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_client_messages() {
+        assert_eq!(
+            parse_client_message(r#"{"type":"join","room":"r","name":"Ada"}"#).unwrap(),
+            ClientMessage::Join { room: "r".into(), name: "Ada".into() }
+        );
+        assert_eq!(
+            parse_client_message(r#"{"type":"candidate","candidate":"candidate:1 1 udp 1 127.0.0.1 5 typ host","sdpMid":"0","sdpMLineIndex":0}"#).unwrap(),
+            ClientMessage::Candidate { candidate: "candidate:1 1 udp 1 127.0.0.1 5 typ host".into(), sdp_mid: Some("0".into()), sdp_mline_index: Some(0) }
+        );
+        assert_eq!(parse_client_message(r#"{"type":"mute","audio":true}"#).unwrap(), ClientMessage::Mute { audio: Some(true), video: None });
+        assert_eq!(parse_client_message(r#"{"type":"leave"}"#).unwrap(), ClientMessage::Leave);
+    }
+
+    #[test]
+    fn rejects_bad_messages_with_a_code() {
+        for bad in ["", "nope", "[]", r#"{"type":"fly"}"#, r#"{"type":"join","room":"r"}"#, r#"{"type":"join","room":"r","name":"a","x":1}"#] {
+            match parse_client_message(bad) {
+                Err(ServerMessage::Error { code: ErrorCode::BadMessage, .. }) => {}
+                other => panic!("{bad:?} gave {other:?}"),
+            }
+        }
+        assert!(parse_client_message(&"x".repeat(MAX_MESSAGE_BYTES + 1)).is_err());
+    }
+
+    #[test]
+    fn server_messages_serialize_flat() {
+        let m = ServerMessage::Room(RoomEvent::ActiveSpeaker { participant_id: Some(ParticipantId(3)) });
+        assert_eq!(serde_json::to_string(&m).unwrap(), r#"{"type":"activeSpeaker","participantId":3}"#);
+        let e = ServerMessage::error(ErrorCode::RoomFull, "full");
+        assert_eq!(serde_json::to_string(&e).unwrap(), r#"{"type":"error","code":"room_full","message":"full"}"#);
+    }
+
+    #[test]
+    fn names_are_validated() {
+        assert_eq!(validate_name("  Ada ").unwrap(), "Ada");
+        assert!(validate_name("").is_err());
+        assert!(validate_name("a\u{7}b").is_err());
+        assert!(validate_name(&"x".repeat(65)).is_err());
+    }
+}

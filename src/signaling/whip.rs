@@ -1,0 +1,136 @@
+//! WHIP (RFC 9725): `POST /whip/{room}` with an SDP offer creates a participant and answers
+//! `201 Created` with the answer SDP (all server candidates included) and the session's
+//! `Location`; `DELETE` on that location leaves. A client whose offer has sendrecv
+//! transceivers receives its personal composite and N-1 mix on them. Trickle ICE over
+//! `PATCH` is not supported (`405`), which RFC 9725 allows.
+
+use super::AppState;
+use crate::ids::{ParticipantId, RoomId};
+use crate::room::{Room, RoomError};
+use crate::transport::{self, PeerEvent, PeerSession, TransportError};
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use webrtc::peer_connection::RTCPeerConnectionState;
+
+/// A live WHIP session.
+pub struct WhipSession {
+    room: Arc<Room>,
+    id: ParticipantId,
+    peer: PeerSession,
+}
+
+fn plain(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], msg.into()).into_response()
+}
+
+pub async fn post(
+    State(state): State<Arc<AppState>>,
+    Path(room): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !ct.trim().to_ascii_lowercase().starts_with("application/sdp") {
+        return plain(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/sdp");
+    }
+    let Ok(room_id) = RoomId::parse(&room) else {
+        return plain(StatusCode::BAD_REQUEST, "invalid room name");
+    };
+    let Ok(offer) = std::str::from_utf8(&body) else {
+        return plain(StatusCode::BAD_REQUEST, "SDP must be UTF-8");
+    };
+    if let Err(e) = transport::sdp::parse(offer) {
+        return plain(StatusCode::BAD_REQUEST, format!("invalid SDP offer: {e}"));
+    }
+    let name = match q.get("name").map(|n| super::protocol::validate_name(n)) {
+        Some(Ok(n)) => n,
+        Some(Err(_)) => return plain(StatusCode::BAD_REQUEST, "invalid name"),
+        None => "WHIP client".to_owned(),
+    };
+    let room = state.rooms.get_or_start(&room_id);
+    let info = match room.join(&name) {
+        Ok(i) => i,
+        Err(e @ RoomError::Full(_)) => return plain(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => return plain(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let (tx, rx) = mpsc::unbounded_channel();
+    let peer = match transport::connect(room.clone(), info.id, offer, &state.config, tx, true).await {
+        Ok(p) => p,
+        Err(e) => {
+            state.rooms.leave(&room, info.id);
+            let status = match e {
+                TransportError::BadSdp(_) | TransportError::Negotiation(_) => StatusCode::BAD_REQUEST,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            return plain(status, e.to_string());
+        }
+    };
+    let answer = peer.answer.clone();
+    let session_id = format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>());
+    let location = format!("/whip/{room_id}/{session_id}");
+    tracing::info!(room = %room_id, id = %info.id, "WHIP participant joined");
+    state.whip.lock().expect("whip lock poisoned").insert(session_id.clone(), WhipSession { room, id: info.id, peer });
+    tokio::spawn(watch(state.clone(), session_id, rx));
+    let mut resp = (StatusCode::CREATED, answer).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/sdp"));
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        h.insert(header::LOCATION, v);
+    }
+    resp
+}
+
+/// Ends the session when its connection fails or closes.
+async fn watch(state: Arc<AppState>, session_id: String, mut rx: mpsc::UnboundedReceiver<PeerEvent>) {
+    while let Some(ev) = rx.recv().await {
+        if let PeerEvent::State(RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed) = ev {
+            end(&state, &session_id).await;
+            return;
+        }
+    }
+}
+
+async fn end(state: &AppState, session_id: &str) -> bool {
+    let s = state.whip.lock().expect("whip lock poisoned").remove(session_id);
+    match s {
+        Some(s) => {
+            s.peer.close().await;
+            state.rooms.leave(&s.room, s.id);
+            tracing::info!(room = %s.room.id, id = %s.id, "WHIP participant left");
+            true
+        }
+        None => false,
+    }
+}
+
+pub async fn delete(State(state): State<Arc<AppState>>, Path((_room, session)): Path<(String, String)>) -> Response {
+    if end(&state, &session).await {
+        StatusCode::OK.into_response()
+    } else {
+        plain(StatusCode::NOT_FOUND, "no such WHIP session")
+    }
+}
+
+pub async fn patch() -> Response {
+    plain(StatusCode::METHOD_NOT_ALLOWED, "trickle ICE is not supported; send all candidates in the offer")
+}
+
+pub async fn options() -> Response {
+    let mut r = StatusCode::NO_CONTENT.into_response();
+    r.headers_mut().insert("accept-post", HeaderValue::from_static("application/sdp"));
+    r
+}
+
+/// Closes every WHIP session (shutdown).
+pub async fn end_all(state: &AppState) {
+    let ids: Vec<String> = state.whip.lock().expect("whip lock poisoned").keys().cloned().collect();
+    for id in ids {
+        end(state, &id).await;
+    }
+}

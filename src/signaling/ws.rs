@@ -1,0 +1,202 @@
+//! One WebSocket signaling session: lobby → joined (room + participant) → connected
+//! (peer). Every client message is validated; a bad one gets an `error` reply and the
+//! session goes on. When the socket closes, the participant leaves and its peer closes.
+
+use super::protocol::{parse_client_message, validate_name, ClientMessage, ErrorCode, ServerMessage, VideoInfo};
+use super::AppState;
+use crate::ids::{ParticipantId, RoomId};
+use crate::room::{Room, RoomError};
+use crate::transport::{self, PeerEvent, PeerSession};
+use axum::extract::ws::{Message, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use std::sync::Arc;
+use tokio::sync::{broadcast, mpsc};
+use webrtc::peer_connection::{RTCIceCandidateInit, RTCPeerConnectionState};
+
+struct Joined {
+    room: Arc<Room>,
+    id: ParticipantId,
+    events: broadcast::Receiver<crate::room::RoomEvent>,
+    peer: Option<PeerSession>,
+}
+
+pub async fn run(socket: WebSocket, state: Arc<AppState>) {
+    let (mut sink, mut stream) = socket.split();
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<ServerMessage>();
+    let writer = tokio::spawn(async move {
+        while let Some(msg) = out_rx.recv().await {
+            let text = match serde_json::to_string(&msg) {
+                Ok(t) => t,
+                Err(_) => continue,
+            };
+            if sink.send(Message::Text(text.into())).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let send = |m: ServerMessage| {
+        let _ = out_tx.send(m);
+    };
+    let (peer_tx, mut peer_rx) = mpsc::unbounded_channel::<PeerEvent>();
+    let mut shutdown = state.shutdown.clone();
+    let mut joined: Option<Joined> = None;
+
+    loop {
+        tokio::select! {
+            msg = stream.next() => {
+                let text = match msg {
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Binary(_))) => {
+                        send(ServerMessage::error(ErrorCode::BadMessage, "binary frames are not part of the protocol"));
+                        continue;
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                };
+                let msg = match parse_client_message(&text) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        send(e);
+                        continue;
+                    }
+                };
+                if matches!(msg, ClientMessage::Leave) {
+                    break;
+                }
+                handle(msg, &state, &mut joined, &peer_tx, &send).await;
+            }
+            ev = async {
+                match joined.as_mut() {
+                    Some(j) => j.events.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                match ev {
+                    Ok(ev) => send(ServerMessage::Room(ev)),
+                    Err(broadcast::error::RecvError::Lagged(n)) => tracing::warn!("signaling client lagged {n} room events"),
+                    Err(broadcast::error::RecvError::Closed) => break,
+                }
+            }
+            Some(pe) = peer_rx.recv() => match pe {
+                PeerEvent::LocalCandidate(c) => send(ServerMessage::Candidate {
+                    candidate: c.candidate,
+                    sdp_mid: c.sdp_mid,
+                    sdp_mline_index: c.sdp_mline_index,
+                }),
+                PeerEvent::State(s) => {
+                    send(ServerMessage::ConnectionState { state: s.to_string() });
+                    if s == RTCPeerConnectionState::Failed {
+                        send(ServerMessage::error(ErrorCode::NegotiationFailed, "media connection failed"));
+                        break;
+                    }
+                }
+            },
+            _ = shutdown.changed() => {
+                send(ServerMessage::Bye { reason: "server is shutting down".into() });
+                break;
+            }
+        }
+    }
+    if let Some(j) = joined.take() {
+        leave(&state, j).await;
+    }
+    drop(out_tx);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
+}
+
+async fn leave(state: &AppState, j: Joined) {
+    if let Some(peer) = &j.peer {
+        peer.close().await;
+    }
+    state.rooms.leave(&j.room, j.id);
+    tracing::info!(room = %j.room.id, id = %j.id, "participant left");
+}
+
+async fn handle(
+    msg: ClientMessage,
+    state: &Arc<AppState>,
+    joined: &mut Option<Joined>,
+    peer_tx: &mpsc::UnboundedSender<PeerEvent>,
+    send: &impl Fn(ServerMessage),
+) {
+    let bad_state = |m: &str| ServerMessage::error(ErrorCode::BadState, m);
+    match msg {
+        ClientMessage::Join { room, name } => {
+            if joined.is_some() {
+                return send(bad_state("already joined; open a new connection to join another room"));
+            }
+            let Ok(room_id) = RoomId::parse(&room) else {
+                return send(ServerMessage::error(ErrorCode::InvalidRoom, "room name must be 1 to 64 characters of letters, digits, '-', '_' or '.'"));
+            };
+            let name = match validate_name(&name) {
+                Ok(n) => n,
+                Err(e) => return send(e),
+            };
+            let room = state.rooms.get_or_start(&room_id);
+            let events = room.subscribe();
+            let info = match room.join(&name) {
+                Ok(i) => i,
+                Err(RoomError::Full(n)) => {
+                    return send(ServerMessage::error(ErrorCode::RoomFull, format!("room `{room_id}` is full ({n} participants)")));
+                }
+                Err(e) => return send(ServerMessage::error(ErrorCode::Internal, e.to_string())),
+            };
+            tracing::info!(room = %room_id, id = %info.id, name = %info.name, "participant joined");
+            let v = &state.config.video;
+            send(ServerMessage::Joined {
+                participant_id: info.id,
+                room: room_id.to_string(),
+                participants: room.participants(),
+                layout: room.layout(),
+                layouts: room.layouts(),
+                ice_servers: state.config.ice_servers.clone(),
+                active_speaker: room.active_speaker(),
+                video: VideoInfo { width: v.width, height: v.height, fps: v.fps },
+            });
+            *joined = Some(Joined { room, id: info.id, events, peer: None });
+        }
+        ClientMessage::Offer { sdp } => {
+            let Some(j) = joined.as_mut() else { return send(bad_state("join a room before sending an offer")) };
+            if j.peer.is_some() {
+                return send(bad_state("this session already has a media connection"));
+            }
+            match transport::connect(j.room.clone(), j.id, &sdp, &state.config, peer_tx.clone(), false).await {
+                Ok(peer) => {
+                    send(ServerMessage::Answer { sdp: peer.answer.clone() });
+                    j.peer = Some(peer);
+                }
+                Err(e) => {
+                    let code = match e {
+                        transport::TransportError::BadSdp(_) => ErrorCode::BadSdp,
+                        _ => ErrorCode::NegotiationFailed,
+                    };
+                    tracing::info!(id = %j.id, "offer refused: {e}");
+                    send(ServerMessage::error(code, e.to_string()));
+                }
+            }
+        }
+        ClientMessage::Candidate { candidate, sdp_mid, sdp_mline_index } => {
+            let Some(peer) = joined.as_ref().and_then(|j| j.peer.as_ref()) else {
+                return send(bad_state("send an offer before candidates"));
+            };
+            let init = RTCIceCandidateInit { candidate, sdp_mid, sdp_mline_index, ..Default::default() };
+            if let Err(e) = peer.add_remote_candidate(init).await {
+                send(ServerMessage::error(ErrorCode::BadCandidate, e.to_string()));
+            }
+        }
+        ClientMessage::SetLayout { layout } => {
+            let Some(j) = joined.as_ref() else { return send(bad_state("join a room first")) };
+            if let Err(e) = j.room.set_layout(&layout) {
+                send(ServerMessage::error(ErrorCode::UnknownLayout, e.to_string()));
+            }
+        }
+        ClientMessage::Mute { audio, video } => {
+            let Some(j) = joined.as_ref() else { return send(bad_state("join a room first")) };
+            if let Err(e) = j.room.set_muted(j.id, audio, video) {
+                send(ServerMessage::error(ErrorCode::Internal, e.to_string()));
+            }
+        }
+        ClientMessage::Leave => {}
+    }
+}

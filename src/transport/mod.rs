@@ -1,0 +1,402 @@
+//! WebRTC transport: builds one `webrtc` peer connection per participant, answers its
+//! offer, and wires it to the room — remote tracks feed the room's media threads, the
+//! room's sinks feed local tracks, keyframe requests flow both ways.
+//!
+//! Every network-facing step is fallible and returns a `TransportError`; nothing here can
+//! take down the room or another participant.
+
+pub mod keyframe;
+pub mod sdp;
+
+use crate::config::Config;
+use crate::ids::ParticipantId;
+use crate::room::sink::RtpSink;
+use crate::room::{Attachment, Room, Upstream};
+use rtc::interceptor::Slot;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_AV1, MIME_TYPE_H264, MIME_TYPE_OPUS};
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp::codec::h264::H264Payloader;
+use rtc::rtp::codec::opus::OpusPayloader;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RTCRtpHeaderExtensionCapability, RtpCodecKind,
+};
+use rtc::rtp_transceiver::RTCRtpTransceiverDirection;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, Mutex, Notify};
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceCandidateType, RTCIceGatheringState, RTCIceServer,
+    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
+};
+
+/// Why a peer could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("invalid SDP offer: {0}")]
+    BadSdp(#[from] sdp::SdpError),
+    #[error("offer rejected by the WebRTC stack: {0}")]
+    Negotiation(String),
+    #[error("no free UDP port in {0}-{1}")]
+    NoPort(u16, u16),
+    #[error("ICE candidate rejected: {0}")]
+    Candidate(String),
+    #[error("the room refused the participant: {0}")]
+    Room(#[from] crate::room::RoomError),
+}
+
+fn webrtc_err(e: impl std::fmt::Display) -> TransportError {
+    TransportError::Negotiation(e.to_string())
+}
+
+/// What a peer tells its signaling side.
+#[derive(Debug, Clone)]
+pub enum PeerEvent {
+    /// A server candidate to trickle to the client.
+    LocalCandidate(RTCIceCandidateInit),
+    /// Connection state changed (`Failed`/`Closed` end the session).
+    State(RTCPeerConnectionState),
+}
+
+/// A connected (or connecting) participant's peer connection.
+pub struct PeerSession {
+    pc: Arc<dyn PeerConnection>,
+    /// The answer SDP (with candidates when gathering was awaited).
+    pub answer: String,
+    /// mid of the first m-section, for trickled candidates.
+    pub first_mid: String,
+}
+
+impl PeerSession {
+    pub async fn add_remote_candidate(&self, c: RTCIceCandidateInit) -> Result<(), TransportError> {
+        if c.candidate.len() > 1024 {
+            return Err(TransportError::Candidate("too long".into()));
+        }
+        if c.candidate.is_empty() {
+            return Ok(()); // end-of-candidates
+        }
+        self.pc.add_ice_candidate(c).await.map_err(|e| TransportError::Candidate(e.to_string()))
+    }
+
+    pub async fn close(&self) {
+        let _ = self.pc.close().await;
+    }
+}
+
+fn video_feedback() -> Vec<RTCPFeedback> {
+    [("goog-remb", ""), ("ccm", "fir"), ("nack", ""), ("nack", "pli"), ("transport-cc", "")]
+        .iter()
+        .map(|(t, p)| RTCPFeedback { typ: t.to_string(), parameter: p.to_string() })
+        .collect()
+}
+
+/// Codecs Tessera negotiates: Opus; H.264 (packetization-mode 1: constrained baseline,
+/// baseline, main) and AV1 for ingest. Our outputs are always H.264.
+fn media_engine() -> Result<MediaEngine, TransportError> {
+    let mut m = MediaEngine::default();
+    let codec = |mime: &str, clock, channels, fmtp: &str, fb: Vec<RTCPFeedback>, pt| RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec { mime_type: mime.to_owned(), clock_rate: clock, channels, sdp_fmtp_line: fmtp.to_owned(), rtcp_feedback: fb },
+        payload_type: pt,
+    };
+    m.register_codec(codec(MIME_TYPE_OPUS, 48_000, 2, "minptime=10;useinbandfec=1", vec![], 111), RtpCodecKind::Audio)
+        .map_err(webrtc_err)?;
+    for (profile, pt) in [("42e01f", 125), ("42001f", 102), ("4d001f", 39), ("640032", 123)] {
+        let fmtp = format!("level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={profile}");
+        m.register_codec(codec(MIME_TYPE_H264, 90_000, 0, &fmtp, video_feedback(), pt), RtpCodecKind::Video)
+            .map_err(webrtc_err)?;
+    }
+    m.register_codec(codec(MIME_TYPE_AV1, 90_000, 0, "", video_feedback(), 45), RtpCodecKind::Video).map_err(webrtc_err)?;
+    m.register_header_extension(
+        RTCRtpHeaderExtensionCapability { uri: sdp::AUDIO_LEVEL_URI.to_owned() },
+        RtpCodecKind::Audio,
+        Some(RTCRtpTransceiverDirection::Recvonly),
+    )
+    .map_err(webrtc_err)?;
+    Ok(m)
+}
+
+/// Picks the media socket address: `ip:0`, or the first free port of the configured range.
+fn media_addr(config: &Config) -> Result<String, TransportError> {
+    let ip = config.media_ip;
+    match (config.udp_port_min, config.udp_port_max) {
+        (Some(lo), Some(hi)) => {
+            // Probe-bind; the stack binds it right after. A lost race fails that bind with a
+            // clear error rather than sharing a port.
+            let start = lo + (rand::random::<u16>() % (hi - lo + 1));
+            (0..=(hi - lo))
+                .map(|i| lo + (start - lo + i) % (hi - lo + 1))
+                .find(|&p| std::net::UdpSocket::bind((ip, p)).is_ok())
+                .map(|p| format!("{ip}:{p}"))
+                .ok_or(TransportError::NoPort(lo, hi))
+        }
+        _ => Ok(format!("{ip}:0")),
+    }
+}
+
+/// State the event handler shares with the session set-up.
+struct Shared {
+    room: Arc<Room>,
+    id: ParticipantId,
+    events: mpsc::UnboundedSender<PeerEvent>,
+    audio_level_id: Option<u8>,
+    first_mid: String,
+    /// The remote video track, once it arrives, for sending PLIs upstream.
+    remote_video: Mutex<Option<(Arc<dyn TrackRemote>, u32)>>,
+    gathered: Notify,
+    /// True once DTLS/SRTP is up: media written before that would be dropped by the stack.
+    connected: tokio::sync::watch::Sender<bool>,
+}
+
+struct Handler(Arc<Shared>);
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        if let Ok(mut init) = event.candidate.to_json() {
+            init.sdp_mid = Some(self.0.first_mid.clone());
+            init.sdp_mline_index = Some(0);
+            let _ = self.0.events.send(PeerEvent::LocalCandidate(init));
+        }
+    }
+
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            self.0.gathered.notify_waiters();
+            self.0.gathered.notify_one();
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let up = state == RTCPeerConnectionState::Connected;
+        self.0.connected.send_replace(up);
+        if up {
+            // The viewer's decoder needs an IDR to start.
+            self.0.room.keyframe_request(self.0.id);
+        }
+        let _ = self.0.events.send(PeerEvent::State(state));
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let shared = self.0.clone();
+        tokio::spawn(async move { read_remote_track(shared, track).await });
+    }
+}
+
+/// Forwards one remote track's RTP into the room until the track ends.
+async fn read_remote_track(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
+    let kind = track.kind().await;
+    if kind == RtpCodecKind::Video {
+        if let Some(ssrc) = track.ssrcs().await.first().copied() {
+            *shared.remote_video.lock().await = Some((track.clone(), ssrc));
+        }
+    }
+    let (room, id, level_id) = (&shared.room, shared.id, shared.audio_level_id);
+    while let Some(evt) = track.poll().await {
+        let TrackRemoteEvent::OnRtpPacket(pkt) = evt else {
+            if matches!(evt, TrackRemoteEvent::OnEnded | TrackRemoteEvent::OnError) {
+                break;
+            }
+            continue;
+        };
+        let h = &pkt.header;
+        match kind {
+            RtpCodecKind::Audio => {
+                if pkt.payload.is_empty() {
+                    continue;
+                }
+                let level = level_id.and_then(|lid| h.get_extension(lid)).and_then(|b| b.first().map(|v| v & 0x7f));
+                room.audio_packet(id, h.sequence_number, pkt.payload, level);
+            }
+            RtpCodecKind::Video => {
+                // Padding-only packets still occupy sequence numbers; pass them on so the
+                // assembler does not mistake them for loss.
+                room.video_packet(id, h.payload_type, h.sequence_number, h.timestamp, h.marker, pkt.payload);
+            }
+            _ => {}
+        }
+    }
+    tracing::debug!(%id, ?kind, "remote track ended");
+}
+
+/// Sends PLIs upstream when the room asks (the remote video track may arrive later).
+async fn forward_upstream(shared: Arc<Shared>, mut rx: mpsc::Receiver<Upstream>) {
+    while let Some(Upstream::KeyframeRequest) = rx.recv().await {
+        let target = shared.remote_video.lock().await.clone();
+        if let Some((track, media_ssrc)) = target {
+            let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc };
+            if let Err(e) = track.write_rtcp(vec![Box::new(pli)]).await {
+                tracing::debug!(id = %shared.id, "PLI not sent: {e}");
+            }
+        }
+    }
+}
+
+/// Pumps packets from a room sink's queue into a local track, and keyframe requests from
+/// the track back to the room.
+fn spawn_local_track(shared: &Arc<Shared>, track: Arc<TrackLocalStaticRTP>, mut rx: mpsc::Receiver<rtc::rtp::Packet>, video: bool) {
+    let t = track.clone();
+    let id = shared.id;
+    let connected = shared.connected.subscribe();
+    tokio::spawn(async move {
+        while let Some(pkt) = rx.recv().await {
+            if !*connected.borrow() {
+                continue; // not connected (yet, or any more): drop
+            }
+            if let Err(e) = t.write_rtp(pkt).await {
+                tracing::trace!(%id, "write_rtp: {e}");
+            }
+        }
+    });
+    if video {
+        let room = shared.room.clone();
+        tokio::spawn(async move {
+            while let Some(evt) = track.poll().await {
+                let TrackLocalEvent::OnRtcpPacket(packets) = evt else { continue };
+                if packets.iter().any(|p| keyframe::is_keyframe_request(p.as_ref())) {
+                    room.keyframe_request(id);
+                }
+            }
+        });
+    }
+}
+
+fn local_track(kind: RtpCodecKind, id: ParticipantId, ssrc: u32) -> Arc<TrackLocalStaticRTP> {
+    use rtc::media_stream::MediaStreamTrack;
+    Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        format!("tessera-{id}"),
+        format!("tessera-{id}-{kind}"),
+        format!("tessera {kind}"),
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+            ..Default::default()
+        }],
+    )))
+}
+
+/// Answers `offer` for participant `id` of `room` and connects its media.
+/// `wait_for_gathering` puts every server candidate in the answer (WHIP); otherwise they
+/// are trickled as `PeerEvent::LocalCandidate`.
+pub async fn connect(
+    room: Arc<Room>,
+    id: ParticipantId,
+    offer: &str,
+    config: &Config,
+    events: mpsc::UnboundedSender<PeerEvent>,
+    wait_for_gathering: bool,
+) -> Result<PeerSession, TransportError> {
+    let sections = sdp::parse(offer)?;
+    let audio = sdp::first(&sections, "audio");
+    let video = sdp::first(&sections, "video");
+    let first_mid = sections.iter().find_map(|s| s.mid.clone()).unwrap_or_else(|| "0".into());
+    let shared = Arc::new(Shared {
+        room: room.clone(),
+        id,
+        events,
+        audio_level_id: audio.and_then(|a| a.extmap.get(sdp::AUDIO_LEVEL_URI).copied()),
+        first_mid: first_mid.clone(),
+        remote_video: Mutex::new(None),
+        gathered: Notify::new(),
+        connected: tokio::sync::watch::channel(false).0,
+    });
+
+    let mut engine = media_engine()?;
+    let registry = register_default_interceptors(Registry::new(), &mut engine).map_err(webrtc_err)?;
+    let registry = registry.with(Slot::from(14_000), keyframe::KeyframeRequestForwarder::default());
+    let mut settings = SettingEngineBuilder::new()
+        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+        .with_ice_connection_attempts(Some(Duration::from_millis(20)), Some(50))
+        .with_ice_timeouts(Some(Duration::from_secs(5)), Some(Duration::from_secs(15)), Some(Duration::from_secs(2)))
+        .with_include_loopback_candidate(config.media_ip.is_loopback());
+    if let Some(public) = config.public_ip {
+        settings = settings.with_nat_1to1_ips(vec![public.to_string()], RTCIceCandidateType::Host);
+    }
+    let ice_servers = config
+        .ice_servers
+        .iter()
+        .map(|s| RTCIceServer {
+            urls: s.urls.clone(),
+            username: s.username.clone().unwrap_or_default(),
+            credential: s.credential.clone().unwrap_or_default(),
+        })
+        .collect();
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().with_ice_servers(ice_servers).build())
+        .with_media_engine(engine)
+        .with_setting_engine(settings.build())
+        .with_interceptor_registry(registry)
+        .with_handler(Arc::new(Handler(shared.clone())))
+        .with_udp_addrs(vec![media_addr(config)?])
+        .build()
+        .await
+        .map_err(webrtc_err)?;
+    let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+    let session = PeerSession { pc: pc.clone(), answer: String::new(), first_mid };
+    match negotiate(&shared, &pc, offer, audio.is_some_and(|a| a.writer_receives()), video.is_some_and(|v| v.writer_receives()), wait_for_gathering).await {
+        Ok(answer) => Ok(PeerSession { answer, ..session }),
+        Err(e) => {
+            session.close().await;
+            Err(e)
+        }
+    }
+}
+
+async fn negotiate(
+    shared: &Arc<Shared>,
+    pc: &Arc<dyn PeerConnection>,
+    offer: &str,
+    send_audio: bool,
+    send_video: bool,
+    wait_for_gathering: bool,
+) -> Result<String, TransportError> {
+    let offer = RTCSessionDescription::offer(offer.to_owned()).map_err(webrtc_err)?;
+    pc.set_remote_description(offer).await.map_err(webrtc_err)?;
+    let (audio_ssrc, video_ssrc) = (rand::random::<u32>(), rand::random::<u32>());
+    let audio_track = local_track(RtpCodecKind::Audio, shared.id, audio_ssrc);
+    let video_track = local_track(RtpCodecKind::Video, shared.id, video_ssrc);
+    if send_audio {
+        pc.add_track(audio_track.clone()).await.map_err(webrtc_err)?;
+    }
+    if send_video {
+        pc.add_track(video_track.clone()).await.map_err(webrtc_err)?;
+    }
+    let answer = pc.create_answer(None).await.map_err(webrtc_err)?;
+    let gathered = shared.gathered.notified();
+    pc.set_local_description(answer).await.map_err(webrtc_err)?;
+    if wait_for_gathering {
+        let _ = tokio::time::timeout(Duration::from_secs(3), gathered).await;
+    }
+    let answer = pc.local_description().await.ok_or_else(|| webrtc_err("no local description"))?.sdp;
+
+    // Wire outputs on the payload types the answer settled on.
+    let sections = sdp::parse(&answer)?;
+    let mut audio_out = None;
+    let mut video_out = None;
+    if let Some(pt) = sdp::first(&sections, "audio").filter(|_| send_audio).and_then(|a| a.payload_type("opus", None)) {
+        let (tx, rx) = mpsc::channel(64);
+        audio_out = Some(RtpSink::new(audio_ssrc, pt, Box::new(OpusPayloader), tx));
+        spawn_local_track(shared, audio_track, rx, false);
+    }
+    let answer_video = sdp::first(&sections, "video");
+    if let Some(pt) = answer_video.filter(|_| send_video).and_then(|v| v.payload_type("H264", Some("packetization-mode=1"))) {
+        let (tx, rx) = mpsc::channel(1024);
+        video_out = Some(RtpSink::new(video_ssrc, pt, Box::new(H264Payloader::default()), tx));
+        spawn_local_track(shared, video_track, rx, true);
+    }
+    let (up_tx, up_rx) = mpsc::channel(8);
+    tokio::spawn(forward_upstream(shared.clone(), up_rx));
+    shared.room.attach(
+        shared.id,
+        Attachment {
+            video_payload_types: answer_video.map(|v| v.video_payload_types()).unwrap_or_default(),
+            audio_out,
+            video_out,
+            upstream: up_tx,
+        },
+    )?;
+    Ok(answer)
+}

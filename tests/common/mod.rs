@@ -1,0 +1,428 @@
+//! Shared harness for integration tests: the real server on 127.0.0.1:0 and WebRTC clients
+//! built on the `webrtc` crate that send a solid colour (H.264) and a pure tone (Opus), and
+//! decode what the MCU sends back.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
+use rtc::rtp::codec::h264::H264Payloader;
+use rtc::rtp::packetizer::Payloader;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tessera::codec::audio::{OpusDecoder, OpusEncoder};
+use tessera::codec::video::{Decoded, EncoderSettings, H264Encoder, VideoDecoder};
+use tessera::codec::VideoCodec;
+use tessera::config::Config;
+use tessera::layout::LayoutSet;
+use tessera::media::frame::rgb_to_yuv;
+use tessera::media::jitter::{VideoAssembler, VideoPop};
+use tessera::media::I420Frame;
+use tessera::room::{RoomSettings, Rooms};
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio_tungstenite::tungstenite::Message;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceGatheringState, RTCSessionDescription, Registry, SettingEngineBuilder,
+};
+
+pub const W: u32 = 320;
+pub const H: u32 = 180;
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub rooms: Arc<Rooms>,
+    stop: Option<oneshot::Sender<()>>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        let mut config = Config::default();
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.video.width = W;
+        config.video.height = H;
+        config.video.bitrate_kbps = 400;
+        let rooms = Arc::new(Rooms::new(RoomSettings { config: config.clone(), layouts: LayoutSet::builtin() }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, rx) = oneshot::channel::<()>();
+        let r = rooms.clone();
+        let handle = tokio::spawn(async move {
+            tessera::signaling::serve(listener, config, r, async move {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        Self { addr, rooms, stop: Some(stop), handle }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.handle).await;
+    }
+}
+
+/// What a client has received so far.
+#[derive(Default)]
+pub struct Received {
+    pub frame: Mutex<Option<I420Frame>>,
+    pub frames: AtomicU64,
+    /// The last two seconds of decoded audio.
+    pub audio: Mutex<VecDeque<i16>>,
+    pub audio_packets: AtomicU64,
+}
+
+struct Handler {
+    received: Arc<Received>,
+    gathered: Arc<Notify>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            self.gathered.notify_one();
+        }
+    }
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let received = self.received.clone();
+        tokio::spawn(async move { receive(track, received).await });
+    }
+}
+
+async fn receive(track: Arc<dyn TrackRemote>, received: Arc<Received>) {
+    let kind = track.kind().await;
+    let mut assembler = VideoAssembler::default();
+    let mut video = VideoDecoder::new(VideoCodec::H264).unwrap();
+    let mut audio = OpusDecoder::new().unwrap();
+    let mut pcm = vec![0i16; 5760];
+    let mut picture = I420Frame::default();
+    let mut need_key = true;
+    while let Some(evt) = track.poll().await {
+        let TrackRemoteEvent::OnRtpPacket(pkt) = evt else { continue };
+        if kind == RtpCodecKind::Audio {
+            if let Ok(n) = audio.decode(&pkt.payload, &mut pcm) {
+                let mut a = received.audio.lock().unwrap();
+                a.extend(&pcm[..n]);
+                while a.len() > 96_000 {
+                    a.pop_front();
+                }
+                received.audio_packets.fetch_add(1, Ordering::Relaxed);
+            }
+        } else {
+            let h = &pkt.header;
+            assembler.push(Instant::now(), h.sequence_number, h.timestamp, h.marker, pkt.payload.clone());
+            while let Some(pop) = assembler.pop(Instant::now()) {
+                match pop {
+                    VideoPop::Lost => need_key = true,
+                    VideoPop::Frame { payloads, .. } => {
+                        if let Ok(Decoded::Picture { .. }) = video.decode(&payloads, need_key, &mut picture) {
+                            need_key = false;
+                            *received.frame.lock().unwrap() = Some(picture.clone());
+                            received.frames.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn engine() -> MediaEngine {
+    let mut m = MediaEngine::default();
+    let c = |mime: &str, clock, ch, fmtp: &str, pt| RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec { mime_type: mime.into(), clock_rate: clock, channels: ch, sdp_fmtp_line: fmtp.into(), rtcp_feedback: vec![] },
+        payload_type: pt,
+    };
+    m.register_codec(c(MIME_TYPE_OPUS, 48_000, 2, "minptime=10;useinbandfec=1", 111), RtpCodecKind::Audio).unwrap();
+    m.register_codec(c(MIME_TYPE_H264, 90_000, 0, "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f", 125), RtpCodecKind::Video)
+        .unwrap();
+    m
+}
+
+fn local_track(kind: RtpCodecKind, ssrc: u32) -> Arc<TrackLocalStaticRTP> {
+    use rtc::media_stream::MediaStreamTrack;
+    Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        format!("client-{ssrc}"),
+        format!("client-{ssrc}-{kind}"),
+        format!("client {kind}"),
+        kind,
+        vec![RTCRtpEncodingParameters { rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() }, ..Default::default() }],
+    )))
+}
+
+/// A test participant.
+pub struct Client {
+    pub name: String,
+    pub pc: Arc<dyn PeerConnection>,
+    pub received: Arc<Received>,
+    /// Server messages other than answer/candidate (for tests to inspect).
+    pub messages: mpsc::UnboundedReceiver<serde_json::Value>,
+    pub ws_out: Option<mpsc::UnboundedSender<String>>,
+    pub whip_location: Option<String>,
+    pub answer: String,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Builds a peer with sendrecv audio+video and returns it with its complete offer.
+async fn make_peer(received: Arc<Received>) -> (Arc<dyn PeerConnection>, String, Arc<TrackLocalStaticRTP>, Arc<TrackLocalStaticRTP>, u32, u32) {
+    let mut m = engine();
+    let registry = register_default_interceptors(Registry::new(), &mut m).unwrap();
+    let gathered = Arc::new(Notify::new());
+    let settings = SettingEngineBuilder::new()
+        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+        .with_ice_connection_attempts(Some(Duration::from_millis(20)), Some(50))
+        .with_include_loopback_candidate(true)
+        .build();
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_media_engine(m)
+        .with_setting_engine(settings)
+        .with_interceptor_registry(registry)
+        .with_handler(Arc::new(Handler { received, gathered: gathered.clone() }))
+        .with_udp_addrs(vec!["127.0.0.1:0"])
+        .build()
+        .await
+        .unwrap();
+    let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+    let (assrc, vssrc) = (rand::random::<u32>(), rand::random::<u32>());
+    let at = local_track(RtpCodecKind::Audio, assrc);
+    let vt = local_track(RtpCodecKind::Video, vssrc);
+    pc.add_track(at.clone()).await.unwrap();
+    pc.add_track(vt.clone()).await.unwrap();
+    let offer = pc.create_offer(None).await.unwrap();
+    let wait = gathered.notified();
+    pc.set_local_description(offer).await.unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(3), wait).await;
+    let offer = pc.local_description().await.unwrap().sdp;
+    (pc, offer, at, vt, assrc, vssrc)
+}
+
+/// Sends a solid colour at 30 fps and a tone at 20 ms ptime on the negotiated payload types.
+fn spawn_senders(answer: &str, at: Arc<TrackLocalStaticRTP>, vt: Arc<TrackLocalStaticRTP>, assrc: u32, vssrc: u32, rgb: (u8, u8, u8), tone_hz: f32) -> Vec<tokio::task::JoinHandle<()>> {
+    let sections = tessera::transport::sdp::parse(answer).unwrap();
+    let apt = tessera::transport::sdp::first(&sections, "audio").and_then(|a| a.payload_type("opus", None)).unwrap();
+    let vpt = tessera::transport::sdp::first(&sections, "video").and_then(|v| v.payload_type("H264", Some("packetization-mode=1"))).unwrap();
+    let video = tokio::spawn(async move {
+        let mut enc = H264Encoder::new(EncoderSettings { width: 320, height: 180, fps: 30, bitrate_bps: 300_000, idr_interval_frames: 15 }).unwrap();
+        let frame = I420Frame::solid(320, 180, rgb_to_yuv(rgb.0, rgb.1, rgb.2));
+        let mut pay = H264Payloader::default();
+        let mut au = Vec::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(33));
+        let (mut seq, mut ts) = (rand::random::<u16>(), rand::random::<u32>());
+        loop {
+            tick.tick().await;
+            if enc.encode(&frame, &mut au).is_err() || au.is_empty() {
+                continue;
+            }
+            let payloads = pay.payload(1100, &Bytes::from(au.clone())).unwrap_or_default();
+            let n = payloads.len();
+            for (i, p) in payloads.into_iter().enumerate() {
+                let pkt = rtc::rtp::packet::Packet {
+                    header: rtc::rtp::header::Header { version: 2, marker: i + 1 == n, payload_type: vpt, sequence_number: seq, timestamp: ts, ssrc: vssrc, ..Default::default() },
+                    payload: p,
+                };
+                seq = seq.wrapping_add(1);
+                let _ = vt.write_rtp(pkt).await;
+            }
+            ts = ts.wrapping_add(3000);
+        }
+    });
+    let audio = tokio::spawn(async move {
+        let mut enc = OpusEncoder::new(32_000, 5).unwrap();
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        let (mut seq, mut ts, mut n) = (rand::random::<u16>(), rand::random::<u32>(), 0u64);
+        let mut out = vec![0u8; 1500];
+        loop {
+            tick.tick().await;
+            let pcm: Vec<i16> = (0..960u64)
+                .map(|i| ((((n * 960 + i) as f64) * 2.0 * std::f64::consts::PI * tone_hz as f64 / 48_000.0).sin() * 8000.0) as i16)
+                .collect();
+            n += 1;
+            let Ok(len) = enc.encode(&pcm, &mut out) else { continue };
+            let pkt = rtc::rtp::packet::Packet {
+                header: rtc::rtp::header::Header { version: 2, payload_type: apt, sequence_number: seq, timestamp: ts, ssrc: assrc, ..Default::default() },
+                payload: Bytes::copy_from_slice(&out[..len]),
+            };
+            seq = seq.wrapping_add(1);
+            ts = ts.wrapping_add(960);
+            let _ = at.write_rtp(pkt).await;
+        }
+    });
+    vec![video, audio]
+}
+
+impl Client {
+    /// Joins over the WebSocket protocol, like the web client.
+    pub async fn join_ws(server: &TestServer, room: &str, name: &str, rgb: (u8, u8, u8), tone_hz: f32) -> Client {
+        let received = Arc::new(Received::default());
+        let (pc, offer, at, vt, assrc, vssrc) = make_peer(received.clone()).await;
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", server.addr)).await.unwrap();
+        let (mut sink, mut stream) = ws.split();
+        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<String>();
+        let writer = tokio::spawn(async move {
+            while let Some(m) = out_rx.recv().await {
+                if sink.send(Message::Text(m.into())).await.is_err() {
+                    break;
+                }
+            }
+        });
+        out_tx.send(serde_json::json!({"type":"join","room":room,"name":name}).to_string()).unwrap();
+        let (msg_tx, mut msg_rx) = mpsc::unbounded_channel();
+        let (answer_tx, answer_rx) = oneshot::channel::<String>();
+        let pc2 = pc.clone();
+        let reader = tokio::spawn(async move {
+            let mut answer_tx = Some(answer_tx);
+            while let Some(Ok(m)) = stream.next().await {
+                let Message::Text(t) = m else { continue };
+                let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                match v["type"].as_str() {
+                    Some("answer") => {
+                        if let Some(tx) = answer_tx.take() {
+                            let _ = tx.send(v["sdp"].as_str().unwrap().to_owned());
+                        }
+                    }
+                    Some("candidate") => {
+                        let c = RTCIceCandidateInit {
+                            candidate: v["candidate"].as_str().unwrap().to_owned(),
+                            sdp_mid: v["sdpMid"].as_str().map(str::to_owned),
+                            sdp_mline_index: v["sdpMLineIndex"].as_u64().map(|x| x as u16),
+                            ..Default::default()
+                        };
+                        let _ = pc2.add_ice_candidate(c).await;
+                    }
+                    _ => {
+                        let _ = msg_tx.send(v);
+                    }
+                }
+            }
+        });
+        // Wait for `joined` before offering.
+        loop {
+            let v = tokio::time::timeout(Duration::from_secs(10), msg_rx.recv()).await.expect("joined in 10 s").expect("socket open");
+            if v["type"] == "joined" {
+                break;
+            }
+            assert_ne!(v["type"], "error", "join failed: {v}");
+        }
+        out_tx.send(serde_json::json!({"type":"offer","sdp":offer}).to_string()).unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(10), answer_rx).await.expect("answer in 10 s").unwrap();
+        pc.set_remote_description(RTCSessionDescription::answer(answer.clone()).unwrap()).await.unwrap();
+        let mut tasks = vec![writer, reader];
+        tasks.extend(spawn_senders(&answer, at, vt, assrc, vssrc, rgb, tone_hz));
+        Client { name: name.into(), pc, received, messages: msg_rx, ws_out: Some(out_tx), whip_location: None, answer, tasks }
+    }
+
+    /// Joins over WHIP with sendrecv transceivers (a full participant).
+    pub async fn join_whip(server: &TestServer, room: &str, name: &str, rgb: (u8, u8, u8), tone_hz: f32) -> Client {
+        let received = Arc::new(Received::default());
+        let (pc, offer, at, vt, assrc, vssrc) = make_peer(received.clone()).await;
+        let resp = http(server.addr, "POST", &format!("/whip/{room}?name={name}"), Some(("application/sdp", offer.as_bytes()))).await;
+        assert_eq!(resp.status, 201, "WHIP POST: {}", resp.body);
+        assert!(resp.header("content-type").unwrap().starts_with("application/sdp"));
+        let location = resp.header("location").expect("Location header").to_owned();
+        let answer = resp.body.clone();
+        pc.set_remote_description(RTCSessionDescription::answer(answer.clone()).unwrap()).await.unwrap();
+        let tasks = spawn_senders(&answer, at, vt, assrc, vssrc, rgb, tone_hz);
+        let (_tx, rx) = mpsc::unbounded_channel();
+        Client { name: name.into(), pc, received, messages: rx, ws_out: None, whip_location: Some(location), answer, tasks }
+    }
+
+    pub fn frames(&self) -> u64 {
+        self.received.frames.load(Ordering::Relaxed)
+    }
+
+    pub fn last_frame(&self) -> Option<I420Frame> {
+        self.received.frame.lock().unwrap().clone()
+    }
+
+    pub fn last_audio(&self, samples: usize) -> Vec<i16> {
+        let a = self.received.audio.lock().unwrap();
+        a.iter().skip(a.len().saturating_sub(samples)).copied().collect()
+    }
+
+    pub async fn close(&self) {
+        let _ = self.pc.close().await;
+    }
+}
+
+/// Waits until `f` holds, polling every 100 ms, or panics after `secs` with `what`.
+pub async fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < until {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out after {secs} s waiting for {what}");
+}
+
+/// Power of one frequency (Goertzel), normalised to amplitude².
+pub fn tone_power(x: &[i16], freq: f32) -> f64 {
+    let w = 2.0 * std::f64::consts::PI * freq as f64 / 48_000.0;
+    let c = 2.0 * w.cos();
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for &v in x {
+        let s0 = v as f64 + c * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    (s1 * s1 + s2 * s2 - c * s1 * s2) / (x.len() as f64 * x.len() as f64 / 4.0)
+}
+
+/// A minimal HTTP/1.1 client for WHIP and the API (no redirects, Content-Length bodies).
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+pub async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<(&str, &[u8])>) -> HttpResponse {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some((ct, b)) = body {
+        req += &format!("Content-Type: {ct}\r\nContent-Length: {}\r\n", b.len());
+    } else {
+        req += "Content-Length: 0\r\n";
+    }
+    req += "\r\n";
+    s.write_all(req.as_bytes()).await.unwrap();
+    if let Some((_, b)) = body {
+        s.write_all(b).await.unwrap();
+    }
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let headers = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned())).collect();
+    HttpResponse { status, headers, body: body.to_owned() }
+}

@@ -1,0 +1,225 @@
+// Tessera web client: join a room over the WebSocket protocol (docs/protocol.md), send
+// camera + mic on sendrecv transceivers, and play the one composite stream the MCU sends.
+'use strict';
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+const state = {
+  ws: null, pc: null, local: null, me: null, participants: new Map(),
+  speaker: null, leaving: false, micMuted: false, camMuted: false, pendingCandidates: [],
+};
+window.tessera = state; // for tests and debugging
+
+function setStatus(text, ok) { const s = $('status'); s.textContent = text; s.classList.toggle('ok', !!ok); }
+function showError(text) { const e = $('error'); e.textContent = text; e.hidden = !text; }
+function send(msg) { if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify(msg)); }
+
+const ERROR_TEXT = {
+  room_full: 'This room is full.', invalid_room: 'Room names may use letters, digits, "-", "_" and ".".',
+  invalid_name: 'Please enter a display name (up to 64 characters).', bad_sdp: 'Your browser sent a session description the server could not use.',
+  negotiation_failed: 'Could not establish the media connection.', unknown_layout: 'That layout does not exist.',
+};
+
+async function listDevices() {
+  const devices = await navigator.mediaDevices.enumerateDevices();
+  for (const [kind, ids] of [['videoinput', ['camera', 'camera-in-call']], ['audioinput', ['mic', 'mic-in-call']]]) {
+    for (const id of ids) {
+      const sel = $(id);
+      const keep = [...sel.options].filter((o) => o.value === '' || o.value === 'none').map((o) => o.cloneNode(true));
+      sel.replaceChildren(...keep);
+      devices.filter((d) => d.kind === kind).forEach((d, i) => sel.add(new Option(d.label || `${kind} ${i + 1}`, d.deviceId)));
+    }
+  }
+}
+
+function constraint(value, fallback) {
+  if (value === 'none') return false;
+  return value ? { deviceId: { exact: value } } : fallback;
+}
+
+async function getMedia(camera, mic) {
+  const video = constraint(camera, { width: { ideal: 640 }, height: { ideal: 360 }, frameRate: { ideal: 30 } });
+  const audio = constraint(mic, true);
+  if (!video && !audio) return new MediaStream();
+  return navigator.mediaDevices.getUserMedia({ video, audio });
+}
+
+function renderParticipants() {
+  const ul = $('participants');
+  ul.replaceChildren(...[...state.participants.values()].map((p) => {
+    const li = document.createElement('li');
+    li.textContent = p.name;
+    li.dataset.id = p.id;
+    if (p.id === state.me) li.classList.add('me');
+    if (p.id === state.speaker) li.classList.add('speaker');
+    const flags = [p.audioMuted && 'mic off', p.videoMuted && 'camera off'].filter(Boolean).join(', ');
+    if (flags) { const s = document.createElement('span'); s.className = 'flags'; s.textContent = flags; li.append(s); }
+    return li;
+  }));
+}
+
+function preferCodec(transceiver, codec) {
+  if (!transceiver.setCodecPreferences || !RTCRtpReceiver.getCapabilities) return;
+  const caps = RTCRtpReceiver.getCapabilities('video').codecs;
+  const isH264 = (c) => c.mimeType === 'video/H264' && /packetization-mode=1/.test(c.sdpFmtpLine || '');
+  const isAv1 = (c) => c.mimeType === 'video/AV1';
+  // H.264 must stay in the list: it is what the server sends back on this transceiver.
+  const order = codec === 'av1' ? [isAv1, isH264] : [isH264, isAv1];
+  const prefs = order.flatMap((f) => caps.filter(f));
+  if (prefs.length) transceiver.setCodecPreferences(prefs);
+}
+
+async function startPeer(iceServers) {
+  const pc = new RTCPeerConnection({ iceServers, bundlePolicy: 'max-bundle' });
+  state.pc = pc;
+  const remote = new MediaStream();
+  $('remote').srcObject = remote;
+  pc.ontrack = (e) => { remote.addTrack(e.track); $('remote').play().catch(() => {}); };
+  pc.onicecandidate = (e) => { if (e.candidate) send({ type: 'candidate', candidate: e.candidate.candidate, sdpMid: e.candidate.sdpMid, sdpMLineIndex: e.candidate.sdpMLineIndex }); };
+  pc.onconnectionstatechange = () => {
+    setStatus(`media ${pc.connectionState}`, pc.connectionState === 'connected');
+    if (pc.connectionState === 'failed') showError('The media connection failed (check the network or the TURN server).');
+  };
+  const audioTrack = state.local.getAudioTracks()[0];
+  const videoTrack = state.local.getVideoTracks()[0];
+  // Always sendrecv-capable so the composite and mix come back even without a camera/mic.
+  pc.addTransceiver(audioTrack || 'audio', { direction: audioTrack ? 'sendrecv' : 'recvonly', streams: [state.local] });
+  const vt = pc.addTransceiver(videoTrack || 'video', { direction: videoTrack ? 'sendrecv' : 'recvonly', streams: [state.local] });
+  preferCodec(vt, $('codec').value || params.get('codec'));
+  const offer = await pc.createOffer();
+  await pc.setLocalDescription(offer);
+  send({ type: 'offer', sdp: pc.localDescription.sdp });
+}
+
+async function onMessage(msg) {
+  switch (msg.type) {
+    case 'joined':
+      state.me = msg.participantId;
+      state.speaker = msg.activeSpeaker;
+      msg.participants.forEach((p) => state.participants.set(p.id, p));
+      $('room-name').textContent = `in ${msg.room}`;
+      $('layout').replaceChildren(...msg.layouts.map((l) => new Option(l, l, false, l === msg.layout)));
+      $('lobby').hidden = true; $('call').hidden = false;
+      renderParticipants();
+      await startPeer(msg.iceServers);
+      break;
+    case 'answer':
+      await state.pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
+      for (const c of state.pendingCandidates.splice(0)) await state.pc.addIceCandidate(c).catch(() => {});
+      break;
+    case 'candidate': {
+      const c = { candidate: msg.candidate, sdpMid: msg.sdpMid, sdpMLineIndex: msg.sdpMLineIndex };
+      if (state.pc && state.pc.remoteDescription) await state.pc.addIceCandidate(c).catch(() => {});
+      else state.pendingCandidates.push(c);
+      break;
+    }
+    case 'participantJoined': case 'participantUpdated':
+      state.participants.set(msg.participant.id, msg.participant); renderParticipants(); break;
+    case 'participantLeft':
+      state.participants.delete(msg.participantId); renderParticipants(); break;
+    case 'activeSpeaker':
+      state.speaker = msg.participantId; renderParticipants(); break;
+    case 'layoutChanged':
+      $('layout').value = msg.layout; break;
+    case 'connectionState':
+      break;
+    case 'bye':
+      showError(`Disconnected: ${msg.reason}`); leave(true); break;
+    case 'error':
+      showError(ERROR_TEXT[msg.code] || msg.message);
+      if (!state.me) leave(true);
+      break;
+  }
+}
+
+async function join(room, name) {
+  showError('');
+  state.leaving = false;
+  setStatus('getting camera and microphone…');
+  try {
+    state.local = await getMedia($('camera').value, $('mic').value);
+  } catch (e) {
+    showError(`Camera/microphone unavailable (${e.name}); joining without them.`);
+    state.local = new MediaStream();
+  }
+  $('self').srcObject = state.local;
+  listDevices().catch(() => {});
+  setStatus('connecting to server…');
+  const ws = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`);
+  state.ws = ws;
+  ws.onopen = () => { setStatus('joining…'); send({ type: 'join', room, name }); };
+  ws.onmessage = (e) => { let m; try { m = JSON.parse(e.data); } catch { return; } onMessage(m).catch((err) => showError(String(err))); };
+  ws.onerror = () => { if (!state.leaving) showError('The server is unreachable.'); };
+  ws.onclose = () => { if (!state.leaving) { showError(state.me ? 'Lost the connection to the server.' : 'Could not reach the server.'); leave(true); } };
+}
+
+function leave(fromServer) {
+  state.leaving = true;
+  if (!fromServer) send({ type: 'leave' });
+  if (state.ws) state.ws.close();
+  if (state.pc) state.pc.close();
+  if (state.local) state.local.getTracks().forEach((t) => t.stop());
+  Object.assign(state, { ws: null, pc: null, local: null, me: null, speaker: null, pendingCandidates: [] });
+  state.participants.clear();
+  $('call').hidden = true; $('lobby').hidden = false;
+  setStatus('not connected');
+}
+
+async function switchDevice(kind, deviceId) {
+  if (!state.pc) return;
+  const stream = await getMedia(kind === 'video' ? deviceId : 'none', kind === 'audio' ? deviceId : 'none');
+  const track = kind === 'video' ? stream.getVideoTracks()[0] : stream.getAudioTracks()[0];
+  const sender = state.pc.getSenders().find((s) => s.track && s.track.kind === kind);
+  if (sender && track) {
+    const old = sender.track;
+    await sender.replaceTrack(track);
+    old.stop(); state.local.removeTrack(old); state.local.addTrack(track);
+    track.enabled = kind === 'audio' ? !state.micMuted : !state.camMuted;
+  }
+}
+
+$('join-form').addEventListener('submit', (e) => { e.preventDefault(); join($('room').value.trim(), $('name').value.trim()); });
+$('leave').onclick = () => leave(false);
+$('layout').onchange = (e) => send({ type: 'setLayout', layout: e.target.value });
+$('mute-mic').onclick = (e) => {
+  state.micMuted = !state.micMuted;
+  state.local && state.local.getAudioTracks().forEach((t) => { t.enabled = !state.micMuted; });
+  e.target.textContent = state.micMuted ? 'Unmute mic' : 'Mute mic'; e.target.classList.toggle('off', state.micMuted);
+  send({ type: 'mute', audio: state.micMuted });
+};
+$('mute-cam').onclick = (e) => {
+  state.camMuted = !state.camMuted;
+  state.local && state.local.getVideoTracks().forEach((t) => { t.enabled = !state.camMuted; });
+  e.target.textContent = state.camMuted ? 'Start camera' : 'Stop camera'; e.target.classList.toggle('off', state.camMuted);
+  send({ type: 'mute', video: state.camMuted });
+};
+$('camera-in-call').onchange = (e) => switchDevice('video', e.target.value).catch((err) => showError(String(err)));
+$('mic-in-call').onchange = (e) => switchDevice('audio', e.target.value).catch((err) => showError(String(err)));
+
+// Test/automation helpers: receive-side stats and a pixel check of the composite.
+state.receiveStats = async () => {
+  const out = { video: null, audio: null };
+  if (!state.pc) return out;
+  (await state.pc.getStats()).forEach((r) => {
+    if (r.type === 'inbound-rtp' && r.kind === 'video') out.video = { framesDecoded: r.framesDecoded || 0, frameWidth: r.frameWidth || 0, frameHeight: r.frameHeight || 0 };
+    if (r.type === 'inbound-rtp' && r.kind === 'audio') out.audio = { totalAudioEnergy: r.totalAudioEnergy || 0, packetsReceived: r.packetsReceived || 0 };
+  });
+  return out;
+};
+state.pixelSpread = () => {
+  const v = $('remote');
+  if (!v.videoWidth) return null;
+  const c = document.createElement('canvas');
+  c.width = 160; c.height = 90;
+  const g = c.getContext('2d');
+  g.drawImage(v, 0, 0, c.width, c.height);
+  const d = g.getImageData(0, 0, c.width, c.height).data;
+  const colours = new Set();
+  for (let i = 0; i < d.length; i += 4) colours.add(((d[i] >> 4) << 8) | ((d[i + 1] >> 4) << 4) | (d[i + 2] >> 4));
+  return { distinctColours: colours.size, width: v.videoWidth, height: v.videoHeight };
+};
+
+navigator.mediaDevices && listDevices().catch(() => {});
+if (params.get('room')) $('room').value = params.get('room');
+if (params.get('name')) $('name').value = params.get('name');
+if (params.get('autojoin') && params.get('room') && params.get('name')) join(params.get('room'), params.get('name'));
