@@ -32,7 +32,13 @@ pub struct VideoConfig {
 
 impl Default for VideoConfig {
     fn default() -> Self {
-        Self { width: 1280, height: 720, fps: 30, bitrate_kbps: 1200, idr_interval_s: 10 }
+        Self {
+            width: 1280,
+            height: 720,
+            fps: 30,
+            bitrate_kbps: 1200,
+            idr_interval_s: 10,
+        }
     }
 }
 
@@ -47,7 +53,10 @@ pub struct AudioConfig {
 
 impl Default for AudioConfig {
     fn default() -> Self {
-        Self { bitrate_kbps: 32, complexity: 5 }
+        Self {
+            bitrate_kbps: 32,
+            complexity: 5,
+        }
     }
 }
 
@@ -97,7 +106,10 @@ pub enum ConfigError {
     #[error("config file {path}: {message}")]
     File { path: String, message: String },
     #[error("config `{field}`: {message}")]
-    Invalid { field: &'static str, message: String },
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
 }
 
 /// Command-line flags (each also readable from a `TESSERA_*` environment variable).
@@ -120,7 +132,11 @@ pub struct Cli {
     #[arg(long, env = "TESSERA_UDP_PORTS")]
     pub udp_ports: Option<String>,
     /// ICE server URL for clients and server (repeatable), e.g. turn:turn.example.org:3478.
-    #[arg(long = "ice-server", env = "TESSERA_ICE_SERVERS", value_delimiter = ',')]
+    #[arg(
+        long = "ice-server",
+        env = "TESSERA_ICE_SERVERS",
+        value_delimiter = ','
+    )]
     pub ice_servers: Vec<String>,
     /// Username for the TURN servers given with --ice-server.
     #[arg(long, env = "TESSERA_ICE_USERNAME")]
@@ -148,9 +164,14 @@ impl Config {
     pub fn load(cli: &Cli) -> Result<Self, ConfigError> {
         let mut c = match &cli.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| ConfigError::File { path: path.display().to_string(), message: e.to_string() })?;
-                Self::from_toml(&text).map_err(|message| ConfigError::File { path: path.display().to_string(), message })?
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })?;
+                Self::from_toml(&text).map_err(|message| ConfigError::File {
+                    path: path.display().to_string(),
+                    message,
+                })?
             }
             None => Self::default(),
         };
@@ -174,7 +195,10 @@ impl Config {
             self.public_ip = cli.public_ip;
         }
         if let Some(r) = &cli.udp_ports {
-            let bad = || ConfigError::Invalid { field: "udp_ports", message: format!("`{r}` is not MIN-MAX") };
+            let bad = || ConfigError::Invalid {
+                field: "udp_ports",
+                message: format!("`{r}` is not MIN-MAX"),
+            };
             let (a, b) = r.split_once('-').ok_or_else(bad)?;
             self.udp_port_min = Some(a.trim().parse().map_err(|_| bad())?);
             self.udp_port_max = Some(b.trim().parse().map_err(|_| bad())?);
@@ -187,7 +211,10 @@ impl Config {
             }];
         }
         if let Some(s) = &cli.video_size {
-            let bad = || ConfigError::Invalid { field: "video_size", message: format!("`{s}` is not WIDTHxHEIGHT") };
+            let bad = || ConfigError::Invalid {
+                field: "video_size",
+                message: format!("`{s}` is not WIDTHxHEIGHT"),
+            };
             let (w, h) = s.split_once('x').ok_or_else(bad)?;
             self.video.width = w.parse().map_err(|_| bad())?;
             self.video.height = h.parse().map_err(|_| bad())?;
@@ -211,7 +238,12 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |field, message: &str| Err(ConfigError::Invalid { field, message: message.to_owned() });
+        let bad = |field, message: &str| {
+            Err(ConfigError::Invalid {
+                field,
+                message: message.to_owned(),
+            })
+        };
         let v = &self.video;
         if !(16..=3840).contains(&v.width) || v.width % 2 != 0 {
             return bad("video.width", "must be even and between 16 and 3840");
@@ -240,11 +272,23 @@ impl Config {
         match (self.udp_port_min, self.udp_port_max) {
             (None, None) => {}
             (Some(a), Some(b)) if a > 0 && a <= b => {}
-            _ => return bad("udp_port_min/udp_port_max", "give both, with 0 < min <= max"),
+            _ => {
+                return bad(
+                    "udp_port_min/udp_port_max",
+                    "give both, with 0 < min <= max",
+                )
+            }
         }
         for s in &self.ice_servers {
-            if s.urls.is_empty() || s.urls.iter().any(|u| !(u.starts_with("stun:") || u.starts_with("turn:") || u.starts_with("turns:"))) {
-                return bad("ice_servers", "every url must start with stun:, turn: or turns:");
+            if s.urls.is_empty()
+                || s.urls.iter().any(|u| {
+                    !(u.starts_with("stun:") || u.starts_with("turn:") || u.starts_with("turns:"))
+                })
+            {
+                return bad(
+                    "ice_servers",
+                    "every url must start with stun:, turn: or turns:",
+                );
             }
         }
         Ok(())
@@ -288,13 +332,27 @@ mod tests {
 
     #[test]
     fn flags_win_and_bad_values_are_named() {
-        let cli = Cli::parse_from(["tessera", "--video-size", "320x180", "--udp-ports", "5000-5010", "--ice-server", "stun:127.0.0.1:3478"]);
+        let cli = Cli::parse_from([
+            "tessera",
+            "--video-size",
+            "320x180",
+            "--udp-ports",
+            "5000-5010",
+            "--ice-server",
+            "stun:127.0.0.1:3478",
+        ]);
         let c = Config::load(&cli).unwrap();
         assert_eq!((c.video.width, c.video.height), (320, 180));
         assert_eq!((c.udp_port_min, c.udp_port_max), (Some(5000), Some(5010)));
         let cli = Cli::parse_from(["tessera", "--video-size", "321x180"]);
-        assert!(Config::load(&cli).unwrap_err().to_string().contains("video.width"));
+        assert!(Config::load(&cli)
+            .unwrap_err()
+            .to_string()
+            .contains("video.width"));
         let cli = Cli::parse_from(["tessera", "--udp-ports", "9-1"]);
-        assert!(Config::load(&cli).unwrap_err().to_string().contains("udp_port"));
+        assert!(Config::load(&cli)
+            .unwrap_err()
+            .to_string()
+            .contains("udp_port"));
     }
 }

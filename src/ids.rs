@@ -18,7 +18,8 @@ impl RoomId {
     pub fn parse(s: &str) -> Result<Self, InvalidRoomId> {
         let ok = !s.is_empty()
             && s.len() <= 64
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
         if ok {
             Ok(Self(s.to_owned()))
         } else {

@@ -74,7 +74,14 @@ async function startPeer(iceServers) {
   state.pc = pc;
   const remote = new MediaStream();
   $('remote').srcObject = remote;
-  pc.ontrack = (e) => { remote.addTrack(e.track); $('remote').play().catch(() => {}); };
+  pc.ontrack = (e) => {
+    remote.addTrack(e.track);
+    $('remote').play().catch(() => {});
+    const v = $('remote');
+    if (e.track.kind === 'video' && v.requestVideoFrameCallback) {
+      v.requestVideoFrameCallback(() => { state.firstFrameMs = performance.now() - state.joinStartedAt; });
+    }
+  };
   pc.onicecandidate = (e) => { if (e.candidate) send({ type: 'candidate', candidate: e.candidate.candidate, sdpMid: e.candidate.sdpMid, sdpMLineIndex: e.candidate.sdpMLineIndex }); };
   pc.onconnectionstatechange = () => {
     setStatus(`media ${pc.connectionState}`, pc.connectionState === 'connected');
@@ -135,6 +142,7 @@ async function onMessage(msg) {
 async function join(room, name) {
   showError('');
   state.leaving = false;
+  state.joinStartedAt = performance.now();
   setStatus('getting camera and microphone…');
   try {
     state.local = await getMedia($('camera').value, $('mic').value);
@@ -198,7 +206,7 @@ $('mic-in-call').onchange = (e) => switchDevice('audio', e.target.value).catch((
 
 // Test/automation helpers: receive-side stats and a pixel check of the composite.
 state.receiveStats = async () => {
-  const out = { video: null, audio: null };
+  const out = { video: null, audio: null, firstFrameMs: state.firstFrameMs ?? null };
   if (!state.pc) return out;
   (await state.pc.getStats()).forEach((r) => {
     if (r.type === 'inbound-rtp' && r.kind === 'video') out.video = { framesDecoded: r.framesDecoded || 0, frameWidth: r.frameWidth || 0, frameHeight: r.frameHeight || 0 };

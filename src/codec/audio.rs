@@ -10,7 +10,9 @@ pub struct OpusDecoder {
 
 impl OpusDecoder {
     pub fn new() -> Result<Self, CodecError> {
-        Ok(Self { inner: opus::Decoder::new(48_000, opus::Channels::Mono)? })
+        Ok(Self {
+            inner: opus::Decoder::new(48_000, opus::Channels::Mono)?,
+        })
     }
 
     /// Decodes a packet into `out` (which must hold up to 120 ms = 5 760 samples);
@@ -21,7 +23,9 @@ impl OpusDecoder {
 
     /// Packet-loss concealment for one 20 ms tick into `out[..960]`.
     pub fn conceal(&mut self, out: &mut [i16]) -> Result<usize, CodecError> {
-        Ok(self.inner.decode(&[], &mut out[..SAMPLES_PER_TICK], false)?)
+        Ok(self
+            .inner
+            .decode(&[], &mut out[..SAMPLES_PER_TICK], false)?)
     }
 }
 
@@ -59,7 +63,10 @@ mod tests {
         let mut energy = 0f64;
         for k in 0..20 {
             let pcm: Vec<i16> = (0..960)
-                .map(|i| ((((k * 960 + i) as f32) * 2.0 * std::f32::consts::PI * 440.0 / 48_000.0).sin() * 10_000.0) as i16)
+                .map(|i| {
+                    ((((k * 960 + i) as f32) * 2.0 * std::f32::consts::PI * 440.0 / 48_000.0).sin()
+                        * 10_000.0) as i16
+                })
                 .collect();
             let n = enc.encode(&pcm, &mut pkt).unwrap();
             let m = dec.decode(&pkt[..n], &mut out).unwrap();

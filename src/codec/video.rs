@@ -5,7 +5,10 @@
 use super::{CodecError, VideoCodec};
 use crate::media::I420Frame;
 use bytes::Bytes;
-use openh264::encoder::{BitRate, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, RateControlMode, UsageType};
+use openh264::encoder::{
+    BitRate, Encoder, EncoderConfig, FrameRate, FrameType, IntraFramePeriod, RateControlMode,
+    UsageType,
+};
 use openh264::formats::YUVSource;
 use openh264::OpenH264API;
 use rtc::rtp::codec::av1::Av1Depacketizer;
@@ -29,15 +32,24 @@ pub struct VideoDecoder {
 }
 
 enum Inner {
-    H264 { dec: Box<openh264::decoder::Decoder>, depack: H264Packet },
-    Av1 { dec: Box<dav1d::Decoder>, depack: Av1Depacketizer },
+    H264 {
+        dec: Box<openh264::decoder::Decoder>,
+        depack: H264Packet,
+    },
+    Av1 {
+        dec: Box<dav1d::Decoder>,
+        depack: Av1Depacketizer,
+    },
 }
 
 impl VideoDecoder {
     pub fn new(codec: VideoCodec) -> Result<Self, CodecError> {
         let inner = match codec {
             VideoCodec::H264 => Inner::H264 {
-                dec: Box::new(openh264::decoder::Decoder::new().map_err(|e| CodecError::H264(e.to_string()))?),
+                dec: Box::new(
+                    openh264::decoder::Decoder::new()
+                        .map_err(|e| CodecError::H264(e.to_string()))?,
+                ),
                 depack: H264Packet::default(),
             },
             VideoCodec::Av1 => {
@@ -45,12 +57,19 @@ impl VideoDecoder {
                 s.set_n_threads(1);
                 s.set_max_frame_delay(1);
                 Inner::Av1 {
-                    dec: Box::new(dav1d::Decoder::with_settings(&s).map_err(|e| CodecError::Av1(e.to_string()))?),
+                    dec: Box::new(
+                        dav1d::Decoder::with_settings(&s)
+                            .map_err(|e| CodecError::Av1(e.to_string()))?,
+                    ),
                     depack: Av1Depacketizer::new(),
                 }
             }
         };
-        Ok(Self { codec, inner, au: Vec::with_capacity(64 * 1024) })
+        Ok(Self {
+            codec,
+            inner,
+            au: Vec::with_capacity(64 * 1024),
+        })
     }
 
     pub fn codec(&self) -> VideoCodec {
@@ -81,7 +100,12 @@ impl VideoDecoder {
 
     /// Decodes one frame. `need_keyframe` drops non-keyframes (after loss) instead of
     /// feeding the decoder pictures with missing references.
-    pub fn decode(&mut self, payloads: &[Bytes], need_keyframe: bool, out: &mut I420Frame) -> Result<Decoded, CodecError> {
+    pub fn decode(
+        &mut self,
+        payloads: &[Bytes],
+        need_keyframe: bool,
+        out: &mut I420Frame,
+    ) -> Result<Decoded, CodecError> {
         self.depacketize(payloads)?;
         if self.au.is_empty() {
             return Ok(Decoded::Nothing);
@@ -91,7 +115,10 @@ impl VideoDecoder {
             return Ok(Decoded::Nothing);
         }
         match &mut self.inner {
-            Inner::H264 { dec, .. } => match dec.decode(&self.au).map_err(|e| CodecError::H264(e.to_string()))? {
+            Inner::H264 { dec, .. } => match dec
+                .decode(&self.au)
+                .map_err(|e| CodecError::H264(e.to_string()))?
+            {
                 Some(yuv) => {
                     let (w, h) = yuv.dimensions();
                     let (ys, us, vs) = yuv.strides();
@@ -110,8 +137,14 @@ impl VideoDecoder {
                 loop {
                     match dec.get_picture() {
                         Ok(pic) => {
-                            if pic.pixel_layout() != dav1d::PixelLayout::I420 || pic.bit_depth() != 8 {
-                                return Err(CodecError::Unsupported(format!("{:?} {}-bit", pic.pixel_layout(), pic.bit_depth())));
+                            if pic.pixel_layout() != dav1d::PixelLayout::I420
+                                || pic.bit_depth() != 8
+                            {
+                                return Err(CodecError::Unsupported(format!(
+                                    "{:?} {}-bit",
+                                    pic.pixel_layout(),
+                                    pic.bit_depth()
+                                )));
                             }
                             use dav1d::PlanarImageComponent as C;
                             let (y, u, v) = (pic.plane(C::Y), pic.plane(C::U), pic.plane(C::V));
@@ -136,7 +169,11 @@ impl VideoDecoder {
                         Err(e) => return Err(CodecError::Av1(e.to_string())),
                     }
                 }
-                Ok(if got { Decoded::Picture { keyframe } } else { Decoded::Nothing })
+                Ok(if got {
+                    Decoded::Picture { keyframe }
+                } else {
+                    Decoded::Nothing
+                })
             }
         }
     }
@@ -221,9 +258,16 @@ impl H264Encoder {
             .rate_control_mode(RateControlMode::Bitrate)
             // Rate control only holds the bitrate when it may skip a frame under pressure.
             .skip_frames(true)
-            .intra_frame_period(IntraFramePeriod::from_num_frames(settings.idr_interval_frames));
-        let enc = Encoder::with_api_config(OpenH264API::from_source(), config).map_err(|e| CodecError::H264(e.to_string()))?;
-        Ok(Self { enc, settings, force_idr: true })
+            .intra_frame_period(IntraFramePeriod::from_num_frames(
+                settings.idr_interval_frames,
+            ));
+        let enc = Encoder::with_api_config(OpenH264API::from_source(), config)
+            .map_err(|e| CodecError::H264(e.to_string()))?;
+        Ok(Self {
+            enc,
+            settings,
+            force_idr: true,
+        })
     }
 
     pub fn settings(&self) -> EncoderSettings {
@@ -241,7 +285,10 @@ impl H264Encoder {
             self.enc.force_intra_frame();
             self.force_idr = false;
         }
-        let bs = self.enc.encode(frame).map_err(|e| CodecError::H264(e.to_string()))?;
+        let bs = self
+            .enc
+            .encode(frame)
+            .map_err(|e| CodecError::H264(e.to_string()))?;
         out.clear();
         bs.write_vec(out);
         Ok(matches!(bs.frame_type(), FrameType::IDR))
@@ -258,7 +305,13 @@ mod tests {
 
     #[test]
     fn encode_packetize_depacketize_decode_keeps_the_colour() {
-        let settings = EncoderSettings { width: 320, height: 180, fps: 30, bitrate_bps: 500_000, idr_interval_frames: 300 };
+        let settings = EncoderSettings {
+            width: 320,
+            height: 180,
+            fps: 30,
+            bitrate_bps: 500_000,
+            idr_interval_frames: 300,
+        };
         let mut enc = H264Encoder::new(settings).unwrap();
         let mut dec = VideoDecoder::new(VideoCodec::H264).unwrap();
         let colour = rgb_to_yuv(200, 40, 40);
@@ -278,7 +331,11 @@ mod tests {
         assert!(pictures >= 4);
         assert_eq!((out.width, out.height), (320, 180));
         let (y, u, v) = out.mean_yuv(100, 50, 100, 80);
-        assert!((y - colour.0 as f64).abs() < 6.0 && (u - colour.1 as f64).abs() < 6.0 && (v - colour.2 as f64).abs() < 6.0);
+        assert!(
+            (y - colour.0 as f64).abs() < 6.0
+                && (u - colour.1 as f64).abs() < 6.0
+                && (v - colour.2 as f64).abs() < 6.0
+        );
         enc.request_keyframe();
         assert!(enc.encode(&frame, &mut au).unwrap());
         assert!(h264_has_idr(&au));

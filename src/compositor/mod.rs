@@ -42,12 +42,23 @@ pub fn placeholder(name: &str, out: &mut I420Frame) {
         .take(2)
         .flat_map(|c| c.to_uppercase())
         .collect();
-    let initials = if initials.is_empty() { "?".to_owned() } else { initials };
+    let initials = if initials.is_empty() {
+        "?".to_owned()
+    } else {
+        initials
+    };
     let scale = (out.height / 48).clamp(1, 12);
     let w = text::text_width(&initials, scale);
     let h = 8 * scale;
     if w < out.width && h < out.height {
-        text::draw_text(out, (out.width - w) / 2, (out.height - h) / 2, scale, &initials, 220);
+        text::draw_text(
+            out,
+            (out.width - w) / 2,
+            (out.height - h) / 2,
+            scale,
+            &initials,
+            220,
+        );
     }
 }
 
@@ -125,7 +136,14 @@ impl TileCache {
                         .map(|t| t.frame)
                         .unwrap_or_else(|| I420Frame::new(job.key.w as usize, job.key.h as usize));
                     if !stale.iter().any(|(j, _)| j.key == job.key) {
-                        stale.push((job, CachedTile { version: job.version, used: true, frame }));
+                        stale.push((
+                            job,
+                            CachedTile {
+                                version: job.version,
+                                used: true,
+                                frame,
+                            },
+                        ));
                     }
                 }
             }

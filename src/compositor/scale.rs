@@ -14,7 +14,14 @@ pub struct Window {
 }
 
 /// Scales `win` of `src` (row stride `src_stride`) into all of `dst` (`dw`×`dh`, tight).
-pub fn scale_plane(src: &[u8], src_stride: usize, win: Window, dst: &mut [u8], dw: usize, dh: usize) {
+pub fn scale_plane(
+    src: &[u8],
+    src_stride: usize,
+    win: Window,
+    dst: &mut [u8],
+    dw: usize,
+    dh: usize,
+) {
     if dw == 0 || dh == 0 || win.w == 0 || win.h == 0 {
         return;
     }
@@ -55,10 +62,20 @@ pub fn cover_window(sw: usize, sh: usize, dw: usize, dh: usize) -> Window {
     if sw * dh > dw * sh {
         // Source is wider: cut the sides.
         let w = (sh * dw / dh).max(1) & !1;
-        Window { x: ((sw - w) / 2) & !1, y: 0, w: w.max(2).min(sw), h: sh }
+        Window {
+            x: ((sw - w) / 2) & !1,
+            y: 0,
+            w: w.max(2).min(sw),
+            h: sh,
+        }
     } else {
         let h = (sw * dh / dw).max(1) & !1;
-        Window { x: 0, y: ((sh - h) / 2) & !1, w: sw, h: h.max(2).min(sh) }
+        Window {
+            x: 0,
+            y: ((sh - h) / 2) & !1,
+            w: sw,
+            h: h.max(2).min(sh),
+        }
     }
 }
 
@@ -104,9 +121,33 @@ mod tests {
 
     #[test]
     fn cover_crops_the_long_side() {
-        assert_eq!(cover_window(1280, 720, 640, 720), Window { x: 320, y: 0, w: 640, h: 720 });
-        assert_eq!(cover_window(640, 480, 640, 360), Window { x: 0, y: 60, w: 640, h: 360 });
-        assert_eq!(cover_window(640, 360, 1280, 720), Window { x: 0, y: 0, w: 640, h: 360 });
+        assert_eq!(
+            cover_window(1280, 720, 640, 720),
+            Window {
+                x: 320,
+                y: 0,
+                w: 640,
+                h: 720
+            }
+        );
+        assert_eq!(
+            cover_window(640, 480, 640, 360),
+            Window {
+                x: 0,
+                y: 60,
+                w: 640,
+                h: 360
+            }
+        );
+        assert_eq!(
+            cover_window(640, 360, 1280, 720),
+            Window {
+                x: 0,
+                y: 0,
+                w: 640,
+                h: 360
+            }
+        );
     }
 
     #[test]

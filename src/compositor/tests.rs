@@ -10,7 +10,8 @@ fn pattern(w: usize, h: usize, seed: u8) -> I420Frame {
     let mut f = I420Frame::new(w, h);
     for y in 0..h {
         for x in 0..w {
-            f.y[y * w + x] = (16 + ((x * 200 / w) as u8 / 2)).wrapping_add(seed.wrapping_mul(30)) | (y as u8 & 0x10);
+            f.y[y * w + x] = (16 + ((x * 200 / w) as u8 / 2)).wrapping_add(seed.wrapping_mul(30))
+                | (y as u8 & 0x10);
         }
     }
     let (u, v) = match seed {
@@ -43,19 +44,45 @@ fn compose_layout(layout: &str, n: usize, w: u32, h: u32) -> I420Frame {
 }
 
 fn check_golden(name: &str, frame: &I420Frame) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
     let rgb = yuv_to_rgb(frame);
     if std::env::var_os("TESSERA_UPDATE_GOLDEN").is_some() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        image::save_buffer(&path, &rgb, frame.width as u32, frame.height as u32, image::ColorType::Rgb8).unwrap();
+        image::save_buffer(
+            &path,
+            &rgb,
+            frame.width as u32,
+            frame.height as u32,
+            image::ColorType::Rgb8,
+        )
+        .unwrap();
         return;
     }
     let golden = image::open(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (run with TESSERA_UPDATE_GOLDEN=1 to create)", path.display()))
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (run with TESSERA_UPDATE_GOLDEN=1 to create)",
+                path.display()
+            )
+        })
         .to_rgb8();
-    assert_eq!((golden.width(), golden.height()), (frame.width as u32, frame.height as u32));
-    let worst = golden.as_raw().iter().zip(&rgb).map(|(a, b)| a.abs_diff(*b)).max().unwrap_or(0);
-    assert!(worst <= 2, "{name}: pixels differ from golden by up to {worst}");
+    assert_eq!(
+        (golden.width(), golden.height()),
+        (frame.width as u32, frame.height as u32)
+    );
+    let worst = golden
+        .as_raw()
+        .iter()
+        .zip(&rgb)
+        .map(|(a, b)| a.abs_diff(*b))
+        .max()
+        .unwrap_or(0);
+    assert!(
+        worst <= 2,
+        "{name}: pixels differ from golden by up to {worst}"
+    );
 }
 
 #[test]
@@ -84,28 +111,55 @@ fn tiles_land_where_the_layout_puts_them() {
         .iter()
         .zip([(1, &red), (2, &blue)])
         .map(|(r, (id, f))| TileJob {
-            key: TileKey { participant: ParticipantId(id), w: r.w, h: r.h },
+            key: TileKey {
+                participant: ParticipantId(id),
+                w: r.w,
+                h: r.h,
+            },
             version: 1,
             source: Some(f),
             name: "",
         })
         .collect();
     assert_eq!(cache.prepare(&jobs), 2);
-    assert_eq!(cache.prepare(&jobs), 0, "unchanged tiles are not re-rendered");
-    let pairs: Vec<(Rect, &I420Frame)> = jobs.iter().zip(&rects).map(|(j, r)| (*r, cache.get(&j.key).unwrap())).collect();
+    assert_eq!(
+        cache.prepare(&jobs),
+        0,
+        "unchanged tiles are not re-rendered"
+    );
+    let pairs: Vec<(Rect, &I420Frame)> = jobs
+        .iter()
+        .zip(&rects)
+        .map(|(j, r)| (*r, cache.get(&j.key).unwrap()))
+        .collect();
     let mut canvas = I420Frame::new(640, 360);
     compose(&mut canvas, &pairs);
     let (cx, cy) = rects[0].center();
-    assert_eq!(canvas.pixel(cx as usize, cy as usize), rgb_to_yuv(255, 0, 0));
+    assert_eq!(
+        canvas.pixel(cx as usize, cy as usize),
+        rgb_to_yuv(255, 0, 0)
+    );
     let (cx, cy) = rects[1].center();
-    assert_eq!(canvas.pixel(cx as usize, cy as usize), rgb_to_yuv(0, 0, 255));
+    assert_eq!(
+        canvas.pixel(cx as usize, cy as usize),
+        rgb_to_yuv(0, 0, 255)
+    );
 }
 
 #[test]
 fn cache_drops_tiles_nobody_needs() {
     let f = I420Frame::solid(16, 16, (100, 128, 128));
     let mut cache = TileCache::default();
-    let job = |id| TileJob { key: TileKey { participant: ParticipantId(id), w: 8, h: 8 }, version: 1, source: Some(&f), name: "" };
+    let job = |id| TileJob {
+        key: TileKey {
+            participant: ParticipantId(id),
+            w: 8,
+            h: 8,
+        },
+        version: 1,
+        source: Some(&f),
+        name: "",
+    };
     cache.prepare(&[job(1), job(2)]);
     assert_eq!(cache.len(), 2);
     cache.prepare(&[job(2)]);

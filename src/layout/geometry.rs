@@ -14,7 +14,12 @@ pub struct Rect {
 
 impl Rect {
     fn even(x: u32, y: u32, w: u32, h: u32) -> Self {
-        Self { x: x & !1, y: y & !1, w: (w & !1).max(2), h: (h & !1).max(2) }
+        Self {
+            x: x & !1,
+            y: y & !1,
+            w: (w & !1).max(2),
+            h: (h & !1).max(2),
+        }
     }
     pub fn overlaps(&self, o: &Rect) -> bool {
         self.x < o.x + o.w && o.x < self.x + self.w && self.y < o.y + o.h && o.y < self.y + self.h
@@ -48,21 +53,42 @@ fn cells(count: usize, cols: u32, rows: u32, area: Rect, gap: u32) -> Vec<Rect> 
     let mut out = Vec::with_capacity(count);
     for i in 0..count as u32 {
         let (r, c) = (i / cols, i % cols);
-        let in_row = if r == rows - 1 { count as u32 - r * cols } else { cols };
+        let in_row = if r == rows - 1 {
+            count as u32 - r * cols
+        } else {
+            cols
+        };
         let row_w = in_row * cw + gap * (in_row - 1);
         let x0 = area.x + (area.w - row_w) / 2;
-        out.push(Rect::even(x0 + c * (cw + gap), area.y + r * (ch + gap), cw, ch));
+        out.push(Rect::even(
+            x0 + c * (cw + gap),
+            area.y + r * (ch + gap),
+            cw,
+            ch,
+        ));
     }
     out
 }
 
 pub fn grid(n: usize, width: u32, height: u32, gap: u32) -> Vec<Rect> {
     let (cols, rows) = grid_shape(n);
-    let area = Rect { x: 0, y: 0, w: width, h: height };
+    let area = Rect {
+        x: 0,
+        y: 0,
+        w: width,
+        h: height,
+    };
     cells(n, cols, rows, area, gap)
 }
 
-pub fn focus(n: usize, width: u32, height: u32, side: StripSide, fraction: f32, gap: u32) -> Vec<Rect> {
+pub fn focus(
+    n: usize,
+    width: u32,
+    height: u32,
+    side: StripSide,
+    fraction: f32,
+    gap: u32,
+) -> Vec<Rect> {
     if n <= 1 {
         return grid(n, width, height, 0);
     }
@@ -72,20 +98,60 @@ pub fn focus(n: usize, width: u32, height: u32, side: StripSide, fraction: f32, 
     let strip = ((strip_len as f32 * fraction) as u32) & !1;
     let (main, strip_area) = match side {
         StripSide::Bottom => (
-            Rect { x: 0, y: 0, w: width, h: height - strip - gap },
-            Rect { x: 0, y: height - strip, w: width, h: strip },
+            Rect {
+                x: 0,
+                y: 0,
+                w: width,
+                h: height - strip - gap,
+            },
+            Rect {
+                x: 0,
+                y: height - strip,
+                w: width,
+                h: strip,
+            },
         ),
         StripSide::Top => (
-            Rect { x: 0, y: strip + gap, w: width, h: height - strip - gap },
-            Rect { x: 0, y: 0, w: width, h: strip },
+            Rect {
+                x: 0,
+                y: strip + gap,
+                w: width,
+                h: height - strip - gap,
+            },
+            Rect {
+                x: 0,
+                y: 0,
+                w: width,
+                h: strip,
+            },
         ),
         StripSide::Right => (
-            Rect { x: 0, y: 0, w: width - strip - gap, h: height },
-            Rect { x: width - strip, y: 0, w: strip, h: height },
+            Rect {
+                x: 0,
+                y: 0,
+                w: width - strip - gap,
+                h: height,
+            },
+            Rect {
+                x: width - strip,
+                y: 0,
+                w: strip,
+                h: height,
+            },
         ),
         StripSide::Left => (
-            Rect { x: strip + gap, y: 0, w: width - strip - gap, h: height },
-            Rect { x: 0, y: 0, w: strip, h: height },
+            Rect {
+                x: strip + gap,
+                y: 0,
+                w: width - strip - gap,
+                h: height,
+            },
+            Rect {
+                x: 0,
+                y: 0,
+                w: strip,
+                h: height,
+            },
         ),
     };
     let mut out = vec![Rect::even(main.x, main.y, main.w, main.h)];
@@ -96,19 +162,36 @@ pub fn focus(n: usize, width: u32, height: u32, side: StripSide, fraction: f32, 
         tile_h = strip_area.h;
         tile_w = (tile_h * 16 / 9).min((strip_area.w.saturating_sub(gap * (others - 1))) / others);
         let total = tile_w * others + gap * (others - 1);
-        area = Rect { x: (strip_area.w - total) / 2, y: strip_area.y, w: total, h: tile_h };
+        area = Rect {
+            x: (strip_area.w - total) / 2,
+            y: strip_area.y,
+            w: total,
+            h: tile_h,
+        };
     } else {
         tile_w = strip_area.w;
         tile_h = (tile_w * 9 / 16).min((strip_area.h.saturating_sub(gap * (others - 1))) / others);
         let total = tile_h * others + gap * (others - 1);
-        area = Rect { x: strip_area.x, y: (strip_area.h - total) / 2, w: tile_w, h: total };
+        area = Rect {
+            x: strip_area.x,
+            y: (strip_area.h - total) / 2,
+            w: tile_w,
+            h: total,
+        };
     }
     area.w = area.w.max(2);
     out.extend(cells(others as usize, cols, rows, area, gap));
     out
 }
 
-pub fn pip(n: usize, width: u32, height: u32, corner: Corner, fraction: f32, margin: u32) -> Vec<Rect> {
+pub fn pip(
+    n: usize,
+    width: u32,
+    height: u32,
+    corner: Corner,
+    fraction: f32,
+    margin: u32,
+) -> Vec<Rect> {
     if n == 0 {
         return Vec::new();
     }
@@ -133,7 +216,7 @@ pub fn pip(n: usize, width: u32, height: u32, corner: Corner, fraction: f32, mar
 
 #[cfg(test)]
 mod tests {
-    use super::super::{LayoutSet, LayoutKind};
+    use super::super::{LayoutKind, LayoutSet};
     use super::*;
 
     const CANVASES: [(u32, u32); 3] = [(1280, 720), (640, 360), (320, 180)];
@@ -153,7 +236,11 @@ mod tests {
                         assert!(r.x % 2 == 0 && r.y % 2 == 0 && r.w % 2 == 0 && r.h % 2 == 0);
                     }
                     // Pip draws insets over the main tile by design; insets never overlap.
-                    let skip = if matches!(spec.kind, LayoutKind::Pip { .. }) { 1 } else { 0 };
+                    let skip = if matches!(spec.kind, LayoutKind::Pip { .. }) {
+                        1
+                    } else {
+                        0
+                    };
                     for (i, a) in rects.iter().enumerate().skip(skip) {
                         for b in rects.iter().skip(i + 1) {
                             assert!(!a.overlaps(b), "{name} n={n} {w}x{h}: {a:?} overlaps {b:?}");
@@ -180,7 +267,16 @@ mod tests {
         let set = LayoutSet::builtin();
         for name in set.names() {
             let r = set.get(&name).unwrap().place(1, 1280, 720);
-            assert_eq!(r, vec![Rect { x: 0, y: 0, w: 1280, h: 720 }], "{name}");
+            assert_eq!(
+                r,
+                vec![Rect {
+                    x: 0,
+                    y: 0,
+                    w: 1280,
+                    h: 720
+                }],
+                "{name}"
+            );
         }
     }
 

@@ -142,7 +142,10 @@ impl LayoutSpec {
         };
         let name_ok = !self.name.is_empty()
             && self.name.len() <= 32
-            && self.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if !name_ok {
             return bad("name", "must be 1 to 32 characters of a-z, 0-9 or '-'");
         }
@@ -155,7 +158,12 @@ impl LayoutSpec {
                     return bad("max_tiles", "must be between 1 and 64");
                 }
             }
-            LayoutKind::Focus { strip_fraction, max_strip, gap, .. } => {
+            LayoutKind::Focus {
+                strip_fraction,
+                max_strip,
+                gap,
+                ..
+            } => {
                 if !(0.05..=0.5).contains(&strip_fraction) {
                     return bad("strip_fraction", "must be between 0.05 and 0.5");
                 }
@@ -166,7 +174,12 @@ impl LayoutSpec {
                     return bad("gap", "must be between 0 and 64 pixels");
                 }
             }
-            LayoutKind::Pip { inset_fraction, margin, max_insets, .. } => {
+            LayoutKind::Pip {
+                inset_fraction,
+                margin,
+                max_insets,
+                ..
+            } => {
                 if !(0.1..=0.5).contains(&inset_fraction) {
                     return bad("inset_fraction", "must be between 0.1 and 0.5");
                 }
@@ -197,12 +210,18 @@ impl LayoutSpec {
         let n = n.min(self.capacity());
         match self.kind {
             LayoutKind::Grid { gap, .. } => geometry::grid(n, width, height, gap),
-            LayoutKind::Focus { strip, strip_fraction, gap, .. } => {
-                geometry::focus(n, width, height, strip, strip_fraction, gap)
-            }
-            LayoutKind::Pip { corner, inset_fraction, margin, .. } => {
-                geometry::pip(n, width, height, corner, inset_fraction, margin)
-            }
+            LayoutKind::Focus {
+                strip,
+                strip_fraction,
+                gap,
+                ..
+            } => geometry::focus(n, width, height, strip, strip_fraction, gap),
+            LayoutKind::Pip {
+                corner,
+                inset_fraction,
+                margin,
+                ..
+            } => geometry::pip(n, width, height, corner, inset_fraction, margin),
         }
     }
 
@@ -221,7 +240,10 @@ pub struct LayoutSet {
 
 const BUILTIN: [(&str, &str); 3] = [
     ("layouts/grid.json", include_str!("../../layouts/grid.json")),
-    ("layouts/speaker.json", include_str!("../../layouts/speaker.json")),
+    (
+        "layouts/speaker.json",
+        include_str!("../../layouts/speaker.json"),
+    ),
     ("layouts/pip.json", include_str!("../../layouts/pip.json")),
 ];
 
@@ -230,7 +252,8 @@ impl LayoutSet {
     pub fn builtin() -> Self {
         let mut layouts = BTreeMap::new();
         for (file, text) in BUILTIN {
-            let spec = LayoutSpec::from_json(file, text).expect("built-in layouts are valid (unit-tested)");
+            let spec = LayoutSpec::from_json(file, text)
+                .expect("built-in layouts are valid (unit-tested)");
             layouts.insert(spec.name.clone(), spec);
         }
         Self { layouts }
@@ -240,7 +263,10 @@ impl LayoutSet {
     /// but two files in `dir` may not define the same name).
     pub fn load_dir(dir: &Path) -> Result<Self, LayoutError> {
         let mut set = Self::builtin();
-        let io = |e| LayoutError::Io { file: dir.display().to_string(), source: e };
+        let io = |e| LayoutError::Io {
+            file: dir.display().to_string(),
+            source: e,
+        };
         let mut paths: Vec<_> = std::fs::read_dir(dir)
             .map_err(io)?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -250,10 +276,16 @@ impl LayoutSet {
         let mut seen = BTreeMap::new();
         for path in paths {
             let file = path.display().to_string();
-            let text = std::fs::read_to_string(&path).map_err(|e| LayoutError::Io { file: file.clone(), source: e })?;
+            let text = std::fs::read_to_string(&path).map_err(|e| LayoutError::Io {
+                file: file.clone(),
+                source: e,
+            })?;
             let spec = LayoutSpec::from_json(&file, &text)?;
             if seen.insert(spec.name.clone(), file.clone()).is_some() {
-                return Err(LayoutError::Duplicate { file, name: spec.name });
+                return Err(LayoutError::Duplicate {
+                    file,
+                    name: spec.name,
+                });
             }
             set.layouts.insert(spec.name.clone(), spec);
         }
@@ -281,15 +313,31 @@ mod tests {
 
     #[test]
     fn bad_files_name_file_and_field() {
-        let e = LayoutSpec::from_json("x.json", r#"{"name":"g","type":"grid","gap":500}"#).unwrap_err();
-        assert_eq!(e.to_string(), "x.json: field `gap`: must be between 0 and 64 pixels");
-        let e = LayoutSpec::from_json("y.json", r#"{"name":"g","type":"grid","gapp":5}"#).unwrap_err();
-        assert!(e.to_string().starts_with("y.json: ") && e.to_string().contains("gapp"), "{e}");
+        let e =
+            LayoutSpec::from_json("x.json", r#"{"name":"g","type":"grid","gap":500}"#).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "x.json: field `gap`: must be between 0 and 64 pixels"
+        );
+        let e =
+            LayoutSpec::from_json("y.json", r#"{"name":"g","type":"grid","gapp":5}"#).unwrap_err();
+        assert!(
+            e.to_string().starts_with("y.json: ") && e.to_string().contains("gapp"),
+            "{e}"
+        );
         let e = LayoutSpec::from_json("z.json", r#"{"name":"g","type":"hexagon"}"#).unwrap_err();
-        assert!(e.to_string().contains("z.json") && e.to_string().contains("hexagon"), "{e}");
-        let e = LayoutSpec::from_json("n.json", r#"{"name":"Bad Name","type":"grid"}"#).unwrap_err();
+        assert!(
+            e.to_string().contains("z.json") && e.to_string().contains("hexagon"),
+            "{e}"
+        );
+        let e =
+            LayoutSpec::from_json("n.json", r#"{"name":"Bad Name","type":"grid"}"#).unwrap_err();
         assert!(e.to_string().contains("field `name`"), "{e}");
-        let e = LayoutSpec::from_json("s.json", r#"{"name":"f","type":"focus","strip_fraction":2}"#).unwrap_err();
+        let e = LayoutSpec::from_json(
+            "s.json",
+            r#"{"name":"f","type":"focus","strip_fraction":2}"#,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("field `strip_fraction`"), "{e}");
         assert!(LayoutSpec::from_json("t.json", "not json").is_err());
     }
@@ -298,10 +346,18 @@ mod tests {
     fn dir_overrides_and_rejects_bad_file() {
         let dir = std::env::temp_dir().join(format!("tessera-layouts-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("a.json"), r#"{"name":"wide","type":"grid","gap":0}"#).unwrap();
+        std::fs::write(
+            dir.join("a.json"),
+            r#"{"name":"wide","type":"grid","gap":0}"#,
+        )
+        .unwrap();
         let set = LayoutSet::load_dir(&dir).unwrap();
         assert!(set.get("wide").is_some() && set.get("grid").is_some());
-        std::fs::write(dir.join("b.json"), r#"{"name":"oops","type":"pip","margin":-1}"#).unwrap();
+        std::fs::write(
+            dir.join("b.json"),
+            r#"{"name":"oops","type":"pip","margin":-1}"#,
+        )
+        .unwrap();
         let e = LayoutSet::load_dir(&dir).unwrap_err().to_string();
         assert!(e.contains("b.json"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();

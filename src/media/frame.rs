@@ -95,7 +95,14 @@ impl I420Frame {
     }
 }
 
-fn copy_plane(src: &[u8], src_stride: usize, dst: &mut [u8], dst_stride: usize, w: usize, h: usize) {
+fn copy_plane(
+    src: &[u8],
+    src_stride: usize,
+    dst: &mut [u8],
+    dst_stride: usize,
+    w: usize,
+    h: usize,
+) {
     for row in 0..h {
         let s = row * src_stride;
         let d = row * dst_stride;

@@ -17,8 +17,15 @@ impl SeqExtender {
             None => (1u64 << 32) + seq as u64, // start high so "earlier" never underflows
             Some(last) => {
                 let base = last & !0xffff;
-                let cands = [base.wrapping_sub(0x10000) + seq as u64, base + seq as u64, base + 0x10000 + seq as u64];
-                *cands.iter().min_by_key(|c| c.abs_diff(last)).expect("three candidates")
+                let cands = [
+                    base.wrapping_sub(0x10000) + seq as u64,
+                    base + seq as u64,
+                    base + 0x10000 + seq as u64,
+                ];
+                *cands
+                    .iter()
+                    .min_by_key(|c| c.abs_diff(last))
+                    .expect("three candidates")
             }
         };
         if self.last.is_none_or(|l| ext > l) {
@@ -98,7 +105,9 @@ impl AudioJitter {
         let s = self.ext.extend(seq);
         match self.next {
             // Reordered before playout started: begin earlier.
-            Some(n) if s < n && !self.playing && n - s < AUDIO_RING as u64 / 2 => self.next = Some(s),
+            Some(n) if s < n && !self.playing && n - s < AUDIO_RING as u64 / 2 => {
+                self.next = Some(s)
+            }
             Some(n) if s < n => {
                 self.late += 1;
                 return;
@@ -131,7 +140,9 @@ impl AudioJitter {
         if !self.playing {
             return AudioPop::Idle;
         }
-        let Some(n) = self.next else { return AudioPop::Idle };
+        let Some(n) = self.next else {
+            return AudioPop::Idle;
+        };
         let slot = &mut self.slots[(n % AUDIO_RING as u64) as usize];
         let got = match slot.take() {
             Some((s, p)) if s == n => Some(p),
@@ -173,7 +184,10 @@ const VIDEO_RING: usize = 1024;
 #[derive(Debug, PartialEq)]
 pub enum VideoPop {
     /// A complete frame: its RTP timestamp and payloads in sequence order.
-    Frame { timestamp: u32, payloads: Vec<Bytes> },
+    Frame {
+        timestamp: u32,
+        payloads: Vec<Bytes>,
+    },
     /// Packets were lost for good; the decoder needs a keyframe.
     Lost,
 }
@@ -226,7 +240,9 @@ impl VideoAssembler {
     }
 
     fn slot(&self, s: u64) -> Option<&Slot> {
-        self.slots[(s % VIDEO_RING as u64) as usize].as_ref().filter(|x| x.seq == s)
+        self.slots[(s % VIDEO_RING as u64) as usize]
+            .as_ref()
+            .filter(|x| x.seq == s)
     }
 
     pub fn push(&mut self, now: Instant, seq: u16, ts: u32, marker: bool, payload: Bytes) {
@@ -251,7 +267,13 @@ impl VideoAssembler {
             self.late += 1; // duplicate
             return;
         }
-        self.slots[idx] = Some(Slot { seq: s, ts, marker, arrival: now, payload });
+        self.slots[idx] = Some(Slot {
+            seq: s,
+            ts,
+            marker,
+            arrival: now,
+            payload,
+        });
         self.highest = Some(self.highest.map_or(s, |h| h.max(s)));
     }
 
@@ -290,7 +312,10 @@ impl VideoAssembler {
             return None; // everything present so far; the frame is still arriving
         }
         // Gap at `s`. Wait for it unless it is old enough to give up on.
-        let oldest_after_gap = (s + 1..=h).filter_map(|x| self.slot(x)).map(|p| p.arrival).min()?;
+        let oldest_after_gap = (s + 1..=h)
+            .filter_map(|x| self.slot(x))
+            .map(|p| p.arrival)
+            .min()?;
         if now.duration_since(oldest_after_gap) < self.max_wait {
             return None;
         }
@@ -325,7 +350,10 @@ impl VideoAssembler {
         }
         self.next = Some(to);
         self.started = true;
-        VideoPop::Frame { timestamp, payloads }
+        VideoPop::Frame {
+            timestamp,
+            payloads,
+        }
     }
 }
 
@@ -386,10 +414,22 @@ mod tests {
         v.push(t0, 101, 3000, true, b(2));
         v.push(t0, 100, 3000, false, b(1));
         v.push(t0, 102, 6000, false, b(3));
-        assert_eq!(v.pop(t0), Some(VideoPop::Frame { timestamp: 3000, payloads: vec![b(1), b(2)] }));
+        assert_eq!(
+            v.pop(t0),
+            Some(VideoPop::Frame {
+                timestamp: 3000,
+                payloads: vec![b(1), b(2)]
+            })
+        );
         assert_eq!(v.pop(t0), None, "second frame incomplete");
         v.push(t0, 103, 6000, true, b(4));
-        assert_eq!(v.pop(t0), Some(VideoPop::Frame { timestamp: 6000, payloads: vec![b(3), b(4)] }));
+        assert_eq!(
+            v.pop(t0),
+            Some(VideoPop::Frame {
+                timestamp: 6000,
+                payloads: vec![b(3), b(4)]
+            })
+        );
     }
 
     #[test]
@@ -401,9 +441,19 @@ mod tests {
         // Frame 200 = seq 2,3 (3 lost); frame 300 = seq 4.
         v.push(t0, 2, 200, false, b(2));
         v.push(t0, 4, 300, true, b(4));
-        assert_eq!(v.pop(t0 + Duration::from_millis(50)), None, "still waiting for 3");
+        assert_eq!(
+            v.pop(t0 + Duration::from_millis(50)),
+            None,
+            "still waiting for 3"
+        );
         assert_eq!(v.pop(t0 + Duration::from_millis(150)), Some(VideoPop::Lost));
-        assert_eq!(v.pop(t0 + Duration::from_millis(150)), Some(VideoPop::Frame { timestamp: 300, payloads: vec![b(4)] }));
+        assert_eq!(
+            v.pop(t0 + Duration::from_millis(150)),
+            Some(VideoPop::Frame {
+                timestamp: 300,
+                payloads: vec![b(4)]
+            })
+        );
         // A retransmission that arrives after giving up is dropped.
         v.push(t0, 3, 200, true, b(3));
         assert_eq!(v.late, 1);
@@ -417,8 +467,20 @@ mod tests {
         v.push(t0, 2, 100, false, Bytes::new()); // padding after the frame
         v.push(t0, 3, 100, false, Bytes::new());
         v.push(t0, 4, 200, true, b(4));
-        assert_eq!(v.pop(t0), Some(VideoPop::Frame { timestamp: 100, payloads: vec![b(1)] }));
-        assert_eq!(v.pop(t0), Some(VideoPop::Frame { timestamp: 200, payloads: vec![b(4)] }));
+        assert_eq!(
+            v.pop(t0),
+            Some(VideoPop::Frame {
+                timestamp: 100,
+                payloads: vec![b(1)]
+            })
+        );
+        assert_eq!(
+            v.pop(t0),
+            Some(VideoPop::Frame {
+                timestamp: 200,
+                payloads: vec![b(4)]
+            })
+        );
         assert_eq!(v.pop(t0), None);
         assert_eq!(v.lost_events, 0);
     }
@@ -431,6 +493,12 @@ mod tests {
         v.push(t0, 12, 100, true, b(3));
         assert_eq!(v.pop(t0), None);
         v.push(t0 + Duration::from_millis(30), 11, 100, false, b(2));
-        assert_eq!(v.pop(t0 + Duration::from_millis(30)), Some(VideoPop::Frame { timestamp: 100, payloads: vec![b(1), b(2), b(3)] }));
+        assert_eq!(
+            v.pop(t0 + Duration::from_millis(30)),
+            Some(VideoPop::Frame {
+                timestamp: 100,
+                payloads: vec![b(1), b(2), b(3)]
+            })
+        );
     }
 }

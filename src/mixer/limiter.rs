@@ -46,7 +46,11 @@ impl Limiter {
             };
             let g = start + (target - start) * t;
             // A peak inside the attack ramp may still exceed: take the lower of ramp and need.
-            let g = if (s.unsigned_abs() as f32) * g > CEILING { CEILING / s.unsigned_abs() as f32 } else { g };
+            let g = if (s.unsigned_abs() as f32) * g > CEILING {
+                CEILING / s.unsigned_abs() as f32
+            } else {
+                g
+            };
             *o = (s as f32 * g).round().clamp(-32768.0, 32767.0) as i16;
         }
         self.gain = target;
@@ -84,7 +88,10 @@ mod tests {
             for (a, b) in input.iter().zip(&out) {
                 // Sign preserved (no wrap-around) and bounded.
                 assert!(*a == 0 || (*a > 0) == (*b >= 0), "wrapped: {a} -> {b}");
-                assert!((*b as i32).abs() <= CEILING as i32 + 1, "exceeded ceiling: {b}");
+                assert!(
+                    (*b as i32).abs() <= CEILING as i32 + 1,
+                    "exceeded ceiling: {b}"
+                );
             }
         }
         assert!(l.gain() < 0.2);

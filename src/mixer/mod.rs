@@ -101,7 +101,8 @@ mod tests {
         let freqs = [300.0, 500.0, 700.0, 1100.0, 1300.0];
         let n = SAMPLES_PER_TICK * 10;
         let inputs: Vec<Vec<i16>> = freqs.iter().map(|&f| sine(f, 6000.0, n, 0)).collect();
-        let contributions: Vec<Option<&[i16]>> = inputs.iter().map(|v| Some(v.as_slice())).collect();
+        let contributions: Vec<Option<&[i16]>> =
+            inputs.iter().map(|v| Some(v.as_slice())).collect();
         let mut limiters = vec![Limiter::default(); freqs.len()];
         let mut outputs = vec![vec![0i16; n]; freqs.len()];
         let (mut t, mut o) = (Vec::new(), Vec::new());
@@ -114,7 +115,10 @@ mod tests {
                 }
                 let other = tone_power(out, f);
                 let db = 10.0 * (other / own.max(1e-12)).log10();
-                assert!(db >= 30.0, "output {k}: tone {f} only {db:.1} dB above own tone");
+                assert!(
+                    db >= 30.0,
+                    "output {k}: tone {f} only {db:.1} dB above own tone"
+                );
             }
         }
     }
@@ -140,6 +144,9 @@ mod tests {
         assert!(level_dbfs(&[0; 960]) <= -127.0);
         let loud = sine(1000.0, 32767.0, 960, 0);
         let l = level_dbfs(&loud);
-        assert!((l + 3.0).abs() < 0.5, "sine at full scale is -3 dBFS RMS, got {l}");
+        assert!(
+            (l + 3.0).abs() < 0.5,
+            "sine at full scale is -3 dBFS RMS, got {l}"
+        );
     }
 }

@@ -61,7 +61,12 @@ pub struct AudioLoop {
 }
 
 impl AudioLoop {
-    pub fn new(config: &Config, events: broadcast::Sender<RoomEvent>, speaker_shared: Arc<AtomicU64>, stats: Arc<RoomStats>) -> Self {
+    pub fn new(
+        config: &Config,
+        events: broadcast::Sender<RoomEvent>,
+        speaker_shared: Arc<AtomicU64>,
+        stats: Arc<RoomStats>,
+    ) -> Self {
         Self {
             participants: Vec::new(),
             total: vec![0; SAMPLES_PER_TICK],
@@ -144,7 +149,9 @@ impl AudioLoop {
                 self.speaker.remove(id);
                 if self.speaker_shared.load(Ordering::Relaxed) == id.0 {
                     self.speaker_shared.store(0, Ordering::Relaxed);
-                    let _ = self.events.send(RoomEvent::ActiveSpeaker { participant_id: None });
+                    let _ = self.events.send(RoomEvent::ActiveSpeaker {
+                        participant_id: None,
+                    });
                 }
             }
             AudioCmd::Mute { id, muted } => {
@@ -152,7 +159,12 @@ impl AudioLoop {
                     p.muted = muted;
                 }
             }
-            AudioCmd::Packet { id, seq, payload, level } => {
+            AudioCmd::Packet {
+                id,
+                seq,
+                payload,
+                level,
+            } => {
                 let tick = self.tick;
                 if let Some(p) = self.find(id) {
                     p.jitter.push(seq, payload);
@@ -210,11 +222,14 @@ impl AudioLoop {
                 _ if p.active => mixer::level_dbfs(&p.frame),
                 _ => -127.0,
             };
-            self.speaker.observe(p.id, if p.muted { -127.0 } else { level });
+            self.speaker
+                .observe(p.id, if p.muted { -127.0 } else { level });
         }
         if let Some(SpeakerEvent::Changed(id)) = self.speaker.tick() {
             self.speaker_shared.store(id.0, Ordering::Relaxed);
-            let _ = self.events.send(RoomEvent::ActiveSpeaker { participant_id: Some(id) });
+            let _ = self.events.send(RoomEvent::ActiveSpeaker {
+                participant_id: Some(id),
+            });
         }
         // Sum everyone audible.
         self.total.fill(0);

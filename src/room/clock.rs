@@ -17,7 +17,12 @@ const MAX_BEHIND: u64 = 5;
 
 impl TickClock {
     pub fn new(start: Instant, period: Duration) -> Self {
-        Self { start, period, next: 0, skipped: 0 }
+        Self {
+            start,
+            period,
+            next: 0,
+            skipped: 0,
+        }
     }
 
     pub fn period(&self) -> Duration {

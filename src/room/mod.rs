@@ -40,7 +40,9 @@ pub enum RoomEvent {
     #[serde(rename_all = "camelCase")]
     ParticipantUpdated { participant: ParticipantInfo },
     #[serde(rename_all = "camelCase")]
-    ActiveSpeaker { participant_id: Option<ParticipantId> },
+    ActiveSpeaker {
+        participant_id: Option<ParticipantId>,
+    },
     #[serde(rename_all = "camelCase")]
     LayoutChanged { layout: String },
 }
@@ -104,23 +106,61 @@ pub struct RoomStats {
 
 /// Commands and media for the audio thread.
 pub enum AudioCmd {
-    Join { id: ParticipantId },
-    Attach { id: ParticipantId, sink: Option<RtpSink> },
-    Leave { id: ParticipantId },
-    Mute { id: ParticipantId, muted: bool },
-    Packet { id: ParticipantId, seq: u16, payload: Bytes, level: Option<u8> },
+    Join {
+        id: ParticipantId,
+    },
+    Attach {
+        id: ParticipantId,
+        sink: Option<RtpSink>,
+    },
+    Leave {
+        id: ParticipantId,
+    },
+    Mute {
+        id: ParticipantId,
+        muted: bool,
+    },
+    Packet {
+        id: ParticipantId,
+        seq: u16,
+        payload: Bytes,
+        level: Option<u8>,
+    },
     Stop,
 }
 
 /// Commands and media for the video thread.
 pub enum VideoCmd {
-    Join { id: ParticipantId, name: String },
-    Attach { id: ParticipantId, payload_types: HashMap<u8, VideoCodec>, sink: Option<RtpSink>, upstream: mpsc::Sender<Upstream> },
-    Leave { id: ParticipantId },
-    Mute { id: ParticipantId, muted: bool },
+    Join {
+        id: ParticipantId,
+        name: String,
+    },
+    Attach {
+        id: ParticipantId,
+        payload_types: HashMap<u8, VideoCodec>,
+        sink: Option<RtpSink>,
+        upstream: mpsc::Sender<Upstream>,
+    },
+    Leave {
+        id: ParticipantId,
+    },
+    Mute {
+        id: ParticipantId,
+        muted: bool,
+    },
     Layout(LayoutSpec),
-    Packet { id: ParticipantId, arrival: Instant, pt: u8, seq: u16, ts: u32, marker: bool, payload: Bytes },
-    KeyframeRequest { id: ParticipantId },
+    Packet {
+        id: ParticipantId,
+        arrival: Instant,
+        pt: u8,
+        seq: u16,
+        ts: u32,
+        marker: bool,
+        payload: Bytes,
+    },
+    KeyframeRequest {
+        id: ParticipantId,
+    },
     Stop,
 }
 
@@ -151,8 +191,17 @@ impl Room {
         let speaker = Arc::new(AtomicU64::new(0));
         let stats = Arc::new(RoomStats::default());
         let layout_name = settings.config.default_layout.clone();
-        let layout = settings.layouts.get(&layout_name).cloned().expect("default layout validated at start-up");
-        let a = audio::AudioLoop::new(&settings.config, events.clone(), speaker.clone(), stats.clone());
+        let layout = settings
+            .layouts
+            .get(&layout_name)
+            .cloned()
+            .expect("default layout validated at start-up");
+        let a = audio::AudioLoop::new(
+            &settings.config,
+            events.clone(),
+            speaker.clone(),
+            stats.clone(),
+        );
         let v = video::VideoLoop::new(&settings.config, layout, speaker.clone(), stats.clone());
         let name = id.to_string();
         let threads = vec![
@@ -210,20 +259,38 @@ impl Room {
             if roster.len() >= max {
                 return Err(RoomError::Full(max));
             }
-            let info = ParticipantInfo { id: ParticipantId::next(), name: name.to_owned(), audio_muted: false, video_muted: false };
+            let info = ParticipantInfo {
+                id: ParticipantId::next(),
+                name: name.to_owned(),
+                audio_muted: false,
+                video_muted: false,
+            };
             roster.push(info.clone());
             info
         };
         self.send_audio(AudioCmd::Join { id: info.id })?;
-        self.send_video(VideoCmd::Join { id: info.id, name: info.name.clone() })?;
-        let _ = self.events.send(RoomEvent::ParticipantJoined { participant: info.clone() });
+        self.send_video(VideoCmd::Join {
+            id: info.id,
+            name: info.name.clone(),
+        })?;
+        let _ = self.events.send(RoomEvent::ParticipantJoined {
+            participant: info.clone(),
+        });
         Ok(info)
     }
 
     /// Connects a participant's outputs (after negotiation).
     pub fn attach(&self, id: ParticipantId, a: Attachment) -> Result<(), RoomError> {
-        self.send_audio(AudioCmd::Attach { id, sink: a.audio_out })?;
-        self.send_video(VideoCmd::Attach { id, payload_types: a.video_payload_types, sink: a.video_out, upstream: a.upstream })
+        self.send_audio(AudioCmd::Attach {
+            id,
+            sink: a.audio_out,
+        })?;
+        self.send_video(VideoCmd::Attach {
+            id,
+            payload_types: a.video_payload_types,
+            sink: a.video_out,
+            upstream: a.upstream,
+        })
     }
 
     /// Removes a participant; returns whether the room is now empty.
@@ -237,15 +304,25 @@ impl Room {
         if found {
             let _ = self.send_audio(AudioCmd::Leave { id });
             let _ = self.send_video(VideoCmd::Leave { id });
-            let _ = self.events.send(RoomEvent::ParticipantLeft { participant_id: id });
+            let _ = self
+                .events
+                .send(RoomEvent::ParticipantLeft { participant_id: id });
         }
         empty
     }
 
-    pub fn set_muted(&self, id: ParticipantId, audio: Option<bool>, video: Option<bool>) -> Result<(), RoomError> {
+    pub fn set_muted(
+        &self,
+        id: ParticipantId,
+        audio: Option<bool>,
+        video: Option<bool>,
+    ) -> Result<(), RoomError> {
         let info = {
             let mut roster = self.roster.lock().expect("roster lock poisoned");
-            let p = roster.iter_mut().find(|p| p.id == id).ok_or(RoomError::NoSuchParticipant)?;
+            let p = roster
+                .iter_mut()
+                .find(|p| p.id == id)
+                .ok_or(RoomError::NoSuchParticipant)?;
             if let Some(a) = audio {
                 p.audio_muted = a;
             }
@@ -260,28 +337,58 @@ impl Room {
         if let Some(v) = video {
             self.send_video(VideoCmd::Mute { id, muted: v })?;
         }
-        let _ = self.events.send(RoomEvent::ParticipantUpdated { participant: info });
+        let _ = self
+            .events
+            .send(RoomEvent::ParticipantUpdated { participant: info });
         Ok(())
     }
 
     /// Switches the room's layout; the video thread applies it at its next tick.
     pub fn set_layout(&self, name: &str) -> Result<(), RoomError> {
-        let spec = self.settings.layouts.get(name).cloned().ok_or_else(|| RoomError::UnknownLayout(name.to_owned()))?;
+        let spec = self
+            .settings
+            .layouts
+            .get(name)
+            .cloned()
+            .ok_or_else(|| RoomError::UnknownLayout(name.to_owned()))?;
         self.send_video(VideoCmd::Layout(spec))?;
         *self.layout.lock().expect("layout lock poisoned") = name.to_owned();
-        let _ = self.events.send(RoomEvent::LayoutChanged { layout: name.to_owned() });
+        let _ = self.events.send(RoomEvent::LayoutChanged {
+            layout: name.to_owned(),
+        });
         Ok(())
     }
 
     /// An incoming audio packet (from a network task; never blocks).
     pub fn audio_packet(&self, id: ParticipantId, seq: u16, payload: Bytes, level: Option<u8>) {
-        self.try_audio(AudioCmd::Packet { id, seq, payload, level });
+        self.try_audio(AudioCmd::Packet {
+            id,
+            seq,
+            payload,
+            level,
+        });
     }
 
     /// An incoming video packet (from a network task; never blocks).
     #[allow(clippy::too_many_arguments)]
-    pub fn video_packet(&self, id: ParticipantId, pt: u8, seq: u16, ts: u32, marker: bool, payload: Bytes) {
-        self.try_video(VideoCmd::Packet { id, arrival: Instant::now(), pt, seq, ts, marker, payload });
+    pub fn video_packet(
+        &self,
+        id: ParticipantId,
+        pt: u8,
+        seq: u16,
+        ts: u32,
+        marker: bool,
+        payload: Bytes,
+    ) {
+        self.try_video(VideoCmd::Packet {
+            id,
+            arrival: Instant::now(),
+            pt,
+            seq,
+            ts,
+            marker,
+            payload,
+        });
     }
 
     /// A viewer's PLI/FIR for its composite.
@@ -328,7 +435,10 @@ pub struct Rooms {
 
 impl Rooms {
     pub fn new(settings: RoomSettings) -> Self {
-        Self { settings: Arc::new(settings), rooms: Mutex::new(HashMap::new()) }
+        Self {
+            settings: Arc::new(settings),
+            rooms: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn settings(&self) -> &RoomSettings {
@@ -336,16 +446,28 @@ impl Rooms {
     }
 
     pub fn get(&self, id: &RoomId) -> Option<Arc<Room>> {
-        self.rooms.lock().expect("rooms lock poisoned").get(id).cloned()
+        self.rooms
+            .lock()
+            .expect("rooms lock poisoned")
+            .get(id)
+            .cloned()
     }
 
     pub fn get_or_start(&self, id: &RoomId) -> Arc<Room> {
         let mut rooms = self.rooms.lock().expect("rooms lock poisoned");
-        rooms.entry(id.clone()).or_insert_with(|| Room::start(id.clone(), self.settings.clone())).clone()
+        rooms
+            .entry(id.clone())
+            .or_insert_with(|| Room::start(id.clone(), self.settings.clone()))
+            .clone()
     }
 
     pub fn list(&self) -> Vec<Arc<Room>> {
-        self.rooms.lock().expect("rooms lock poisoned").values().cloned().collect()
+        self.rooms
+            .lock()
+            .expect("rooms lock poisoned")
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Removes `id` from its room and stops the room when it is empty.
@@ -354,7 +476,9 @@ impl Rooms {
             let removed = {
                 let mut rooms = self.rooms.lock().expect("rooms lock poisoned");
                 // Only if still empty: someone may have joined meanwhile.
-                if room.participants().is_empty() && rooms.get(&room.id).is_some_and(|r| Arc::ptr_eq(r, room)) {
+                if room.participants().is_empty()
+                    && rooms.get(&room.id).is_some_and(|r| Arc::ptr_eq(r, room))
+                {
                     rooms.remove(&room.id)
                 } else {
                     None
@@ -369,7 +493,13 @@ impl Rooms {
 
     /// Stops every room (shutdown).
     pub fn stop_all(&self) {
-        let rooms: Vec<_> = self.rooms.lock().expect("rooms lock poisoned").drain().map(|(_, r)| r).collect();
+        let rooms: Vec<_> = self
+            .rooms
+            .lock()
+            .expect("rooms lock poisoned")
+            .drain()
+            .map(|(_, r)| r)
+            .collect();
         for r in rooms {
             r.stop();
         }

@@ -25,7 +25,12 @@ pub struct RtpSink {
 }
 
 impl RtpSink {
-    pub fn new(ssrc: u32, payload_type: u8, payloader: Box<dyn Payloader>, tx: mpsc::Sender<Packet>) -> Self {
+    pub fn new(
+        ssrc: u32,
+        payload_type: u8,
+        payloader: Box<dyn Payloader>,
+        tx: mpsc::Sender<Packet>,
+    ) -> Self {
         Self {
             ssrc,
             payload_type,
@@ -45,7 +50,10 @@ impl RtpSink {
 
     /// Packetizes one frame at media-clock time `ts` (in the codec's clock units).
     pub fn send_frame(&mut self, ts: u32, frame: &[u8]) {
-        let payloads = match self.payloader.payload(RTP_MTU, &Bytes::copy_from_slice(frame)) {
+        let payloads = match self
+            .payloader
+            .payload(RTP_MTU, &Bytes::copy_from_slice(frame))
+        {
             Ok(p) => p,
             Err(_) => return,
         };
@@ -87,7 +95,10 @@ mod tests {
         assert_eq!(s.dropped, 1);
         let a = rx.try_recv().unwrap();
         let b = rx.try_recv().unwrap();
-        assert_eq!(b.header.sequence_number, a.header.sequence_number.wrapping_add(1));
+        assert_eq!(
+            b.header.sequence_number,
+            a.header.sequence_number.wrapping_add(1)
+        );
         assert_eq!(b.header.timestamp.wrapping_sub(a.header.timestamp), 960);
         assert_eq!((a.header.ssrc, a.header.payload_type), (7, 111));
         assert!(a.header.marker);

@@ -97,7 +97,10 @@ impl Input {
 
     fn request_keyframe(&mut self, now: Instant) {
         self.need_keyframe = true;
-        if self.last_pli.is_some_and(|t| now.duration_since(t) < PLI_INTERVAL) {
+        if self
+            .last_pli
+            .is_some_and(|t| now.duration_since(t) < PLI_INTERVAL)
+        {
             return;
         }
         if let Some(up) = &self.upstream {
@@ -115,7 +118,12 @@ impl Input {
             match pop {
                 VideoPop::Lost => self.request_keyframe(now),
                 VideoPop::Frame { payloads, .. } => {
-                    let Some(codec) = self.last_pt.and_then(|pt| self.payload_types.get(&pt).copied()) else { continue };
+                    let Some(codec) = self
+                        .last_pt
+                        .and_then(|pt| self.payload_types.get(&pt).copied())
+                    else {
+                        continue;
+                    };
                     if self.decoder.as_ref().is_none_or(|d| d.codec() != codec) {
                         match VideoDecoder::new(codec) {
                             Ok(d) => self.decoder = Some(d),
@@ -156,7 +164,12 @@ impl Input {
 }
 
 impl VideoLoop {
-    pub fn new(config: &Config, layout: LayoutSpec, speaker: Arc<AtomicU64>, stats: Arc<RoomStats>) -> Self {
+    pub fn new(
+        config: &Config,
+        layout: LayoutSpec,
+        speaker: Arc<AtomicU64>,
+        stats: Arc<RoomStats>,
+    ) -> Self {
         let v = &config.video;
         Self {
             participants: Vec::new(),
@@ -208,7 +221,12 @@ impl VideoLoop {
                 showing_video: false,
                 input: Input::new(),
             }),
-            VideoCmd::Attach { id, payload_types, sink, upstream } => {
+            VideoCmd::Attach {
+                id,
+                payload_types,
+                sink,
+                upstream,
+            } => {
                 if let Some(p) = self.find(id) {
                     p.input.payload_types = payload_types;
                     p.input.upstream = Some(upstream);
@@ -219,12 +237,17 @@ impl VideoLoop {
                             self.outputs.push(Output {
                                 viewer: id,
                                 encoder,
-                                canvas: I420Frame::new(self.settings.width as usize, self.settings.height as usize),
+                                canvas: I420Frame::new(
+                                    self.settings.width as usize,
+                                    self.settings.height as usize,
+                                ),
                                 au: Vec::with_capacity(256 * 1024),
                                 sink,
                                 tiles: Vec::new(),
                             });
-                            self.stats.encoders.store(self.outputs.len() as u64, Ordering::Relaxed);
+                            self.stats
+                                .encoders
+                                .store(self.outputs.len() as u64, Ordering::Relaxed);
                         }
                         Err(e) => tracing::error!(%id, "h264 encoder: {e}"),
                     }
@@ -234,7 +257,9 @@ impl VideoLoop {
                 self.participants.retain(|p| p.id != id);
                 self.outputs.retain(|o| o.viewer != id);
                 self.last_speakers.retain(|p| *p != id);
-                self.stats.encoders.store(self.outputs.len() as u64, Ordering::Relaxed);
+                self.stats
+                    .encoders
+                    .store(self.outputs.len() as u64, Ordering::Relaxed);
             }
             VideoCmd::Mute { id, muted } => {
                 if let Some(p) = self.find(id) {
@@ -243,7 +268,15 @@ impl VideoLoop {
                 }
             }
             VideoCmd::Layout(spec) => self.layout = spec,
-            VideoCmd::Packet { id, arrival, pt, seq, ts, marker, payload } => {
+            VideoCmd::Packet {
+                id,
+                arrival,
+                pt,
+                seq,
+                ts,
+                marker,
+                payload,
+            } => {
                 if let Some(p) = self.find(id) {
                     p.input.last_pt = Some(pt);
                     p.input.assembler.push(arrival, seq, ts, marker, payload);
@@ -260,14 +293,23 @@ impl VideoLoop {
 
     /// The participants `viewer` sees, in tile order.
     fn visible_for(&self, viewer: ParticipantId, speaker: Option<ParticipantId>) -> Vec<usize> {
-        let mut order: Vec<usize> = (0..self.participants.len()).filter(|&i| self.participants[i].id != viewer).collect();
+        let mut order: Vec<usize> = (0..self.participants.len())
+            .filter(|&i| self.participants[i].id != viewer)
+            .collect();
         if self.layout.speaker_first() {
             // The focus is the active speaker, or for the speaker themself the one before.
             let focus = match speaker {
                 Some(s) if s != viewer => Some(s),
-                _ => self.last_speakers.iter().rev().copied().find(|&p| p != viewer),
+                _ => self
+                    .last_speakers
+                    .iter()
+                    .rev()
+                    .copied()
+                    .find(|&p| p != viewer),
             };
-            if let Some(pos) = focus.and_then(|f| order.iter().position(|&i| self.participants[i].id == f)) {
+            if let Some(pos) =
+                focus.and_then(|f| order.iter().position(|&i| self.participants[i].id == f))
+            {
                 let i = order.remove(pos);
                 order.insert(0, i);
             }
@@ -282,7 +324,10 @@ impl VideoLoop {
             .par_iter_mut()
             .map(|p| {
                 let got = p.input.decode_pending(now);
-                let showing = !p.muted && p.input.last_picture.is_some_and(|t| now.duration_since(t) < STALE_AFTER);
+                let showing = !p.muted
+                    && p.input
+                        .last_picture
+                        .is_some_and(|t| now.duration_since(t) < STALE_AFTER);
                 if got || showing != p.showing_video {
                     p.version += 1;
                 }
@@ -290,8 +335,13 @@ impl VideoLoop {
                 got as u64
             })
             .sum();
-        self.stats.video_frames_decoded.fetch_add(decoded, Ordering::Relaxed);
-        self.stats.keyframe_requests_sent.store(self.participants.iter().map(|p| p.input.pli_sent).sum(), Ordering::Relaxed);
+        self.stats
+            .video_frames_decoded
+            .fetch_add(decoded, Ordering::Relaxed);
+        self.stats.keyframe_requests_sent.store(
+            self.participants.iter().map(|p| p.input.pli_sent).sum(),
+            Ordering::Relaxed,
+        );
 
         // 2. Layout per viewer.
         let speaker = match self.speaker.load(Ordering::Relaxed) {
@@ -313,7 +363,11 @@ impl VideoLoop {
             let mut plan = Vec::with_capacity(rects.len());
             for (r, &i) in rects.iter().zip(&visible) {
                 let p = &self.participants[i];
-                let key = TileKey { participant: p.id, w: r.w, h: r.h };
+                let key = TileKey {
+                    participant: p.id,
+                    w: r.w,
+                    h: r.h,
+                };
                 if !jobs.iter().any(|j| j.key == key) {
                     jobs.push(TileJob {
                         key,
@@ -340,7 +394,11 @@ impl VideoLoop {
             .outputs
             .par_iter_mut()
             .map(|o| {
-                let pairs: Vec<(Rect, &I420Frame)> = o.tiles.iter().filter_map(|(r, key)| tiles.get(key).map(|t| (*r, t))).collect();
+                let pairs: Vec<(Rect, &I420Frame)> = o
+                    .tiles
+                    .iter()
+                    .filter_map(|(r, key)| tiles.get(key).map(|t| (*r, t)))
+                    .collect();
                 compositor::compose(&mut o.canvas, &pairs);
                 match o.encoder.encode(&o.canvas, &mut o.au) {
                     Ok(_) if !o.au.is_empty() => {
@@ -355,6 +413,8 @@ impl VideoLoop {
                 }
             })
             .sum();
-        self.stats.video_frames_encoded.fetch_add(encoded, Ordering::Relaxed);
+        self.stats
+            .video_frames_encoded
+            .fetch_add(encoded, Ordering::Relaxed);
     }
 }

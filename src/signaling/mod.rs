@@ -35,7 +35,14 @@ const APP_JS: &str = include_str!("../../web/app.js");
 const STYLE_CSS: &str = include_str!("../../web/style.css");
 
 fn asset(body: &'static str, ct: &'static str) -> Response {
-    ([(header::CONTENT_TYPE, ct), (header::CACHE_CONTROL, "no-cache")], body).into_response()
+    (
+        [
+            (header::CONTENT_TYPE, ct),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 #[derive(Serialize)]
@@ -73,7 +80,8 @@ async fn list_rooms(State(state): State<Arc<AppState>>) -> Json<Vec<RoomSummary>
 }
 
 async fn ws_upgrade(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Response {
-    ws.max_message_size(protocol::MAX_MESSAGE_BYTES).on_upgrade(move |socket| ws::run(socket, state))
+    ws.max_message_size(protocol::MAX_MESSAGE_BYTES)
+        .on_upgrade(move |socket| ws::run(socket, state))
 }
 
 /// WHIP clients are often pages on other origins: allow them.
@@ -82,38 +90,75 @@ async fn cors(req: axum::extract::Request, next: axum::middleware::Next) -> Resp
     let mut resp = next.run(req).await;
     if is_whip {
         let h = resp.headers_mut();
-        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST, DELETE, PATCH, OPTIONS"));
-        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("Content-Type, Authorization, If-Match"));
-        h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("Location, Link, ETag"));
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("POST, DELETE, PATCH, OPTIONS"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("Content-Type, Authorization, If-Match"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("Location, Link, ETag"),
+        );
     }
     resp
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/", get(|| async { asset(INDEX_HTML, "text/html; charset=utf-8") }))
-        .route("/app.js", get(|| async { asset(APP_JS, "text/javascript; charset=utf-8") }))
-        .route("/style.css", get(|| async { asset(STYLE_CSS, "text/css; charset=utf-8") }))
+        .route(
+            "/",
+            get(|| async { asset(INDEX_HTML, "text/html; charset=utf-8") }),
+        )
+        .route(
+            "/app.js",
+            get(|| async { asset(APP_JS, "text/javascript; charset=utf-8") }),
+        )
+        .route(
+            "/style.css",
+            get(|| async { asset(STYLE_CSS, "text/css; charset=utf-8") }),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/ws", get(ws_upgrade))
         .route("/api/rooms", get(list_rooms))
         .route("/whip/{room}", post(whip::post).options(whip::options))
         .route(
             "/whip/{room}/{session}",
-            axum::routing::delete(whip::delete).patch(whip::patch).options(whip::options),
+            axum::routing::delete(whip::delete)
+                .patch(whip::patch)
+                .options(whip::options),
         )
         .fallback(|method: Method| async move {
-            if method == Method::GET { (StatusCode::NOT_FOUND, "not found") } else { (StatusCode::METHOD_NOT_ALLOWED, "method not allowed") }
+            if method == Method::GET {
+                (StatusCode::NOT_FOUND, "not found")
+            } else {
+                (StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+            }
         })
         .layer(axum::middleware::from_fn(cors))
         .with_state(state)
 }
 
 /// Serves until `shutdown` resolves, then shuts everything down in order.
-pub async fn serve(listener: TcpListener, config: Config, rooms: Arc<Rooms>, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    rooms: Arc<Rooms>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let state = Arc::new(AppState { config: Arc::new(config), rooms: rooms.clone(), whip: Mutex::new(HashMap::new()), shutdown: stop_rx });
+    let state = Arc::new(AppState {
+        config: Arc::new(config),
+        rooms: rooms.clone(),
+        whip: Mutex::new(HashMap::new()),
+        shutdown: stop_rx,
+    });
     let app = router(state.clone());
     let mut stop_rx2 = state.shutdown.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -126,7 +171,9 @@ pub async fn serve(listener: TcpListener, config: Config, rooms: Arc<Rooms>, shu
     whip::end_all(&state).await;
     // WebSocket sessions see the flag, say `bye`, leave their rooms and close their peers.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
-    tokio::task::spawn_blocking(move || rooms.stop_all()).await.ok();
+    tokio::task::spawn_blocking(move || rooms.stop_all())
+        .await
+        .ok();
     tracing::info!("shutdown complete");
     Ok(())
 }

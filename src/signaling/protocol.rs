@@ -13,8 +13,13 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
 pub enum ClientMessage {
-    Join { room: String, name: String },
-    Offer { sdp: String },
+    Join {
+        room: String,
+        name: String,
+    },
+    Offer {
+        sdp: String,
+    },
     #[serde(rename_all = "camelCase")]
     Candidate {
         candidate: String,
@@ -23,7 +28,9 @@ pub enum ClientMessage {
         #[serde(default, rename = "sdpMLineIndex")]
         sdp_mline_index: Option<u16>,
     },
-    SetLayout { layout: String },
+    SetLayout {
+        layout: String,
+    },
     Mute {
         #[serde(default)]
         audio: Option<bool>,
@@ -56,7 +63,9 @@ pub enum ServerMessage {
         active_speaker: Option<ParticipantId>,
         video: VideoInfo,
     },
-    Answer { sdp: String },
+    Answer {
+        sdp: String,
+    },
     #[serde(rename_all = "camelCase")]
     Candidate {
         candidate: String,
@@ -65,10 +74,17 @@ pub enum ServerMessage {
         sdp_mline_index: Option<u16>,
     },
     #[serde(rename_all = "camelCase")]
-    ConnectionState { state: String },
+    ConnectionState {
+        state: String,
+    },
     /// The server is ending this session (e.g. shutting down).
-    Bye { reason: String },
-    Error { code: ErrorCode, message: String },
+    Bye {
+        reason: String,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
     /// Room events, flattened (`participantJoined`, `activeSpeaker`, …).
     #[serde(untagged)]
     Room(RoomEvent),
@@ -94,23 +110,33 @@ pub enum ErrorCode {
 
 impl ServerMessage {
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self::Error { code, message: message.into() }
+        Self::Error {
+            code,
+            message: message.into(),
+        }
     }
 }
 
 /// Parses one text frame; the error is ready to send back.
 pub fn parse_client_message(text: &str) -> Result<ClientMessage, ServerMessage> {
     if text.len() > MAX_MESSAGE_BYTES {
-        return Err(ServerMessage::error(ErrorCode::BadMessage, format!("message exceeds {MAX_MESSAGE_BYTES} bytes")));
+        return Err(ServerMessage::error(
+            ErrorCode::BadMessage,
+            format!("message exceeds {MAX_MESSAGE_BYTES} bytes"),
+        ));
     }
-    serde_json::from_str(text).map_err(|e| ServerMessage::error(ErrorCode::BadMessage, format!("invalid message: {e}")))
+    serde_json::from_str(text)
+        .map_err(|e| ServerMessage::error(ErrorCode::BadMessage, format!("invalid message: {e}")))
 }
 
 /// Validates a display name: 1..=64 characters after trimming, no control characters.
 pub fn validate_name(name: &str) -> Result<String, ServerMessage> {
     let n = name.trim();
     if n.is_empty() || n.chars().count() > 64 || n.chars().any(char::is_control) {
-        return Err(ServerMessage::error(ErrorCode::InvalidName, "display name must be 1 to 64 printable characters"));
+        return Err(ServerMessage::error(
+            ErrorCode::InvalidName,
+            "display name must be 1 to 64 printable characters",
+        ));
     }
     Ok(n.to_owned())
 }
@@ -123,21 +149,43 @@ mod tests {
     fn parses_client_messages() {
         assert_eq!(
             parse_client_message(r#"{"type":"join","room":"r","name":"Ada"}"#).unwrap(),
-            ClientMessage::Join { room: "r".into(), name: "Ada".into() }
+            ClientMessage::Join {
+                room: "r".into(),
+                name: "Ada".into()
+            }
         );
         assert_eq!(
             parse_client_message(r#"{"type":"candidate","candidate":"candidate:1 1 udp 1 127.0.0.1 5 typ host","sdpMid":"0","sdpMLineIndex":0}"#).unwrap(),
             ClientMessage::Candidate { candidate: "candidate:1 1 udp 1 127.0.0.1 5 typ host".into(), sdp_mid: Some("0".into()), sdp_mline_index: Some(0) }
         );
-        assert_eq!(parse_client_message(r#"{"type":"mute","audio":true}"#).unwrap(), ClientMessage::Mute { audio: Some(true), video: None });
-        assert_eq!(parse_client_message(r#"{"type":"leave"}"#).unwrap(), ClientMessage::Leave);
+        assert_eq!(
+            parse_client_message(r#"{"type":"mute","audio":true}"#).unwrap(),
+            ClientMessage::Mute {
+                audio: Some(true),
+                video: None
+            }
+        );
+        assert_eq!(
+            parse_client_message(r#"{"type":"leave"}"#).unwrap(),
+            ClientMessage::Leave
+        );
     }
 
     #[test]
     fn rejects_bad_messages_with_a_code() {
-        for bad in ["", "nope", "[]", r#"{"type":"fly"}"#, r#"{"type":"join","room":"r"}"#, r#"{"type":"join","room":"r","name":"a","x":1}"#] {
+        for bad in [
+            "",
+            "nope",
+            "[]",
+            r#"{"type":"fly"}"#,
+            r#"{"type":"join","room":"r"}"#,
+            r#"{"type":"join","room":"r","name":"a","x":1}"#,
+        ] {
             match parse_client_message(bad) {
-                Err(ServerMessage::Error { code: ErrorCode::BadMessage, .. }) => {}
+                Err(ServerMessage::Error {
+                    code: ErrorCode::BadMessage,
+                    ..
+                }) => {}
                 other => panic!("{bad:?} gave {other:?}"),
             }
         }
@@ -146,10 +194,18 @@ mod tests {
 
     #[test]
     fn server_messages_serialize_flat() {
-        let m = ServerMessage::Room(RoomEvent::ActiveSpeaker { participant_id: Some(ParticipantId(3)) });
-        assert_eq!(serde_json::to_string(&m).unwrap(), r#"{"type":"activeSpeaker","participantId":3}"#);
+        let m = ServerMessage::Room(RoomEvent::ActiveSpeaker {
+            participant_id: Some(ParticipantId(3)),
+        });
+        assert_eq!(
+            serde_json::to_string(&m).unwrap(),
+            r#"{"type":"activeSpeaker","participantId":3}"#
+        );
         let e = ServerMessage::error(ErrorCode::RoomFull, "full");
-        assert_eq!(serde_json::to_string(&e).unwrap(), r#"{"type":"error","code":"room_full","message":"full"}"#);
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"type":"error","code":"room_full","message":"full"}"#
+        );
     }
 
     #[test]

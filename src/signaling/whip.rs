@@ -25,7 +25,12 @@ pub struct WhipSession {
 }
 
 fn plain(status: StatusCode, msg: impl Into<String>) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], msg.into()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        msg.into(),
+    )
+        .into_response()
 }
 
 pub async fn post(
@@ -35,9 +40,19 @@ pub async fn post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if !ct.trim().to_ascii_lowercase().starts_with("application/sdp") {
-        return plain(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/sdp");
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct
+        .trim()
+        .to_ascii_lowercase()
+        .starts_with("application/sdp")
+    {
+        return plain(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/sdp",
+        );
     }
     let Ok(room_id) = RoomId::parse(&room) else {
         return plain(StatusCode::BAD_REQUEST, "invalid room name");
@@ -56,30 +71,49 @@ pub async fn post(
     let room = state.rooms.get_or_start(&room_id);
     let info = match room.join(&name) {
         Ok(i) => i,
-        Err(e @ RoomError::Full(_)) => return plain(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e @ RoomError::Full(_)) => {
+            return plain(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
         Err(e) => return plain(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
     let (tx, rx) = mpsc::unbounded_channel();
-    let peer = match transport::connect(room.clone(), info.id, offer, &state.config, tx, true).await {
+    let peer = match transport::connect(room.clone(), info.id, offer, &state.config, tx, true).await
+    {
         Ok(p) => p,
         Err(e) => {
             state.rooms.leave(&room, info.id);
             let status = match e {
-                TransportError::BadSdp(_) | TransportError::Negotiation(_) => StatusCode::BAD_REQUEST,
+                TransportError::BadSdp(_) | TransportError::Negotiation(_) => {
+                    StatusCode::BAD_REQUEST
+                }
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             };
             return plain(status, e.to_string());
         }
     };
     let answer = peer.answer.clone();
-    let session_id = format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>());
+    let session_id = format!(
+        "{:016x}{:016x}",
+        rand::random::<u64>(),
+        rand::random::<u64>()
+    );
     let location = format!("/whip/{room_id}/{session_id}");
     tracing::info!(room = %room_id, id = %info.id, "WHIP participant joined");
-    state.whip.lock().expect("whip lock poisoned").insert(session_id.clone(), WhipSession { room, id: info.id, peer });
+    state.whip.lock().expect("whip lock poisoned").insert(
+        session_id.clone(),
+        WhipSession {
+            room,
+            id: info.id,
+            peer,
+        },
+    );
     tokio::spawn(watch(state.clone(), session_id, rx));
     let mut resp = (StatusCode::CREATED, answer).into_response();
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/sdp"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/sdp"),
+    );
     if let Ok(v) = HeaderValue::from_str(&location) {
         h.insert(header::LOCATION, v);
     }
@@ -87,9 +121,15 @@ pub async fn post(
 }
 
 /// Ends the session when its connection fails or closes.
-async fn watch(state: Arc<AppState>, session_id: String, mut rx: mpsc::UnboundedReceiver<PeerEvent>) {
+async fn watch(
+    state: Arc<AppState>,
+    session_id: String,
+    mut rx: mpsc::UnboundedReceiver<PeerEvent>,
+) {
     while let Some(ev) = rx.recv().await {
-        if let PeerEvent::State(RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed) = ev {
+        if let PeerEvent::State(RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed) =
+            ev
+        {
             end(&state, &session_id).await;
             return;
         }
@@ -97,7 +137,11 @@ async fn watch(state: Arc<AppState>, session_id: String, mut rx: mpsc::Unbounded
 }
 
 async fn end(state: &AppState, session_id: &str) -> bool {
-    let s = state.whip.lock().expect("whip lock poisoned").remove(session_id);
+    let s = state
+        .whip
+        .lock()
+        .expect("whip lock poisoned")
+        .remove(session_id);
     match s {
         Some(s) => {
             s.peer.close().await;
@@ -109,7 +153,10 @@ async fn end(state: &AppState, session_id: &str) -> bool {
     }
 }
 
-pub async fn delete(State(state): State<Arc<AppState>>, Path((_room, session)): Path<(String, String)>) -> Response {
+pub async fn delete(
+    State(state): State<Arc<AppState>>,
+    Path((_room, session)): Path<(String, String)>,
+) -> Response {
     if end(&state, &session).await {
         StatusCode::OK.into_response()
     } else {
@@ -118,18 +165,28 @@ pub async fn delete(State(state): State<Arc<AppState>>, Path((_room, session)): 
 }
 
 pub async fn patch() -> Response {
-    plain(StatusCode::METHOD_NOT_ALLOWED, "trickle ICE is not supported; send all candidates in the offer")
+    plain(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "trickle ICE is not supported; send all candidates in the offer",
+    )
 }
 
 pub async fn options() -> Response {
     let mut r = StatusCode::NO_CONTENT.into_response();
-    r.headers_mut().insert("accept-post", HeaderValue::from_static("application/sdp"));
+    r.headers_mut()
+        .insert("accept-post", HeaderValue::from_static("application/sdp"));
     r
 }
 
 /// Closes every WHIP session (shutdown).
 pub async fn end_all(state: &AppState) {
-    let ids: Vec<String> = state.whip.lock().expect("whip lock poisoned").keys().cloned().collect();
+    let ids: Vec<String> = state
+        .whip
+        .lock()
+        .expect("whip lock poisoned")
+        .keys()
+        .cloned()
+        .collect();
     for id in ids {
         end(state, &id).await;
     }

@@ -2,7 +2,9 @@
 //! (peer). Every client message is validated; a bad one gets an `error` reply and the
 //! session goes on. When the socket closes, the participant leaves and its peer closes.
 
-use super::protocol::{parse_client_message, validate_name, ClientMessage, ErrorCode, ServerMessage, VideoInfo};
+use super::protocol::{
+    parse_client_message, validate_name, ClientMessage, ErrorCode, ServerMessage, VideoInfo,
+};
 use super::AppState;
 use crate::ids::{ParticipantId, RoomId};
 use crate::room::{Room, RoomError};
@@ -73,6 +75,8 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
                 }
             } => {
                 match ev {
+                    // The joiner learns about itself from `joined`.
+                    Ok(crate::room::RoomEvent::ParticipantJoined { participant }) if joined.as_ref().is_some_and(|j| j.id == participant.id) => {}
                     Ok(ev) => send(ServerMessage::Room(ev)),
                     Err(broadcast::error::RecvError::Lagged(n)) => tracing::warn!("signaling client lagged {n} room events"),
                     Err(broadcast::error::RecvError::Closed) => break,
@@ -124,10 +128,15 @@ async fn handle(
     match msg {
         ClientMessage::Join { room, name } => {
             if joined.is_some() {
-                return send(bad_state("already joined; open a new connection to join another room"));
+                return send(bad_state(
+                    "already joined; open a new connection to join another room",
+                ));
             }
             let Ok(room_id) = RoomId::parse(&room) else {
-                return send(ServerMessage::error(ErrorCode::InvalidRoom, "room name must be 1 to 64 characters of letters, digits, '-', '_' or '.'"));
+                return send(ServerMessage::error(
+                    ErrorCode::InvalidRoom,
+                    "room name must be 1 to 64 characters of letters, digits, '-', '_' or '.'",
+                ));
             };
             let name = match validate_name(&name) {
                 Ok(n) => n,
@@ -138,7 +147,10 @@ async fn handle(
             let info = match room.join(&name) {
                 Ok(i) => i,
                 Err(RoomError::Full(n)) => {
-                    return send(ServerMessage::error(ErrorCode::RoomFull, format!("room `{room_id}` is full ({n} participants)")));
+                    return send(ServerMessage::error(
+                        ErrorCode::RoomFull,
+                        format!("room `{room_id}` is full ({n} participants)"),
+                    ));
                 }
                 Err(e) => return send(ServerMessage::error(ErrorCode::Internal, e.to_string())),
             };
@@ -152,18 +164,40 @@ async fn handle(
                 layouts: room.layouts(),
                 ice_servers: state.config.ice_servers.clone(),
                 active_speaker: room.active_speaker(),
-                video: VideoInfo { width: v.width, height: v.height, fps: v.fps },
+                video: VideoInfo {
+                    width: v.width,
+                    height: v.height,
+                    fps: v.fps,
+                },
             });
-            *joined = Some(Joined { room, id: info.id, events, peer: None });
+            *joined = Some(Joined {
+                room,
+                id: info.id,
+                events,
+                peer: None,
+            });
         }
         ClientMessage::Offer { sdp } => {
-            let Some(j) = joined.as_mut() else { return send(bad_state("join a room before sending an offer")) };
+            let Some(j) = joined.as_mut() else {
+                return send(bad_state("join a room before sending an offer"));
+            };
             if j.peer.is_some() {
                 return send(bad_state("this session already has a media connection"));
             }
-            match transport::connect(j.room.clone(), j.id, &sdp, &state.config, peer_tx.clone(), false).await {
+            match transport::connect(
+                j.room.clone(),
+                j.id,
+                &sdp,
+                &state.config,
+                peer_tx.clone(),
+                false,
+            )
+            .await
+            {
                 Ok(peer) => {
-                    send(ServerMessage::Answer { sdp: peer.answer.clone() });
+                    send(ServerMessage::Answer {
+                        sdp: peer.answer.clone(),
+                    });
                     j.peer = Some(peer);
                 }
                 Err(e) => {
@@ -176,23 +210,39 @@ async fn handle(
                 }
             }
         }
-        ClientMessage::Candidate { candidate, sdp_mid, sdp_mline_index } => {
+        ClientMessage::Candidate {
+            candidate,
+            sdp_mid,
+            sdp_mline_index,
+        } => {
             let Some(peer) = joined.as_ref().and_then(|j| j.peer.as_ref()) else {
                 return send(bad_state("send an offer before candidates"));
             };
-            let init = RTCIceCandidateInit { candidate, sdp_mid, sdp_mline_index, ..Default::default() };
+            let init = RTCIceCandidateInit {
+                candidate,
+                sdp_mid,
+                sdp_mline_index,
+                ..Default::default()
+            };
             if let Err(e) = peer.add_remote_candidate(init).await {
                 send(ServerMessage::error(ErrorCode::BadCandidate, e.to_string()));
             }
         }
         ClientMessage::SetLayout { layout } => {
-            let Some(j) = joined.as_ref() else { return send(bad_state("join a room first")) };
+            let Some(j) = joined.as_ref() else {
+                return send(bad_state("join a room first"));
+            };
             if let Err(e) = j.room.set_layout(&layout) {
-                send(ServerMessage::error(ErrorCode::UnknownLayout, e.to_string()));
+                send(ServerMessage::error(
+                    ErrorCode::UnknownLayout,
+                    e.to_string(),
+                ));
             }
         }
         ClientMessage::Mute { audio, video } => {
-            let Some(j) = joined.as_ref() else { return send(bad_state("join a room first")) };
+            let Some(j) = joined.as_ref() else {
+                return send(bad_state("join a room first"));
+            };
             if let Err(e) = j.room.set_muted(j.id, audio, video) {
                 send(ServerMessage::error(ErrorCode::Internal, e.to_string()));
             }

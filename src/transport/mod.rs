@@ -13,13 +13,15 @@ use crate::ids::ParticipantId;
 use crate::room::sink::RtpSink;
 use crate::room::{Attachment, Room, Upstream};
 use rtc::interceptor::Slot;
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_AV1, MIME_TYPE_H264, MIME_TYPE_OPUS};
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_AV1, MIME_TYPE_H264, MIME_TYPE_OPUS,
+};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp::codec::h264::H264Payloader;
 use rtc::rtp::codec::opus::OpusPayloader;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
-    RTCRtpHeaderExtensionCapability, RtpCodecKind,
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
+    RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 use rtc::rtp_transceiver::RTCRtpTransceiverDirection;
 use std::sync::Arc;
@@ -29,9 +31,10 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
-    register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceCandidateType, RTCIceGatheringState, RTCIceServer,
-    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
+    register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder,
+    PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceCandidateType,
+    RTCIceGatheringState, RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
+    RTCSessionDescription, Registry, SettingEngineBuilder,
 };
 
 /// Why a peer could not be set up.
@@ -79,7 +82,10 @@ impl PeerSession {
         if c.candidate.is_empty() {
             return Ok(()); // end-of-candidates
         }
-        self.pc.add_ice_candidate(c).await.map_err(|e| TransportError::Candidate(e.to_string()))
+        self.pc
+            .add_ice_candidate(c)
+            .await
+            .map_err(|e| TransportError::Candidate(e.to_string()))
     }
 
     pub async fn close(&self) {
@@ -88,30 +94,72 @@ impl PeerSession {
 }
 
 fn video_feedback() -> Vec<RTCPFeedback> {
-    [("goog-remb", ""), ("ccm", "fir"), ("nack", ""), ("nack", "pli"), ("transport-cc", "")]
-        .iter()
-        .map(|(t, p)| RTCPFeedback { typ: t.to_string(), parameter: p.to_string() })
-        .collect()
+    [
+        ("goog-remb", ""),
+        ("ccm", "fir"),
+        ("nack", ""),
+        ("nack", "pli"),
+        ("transport-cc", ""),
+    ]
+    .iter()
+    .map(|(t, p)| RTCPFeedback {
+        typ: t.to_string(),
+        parameter: p.to_string(),
+    })
+    .collect()
 }
 
 /// Codecs Tessera negotiates: Opus; H.264 (packetization-mode 1: constrained baseline,
 /// baseline, main) and AV1 for ingest. Our outputs are always H.264.
 fn media_engine() -> Result<MediaEngine, TransportError> {
     let mut m = MediaEngine::default();
-    let codec = |mime: &str, clock, channels, fmtp: &str, fb: Vec<RTCPFeedback>, pt| RTCRtpCodecParameters {
-        rtp_codec: RTCRtpCodec { mime_type: mime.to_owned(), clock_rate: clock, channels, sdp_fmtp_line: fmtp.to_owned(), rtcp_feedback: fb },
-        payload_type: pt,
+    let codec = |mime: &str, clock, channels, fmtp: &str, fb: Vec<RTCPFeedback>, pt| {
+        RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: mime.to_owned(),
+                clock_rate: clock,
+                channels,
+                sdp_fmtp_line: fmtp.to_owned(),
+                rtcp_feedback: fb,
+            },
+            payload_type: pt,
+        }
     };
-    m.register_codec(codec(MIME_TYPE_OPUS, 48_000, 2, "minptime=10;useinbandfec=1", vec![], 111), RtpCodecKind::Audio)
+    m.register_codec(
+        codec(
+            MIME_TYPE_OPUS,
+            48_000,
+            2,
+            "minptime=10;useinbandfec=1",
+            vec![],
+            111,
+        ),
+        RtpCodecKind::Audio,
+    )
+    .map_err(webrtc_err)?;
+    for (profile, pt) in [
+        ("42e01f", 125),
+        ("42001f", 102),
+        ("4d001f", 39),
+        ("640032", 123),
+    ] {
+        let fmtp =
+            format!("level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={profile}");
+        m.register_codec(
+            codec(MIME_TYPE_H264, 90_000, 0, &fmtp, video_feedback(), pt),
+            RtpCodecKind::Video,
+        )
         .map_err(webrtc_err)?;
-    for (profile, pt) in [("42e01f", 125), ("42001f", 102), ("4d001f", 39), ("640032", 123)] {
-        let fmtp = format!("level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={profile}");
-        m.register_codec(codec(MIME_TYPE_H264, 90_000, 0, &fmtp, video_feedback(), pt), RtpCodecKind::Video)
-            .map_err(webrtc_err)?;
     }
-    m.register_codec(codec(MIME_TYPE_AV1, 90_000, 0, "", video_feedback(), 45), RtpCodecKind::Video).map_err(webrtc_err)?;
+    m.register_codec(
+        codec(MIME_TYPE_AV1, 90_000, 0, "", video_feedback(), 45),
+        RtpCodecKind::Video,
+    )
+    .map_err(webrtc_err)?;
     m.register_header_extension(
-        RTCRtpHeaderExtensionCapability { uri: sdp::AUDIO_LEVEL_URI.to_owned() },
+        RTCRtpHeaderExtensionCapability {
+            uri: sdp::AUDIO_LEVEL_URI.to_owned(),
+        },
         RtpCodecKind::Audio,
         Some(RTCRtpTransceiverDirection::Recvonly),
     )
@@ -208,13 +256,22 @@ async fn read_remote_track(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
                 if pkt.payload.is_empty() {
                     continue;
                 }
-                let level = level_id.and_then(|lid| h.get_extension(lid)).and_then(|b| b.first().map(|v| v & 0x7f));
+                let level = level_id
+                    .and_then(|lid| h.get_extension(lid))
+                    .and_then(|b| b.first().map(|v| v & 0x7f));
                 room.audio_packet(id, h.sequence_number, pkt.payload, level);
             }
             RtpCodecKind::Video => {
                 // Padding-only packets still occupy sequence numbers; pass them on so the
                 // assembler does not mistake them for loss.
-                room.video_packet(id, h.payload_type, h.sequence_number, h.timestamp, h.marker, pkt.payload);
+                room.video_packet(
+                    id,
+                    h.payload_type,
+                    h.sequence_number,
+                    h.timestamp,
+                    h.marker,
+                    pkt.payload,
+                );
             }
             _ => {}
         }
@@ -227,7 +284,10 @@ async fn forward_upstream(shared: Arc<Shared>, mut rx: mpsc::Receiver<Upstream>)
     while let Some(Upstream::KeyframeRequest) = rx.recv().await {
         let target = shared.remote_video.lock().await.clone();
         if let Some((track, media_ssrc)) = target {
-            let pli = PictureLossIndication { sender_ssrc: 0, media_ssrc };
+            let pli = PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc,
+            };
             if let Err(e) = track.write_rtcp(vec![Box::new(pli)]).await {
                 tracing::debug!(id = %shared.id, "PLI not sent: {e}");
             }
@@ -237,7 +297,12 @@ async fn forward_upstream(shared: Arc<Shared>, mut rx: mpsc::Receiver<Upstream>)
 
 /// Pumps packets from a room sink's queue into a local track, and keyframe requests from
 /// the track back to the room.
-fn spawn_local_track(shared: &Arc<Shared>, track: Arc<TrackLocalStaticRTP>, mut rx: mpsc::Receiver<rtc::rtp::Packet>, video: bool) {
+fn spawn_local_track(
+    shared: &Arc<Shared>,
+    track: Arc<TrackLocalStaticRTP>,
+    mut rx: mpsc::Receiver<rtc::rtp::Packet>,
+    video: bool,
+) {
     let t = track.clone();
     let id = shared.id;
     let connected = shared.connected.subscribe();
@@ -255,8 +320,13 @@ fn spawn_local_track(shared: &Arc<Shared>, track: Arc<TrackLocalStaticRTP>, mut 
         let room = shared.room.clone();
         tokio::spawn(async move {
             while let Some(evt) = track.poll().await {
-                let TrackLocalEvent::OnRtcpPacket(packets) = evt else { continue };
-                if packets.iter().any(|p| keyframe::is_keyframe_request(p.as_ref())) {
+                let TrackLocalEvent::OnRtcpPacket(packets) = evt else {
+                    continue;
+                };
+                if packets
+                    .iter()
+                    .any(|p| keyframe::is_keyframe_request(p.as_ref()))
+                {
                     room.keyframe_request(id);
                 }
             }
@@ -272,7 +342,10 @@ fn local_track(kind: RtpCodecKind, id: ParticipantId, ssrc: u32) -> Arc<TrackLoc
         format!("tessera {kind}"),
         kind,
         vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
             ..Default::default()
         }],
     )))
@@ -292,7 +365,10 @@ pub async fn connect(
     let sections = sdp::parse(offer)?;
     let audio = sdp::first(&sections, "audio");
     let video = sdp::first(&sections, "video");
-    let first_mid = sections.iter().find_map(|s| s.mid.clone()).unwrap_or_else(|| "0".into());
+    let first_mid = sections
+        .iter()
+        .find_map(|s| s.mid.clone())
+        .unwrap_or_else(|| "0".into());
     let shared = Arc::new(Shared {
         room: room.clone(),
         id,
@@ -305,12 +381,20 @@ pub async fn connect(
     });
 
     let mut engine = media_engine()?;
-    let registry = register_default_interceptors(Registry::new(), &mut engine).map_err(webrtc_err)?;
-    let registry = registry.with(Slot::from(14_000), keyframe::KeyframeRequestForwarder::default());
+    let registry =
+        register_default_interceptors(Registry::new(), &mut engine).map_err(webrtc_err)?;
+    let registry = registry.with(
+        Slot::from(14_000),
+        keyframe::KeyframeRequestForwarder::default(),
+    );
     let mut settings = SettingEngineBuilder::new()
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
         .with_ice_connection_attempts(Some(Duration::from_millis(20)), Some(50))
-        .with_ice_timeouts(Some(Duration::from_secs(5)), Some(Duration::from_secs(15)), Some(Duration::from_secs(2)))
+        .with_ice_timeouts(
+            Some(Duration::from_secs(5)),
+            Some(Duration::from_secs(15)),
+            Some(Duration::from_secs(2)),
+        )
         .with_include_loopback_candidate(config.media_ip.is_loopback());
     if let Some(public) = config.public_ip {
         settings = settings.with_nat_1to1_ips(vec![public.to_string()], RTCIceCandidateType::Host);
@@ -325,7 +409,11 @@ pub async fn connect(
         })
         .collect();
     let pc = PeerConnectionBuilder::new()
-        .with_configuration(RTCConfigurationBuilder::new().with_ice_servers(ice_servers).build())
+        .with_configuration(
+            RTCConfigurationBuilder::new()
+                .with_ice_servers(ice_servers)
+                .build(),
+        )
         .with_media_engine(engine)
         .with_setting_engine(settings.build())
         .with_interceptor_registry(registry)
@@ -335,8 +423,21 @@ pub async fn connect(
         .await
         .map_err(webrtc_err)?;
     let pc: Arc<dyn PeerConnection> = Arc::new(pc);
-    let session = PeerSession { pc: pc.clone(), answer: String::new(), first_mid };
-    match negotiate(&shared, &pc, offer, audio.is_some_and(|a| a.writer_receives()), video.is_some_and(|v| v.writer_receives()), wait_for_gathering).await {
+    let session = PeerSession {
+        pc: pc.clone(),
+        answer: String::new(),
+        first_mid,
+    };
+    match negotiate(
+        &shared,
+        &pc,
+        offer,
+        audio.is_some_and(|a| a.writer_receives()),
+        video.is_some_and(|v| v.writer_receives()),
+        wait_for_gathering,
+    )
+    .await
+    {
         Ok(answer) => Ok(PeerSession { answer, ..session }),
         Err(e) => {
             session.close().await;
@@ -359,10 +460,14 @@ async fn negotiate(
     let audio_track = local_track(RtpCodecKind::Audio, shared.id, audio_ssrc);
     let video_track = local_track(RtpCodecKind::Video, shared.id, video_ssrc);
     if send_audio {
-        pc.add_track(audio_track.clone()).await.map_err(webrtc_err)?;
+        pc.add_track(audio_track.clone())
+            .await
+            .map_err(webrtc_err)?;
     }
     if send_video {
-        pc.add_track(video_track.clone()).await.map_err(webrtc_err)?;
+        pc.add_track(video_track.clone())
+            .await
+            .map_err(webrtc_err)?;
     }
     let answer = pc.create_answer(None).await.map_err(webrtc_err)?;
     let gathered = shared.gathered.notified();
@@ -370,21 +475,36 @@ async fn negotiate(
     if wait_for_gathering {
         let _ = tokio::time::timeout(Duration::from_secs(3), gathered).await;
     }
-    let answer = pc.local_description().await.ok_or_else(|| webrtc_err("no local description"))?.sdp;
+    let answer = pc
+        .local_description()
+        .await
+        .ok_or_else(|| webrtc_err("no local description"))?
+        .sdp;
 
     // Wire outputs on the payload types the answer settled on.
     let sections = sdp::parse(&answer)?;
     let mut audio_out = None;
     let mut video_out = None;
-    if let Some(pt) = sdp::first(&sections, "audio").filter(|_| send_audio).and_then(|a| a.payload_type("opus", None)) {
+    if let Some(pt) = sdp::first(&sections, "audio")
+        .filter(|_| send_audio)
+        .and_then(|a| a.payload_type("opus", None))
+    {
         let (tx, rx) = mpsc::channel(64);
         audio_out = Some(RtpSink::new(audio_ssrc, pt, Box::new(OpusPayloader), tx));
         spawn_local_track(shared, audio_track, rx, false);
     }
     let answer_video = sdp::first(&sections, "video");
-    if let Some(pt) = answer_video.filter(|_| send_video).and_then(|v| v.payload_type("H264", Some("packetization-mode=1"))) {
+    if let Some(pt) = answer_video
+        .filter(|_| send_video)
+        .and_then(|v| v.payload_type("H264", Some("packetization-mode=1")))
+    {
         let (tx, rx) = mpsc::channel(1024);
-        video_out = Some(RtpSink::new(video_ssrc, pt, Box::new(H264Payloader::default()), tx));
+        video_out = Some(RtpSink::new(
+            video_ssrc,
+            pt,
+            Box::new(H264Payloader::default()),
+            tx,
+        ));
         spawn_local_track(shared, video_track, rx, true);
     }
     let (up_tx, up_rx) = mpsc::channel(8);
@@ -392,7 +512,9 @@ async fn negotiate(
     shared.room.attach(
         shared.id,
         Attachment {
-            video_payload_types: answer_video.map(|v| v.video_payload_types()).unwrap_or_default(),
+            video_payload_types: answer_video
+                .map(|v| v.video_payload_types())
+                .unwrap_or_default(),
             audio_out,
             video_out,
             upstream: up_tx,

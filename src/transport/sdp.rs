@@ -35,7 +35,13 @@ impl MediaSection {
         self.rtpmap
             .iter()
             .filter_map(|(pt, name, _)| VideoCodec::from_encoding_name(name).map(|c| (*pt, c)))
-            .filter(|(pt, c)| *c != VideoCodec::H264 || self.fmtp.get(pt).is_some_and(|f| f.contains("packetization-mode=1")))
+            .filter(|(pt, c)| {
+                *c != VideoCodec::H264
+                    || self
+                        .fmtp
+                        .get(pt)
+                        .is_some_and(|f| f.contains("packetization-mode=1"))
+            })
             .collect()
     }
 
@@ -43,7 +49,11 @@ impl MediaSection {
     pub fn payload_type(&self, name: &str, fmtp_contains: Option<&str>) -> Option<u8> {
         self.rtpmap
             .iter()
-            .find(|(pt, n, _)| n.eq_ignore_ascii_case(name) && fmtp_contains.is_none_or(|f| self.fmtp.get(pt).is_some_and(|x| x.contains(f))))
+            .find(|(pt, n, _)| {
+                n.eq_ignore_ascii_case(name)
+                    && fmtp_contains
+                        .is_none_or(|f| self.fmtp.get(pt).is_some_and(|x| x.contains(f)))
+            })
             .map(|(pt, _, _)| *pt)
     }
 }
@@ -79,10 +89,17 @@ pub fn parse(sdp: &str) -> Result<Vec<MediaSection>, SdpError> {
             let mut parts = m.split_whitespace();
             let kind = parts.next().unwrap_or("").to_owned();
             let port = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-            sections.push(MediaSection { kind, port, direction: session_direction.clone(), ..Default::default() });
+            sections.push(MediaSection {
+                kind,
+                port,
+                direction: session_direction.clone(),
+                ..Default::default()
+            });
             continue;
         }
-        let Some(attr) = line.strip_prefix("a=") else { continue };
+        let Some(attr) = line.strip_prefix("a=") else {
+            continue;
+        };
         let (name, value) = attr.split_once(':').unwrap_or((attr, ""));
         let Some(cur) = sections.last_mut() else {
             if matches!(name, "sendrecv" | "sendonly" | "recvonly" | "inactive") {
@@ -119,7 +136,10 @@ pub fn parse(sdp: &str) -> Result<Vec<MediaSection>, SdpError> {
             _ => {}
         }
     }
-    if !sections.iter().any(|s| s.kind == "audio" || s.kind == "video") {
+    if !sections
+        .iter()
+        .any(|s| s.kind == "audio" || s.kind == "video")
+    {
         return Err(SdpError::NoMedia);
     }
     Ok(sections)
@@ -153,7 +173,10 @@ m=video 9 UDP/TLS/RTP/SAVPF 96 102 45\r\na=mid:1\r\na=sendonly\r\na=rtpmap:96 VP
         assert_eq!(pts.get(&102), Some(&VideoCodec::H264));
         assert_eq!(pts.get(&45), Some(&VideoCodec::Av1));
         assert_eq!(pts.get(&96), None);
-        assert_eq!(v.payload_type("H264", Some("packetization-mode=1")), Some(102));
+        assert_eq!(
+            v.payload_type("H264", Some("packetization-mode=1")),
+            Some(102)
+        );
     }
 
     #[test]
@@ -161,7 +184,10 @@ m=video 9 UDP/TLS/RTP/SAVPF 96 102 45\r\na=mid:1\r\na=sendonly\r\na=rtpmap:96 VP
         assert_eq!(parse(""), Err(SdpError::Empty));
         assert_eq!(parse("hello"), Err(SdpError::NotSdp));
         assert_eq!(parse("v=0\r\ns=-\r\n"), Err(SdpError::NoMedia));
-        assert!(matches!(parse(&format!("v=0\n{}", "a".repeat(70_000))), Err(SdpError::TooLarge(_))));
+        assert!(matches!(
+            parse(&format!("v=0\n{}", "a".repeat(70_000))),
+            Err(SdpError::TooLarge(_))
+        ));
         // Odd but harmless lines do not panic.
         let _ = parse("v=0\nm=\na=rtpmap:\na=fmtp:x\na=extmap:/ \nm=video x\n");
     }

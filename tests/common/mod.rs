@@ -8,7 +8,10 @@ use futures_util::{SinkExt, StreamExt};
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
 use rtc::rtp::codec::h264::H264Payloader;
 use rtc::rtp::packetizer::Payloader;
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RtpCodecKind,
+};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,8 +32,9 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
-    register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceGatheringState, RTCSessionDescription, Registry, SettingEngineBuilder,
+    register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder,
+    PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceGatheringState,
+    RTCSessionDescription, Registry, SettingEngineBuilder,
 };
 
 pub const W: u32 = 320;
@@ -50,7 +54,10 @@ impl TestServer {
         config.video.width = W;
         config.video.height = H;
         config.video.bitrate_kbps = 400;
-        let rooms = Arc::new(Rooms::new(RoomSettings { config: config.clone(), layouts: LayoutSet::builtin() }));
+        let rooms = Arc::new(Rooms::new(RoomSettings {
+            config: config.clone(),
+            layouts: LayoutSet::builtin(),
+        }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, rx) = oneshot::channel::<()>();
@@ -62,7 +69,12 @@ impl TestServer {
             .await
             .unwrap();
         });
-        Self { addr, rooms, stop: Some(stop), handle }
+        Self {
+            addr,
+            rooms,
+            stop: Some(stop),
+            handle,
+        }
     }
 
     pub async fn stop(mut self) {
@@ -81,6 +93,8 @@ pub struct Received {
     /// The last two seconds of decoded audio.
     pub audio: Mutex<VecDeque<i16>>,
     pub audio_packets: AtomicU64,
+    /// Server ICE candidates seen (trickled or in the answer).
+    pub server_candidates: Mutex<Vec<String>>,
 }
 
 struct Handler {
@@ -110,7 +124,9 @@ async fn receive(track: Arc<dyn TrackRemote>, received: Arc<Received>) {
     let mut picture = I420Frame::default();
     let mut need_key = true;
     while let Some(evt) = track.poll().await {
-        let TrackRemoteEvent::OnRtpPacket(pkt) = evt else { continue };
+        let TrackRemoteEvent::OnRtpPacket(pkt) = evt else {
+            continue;
+        };
         if kind == RtpCodecKind::Audio {
             if let Ok(n) = audio.decode(&pkt.payload, &mut pcm) {
                 let mut a = received.audio.lock().unwrap();
@@ -122,12 +138,20 @@ async fn receive(track: Arc<dyn TrackRemote>, received: Arc<Received>) {
             }
         } else {
             let h = &pkt.header;
-            assembler.push(Instant::now(), h.sequence_number, h.timestamp, h.marker, pkt.payload.clone());
+            assembler.push(
+                Instant::now(),
+                h.sequence_number,
+                h.timestamp,
+                h.marker,
+                pkt.payload.clone(),
+            );
             while let Some(pop) = assembler.pop(Instant::now()) {
                 match pop {
                     VideoPop::Lost => need_key = true,
                     VideoPop::Frame { payloads, .. } => {
-                        if let Ok(Decoded::Picture { .. }) = video.decode(&payloads, need_key, &mut picture) {
+                        if let Ok(Decoded::Picture { .. }) =
+                            video.decode(&payloads, need_key, &mut picture)
+                        {
                             need_key = false;
                             *received.frame.lock().unwrap() = Some(picture.clone());
                             received.frames.fetch_add(1, Ordering::Relaxed);
@@ -142,12 +166,31 @@ async fn receive(track: Arc<dyn TrackRemote>, received: Arc<Received>) {
 fn engine() -> MediaEngine {
     let mut m = MediaEngine::default();
     let c = |mime: &str, clock, ch, fmtp: &str, pt| RTCRtpCodecParameters {
-        rtp_codec: RTCRtpCodec { mime_type: mime.into(), clock_rate: clock, channels: ch, sdp_fmtp_line: fmtp.into(), rtcp_feedback: vec![] },
+        rtp_codec: RTCRtpCodec {
+            mime_type: mime.into(),
+            clock_rate: clock,
+            channels: ch,
+            sdp_fmtp_line: fmtp.into(),
+            rtcp_feedback: vec![],
+        },
         payload_type: pt,
     };
-    m.register_codec(c(MIME_TYPE_OPUS, 48_000, 2, "minptime=10;useinbandfec=1", 111), RtpCodecKind::Audio).unwrap();
-    m.register_codec(c(MIME_TYPE_H264, 90_000, 0, "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f", 125), RtpCodecKind::Video)
-        .unwrap();
+    m.register_codec(
+        c(MIME_TYPE_OPUS, 48_000, 2, "minptime=10;useinbandfec=1", 111),
+        RtpCodecKind::Audio,
+    )
+    .unwrap();
+    m.register_codec(
+        c(
+            MIME_TYPE_H264,
+            90_000,
+            0,
+            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+            125,
+        ),
+        RtpCodecKind::Video,
+    )
+    .unwrap();
     m
 }
 
@@ -158,7 +201,13 @@ fn local_track(kind: RtpCodecKind, ssrc: u32) -> Arc<TrackLocalStaticRTP> {
         format!("client-{ssrc}-{kind}"),
         format!("client {kind}"),
         kind,
-        vec![RTCRtpEncodingParameters { rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() }, ..Default::default() }],
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            ..Default::default()
+        }],
     )))
 }
 
@@ -184,7 +233,16 @@ impl Drop for Client {
 }
 
 /// Builds a peer with sendrecv audio+video and returns it with its complete offer.
-async fn make_peer(received: Arc<Received>) -> (Arc<dyn PeerConnection>, String, Arc<TrackLocalStaticRTP>, Arc<TrackLocalStaticRTP>, u32, u32) {
+async fn make_peer(
+    received: Arc<Received>,
+) -> (
+    Arc<dyn PeerConnection>,
+    String,
+    Arc<TrackLocalStaticRTP>,
+    Arc<TrackLocalStaticRTP>,
+    u32,
+    u32,
+) {
     let mut m = engine();
     let registry = register_default_interceptors(Registry::new(), &mut m).unwrap();
     let gathered = Arc::new(Notify::new());
@@ -198,7 +256,10 @@ async fn make_peer(received: Arc<Received>) -> (Arc<dyn PeerConnection>, String,
         .with_media_engine(m)
         .with_setting_engine(settings)
         .with_interceptor_registry(registry)
-        .with_handler(Arc::new(Handler { received, gathered: gathered.clone() }))
+        .with_handler(Arc::new(Handler {
+            received,
+            gathered: gathered.clone(),
+        }))
         .with_udp_addrs(vec!["127.0.0.1:0"])
         .build()
         .await
@@ -218,12 +279,31 @@ async fn make_peer(received: Arc<Received>) -> (Arc<dyn PeerConnection>, String,
 }
 
 /// Sends a solid colour at 30 fps and a tone at 20 ms ptime on the negotiated payload types.
-fn spawn_senders(answer: &str, at: Arc<TrackLocalStaticRTP>, vt: Arc<TrackLocalStaticRTP>, assrc: u32, vssrc: u32, rgb: (u8, u8, u8), tone_hz: f32) -> Vec<tokio::task::JoinHandle<()>> {
+fn spawn_senders(
+    answer: &str,
+    at: Arc<TrackLocalStaticRTP>,
+    vt: Arc<TrackLocalStaticRTP>,
+    assrc: u32,
+    vssrc: u32,
+    rgb: (u8, u8, u8),
+    tone_hz: f32,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let sections = tessera::transport::sdp::parse(answer).unwrap();
-    let apt = tessera::transport::sdp::first(&sections, "audio").and_then(|a| a.payload_type("opus", None)).unwrap();
-    let vpt = tessera::transport::sdp::first(&sections, "video").and_then(|v| v.payload_type("H264", Some("packetization-mode=1"))).unwrap();
+    let apt = tessera::transport::sdp::first(&sections, "audio")
+        .and_then(|a| a.payload_type("opus", None))
+        .unwrap();
+    let vpt = tessera::transport::sdp::first(&sections, "video")
+        .and_then(|v| v.payload_type("H264", Some("packetization-mode=1")))
+        .unwrap();
     let video = tokio::spawn(async move {
-        let mut enc = H264Encoder::new(EncoderSettings { width: 320, height: 180, fps: 30, bitrate_bps: 300_000, idr_interval_frames: 15 }).unwrap();
+        let mut enc = H264Encoder::new(EncoderSettings {
+            width: 320,
+            height: 180,
+            fps: 30,
+            bitrate_bps: 300_000,
+            idr_interval_frames: 15,
+        })
+        .unwrap();
         let frame = I420Frame::solid(320, 180, rgb_to_yuv(rgb.0, rgb.1, rgb.2));
         let mut pay = H264Payloader::default();
         let mut au = Vec::new();
@@ -234,11 +314,21 @@ fn spawn_senders(answer: &str, at: Arc<TrackLocalStaticRTP>, vt: Arc<TrackLocalS
             if enc.encode(&frame, &mut au).is_err() || au.is_empty() {
                 continue;
             }
-            let payloads = pay.payload(1100, &Bytes::from(au.clone())).unwrap_or_default();
+            let payloads = pay
+                .payload(1100, &Bytes::from(au.clone()))
+                .unwrap_or_default();
             let n = payloads.len();
             for (i, p) in payloads.into_iter().enumerate() {
                 let pkt = rtc::rtp::packet::Packet {
-                    header: rtc::rtp::header::Header { version: 2, marker: i + 1 == n, payload_type: vpt, sequence_number: seq, timestamp: ts, ssrc: vssrc, ..Default::default() },
+                    header: rtc::rtp::header::Header {
+                        version: 2,
+                        marker: i + 1 == n,
+                        payload_type: vpt,
+                        sequence_number: seq,
+                        timestamp: ts,
+                        ssrc: vssrc,
+                        ..Default::default()
+                    },
                     payload: p,
                 };
                 seq = seq.wrapping_add(1);
@@ -255,12 +345,26 @@ fn spawn_senders(answer: &str, at: Arc<TrackLocalStaticRTP>, vt: Arc<TrackLocalS
         loop {
             tick.tick().await;
             let pcm: Vec<i16> = (0..960u64)
-                .map(|i| ((((n * 960 + i) as f64) * 2.0 * std::f64::consts::PI * tone_hz as f64 / 48_000.0).sin() * 8000.0) as i16)
+                .map(|i| {
+                    ((((n * 960 + i) as f64) * 2.0 * std::f64::consts::PI * tone_hz as f64
+                        / 48_000.0)
+                        .sin()
+                        * 8000.0) as i16
+                })
                 .collect();
             n += 1;
-            let Ok(len) = enc.encode(&pcm, &mut out) else { continue };
+            let Ok(len) = enc.encode(&pcm, &mut out) else {
+                continue;
+            };
             let pkt = rtc::rtp::packet::Packet {
-                header: rtc::rtp::header::Header { version: 2, payload_type: apt, sequence_number: seq, timestamp: ts, ssrc: assrc, ..Default::default() },
+                header: rtc::rtp::header::Header {
+                    version: 2,
+                    payload_type: apt,
+                    sequence_number: seq,
+                    timestamp: ts,
+                    ssrc: assrc,
+                    ..Default::default()
+                },
                 payload: Bytes::copy_from_slice(&out[..len]),
             };
             seq = seq.wrapping_add(1);
@@ -273,10 +377,18 @@ fn spawn_senders(answer: &str, at: Arc<TrackLocalStaticRTP>, vt: Arc<TrackLocalS
 
 impl Client {
     /// Joins over the WebSocket protocol, like the web client.
-    pub async fn join_ws(server: &TestServer, room: &str, name: &str, rgb: (u8, u8, u8), tone_hz: f32) -> Client {
+    pub async fn join_ws(
+        server: &TestServer,
+        room: &str,
+        name: &str,
+        rgb: (u8, u8, u8),
+        tone_hz: f32,
+    ) -> Client {
         let received = Arc::new(Received::default());
         let (pc, offer, at, vt, assrc, vssrc) = make_peer(received.clone()).await;
-        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", server.addr)).await.unwrap();
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", server.addr))
+            .await
+            .unwrap();
         let (mut sink, mut stream) = ws.split();
         let (out_tx, mut out_rx) = mpsc::unbounded_channel::<String>();
         let writer = tokio::spawn(async move {
@@ -286,10 +398,13 @@ impl Client {
                 }
             }
         });
-        out_tx.send(serde_json::json!({"type":"join","room":room,"name":name}).to_string()).unwrap();
+        out_tx
+            .send(serde_json::json!({"type":"join","room":room,"name":name}).to_string())
+            .unwrap();
         let (msg_tx, mut msg_rx) = mpsc::unbounded_channel();
         let (answer_tx, answer_rx) = oneshot::channel::<String>();
         let pc2 = pc.clone();
+        let received2 = received.clone();
         let reader = tokio::spawn(async move {
             let mut answer_tx = Some(answer_tx);
             while let Some(Ok(m)) = stream.next().await {
@@ -302,6 +417,11 @@ impl Client {
                         }
                     }
                     Some("candidate") => {
+                        received2
+                            .server_candidates
+                            .lock()
+                            .unwrap()
+                            .push(v["candidate"].as_str().unwrap_or("").to_owned());
                         let c = RTCIceCandidateInit {
                             candidate: v["candidate"].as_str().unwrap().to_owned(),
                             sdp_mid: v["sdpMid"].as_str().map(str::to_owned),
@@ -318,33 +438,108 @@ impl Client {
         });
         // Wait for `joined` before offering.
         loop {
-            let v = tokio::time::timeout(Duration::from_secs(10), msg_rx.recv()).await.expect("joined in 10 s").expect("socket open");
+            let v = tokio::time::timeout(Duration::from_secs(10), msg_rx.recv())
+                .await
+                .expect("joined in 10 s")
+                .expect("socket open");
             if v["type"] == "joined" {
                 break;
             }
             assert_ne!(v["type"], "error", "join failed: {v}");
         }
-        out_tx.send(serde_json::json!({"type":"offer","sdp":offer}).to_string()).unwrap();
-        let answer = tokio::time::timeout(Duration::from_secs(10), answer_rx).await.expect("answer in 10 s").unwrap();
-        pc.set_remote_description(RTCSessionDescription::answer(answer.clone()).unwrap()).await.unwrap();
+        out_tx
+            .send(serde_json::json!({"type":"offer","sdp":offer}).to_string())
+            .unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(10), answer_rx)
+            .await
+            .expect("answer in 10 s")
+            .unwrap();
+        pc.set_remote_description(RTCSessionDescription::answer(answer.clone()).unwrap())
+            .await
+            .unwrap();
         let mut tasks = vec![writer, reader];
         tasks.extend(spawn_senders(&answer, at, vt, assrc, vssrc, rgb, tone_hz));
-        Client { name: name.into(), pc, received, messages: msg_rx, ws_out: Some(out_tx), whip_location: None, answer, tasks }
+        Client {
+            name: name.into(),
+            pc,
+            received,
+            messages: msg_rx,
+            ws_out: Some(out_tx),
+            whip_location: None,
+            answer,
+            tasks,
+        }
     }
 
     /// Joins over WHIP with sendrecv transceivers (a full participant).
-    pub async fn join_whip(server: &TestServer, room: &str, name: &str, rgb: (u8, u8, u8), tone_hz: f32) -> Client {
+    pub async fn join_whip(
+        server: &TestServer,
+        room: &str,
+        name: &str,
+        rgb: (u8, u8, u8),
+        tone_hz: f32,
+    ) -> Client {
         let received = Arc::new(Received::default());
         let (pc, offer, at, vt, assrc, vssrc) = make_peer(received.clone()).await;
-        let resp = http(server.addr, "POST", &format!("/whip/{room}?name={name}"), Some(("application/sdp", offer.as_bytes()))).await;
+        let resp = http(
+            server.addr,
+            "POST",
+            &format!("/whip/{room}?name={name}"),
+            Some(("application/sdp", offer.as_bytes())),
+        )
+        .await;
         assert_eq!(resp.status, 201, "WHIP POST: {}", resp.body);
-        assert!(resp.header("content-type").unwrap().starts_with("application/sdp"));
+        assert!(resp
+            .header("content-type")
+            .unwrap()
+            .starts_with("application/sdp"));
         let location = resp.header("location").expect("Location header").to_owned();
         let answer = resp.body.clone();
-        pc.set_remote_description(RTCSessionDescription::answer(answer.clone()).unwrap()).await.unwrap();
+        pc.set_remote_description(RTCSessionDescription::answer(answer.clone()).unwrap())
+            .await
+            .unwrap();
         let tasks = spawn_senders(&answer, at, vt, assrc, vssrc, rgb, tone_hz);
         let (_tx, rx) = mpsc::unbounded_channel();
-        Client { name: name.into(), pc, received, messages: rx, ws_out: None, whip_location: Some(location), answer, tasks }
+        Client {
+            name: name.into(),
+            pc,
+            received,
+            messages: rx,
+            ws_out: None,
+            whip_location: Some(location),
+            answer,
+            tasks,
+        }
+    }
+
+    /// UDP ports of the server's candidates for this client.
+    pub fn server_ports(&self) -> Vec<u16> {
+        let mut lines: Vec<String> = self
+            .answer
+            .lines()
+            .filter_map(|l| l.strip_prefix("a=").map(str::to_owned))
+            .filter(|l| l.starts_with("candidate:"))
+            .collect();
+        lines.extend(
+            self.received
+                .server_candidates
+                .lock()
+                .unwrap()
+                .iter()
+                .cloned(),
+        );
+        // candidate:<foundation> <component> <transport> <priority> <ip> <port> typ ...
+        let mut ports: Vec<u16> = lines
+            .iter()
+            .filter_map(|l| l.split_whitespace().nth(5).and_then(|p| p.parse().ok()))
+            .collect();
+        ports.sort();
+        ports.dedup();
+        ports
+    }
+
+    pub fn audio_packets(&self) -> u64 {
+        self.received.audio_packets.load(Ordering::Relaxed)
     }
 
     pub fn frames(&self) -> u64 {
@@ -357,7 +552,10 @@ impl Client {
 
     pub fn last_audio(&self, samples: usize) -> Vec<i16> {
         let a = self.received.audio.lock().unwrap();
-        a.iter().skip(a.len().saturating_sub(samples)).copied().collect()
+        a.iter()
+            .skip(a.len().saturating_sub(samples))
+            .copied()
+            .collect()
     }
 
     pub async fn close(&self) {
@@ -399,11 +597,19 @@ pub struct HttpResponse {
 
 impl HttpResponse {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
-pub async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<(&str, &[u8])>) -> HttpResponse {
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<(&str, &[u8])>,
+) -> HttpResponse {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
@@ -422,7 +628,18 @@ pub async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<(&str
     let text = String::from_utf8_lossy(&raw).to_string();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let mut lines = head.lines();
-    let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let headers = lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned())).collect();
-    HttpResponse { status, headers, body: body.to_owned() }
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    HttpResponse {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
 }

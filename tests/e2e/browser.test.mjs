@@ -4,11 +4,19 @@
 // flat colour) and receive audio (totalAudioEnergy > 0). Then one leaves and the others'
 // video keeps flowing. Run inside a loopback-only network namespace (scripts/test.sh).
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { chromium } from 'playwright-core';
+
+// Server CPU seconds (user+system) from /proc, for the closing report.
+function cpuSeconds(pid) {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100;
+}
 
 const BIN = process.env.TESSERA_BIN || new URL('../../target/release/tessera', import.meta.url).pathname;
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const WIDTH = 640, HEIGHT = 360; // smaller than the default to keep CI fast; still checked exactly
+// Smaller than the default to keep CI fast; still checked exactly. TESSERA_E2E_SIZE=1280x720 to measure the default.
+const [WIDTH, HEIGHT] = (process.env.TESSERA_E2E_SIZE || '640x360').split('x').map(Number);
 const deadline = Date.now() + 150_000;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const log = (...a) => console.log(`[e2e ${new Date().toISOString().slice(11, 23)}]`, ...a);
@@ -87,10 +95,13 @@ async function main() {
     if (!room || room.participants.length !== 3) fail(`expected 3 participants, got ${JSON.stringify(room)}`);
     if (room.videoEncoders !== 3) fail(`expected 3 running encoders, got ${room.videoEncoders}`);
 
-    // Frames keep growing for everyone.
+    // Frames keep growing for everyone; measure the server's CPU meanwhile.
     const before = await Promise.all(pages.map(stats));
-    await sleep(2000);
+    const cpu0 = cpuSeconds(proc.pid), t0 = Date.now();
+    await sleep(4000);
+    const cpu = (cpuSeconds(proc.pid) - cpu0) / ((Date.now() - t0) / 1000);
     const after = await Promise.all(pages.map(stats));
+    log(`measured: join-to-first-frame ms ${after.map((s) => Math.round(s.firstFrameMs)).join(', ')}; server CPU ${(cpu * 100).toFixed(0)}% of one core for 3 participants at ${WIDTH}x${HEIGHT}`);
     pages.forEach((p, i) => { if (!(after[i].video.framesDecoded > before[i].video.framesDecoded + 20)) fail(`${p.name} video stalled: ${before[i].video.framesDecoded} -> ${after[i].video.framesDecoded}`); });
 
     // One leaves: the others keep receiving without a freeze.
