@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 # package:check — a check that passes when what the package provides is already there
 # (so a Node.js installed from elsewhere is not fought over).
 build_pkgs=("build-essential:command -v g++ && command -v make" "cmake:command -v cmake" "nasm:command -v nasm"
-  "pkg-config:command -v pkg-config" "libdav1d-dev:pkg-config --exists dav1d")
+  "pkg-config:command -v pkg-config" "libdav1d-dev:pkg-config --exists dav1d"
+  "libclang-dev:ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1")
 test_pkgs=("chromium:command -v chromium" "nodejs:command -v node" "npm:command -v npm" "iproute2:command -v ip"
   "util-linux:command -v unshare" "ffmpeg:command -v ffprobe")
 want=("${build_pkgs[@]}")

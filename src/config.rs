@@ -49,6 +49,9 @@ pub struct AudioConfig {
     pub bitrate_kbps: u32,
     /// Opus encoder complexity 0..=10.
     pub complexity: u32,
+    /// How many of the loudest talkers are mixed (the rest are not decoded when they
+    /// send RFC 6464 levels).
+    pub top_k: usize,
 }
 
 impl Default for AudioConfig {
@@ -56,6 +59,7 @@ impl Default for AudioConfig {
         Self {
             bitrate_kbps: 32,
             complexity: 5,
+            top_k: 3,
         }
     }
 }
@@ -151,6 +155,9 @@ pub struct Cli {
     pub video_fps: Option<u32>,
     #[arg(long, env = "TESSERA_VIDEO_BITRATE_KBPS")]
     pub video_bitrate_kbps: Option<u32>,
+    /// Loudest talkers mixed (top-K).
+    #[arg(long, env = "TESSERA_AUDIO_TOP_K")]
+    pub audio_top_k: Option<usize>,
     #[arg(long, env = "TESSERA_MAX_PARTICIPANTS")]
     pub max_participants: Option<usize>,
     #[arg(long, env = "TESSERA_DEFAULT_LAYOUT")]
@@ -225,6 +232,9 @@ impl Config {
         if let Some(v) = cli.video_bitrate_kbps {
             self.video.bitrate_kbps = v;
         }
+        if let Some(v) = cli.audio_top_k {
+            self.audio.top_k = v;
+        }
         if let Some(v) = cli.max_participants {
             self.max_participants = v;
         }
@@ -262,6 +272,9 @@ impl Config {
         }
         if !(6..=510).contains(&self.audio.bitrate_kbps) {
             return bad("audio.bitrate_kbps", "must be between 6 and 510");
+        }
+        if !(1..=64).contains(&self.audio.top_k) {
+            return bad("audio.top_k", "must be between 1 and 64");
         }
         if self.audio.complexity > 10 {
             return bad("audio.complexity", "must be between 0 and 10");

@@ -42,6 +42,7 @@ pub mod config;
 pub mod ids;
 pub mod layout;
 pub mod media;
+pub mod metrics;
 pub mod mixer;
 pub mod room;
 pub mod signaling;

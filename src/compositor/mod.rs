@@ -121,6 +121,15 @@ impl TileCache {
     /// Renders (in parallel) every job whose tile is missing or stale, and drops tiles no
     /// job asked for. Returns how many tiles were rendered.
     pub fn prepare(&mut self, jobs: &[TileJob<'_>]) -> usize {
+        self.prepare_timed(jobs, &std::sync::atomic::AtomicU64::new(0))
+    }
+
+    /// `prepare`, adding the rendering threads' CPU time to `cpu_ns`.
+    pub fn prepare_timed(
+        &mut self,
+        jobs: &[TileJob<'_>],
+        cpu_ns: &std::sync::atomic::AtomicU64,
+    ) -> usize {
         for t in self.tiles.values_mut() {
             t.used = false;
         }
@@ -150,7 +159,9 @@ impl TileCache {
         }
         let rendered = stale.len();
         stale.par_iter_mut().for_each(|(job, tile)| {
-            render_tile(job.source, job.name, &mut tile.frame);
+            crate::metrics::timed(cpu_ns, || {
+                render_tile(job.source, job.name, &mut tile.frame)
+            });
         });
         for (job, tile) in stale {
             self.tiles.insert(job.key, tile);

@@ -1,8 +1,18 @@
-//! The room's audio thread: every 20 ms (absolute deadline) it pulls one frame per
-//! participant from its jitter buffer (decode, Opus PLC for a missing packet, silence when
-//! nothing is buffered), sums all contributions in i32, and for each listener subtracts its
-//! own contribution, limits, Opus-encodes and hands the packet to the listener's sink with
-//! an RTP timestamp from the mixer clock. It also runs active-speaker detection.
+//! The room's audio thread: every 20 ms (absolute deadline) it
+//! 1. reads each participant's level — the sender's RFC 6464 audio-level header extension
+//!    when present (no decoding needed), else the energy of the decoded frame,
+//! 2. picks the **top-K talkers** (default 3) with hysteresis: a free slot is filled at
+//!    once, but a challenger must beat the quietest talker by 6 dB for 100 ms to take its
+//!    slot, and a talker is dropped only after a second below the speech floor,
+//! 3. decodes only talkers (plus anyone without the level extension, and anyone fading
+//!    out); everyone else's packets are drained undecoded,
+//! 4. mixes the talkers in i32 with a 20 ms linear cross-fade whenever someone enters or
+//!    leaves the mix (no clicks), and
+//! 5. sends each talker its own N-1 mix (total minus itself) and every non-talker one
+//!    shared mix, limited and Opus-encoded **once**, with RTP timestamps from the mixer
+//!    clock.
+//!
+//! It also runs active-speaker detection for the layouts and clients.
 
 use super::clock::TickClock;
 use super::{AudioCmd, RoomEvent, RoomStats, RtpSink};
@@ -22,6 +32,18 @@ use tokio::sync::broadcast;
 const MAX_PLC_TICKS: u32 = 5;
 /// Decoded-sample FIFO capacity: one 120 ms Opus packet plus a tick.
 const FIFO_CAP: usize = 5_760 + SAMPLES_PER_TICK;
+/// Below this (dBov / dBFS) nobody is a talker.
+const SPEECH_FLOOR_DB: f32 = -55.0;
+/// A challenger must be this much louder than the quietest talker…
+const SWAP_MARGIN_DB: f32 = 6.0;
+/// …for this many consecutive ticks (100 ms).
+const SWAP_HOLD_TICKS: u32 = 5;
+/// A talker below the floor this long (1 s) gives up its slot.
+const QUIET_DROP_TICKS: u32 = 50;
+/// Level smoothing per tick.
+const LEVEL_SMOOTHING: f32 = 0.35;
+/// An RFC 6464 level older than this many ticks is stale.
+const EXT_LEVEL_FRESH_TICKS: u64 = 5;
 
 struct Participant {
     id: ParticipantId,
@@ -29,28 +51,60 @@ struct Participant {
     decoder: Option<OpusDecoder>,
     fifo: Vec<i16>,
     fifo_len: usize,
+    /// This tick's decoded samples (valid when `decoded`).
     frame: Vec<i16>,
-    /// Whether `frame` holds sound this tick (false = silent, skipped in the sum).
+    /// This tick's contribution to the mix (frame × fade gain).
+    contrib: Vec<i16>,
+    decoded: bool,
+    /// Whether `frame` holds sound this tick.
     active: bool,
     muted: bool,
     plc_run: u32,
     /// Last RFC 6464 level (0..=127 -dBov) and the tick it came in.
     ext_level: Option<(u8, u64)>,
+    level: f32,
+    talker: bool,
+    quiet_ticks: u32,
+    /// Mix gain at the end of the last tick (0 = out of the mix, 1 = fully in).
+    gain: f32,
     out: Option<Output>,
 }
 
 struct Output {
     encoder: OpusEncoder,
     limiter: Limiter,
+    sink: RtpSink,
+}
+
+/// Scratch and state for a mix that is encoded once.
+struct MixBuffers {
     mix: Vec<i32>,
     pcm: Vec<i16>,
     packet: Vec<u8>,
-    sink: RtpSink,
+    shared_packet: Vec<u8>,
+    shared_len: usize,
+}
+
+impl MixBuffers {
+    fn new() -> Self {
+        Self {
+            mix: vec![0; SAMPLES_PER_TICK],
+            pcm: vec![0; SAMPLES_PER_TICK],
+            packet: vec![0; 1500],
+            shared_packet: vec![0; 1500],
+            shared_len: 0,
+        }
+    }
 }
 
 pub struct AudioLoop {
     participants: Vec<Participant>,
     total: Vec<i32>,
+    scratch: MixBuffers,
+    /// The mix every non-talker hears (everyone in the mix), encoded once.
+    shared: Option<(OpusEncoder, Limiter)>,
+    challenger: Option<(ParticipantId, u32)>,
+    top_k: usize,
     speaker: SpeakerDetector,
     speaker_shared: Arc<AtomicU64>,
     events: broadcast::Sender<RoomEvent>,
@@ -67,15 +121,23 @@ impl AudioLoop {
         speaker_shared: Arc<AtomicU64>,
         stats: Arc<RoomStats>,
     ) -> Self {
+        let bitrate = config.audio.bitrate_kbps as i32 * 1000;
+        let complexity = config.audio.complexity as i32;
         Self {
             participants: Vec::new(),
             total: vec![0; SAMPLES_PER_TICK],
+            scratch: MixBuffers::new(),
+            shared: OpusEncoder::new(bitrate, complexity)
+                .ok()
+                .map(|e| (e, Limiter::default())),
+            challenger: None,
+            top_k: config.audio.top_k,
             speaker: SpeakerDetector::default(),
             speaker_shared,
             events,
             stats,
-            bitrate: config.audio.bitrate_kbps as i32 * 1000,
-            complexity: config.audio.complexity as i32,
+            bitrate,
+            complexity,
             tick: 0,
         }
     }
@@ -85,6 +147,9 @@ impl AudioLoop {
         loop {
             let now = Instant::now();
             if let Some(k) = clock.take_due(now) {
+                self.stats
+                    .audio_lateness
+                    .record(now.saturating_duration_since(clock.deadline() - clock.period()));
                 self.tick = k;
                 self.mix_tick();
                 self.stats.audio_ticks.fetch_add(1, Ordering::Relaxed);
@@ -98,6 +163,20 @@ impl AudioLoop {
         }
     }
 
+    /// Sets the tick index (for driving the loop without its thread, e.g. benchmarks).
+    pub fn set_tick(&mut self, k: u64) {
+        self.tick = k;
+    }
+
+    /// Current talkers, in join order.
+    pub fn talkers(&self) -> Vec<ParticipantId> {
+        self.participants
+            .iter()
+            .filter(|p| p.talker)
+            .map(|p| p.id)
+            .collect()
+    }
+
     fn find(&mut self, id: ParticipantId) -> Option<&mut Participant> {
         self.participants.iter_mut().find(|p| p.id == id)
     }
@@ -105,13 +184,9 @@ impl AudioLoop {
     pub fn handle(&mut self, cmd: AudioCmd) {
         match cmd {
             AudioCmd::Join { id } => {
-                let decoder = match OpusDecoder::new() {
-                    Ok(d) => Some(d),
-                    Err(e) => {
-                        tracing::error!(%id, "opus decoder: {e}");
-                        None
-                    }
-                };
+                let decoder = OpusDecoder::new()
+                    .map_err(|e| tracing::error!(%id, "opus decoder: {e}"))
+                    .ok();
                 self.participants.push(Participant {
                     id,
                     jitter: AudioJitter::default(),
@@ -119,10 +194,16 @@ impl AudioLoop {
                     fifo: vec![0; FIFO_CAP],
                     fifo_len: 0,
                     frame: vec![0; SAMPLES_PER_TICK],
+                    contrib: vec![0; SAMPLES_PER_TICK],
+                    decoded: false,
                     active: false,
                     muted: false,
                     plc_run: 0,
                     ext_level: None,
+                    level: -127.0,
+                    talker: false,
+                    quiet_ticks: 0,
+                    gain: 0.0,
                     out: None,
                 });
             }
@@ -134,9 +215,6 @@ impl AudioLoop {
                             p.out = Some(Output {
                                 encoder,
                                 limiter: Limiter::default(),
-                                mix: vec![0; SAMPLES_PER_TICK],
-                                pcm: vec![0; SAMPLES_PER_TICK],
-                                packet: vec![0; 1500],
                                 sink,
                             })
                         }
@@ -177,8 +255,12 @@ impl AudioLoop {
         }
     }
 
-    /// Fills `p.frame` with this tick's 960 samples.
-    fn pull_frame(p: &mut Participant) {
+    /// Decodes this tick's 960 samples into `p.frame` (once per tick).
+    fn decode(p: &mut Participant) {
+        if p.decoded {
+            return;
+        }
+        p.decoded = true;
         while p.fifo_len < SAMPLES_PER_TICK {
             let Some(dec) = p.decoder.as_mut() else { break };
             let got = match p.jitter.pop() {
@@ -203,7 +285,7 @@ impl AudioLoop {
             p.fifo_len -= SAMPLES_PER_TICK;
             p.active = true;
         } else {
-            // Underrun: what we have, then silence; counts as silent if nothing at all.
+            // Underrun: what we have, then silence; silent if nothing at all.
             p.active = p.fifo_len > 0;
             p.frame[..p.fifo_len].copy_from_slice(&p.fifo[..p.fifo_len]);
             p.frame[p.fifo_len..].fill(0);
@@ -211,19 +293,105 @@ impl AudioLoop {
         }
     }
 
+    /// Keeps an undecoded participant's buffer moving (one packet per tick, discarded).
+    fn skip(p: &mut Participant) {
+        let _ = p.jitter.pop();
+        p.fifo_len = 0;
+        p.active = false;
+    }
+
+    /// Updates the talker set with hysteresis.
+    fn select_talkers(&mut self) {
+        for p in &mut self.participants {
+            let quiet = p.muted || p.level < SPEECH_FLOOR_DB;
+            p.quiet_ticks = if quiet { p.quiet_ticks + 1 } else { 0 };
+            if p.talker && (p.muted || p.quiet_ticks >= QUIET_DROP_TICKS) {
+                p.talker = false;
+            }
+        }
+        let eligible = |p: &Participant| !p.talker && !p.muted && p.level >= SPEECH_FLOOR_DB;
+        // Fill free slots with the loudest eligible participants at once.
+        while self.participants.iter().filter(|p| p.talker).count() < self.top_k {
+            let Some(best) = self
+                .participants
+                .iter_mut()
+                .filter(|p| eligible(p))
+                .max_by(|a, b| a.level.total_cmp(&b.level))
+            else {
+                break;
+            };
+            best.talker = true;
+        }
+        // A full set: the loudest challenger must beat the quietest talker for a while.
+        let challenger = self
+            .participants
+            .iter()
+            .filter(|p| eligible(p))
+            .max_by(|a, b| a.level.total_cmp(&b.level))
+            .map(|p| (p.id, p.level));
+        let weakest = self
+            .participants
+            .iter()
+            .filter(|p| p.talker)
+            .min_by(|a, b| a.level.total_cmp(&b.level))
+            .map(|p| (p.id, p.level));
+        match (challenger, weakest) {
+            (Some((c, cl)), Some((w, wl))) if cl > wl + SWAP_MARGIN_DB => {
+                let n = match self.challenger {
+                    Some((id, n)) if id == c => n + 1,
+                    _ => 1,
+                };
+                if n >= SWAP_HOLD_TICKS {
+                    for p in &mut self.participants {
+                        if p.id == c {
+                            p.talker = true;
+                        } else if p.id == w {
+                            p.talker = false;
+                        }
+                    }
+                    self.challenger = None;
+                } else {
+                    self.challenger = Some((c, n));
+                }
+            }
+            _ => self.challenger = None,
+        }
+    }
+
     /// One 20 ms tick.
     pub fn mix_tick(&mut self) {
+        let cpu = crate::metrics::thread_cpu_ns;
+        let tick_start = cpu();
+        let (mut decode_ns, mut encode_ns) = (0u64, 0u64);
         let tick = self.tick;
+        let mut decodes = 0;
+        // 1. Levels: the sender's own value when fresh, else decode and measure.
         for p in &mut self.participants {
-            Self::pull_frame(p);
-            // Level for speaker detection: the sender's own RFC 6464 value if fresh.
-            let level = match p.ext_level {
-                Some((l, at)) if tick.saturating_sub(at) <= 5 => -(l as f32),
-                _ if p.active => mixer::level_dbfs(&p.frame),
-                _ => -127.0,
+            p.decoded = false;
+            let ext = p
+                .ext_level
+                .filter(|(_, at)| tick.saturating_sub(*at) <= EXT_LEVEL_FRESH_TICKS);
+            let level = match ext {
+                Some((l, _)) => -(l as f32),
+                None => {
+                    let t = cpu();
+                    Self::decode(p);
+                    decode_ns += cpu() - t;
+                    decodes += 1;
+                    if p.active {
+                        mixer::level_dbfs(&p.frame)
+                    } else {
+                        -127.0
+                    }
+                }
             };
-            self.speaker
-                .observe(p.id, if p.muted { -127.0 } else { level });
+            let level = if p.muted { -127.0 } else { level };
+            p.level = if p.level <= -126.0 {
+                level
+            } else {
+                p.level + (level - p.level) * LEVEL_SMOOTHING
+            };
+            self.speaker.observe(p.id, level);
         }
         if let Some(SpeakerEvent::Changed(id)) = self.speaker.tick() {
             self.speaker_shared.store(id.0, Ordering::Relaxed);
@@ -231,25 +399,85 @@ impl AudioLoop {
                 participant_id: Some(id),
             });
         }
-        // Sum everyone audible.
+        // 2. Talkers.
+        self.select_talkers();
+        // 3. Decode who is (or is fading) in the mix; drain the rest.
         self.total.fill(0);
-        for p in &self.participants {
-            if p.active && !p.muted {
-                for (t, s) in self.total.iter_mut().zip(&p.frame) {
-                    *t += *s as i32;
+        let n = SAMPLES_PER_TICK as f32;
+        for p in &mut self.participants {
+            let target = if p.talker { 1.0 } else { 0.0 };
+            if target == 0.0 && p.gain == 0.0 {
+                if !p.decoded {
+                    Self::skip(p);
+                }
+                continue;
+            }
+            if !p.decoded {
+                let t = cpu();
+                Self::decode(p);
+                decode_ns += cpu() - t;
+                decodes += 1;
+            }
+            // 4. Cross-fade from last tick's gain to this tick's target.
+            let g0 = p.gain;
+            let audible = p.active && !p.muted;
+            for (i, (c, s)) in p.contrib.iter_mut().zip(&p.frame).enumerate() {
+                let g = g0 + (target - g0) * (i as f32 + 1.0) / n;
+                *c = if audible { (*s as f32 * g) as i16 } else { 0 };
+            }
+            p.gain = target;
+            for (t, c) in self.total.iter_mut().zip(&p.contrib) {
+                *t += *c as i32;
+            }
+        }
+        // 5. Outputs: contributors hear total minus themselves; everyone else the shared
+        //    mix, encoded once for all of them.
+        let ts = (tick as u32).wrapping_mul(SAMPLES_PER_TICK as u32);
+        let b = &mut self.scratch;
+        let mut encodes = 0;
+        let mut shared_ready = false;
+        for p in &mut self.participants {
+            let Some(o) = p.out.as_mut() else { continue };
+            let in_mix = p.talker || p.contrib.iter().any(|&s| s != 0);
+            if in_mix {
+                mixer::minus_own(&self.total, Some(&p.contrib), &mut b.mix);
+                o.limiter.process(&b.mix, &mut b.pcm);
+                encodes += 1;
+                let t = cpu();
+                let r = o.encoder.encode(&b.pcm, &mut b.packet);
+                encode_ns += cpu() - t;
+                match r {
+                    Ok(len) => o.sink.send_frame(ts, &b.packet[..len]),
+                    Err(e) => tracing::warn!(id = %p.id, "opus encode: {e}"),
+                }
+                continue;
+            }
+            if !shared_ready {
+                shared_ready = true;
+                b.shared_len = 0;
+                if let Some((enc, lim)) = self.shared.as_mut() {
+                    lim.process(&self.total, &mut b.pcm);
+                    encodes += 1;
+                    let t = cpu();
+                    b.shared_len = enc.encode(&b.pcm, &mut b.shared_packet).unwrap_or(0);
+                    encode_ns += cpu() - t;
                 }
             }
-        }
-        let ts = (tick as u32).wrapping_mul(SAMPLES_PER_TICK as u32);
-        for p in &mut self.participants {
-            let own = (p.active && !p.muted).then_some(p.frame.as_slice());
-            let Some(o) = p.out.as_mut() else { continue };
-            mixer::minus_own(&self.total, own, &mut o.mix);
-            o.limiter.process(&o.mix, &mut o.pcm);
-            match o.encoder.encode(&o.pcm, &mut o.packet) {
-                Ok(n) => o.sink.send_frame(ts, &o.packet[..n]),
-                Err(e) => tracing::warn!(id = %p.id, "opus encode: {e}"),
+            if b.shared_len > 0 {
+                o.sink.send_frame(ts, &b.shared_packet[..b.shared_len]);
             }
         }
+        self.stats.audio_encoders.store(encodes, Ordering::Relaxed);
+        self.stats.audio_decoders.store(decodes, Ordering::Relaxed);
+        let c = &self.stats.cpu;
+        c.decode.fetch_add(decode_ns, Ordering::Relaxed);
+        c.encode.fetch_add(encode_ns, Ordering::Relaxed);
+        c.mix.fetch_add(
+            (cpu() - tick_start).saturating_sub(decode_ns + encode_ns),
+            Ordering::Relaxed,
+        );
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -100,8 +100,17 @@ pub struct RoomStats {
     pub dropped_inputs: AtomicU64,
     pub video_frames_decoded: AtomicU64,
     pub video_frames_encoded: AtomicU64,
+    /// Video encoders running now (= distinct pictures).
     pub encoders: AtomicU64,
+    /// Opus encodes in the last audio tick (talkers + one shared mix).
+    pub audio_encoders: AtomicU64,
+    /// Opus decodes in the last audio tick.
+    pub audio_decoders: AtomicU64,
     pub keyframe_requests_sent: AtomicU64,
+    /// CPU time per phase, all threads.
+    pub cpu: crate::metrics::PhaseCpu,
+    pub video_lateness: crate::metrics::Lateness,
+    pub audio_lateness: crate::metrics::Lateness,
 }
 
 /// Commands and media for the audio thread.

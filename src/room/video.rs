@@ -1,11 +1,14 @@
 //! The room's video thread. Packets are reordered and cut into frames as they arrive; at
 //! every output tick (absolute deadline, `1/fps`) it
-//! 1. decodes each participant's complete frames (participants in parallel),
-//! 2. works out every viewer's tiles from the layout — everyone but the viewer, the
-//!    active speaker first for focus layouts,
+//! 1. works out every viewer's picture from the layout — everyone but the viewer, the
+//!    active speaker first for focus layouts — as a *plan* (tile rectangles + who),
+//! 2. decodes, in parallel, only participants that some plan shows (the others' frames
+//!    are dropped; when they become visible a PLI fetches a keyframe),
 //! 3. renders each distinct (participant, tile size) once into the shared tile cache,
-//! 4. composes and H.264-encodes every viewer's canvas (viewers in parallel) and hands the
-//!    access units to the viewers' sinks with RTP timestamps from the tick index.
+//! 4. composes and H.264-encodes each **distinct** plan once (in parallel): viewers with
+//!    identical pictures share one encoder and one encoded frame, so the number of running
+//!    encoders equals the number of distinct pictures. A viewer that moves to another
+//!    picture gets an IDR from that picture's encoder.
 //!
 //! Loss or an undecodable frame makes a participant wait for a keyframe (its last good
 //! picture stays on screen) and sends a rate-limited PLI upstream.
@@ -20,6 +23,7 @@ use crate::ids::ParticipantId;
 use crate::layout::{LayoutSpec, Rect};
 use crate::media::jitter::{VideoAssembler, VideoPop};
 use crate::media::{I420Frame, VIDEO_CLOCK};
+use crate::metrics::timed;
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +36,9 @@ use tokio::sync::mpsc;
 const PLI_INTERVAL: Duration = Duration::from_millis(500);
 /// A participant whose last picture is older than this shows the placeholder.
 const STALE_AFTER: Duration = Duration::from_secs(3);
+
+/// What one viewer sees: tiles in drawing order.
+type Plan = Vec<(Rect, TileKey)>;
 
 struct Input {
     assembler: VideoAssembler,
@@ -54,25 +61,36 @@ struct Participant {
     /// Bumped whenever the tile's look changes (new picture, mute, stale).
     version: u64,
     showing_video: bool,
+    /// Shown in at least one picture this tick.
+    visible: bool,
     input: Input,
 }
 
 struct Output {
     viewer: ParticipantId,
+    sink: RtpSink,
+    plan: Plan,
+}
+
+/// One distinct picture and the encoder that makes it.
+struct PictureEncoder {
+    plan: Plan,
     encoder: H264Encoder,
     canvas: I420Frame,
     au: Vec<u8>,
-    sink: RtpSink,
-    tiles: Vec<(Rect, TileKey)>,
+    /// Indices into `outputs` of the viewers receiving this picture this tick.
+    viewers: Vec<usize>,
+    encoded: bool,
 }
 
 pub struct VideoLoop {
     participants: Vec<Participant>,
     outputs: Vec<Output>,
+    encoders: Vec<PictureEncoder>,
     layout: LayoutSpec,
     tiles: TileCache,
     speaker: Arc<AtomicU64>,
-    /// The last speaker other than each viewer, so a speaker never sees themself focused.
+    /// Recent speakers, newest last, so a speaker sees the previous one focused.
     last_speakers: Vec<ParticipantId>,
     stats: Arc<RoomStats>,
     settings: EncoderSettings,
@@ -108,6 +126,13 @@ impl Input {
                 self.last_pli = Some(now);
                 self.pli_sent += 1;
             }
+        }
+    }
+
+    /// Drops complete frames of a participant nobody sees; it will need a keyframe.
+    fn discard_pending(&mut self, now: Instant) {
+        while self.assembler.pop(now).is_some() {
+            self.need_keyframe = true;
         }
     }
 
@@ -174,6 +199,7 @@ impl VideoLoop {
         Self {
             participants: Vec::new(),
             outputs: Vec::new(),
+            encoders: Vec::new(),
             layout,
             tiles: TileCache::default(),
             speaker,
@@ -189,12 +215,18 @@ impl VideoLoop {
         }
     }
 
+    pub fn period(&self) -> Duration {
+        Duration::from_secs(1) / self.settings.fps
+    }
+
     pub fn run(mut self, rx: Receiver<VideoCmd>) {
-        let period = Duration::from_secs(1) / self.settings.fps;
-        let mut clock = TickClock::new(Instant::now(), period);
+        let mut clock = TickClock::new(Instant::now(), self.period());
         loop {
             let now = Instant::now();
             if let Some(k) = clock.take_due(now) {
+                self.stats
+                    .video_lateness
+                    .record(now.saturating_duration_since(clock.deadline() - clock.period()));
                 self.tick(now, k);
                 self.stats.video_ticks.fetch_add(1, Ordering::Relaxed);
                 continue;
@@ -211,6 +243,11 @@ impl VideoLoop {
         self.participants.iter_mut().find(|p| p.id == id)
     }
 
+    /// Video encoders running (one per distinct picture).
+    pub fn encoder_count(&self) -> usize {
+        self.encoders.len()
+    }
+
     pub fn handle(&mut self, cmd: VideoCmd) {
         match cmd {
             VideoCmd::Join { id, name } => self.participants.push(Participant {
@@ -219,6 +256,7 @@ impl VideoLoop {
                 muted: false,
                 version: 0,
                 showing_video: false,
+                visible: false,
                 input: Input::new(),
             }),
             VideoCmd::Attach {
@@ -232,34 +270,17 @@ impl VideoLoop {
                     p.input.upstream = Some(upstream);
                 }
                 if let Some(sink) = sink {
-                    match H264Encoder::new(self.settings) {
-                        Ok(encoder) => {
-                            self.outputs.push(Output {
-                                viewer: id,
-                                encoder,
-                                canvas: I420Frame::new(
-                                    self.settings.width as usize,
-                                    self.settings.height as usize,
-                                ),
-                                au: Vec::with_capacity(256 * 1024),
-                                sink,
-                                tiles: Vec::new(),
-                            });
-                            self.stats
-                                .encoders
-                                .store(self.outputs.len() as u64, Ordering::Relaxed);
-                        }
-                        Err(e) => tracing::error!(%id, "h264 encoder: {e}"),
-                    }
+                    self.outputs.push(Output {
+                        viewer: id,
+                        sink,
+                        plan: Vec::new(),
+                    });
                 }
             }
             VideoCmd::Leave { id } => {
                 self.participants.retain(|p| p.id != id);
                 self.outputs.retain(|o| o.viewer != id);
                 self.last_speakers.retain(|p| *p != id);
-                self.stats
-                    .encoders
-                    .store(self.outputs.len() as u64, Ordering::Relaxed);
             }
             VideoCmd::Mute { id, muted } => {
                 if let Some(p) = self.find(id) {
@@ -283,8 +304,15 @@ impl VideoLoop {
                 }
             }
             VideoCmd::KeyframeRequest { id } => {
-                if let Some(o) = self.outputs.iter_mut().find(|o| o.viewer == id) {
-                    o.encoder.request_keyframe();
+                let Some(o) = self.outputs.iter().position(|o| o.viewer == id) else {
+                    return;
+                };
+                if let Some(e) = self
+                    .encoders
+                    .iter_mut()
+                    .find(|e| e.plan == self.outputs[o].plan)
+                {
+                    e.encoder.request_keyframe();
                 }
             }
             VideoCmd::Stop => {}
@@ -317,33 +345,8 @@ impl VideoLoop {
         order
     }
 
-    pub fn tick(&mut self, now: Instant, k: u64) {
-        // 1. Decode (participants in parallel).
-        let decoded: u64 = self
-            .participants
-            .par_iter_mut()
-            .map(|p| {
-                let got = p.input.decode_pending(now);
-                let showing = !p.muted
-                    && p.input
-                        .last_picture
-                        .is_some_and(|t| now.duration_since(t) < STALE_AFTER);
-                if got || showing != p.showing_video {
-                    p.version += 1;
-                }
-                p.showing_video = showing;
-                got as u64
-            })
-            .sum();
-        self.stats
-            .video_frames_decoded
-            .fetch_add(decoded, Ordering::Relaxed);
-        self.stats.keyframe_requests_sent.store(
-            self.participants.iter().map(|p| p.input.pli_sent).sum(),
-            Ordering::Relaxed,
-        );
-
-        // 2. Layout per viewer.
+    /// Step 1: every viewer's plan; marks who is visible.
+    fn plan(&mut self) {
         let speaker = match self.speaker.load(Ordering::Relaxed) {
             0 => None,
             n => Some(ParticipantId(n)),
@@ -354,67 +357,180 @@ impl VideoLoop {
                 self.last_speakers.push(s);
             }
         }
+        for p in &mut self.participants {
+            p.visible = false;
+        }
         let (w, h) = (self.settings.width, self.settings.height);
-        let mut jobs: Vec<TileJob<'_>> = Vec::new();
-        let mut plans: Vec<Vec<(Rect, TileKey)>> = Vec::with_capacity(self.outputs.len());
-        for o in &self.outputs {
-            let visible = self.visible_for(o.viewer, speaker);
+        for o in 0..self.outputs.len() {
+            let visible = self.visible_for(self.outputs[o].viewer, speaker);
             let rects = self.layout.place(visible.len(), w, h);
-            let mut plan = Vec::with_capacity(rects.len());
+            let mut plan = std::mem::take(&mut self.outputs[o].plan);
+            plan.clear();
             for (r, &i) in rects.iter().zip(&visible) {
-                let p = &self.participants[i];
-                let key = TileKey {
-                    participant: p.id,
-                    w: r.w,
-                    h: r.h,
-                };
-                if !jobs.iter().any(|j| j.key == key) {
+                let p = &mut self.participants[i];
+                p.visible = true;
+                plan.push((
+                    *r,
+                    TileKey {
+                        participant: p.id,
+                        w: r.w,
+                        h: r.h,
+                    },
+                ));
+            }
+            self.outputs[o].plan = plan;
+        }
+    }
+
+    /// Step 4's bookkeeping: one encoder per distinct plan; viewers that changed picture
+    /// get an IDR from their new encoder.
+    fn assign_encoders(&mut self) {
+        for e in &mut self.encoders {
+            e.viewers.clear();
+        }
+        for (o, out) in self.outputs.iter().enumerate() {
+            let idx = match self.encoders.iter().position(|e| e.plan == out.plan) {
+                Some(i) => i,
+                None => match H264Encoder::new(self.settings) {
+                    Ok(encoder) => {
+                        self.encoders.push(PictureEncoder {
+                            plan: out.plan.clone(),
+                            encoder,
+                            canvas: I420Frame::new(
+                                self.settings.width as usize,
+                                self.settings.height as usize,
+                            ),
+                            au: Vec::with_capacity(256 * 1024),
+                            viewers: Vec::new(),
+                            encoded: false,
+                        });
+                        self.encoders.len() - 1
+                    }
+                    Err(e) => {
+                        tracing::error!(viewer = %out.viewer, "h264 encoder: {e}");
+                        continue;
+                    }
+                },
+            };
+            self.encoders[idx].viewers.push(o);
+        }
+        self.encoders.retain(|e| !e.viewers.is_empty());
+        self.stats
+            .encoders
+            .store(self.encoders.len() as u64, Ordering::Relaxed);
+    }
+
+    pub fn tick(&mut self, now: Instant, k: u64) {
+        let prev_plans: Vec<(ParticipantId, Plan)> = self
+            .outputs
+            .iter()
+            .map(|o| (o.viewer, o.plan.clone()))
+            .collect();
+        self.plan();
+
+        // 2. Decode what is shown (participants in parallel).
+        let stats = self.stats.clone();
+        let stats = &stats;
+        let decoded: u64 = self
+            .participants
+            .par_iter_mut()
+            .map(|p| {
+                timed(&stats.cpu.decode, || {
+                    let got = if p.visible {
+                        p.input.decode_pending(now)
+                    } else {
+                        p.input.discard_pending(now);
+                        false
+                    };
+                    let showing = !p.muted
+                        && p.input
+                            .last_picture
+                            .is_some_and(|t| now.duration_since(t) < STALE_AFTER);
+                    if got || showing != p.showing_video {
+                        p.version += 1;
+                    }
+                    p.showing_video = showing;
+                    got as u64
+                })
+            })
+            .sum();
+        stats
+            .video_frames_decoded
+            .fetch_add(decoded, Ordering::Relaxed);
+        stats.keyframe_requests_sent.store(
+            self.participants.iter().map(|p| p.input.pli_sent).sum(),
+            Ordering::Relaxed,
+        );
+
+        // 3. Render each distinct tile once.
+        let mut jobs: Vec<TileJob<'_>> = Vec::new();
+        for o in &self.outputs {
+            for (_, key) in &o.plan {
+                if jobs.iter().any(|j| j.key == *key) {
+                    continue;
+                }
+                if let Some(p) = self.participants.iter().find(|p| p.id == key.participant) {
                     jobs.push(TileJob {
-                        key,
+                        key: *key,
                         version: p.version,
                         source: p.showing_video.then_some(&p.input.frame),
                         name: &p.name,
                     });
                 }
-                plan.push((*r, key));
             }
-            plans.push(plan);
         }
-        // 3. Render each distinct tile once.
-        self.tiles.prepare(&jobs);
+        self.tiles.prepare_timed(&jobs, &stats.cpu.composite);
         drop(jobs);
-        for (o, plan) in self.outputs.iter_mut().zip(plans) {
-            o.tiles = plan;
-        }
 
-        // 4. Compose and encode every viewer's canvas (in parallel).
-        let ts = ((k as u128 * VIDEO_CLOCK as u128) / self.settings.fps as u128) as u32;
+        // 4. One encoder per distinct picture; a viewer whose picture changed needs an IDR.
+        self.assign_encoders();
+        for e in &mut self.encoders {
+            let changed = e.viewers.iter().any(|&o| {
+                let out = &self.outputs[o];
+                prev_plans
+                    .iter()
+                    .find(|(v, _)| *v == out.viewer)
+                    .is_none_or(|(_, p)| *p != out.plan)
+            });
+            if changed {
+                e.encoder.request_keyframe();
+            }
+        }
         let tiles = &self.tiles;
-        let encoded: u64 = self
-            .outputs
-            .par_iter_mut()
-            .map(|o| {
-                let pairs: Vec<(Rect, &I420Frame)> = o
-                    .tiles
+        self.encoders.par_iter_mut().for_each(|e| {
+            timed(&stats.cpu.composite, || {
+                let pairs: Vec<(Rect, &I420Frame)> = e
+                    .plan
                     .iter()
                     .filter_map(|(r, key)| tiles.get(key).map(|t| (*r, t)))
                     .collect();
-                compositor::compose(&mut o.canvas, &pairs);
-                match o.encoder.encode(&o.canvas, &mut o.au) {
-                    Ok(_) if !o.au.is_empty() => {
-                        o.sink.send_frame(ts, &o.au);
-                        1
-                    }
-                    Ok(_) => 0,
-                    Err(e) => {
-                        tracing::warn!(viewer = %o.viewer, "h264 encode: {e}");
-                        0
+                compositor::compose(&mut e.canvas, &pairs);
+            });
+            e.encoded = timed(&stats.cpu.encode, || {
+                match e.encoder.encode(&e.canvas, &mut e.au) {
+                    Ok(_) => !e.au.is_empty(),
+                    Err(err) => {
+                        tracing::warn!("h264 encode: {err}");
+                        false
                     }
                 }
-            })
-            .sum();
-        self.stats
+            });
+        });
+        let ts = ((k as u128 * VIDEO_CLOCK as u128) / self.settings.fps as u128) as u32;
+        let mut encoded = 0;
+        for e in &self.encoders {
+            if e.encoded {
+                encoded += 1;
+                for &o in &e.viewers {
+                    self.outputs[o].sink.send_frame(ts, &e.au);
+                }
+            }
+        }
+        stats
             .video_frames_encoded
             .fetch_add(encoded, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,238 @@
+//! Top-K mixing, driven tick by tick without the thread: who hears what is checked by
+//! tones, and the work done by counting decoders and encoders.
+
+use super::*;
+use crate::room::Attachment;
+use rtc::rtp::codec::opus::OpusPayloader;
+use tokio::sync::mpsc;
+
+const TONES: [f32; 4] = [400.0, 650.0, 1000.0, 1300.0];
+
+fn tone_power(x: &[i16], freq: f32) -> f64 {
+    let w = 2.0 * std::f64::consts::PI * freq as f64 / 48_000.0;
+    let c = 2.0 * w.cos();
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for &v in x {
+        let s0 = v as f64 + c * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    (s1 * s1 + s2 * s2 - c * s1 * s2) / (x.len() as f64 * x.len() as f64 / 4.0)
+}
+
+struct Harness {
+    mix: AudioLoop,
+    ids: Vec<ParticipantId>,
+    encoders: Vec<OpusEncoder>,
+    outs: Vec<mpsc::Receiver<rtc::rtp::packet::Packet>>,
+    decoders: Vec<OpusDecoder>,
+    heard: Vec<Vec<i16>>,
+    last_payloads: Vec<Vec<u8>>,
+    stats: Arc<RoomStats>,
+    seq: u16,
+}
+
+impl Harness {
+    fn new(n: usize, top_k: usize) -> Self {
+        let mut config = Config::default();
+        config.audio.top_k = top_k;
+        let stats = Arc::new(RoomStats::default());
+        let mut mix = AudioLoop::new(
+            &config,
+            broadcast::channel(64).0,
+            Arc::new(AtomicU64::new(0)),
+            stats.clone(),
+        );
+        let mut ids = Vec::new();
+        let mut outs = Vec::new();
+        for _ in 0..n {
+            let id = ParticipantId::next();
+            let (tx, rx) = mpsc::channel(10_000);
+            mix.handle(AudioCmd::Join { id });
+            mix.handle(AudioCmd::Attach {
+                id,
+                sink: Some(RtpSink::new(1, 111, Box::new(OpusPayloader), tx)),
+            });
+            ids.push(id);
+            outs.push(rx);
+        }
+        let _ = std::mem::size_of::<Attachment>();
+        Self {
+            mix,
+            ids,
+            encoders: (0..n)
+                .map(|_| OpusEncoder::new(32_000, 5).unwrap())
+                .collect(),
+            outs,
+            decoders: (0..n).map(|_| OpusDecoder::new().unwrap()).collect(),
+            heard: vec![Vec::new(); n],
+            last_payloads: vec![Vec::new(); n],
+            stats,
+            seq: 0,
+        }
+    }
+
+    /// One tick: participant i sends tone i (silence beyond the tones) announcing `levels[i]`.
+    fn tick(&mut self, k: u64, levels: &[u8]) {
+        let mut buf = vec![0u8; 1500];
+        for (i, id) in self.ids.iter().enumerate() {
+            let pcm: Vec<i16> = (0..960u64)
+                .map(|s| match TONES.get(i) {
+                    Some(f) => {
+                        ((((k * 960 + s) as f64) * 2.0 * std::f64::consts::PI * *f as f64
+                            / 48_000.0)
+                            .sin()
+                            * 5000.0) as i16
+                    }
+                    None => 0,
+                })
+                .collect();
+            let n = self.encoders[i].encode(&pcm, &mut buf).unwrap();
+            self.mix.handle(AudioCmd::Packet {
+                id: *id,
+                seq: self.seq,
+                payload: bytes::Bytes::copy_from_slice(&buf[..n]),
+                level: Some(levels[i]),
+            });
+        }
+        self.seq = self.seq.wrapping_add(1);
+        self.mix.set_tick(k);
+        self.mix.mix_tick();
+        let mut pcm = vec![0i16; 5760];
+        for (i, rx) in self.outs.iter_mut().enumerate() {
+            while let Ok(pkt) = rx.try_recv() {
+                let n = self.decoders[i].decode(&pkt.payload, &mut pcm).unwrap();
+                self.heard[i].extend_from_slice(&pcm[..n]);
+                self.last_payloads[i] = pkt.payload.to_vec();
+            }
+        }
+    }
+
+    fn last_second(&self, i: usize) -> &[i16] {
+        let h = &self.heard[i];
+        &h[h.len().saturating_sub(48_000)..]
+    }
+
+    fn hears(&self, i: usize, tone: usize) -> bool {
+        tone_power(self.last_second(i), TONES[tone]) > 1e5
+    }
+}
+
+#[test]
+fn only_the_three_loudest_are_mixed_and_non_talkers_share_one_encode() {
+    // Tones 0..3 at -10, -15, -20, -30 dBov; two silent participants.
+    let levels = [10u8, 15, 20, 30, 127, 127];
+    let mut h = Harness::new(6, 3);
+    for k in 0..120 {
+        h.tick(k, &levels);
+    }
+    assert_eq!(h.mix.talkers(), h.ids[..3].to_vec());
+    assert_eq!(
+        h.stats.audio_decoders.load(Ordering::Relaxed),
+        3,
+        "only talkers are decoded"
+    );
+    assert_eq!(
+        h.stats.audio_encoders.load(Ordering::Relaxed),
+        4,
+        "3 personal mixes + 1 shared"
+    );
+    for t in 0..3 {
+        for other in 0..3 {
+            assert_eq!(
+                h.hears(t, other),
+                t != other,
+                "talker {t} hearing tone {other}"
+            );
+        }
+        assert!(!h.hears(t, 3), "tone 3 is not in the top 3");
+    }
+    for listener in 3..6 {
+        assert!(
+            h.hears(listener, 0) && h.hears(listener, 1) && h.hears(listener, 2),
+            "listener {listener}"
+        );
+        assert!(!h.hears(listener, 3));
+    }
+    // The non-talkers receive the very same encoded packet.
+    assert_eq!(h.last_payloads[3], h.last_payloads[4]);
+    assert_eq!(h.last_payloads[4], h.last_payloads[5]);
+    assert_ne!(h.last_payloads[0], h.last_payloads[3]);
+}
+
+#[test]
+fn a_louder_newcomer_takes_the_quietest_slot_after_the_hold_without_clicks() {
+    let mut h = Harness::new(5, 3);
+    for k in 0..60 {
+        h.tick(k, &[10, 15, 20, 30, 127]);
+    }
+    assert_eq!(h.mix.talkers(), h.ids[..3].to_vec());
+    // Participant 3 gets loud; a 2-tick burst does not swap…
+    for k in 60..62 {
+        h.tick(k, &[10, 15, 20, 5, 127]);
+    }
+    h.tick(62, &[10, 15, 20, 30, 127]);
+    assert_eq!(
+        h.mix.talkers(),
+        h.ids[..3].to_vec(),
+        "no flap on a short burst"
+    );
+    // …a sustained one does.
+    let before = h.heard[4].len();
+    for k in 63..140 {
+        h.tick(k, &[10, 15, 20, 5, 127]);
+    }
+    assert_eq!(h.mix.talkers(), vec![h.ids[0], h.ids[1], h.ids[3]]);
+    assert!(
+        h.hears(4, 3) && !h.hears(4, 2),
+        "listener now hears tone 3 instead of tone 2"
+    );
+    // Across the switch the listener's signal has no step larger than the tones' own slope
+    // (three 5000-amplitude tones change by at most ~1.4k per sample; a hard cut of one
+    // tone would jump by up to 5000).
+    let x = &h.heard[4][before..];
+    let max_step = x
+        .windows(2)
+        .map(|w| (w[1] as i32 - w[0] as i32).abs())
+        .max()
+        .unwrap();
+    assert!(
+        max_step < 2600,
+        "click: step of {max_step} across the talker switch"
+    );
+}
+
+#[test]
+fn participants_without_levels_are_decoded_to_measure_them() {
+    let mut h = Harness::new(4, 2);
+    // No RFC 6464 levels: the mixer must decode everyone to rank them.
+    for k in 0..40 {
+        let mut buf = vec![0u8; 1500];
+        for (i, id) in h.ids.clone().iter().enumerate() {
+            let amp = [8000.0, 4000.0, 500.0, 0.0][i];
+            let pcm: Vec<i16> = (0..960u64)
+                .map(|s| {
+                    ((((k * 960 + s) as f64) * 2.0 * std::f64::consts::PI * TONES[i] as f64
+                        / 48_000.0)
+                        .sin()
+                        * amp) as i16
+                })
+                .collect();
+            let n = h.encoders[i].encode(&pcm, &mut buf).unwrap();
+            h.mix.handle(AudioCmd::Packet {
+                id: *id,
+                seq: k as u16,
+                payload: bytes::Bytes::copy_from_slice(&buf[..n]),
+                level: None,
+            });
+        }
+        h.mix.set_tick(k);
+        h.mix.mix_tick();
+    }
+    assert_eq!(h.stats.audio_decoders.load(Ordering::Relaxed), 4);
+    assert_eq!(
+        h.mix.talkers(),
+        h.ids[..2].to_vec(),
+        "the two loudest by decoded energy"
+    );
+}
