@@ -28,6 +28,8 @@ pub struct VideoConfig {
     pub bitrate_kbps: u32,
     /// Seconds between safety-net IDRs.
     pub idr_interval_s: u32,
+    /// Encoder speed/quality: `low` (default, fastest), `medium`, `high`.
+    pub complexity: crate::codec::video::EncoderComplexity,
 }
 
 impl Default for VideoConfig {
@@ -38,6 +40,7 @@ impl Default for VideoConfig {
             fps: 30,
             bitrate_kbps: 1200,
             idr_interval_s: 10,
+            complexity: Default::default(),
         }
     }
 }
@@ -120,6 +123,8 @@ pub enum ConfigError {
 #[derive(Parser, Debug, Default)]
 #[command(name = "tessera", version, about = "Tessera WebRTC MCU")]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// TOML configuration file.
     #[arg(long, env = "TESSERA_CONFIG")]
     pub config: Option<PathBuf>,
@@ -164,6 +169,22 @@ pub struct Cli {
     pub default_layout: Option<String>,
     #[arg(long, env = "TESSERA_LAYOUTS_DIR")]
     pub layouts_dir: Option<PathBuf>,
+}
+
+/// Subcommands (no subcommand = run the server).
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Runs N synthetic participants through the real media pipeline without a network.
+    Room(crate::bench::RoomBenchArgs),
 }
 
 impl Config {

@@ -36,6 +36,7 @@
 //! failing participant only loses its own session. Every `expect` states why it cannot
 //! fail.
 
+pub mod bench;
 pub mod codec;
 pub mod compositor;
 pub mod config;

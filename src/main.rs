@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::Parser;
 use std::sync::Arc;
-use tessera::config::{Cli, Config};
+use tessera::config::{BenchCommand, Cli, Command, Config};
 use tessera::layout::LayoutSet;
 use tessera::room::{RoomSettings, Rooms};
 
@@ -16,6 +16,22 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if let Some(Command::Bench {
+        what: BenchCommand::Room(args),
+    }) = &cli.command
+    {
+        if let Some(dir) = &args.write_inputs {
+            tessera::bench::write_inputs(args, dir)?;
+            return Ok(());
+        }
+        let report = tessera::bench::run(args)?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            tessera::bench::print_table(&report);
+        }
+        return Ok(());
+    }
     let config = Config::load(&cli)?;
     let layouts = match &config.layouts_dir {
         Some(dir) => LayoutSet::load_dir(dir)?,

@@ -21,7 +21,8 @@ pub enum SpeakerEvent {
 
 #[derive(Debug, Default)]
 pub struct SpeakerDetector {
-    levels: Vec<(ParticipantId, f32)>,
+    /// Smoothed level per participant (a map: rooms of 1,000 observe every tick).
+    levels: std::collections::HashMap<ParticipantId, f32>,
     current: Option<ParticipantId>,
     challenger: Option<(ParticipantId, u32)>,
 }
@@ -32,7 +33,7 @@ impl SpeakerDetector {
     }
 
     pub fn remove(&mut self, id: ParticipantId) {
-        self.levels.retain(|(p, _)| *p != id);
+        self.levels.remove(&id);
         if self.current == Some(id) {
             self.current = None;
         }
@@ -43,10 +44,10 @@ impl SpeakerDetector {
 
     /// Feeds one tick's level (dBov, 0 loudest, -127 silent) for one participant.
     pub fn observe(&mut self, id: ParticipantId, level_db: f32) {
-        match self.levels.iter_mut().find(|(p, _)| *p == id) {
-            Some((_, l)) => *l += (level_db - *l) * SMOOTHING,
-            None => self.levels.push((id, level_db)),
-        }
+        self.levels
+            .entry(id)
+            .and_modify(|l| *l += (level_db - *l) * SMOOTHING)
+            .or_insert(level_db);
     }
 
     /// Ends a tick: returns an event when the speaker changes.
@@ -54,16 +55,16 @@ impl SpeakerDetector {
         let (loudest, level) = self
             .levels
             .iter()
-            .copied()
-            .max_by(|a, b| a.1.total_cmp(&b.1))?;
+            .map(|(p, l)| (*p, *l))
+            .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))?;
         if level < SPEECH_FLOOR_DB || Some(loudest) == self.current {
             self.challenger = None;
             return None;
         }
         let current_level = self
             .current
-            .and_then(|c| self.levels.iter().find(|(p, _)| *p == c))
-            .map_or(-127.0, |(_, l)| *l);
+            .and_then(|c| self.levels.get(&c))
+            .map_or(-127.0, |l| *l);
         if level < current_level + MARGIN_DB {
             self.challenger = None;
             return None;

@@ -67,6 +67,8 @@ struct Participant {
     quiet_ticks: u32,
     /// Mix gain at the end of the last tick (0 = out of the mix, 1 = fully in).
     gain: f32,
+    /// Contributes to this tick's mix (a talker, or fading in or out).
+    in_mix: bool,
     out: Option<Output>,
 }
 
@@ -81,8 +83,8 @@ struct MixBuffers {
     mix: Vec<i32>,
     pcm: Vec<i16>,
     packet: Vec<u8>,
-    shared_packet: Vec<u8>,
-    shared_len: usize,
+    /// This tick's shared-mix packet.
+    shared: bytes::Bytes,
 }
 
 impl MixBuffers {
@@ -91,8 +93,7 @@ impl MixBuffers {
             mix: vec![0; SAMPLES_PER_TICK],
             pcm: vec![0; SAMPLES_PER_TICK],
             packet: vec![0; 1500],
-            shared_packet: vec![0; 1500],
-            shared_len: 0,
+            shared: bytes::Bytes::new(),
         }
     }
 }
@@ -204,6 +205,7 @@ impl AudioLoop {
                     talker: false,
                     quiet_ticks: 0,
                     gain: 0.0,
+                    in_mix: false,
                     out: None,
                 });
             }
@@ -406,7 +408,8 @@ impl AudioLoop {
         let n = SAMPLES_PER_TICK as f32;
         for p in &mut self.participants {
             let target = if p.talker { 1.0 } else { 0.0 };
-            if target == 0.0 && p.gain == 0.0 {
+            p.in_mix = !(target == 0.0 && p.gain == 0.0);
+            if !p.in_mix {
                 if !p.decoded {
                     Self::skip(p);
                 }
@@ -438,8 +441,7 @@ impl AudioLoop {
         let mut shared_ready = false;
         for p in &mut self.participants {
             let Some(o) = p.out.as_mut() else { continue };
-            let in_mix = p.talker || p.contrib.iter().any(|&s| s != 0);
-            if in_mix {
+            if p.in_mix {
                 mixer::minus_own(&self.total, Some(&p.contrib), &mut b.mix);
                 o.limiter.process(&b.mix, &mut b.pcm);
                 encodes += 1;
@@ -454,17 +456,19 @@ impl AudioLoop {
             }
             if !shared_ready {
                 shared_ready = true;
-                b.shared_len = 0;
+                b.shared = bytes::Bytes::new();
                 if let Some((enc, lim)) = self.shared.as_mut() {
                     lim.process(&self.total, &mut b.pcm);
                     encodes += 1;
                     let t = cpu();
-                    b.shared_len = enc.encode(&b.pcm, &mut b.shared_packet).unwrap_or(0);
+                    let len = enc.encode(&b.pcm, &mut b.packet).unwrap_or(0);
                     encode_ns += cpu() - t;
+                    // One buffer, reference-counted into every listener's RTP packet.
+                    b.shared = bytes::Bytes::copy_from_slice(&b.packet[..len]);
                 }
             }
-            if b.shared_len > 0 {
-                o.sink.send_frame(ts, &b.shared_packet[..b.shared_len]);
+            if !b.shared.is_empty() {
+                o.sink.send_bytes(ts, b.shared.clone());
             }
         }
         self.stats.audio_encoders.store(encodes, Ordering::Relaxed);

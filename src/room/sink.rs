@@ -50,10 +50,13 @@ impl RtpSink {
 
     /// Packetizes one frame at media-clock time `ts` (in the codec's clock units).
     pub fn send_frame(&mut self, ts: u32, frame: &[u8]) {
-        let payloads = match self
-            .payloader
-            .payload(RTP_MTU, &Bytes::copy_from_slice(frame))
-        {
+        self.send_bytes(ts, Bytes::copy_from_slice(frame));
+    }
+
+    /// `send_frame` for a frame already in a shared buffer (no copy for single-packet
+    /// frames such as Opus: every sink's packet references the same bytes).
+    pub fn send_bytes(&mut self, ts: u32, frame: Bytes) {
+        let payloads = match self.payloader.payload(RTP_MTU, &frame) {
             Ok(p) => p,
             Err(_) => return,
         };

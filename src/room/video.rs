@@ -211,6 +211,7 @@ impl VideoLoop {
                 fps: v.fps,
                 bitrate_bps: v.bitrate_kbps * 1000,
                 idr_interval_frames: v.fps * v.idr_interval_s,
+                complexity: v.complexity,
             },
         }
     }

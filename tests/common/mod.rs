@@ -302,6 +302,7 @@ fn spawn_senders(
             fps: 30,
             bitrate_bps: 300_000,
             idr_interval_frames: 15,
+            complexity: Default::default(),
         })
         .unwrap();
         let frame = I420Frame::solid(320, 180, rgb_to_yuv(rgb.0, rgb.1, rgb.2));

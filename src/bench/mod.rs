@@ -1,0 +1,721 @@
+//! `tessera bench room`: runs N synthetic participants through the very decode → mix /
+//! composite → encode code the server uses (`room::video::VideoLoop`,
+//! `room::audio::AudioLoop`), without a network. Inputs are pre-encoded H.264 (camera-like
+//! synthetic clips, or files) and Opus tones with RFC 6464 levels, packetized like RTP.
+//!
+//! Two modes: **fast** drives both loops tick by tick as fast as the machine allows and
+//! reports the realtime factor; **paced** (`--paced`) runs a real `Room` (its own audio and
+//! video threads on their absolute-deadline clocks) fed in real time, and reports tick
+//! lateness. Both report CPU per media second, the share per phase, running encoders and
+//! the overhead ratio = total CPU / (decode + encode CPU).
+
+pub mod synth;
+
+use crate::codec::VideoCodec;
+use crate::config::Config;
+use crate::ids::ParticipantId;
+use crate::layout::LayoutSet;
+use crate::metrics::process_cpu_ns;
+use crate::room::audio::AudioLoop;
+use crate::room::video::VideoLoop;
+use crate::room::{Attachment, AudioCmd, Room, RoomSettings, RoomStats, RtpSink, VideoCmd};
+use bytes::Bytes;
+use rtc::rtp::codec::h264::H264Payloader;
+use rtc::rtp::codec::opus::OpusPayloader;
+use rtc::rtp::packetizer::Payloader;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, mpsc};
+
+/// Arguments of `tessera bench room`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RoomBenchArgs {
+    #[arg(long, default_value_t = 9)]
+    pub participants: usize,
+    /// Synthetic input size (ignored with --inputs).
+    #[arg(long, default_value = "640x360")]
+    pub input: String,
+    /// Output canvas size.
+    #[arg(long, default_value = "1280x720")]
+    pub output: String,
+    #[arg(long, default_value_t = 30)]
+    pub fps: u32,
+    /// Output video bitrate, e.g. 1200k or 2M.
+    #[arg(long, default_value = "1200k")]
+    pub bitrate: String,
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    #[arg(long, default_value = "grid")]
+    pub layout: String,
+    /// Audio only (no video decode/composite/encode).
+    #[arg(long)]
+    pub audio_only: bool,
+    /// Loudest talkers mixed.
+    #[arg(long, default_value_t = 3)]
+    pub top_k: usize,
+    /// Run the real room threads in real time and report tick lateness.
+    #[arg(long)]
+    pub paced: bool,
+    /// H.264 inputs (Annex B .h264, or .mp4 through ffmpeg), assigned round-robin.
+    #[arg(long, num_args = 1..)]
+    pub inputs: Vec<PathBuf>,
+    /// Write the synthetic clips as DIR/input-N.h264 (for feeding a peer) and exit.
+    #[arg(long)]
+    pub write_inputs: Option<PathBuf>,
+    /// Print the summary as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("--{0}: `{1}` is not WIDTHxHEIGHT with even sizes")]
+    Size(&'static str, String),
+    #[error("--bitrate: `{0}` is not a bitrate like 1200k or 2M")]
+    Bitrate(String),
+    #[error("unknown layout `{0}`")]
+    Layout(String),
+    #[error("{0}")]
+    Input(#[from] synth::InputError),
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn parse_size(flag: &'static str, s: &str) -> Result<(u32, u32), BenchError> {
+    let bad = || BenchError::Size(flag, s.to_owned());
+    let (w, h) = s.split_once('x').ok_or_else(bad)?;
+    let (w, h): (u32, u32) = (w.parse().map_err(|_| bad())?, h.parse().map_err(|_| bad())?);
+    if w < 16 || h < 16 || w % 2 != 0 || h % 2 != 0 {
+        return Err(bad());
+    }
+    Ok((w, h))
+}
+
+fn parse_bitrate(s: &str) -> Result<u32, BenchError> {
+    let bad = || BenchError::Bitrate(s.to_owned());
+    let t = s.trim().to_ascii_lowercase();
+    let (num, mul) = match t.strip_suffix('k') {
+        Some(n) => (n, 1_000.0),
+        None => match t.strip_suffix('m') {
+            Some(n) => (n, 1_000_000.0),
+            None => (t.as_str(), 1.0),
+        },
+    };
+    let v: f64 = num.parse().map_err(|_| bad())?;
+    Ok((v * mul) as u32)
+}
+
+#[derive(Debug, Serialize)]
+pub struct PhaseShare {
+    pub decode: f64,
+    pub composite: f64,
+    pub encode: f64,
+    pub mix: f64,
+    pub other: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Lateness {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// The summary, printed as a table or JSON.
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    pub mode: &'static str,
+    pub participants: usize,
+    pub input: String,
+    pub output: String,
+    pub fps: u32,
+    pub bitrate_bps: u32,
+    pub layout: String,
+    pub audio_only: bool,
+    pub top_k: usize,
+    pub media_seconds: f64,
+    pub wall_seconds: f64,
+    pub realtime_factor: f64,
+    pub cpu_seconds_per_media_second: f64,
+    pub cpu_share: PhaseShare,
+    pub overhead_ratio: f64,
+    pub video_encoders: u64,
+    pub audio_encoders: u64,
+    pub audio_decoders: u64,
+    /// Audio decode + mix + encode CPU per 20 ms tick (audio-only runs).
+    pub audio_cpu_ms_per_tick: Option<f64>,
+    pub video_tick_lateness: Option<Lateness>,
+    pub audio_tick_lateness: Option<Lateness>,
+    pub video_frames_encoded: u64,
+    pub threads: usize,
+}
+
+/// Inputs ready to feed: per participant, RTP payloads per access unit and Opus packets.
+struct Feed {
+    video: Vec<Vec<Vec<Bytes>>>,
+    /// Per participant: packets in one loop of its clip, and packets before each AU.
+    packets_per_loop: Vec<u64>,
+    prefix: Vec<Vec<u64>>,
+    audio: Vec<Vec<Bytes>>,
+    levels: Vec<u8>,
+}
+
+const TONES: [f32; 9] = [
+    300.0, 400.0, 500.0, 650.0, 800.0, 1000.0, 1200.0, 1500.0, 1800.0,
+];
+
+fn prepare(args: &RoomBenchArgs) -> Result<Feed, BenchError> {
+    let n = args.participants.max(1);
+    let (iw, ih) = parse_size("input", &args.input)?;
+    let mut video = Vec::new();
+    if !args.audio_only {
+        let clips: Vec<synth::Clip> = if args.inputs.is_empty() {
+            eprintln!("bench: encoding {n} synthetic {iw}x{ih} inputs…");
+            (0..n)
+                .map(|i| {
+                    synth::synthetic_clip(
+                        i,
+                        iw as usize,
+                        ih as usize,
+                        args.fps,
+                        2 * args.fps as usize,
+                        600_000,
+                    )
+                })
+                .collect()
+        } else {
+            args.inputs
+                .iter()
+                .map(|p| synth::load_clip(p))
+                .collect::<Result<_, _>>()?
+        };
+        let mut pay = H264Payloader::default();
+        for i in 0..n {
+            let clip = &clips[i % clips.len()];
+            let aus = clip
+                .access_units
+                .iter()
+                .map(|au| {
+                    pay.payload(crate::room::sink::RTP_MTU, &Bytes::copy_from_slice(au))
+                        .unwrap_or_default()
+                })
+                .collect();
+            video.push(aus);
+        }
+    }
+    let audio = (0..n)
+        .map(|i| {
+            synth::tone_packets(
+                TONES[i % TONES.len()] + (i / TONES.len()) as f32 * 7.0,
+                6000.0,
+            )
+            .into_iter()
+            .map(Bytes::from)
+            .collect()
+        })
+        .collect();
+    // Staggered speech levels: participant 0 loudest (-20 dBov), then 1 dB quieter each.
+    let levels = (0..n).map(|i| (20 + i).min(126) as u8).collect();
+    let prefix: Vec<Vec<u64>> = video
+        .iter()
+        .map(|aus: &Vec<Vec<Bytes>>| {
+            aus.iter()
+                .scan(0u64, |acc, au| {
+                    let before = *acc;
+                    *acc += au.len() as u64;
+                    Some(before)
+                })
+                .collect()
+        })
+        .collect();
+    let packets_per_loop = video
+        .iter()
+        .map(|aus| aus.iter().map(|a| a.len() as u64).sum())
+        .collect();
+    Ok(Feed {
+        video,
+        packets_per_loop,
+        prefix,
+        audio,
+        levels,
+    })
+}
+
+fn config_for(args: &RoomBenchArgs) -> Result<(Config, crate::layout::LayoutSpec), BenchError> {
+    let (ow, oh) = parse_size("output", &args.output)?;
+    let mut c = Config::default();
+    c.video.width = ow;
+    c.video.height = oh;
+    c.video.fps = args.fps;
+    c.video.bitrate_kbps = parse_bitrate(&args.bitrate)? / 1000;
+    c.audio.top_k = args.top_k;
+    c.max_participants = args.participants.max(1);
+    if c.max_participants > 256 {
+        c.max_participants = 256; // validation bound for servers; the bench loops do not check it
+    }
+    c.validate()?;
+    let layout = LayoutSet::builtin()
+        .get(&args.layout)
+        .cloned()
+        .ok_or_else(|| BenchError::Layout(args.layout.clone()))?;
+    Ok((c, layout))
+}
+
+/// Writes the synthetic clips as Annex B files (for the ffmpeg peer).
+pub fn write_inputs(args: &RoomBenchArgs, dir: &std::path::Path) -> Result<(), BenchError> {
+    let (iw, ih) = parse_size("input", &args.input)?;
+    std::fs::create_dir_all(dir)?;
+    for i in 0..args.participants.max(1) {
+        let clip = synth::synthetic_clip(
+            i,
+            iw as usize,
+            ih as usize,
+            args.fps,
+            (args.seconds * args.fps as f64).max(1.0) as usize,
+            600_000,
+        );
+        let path = dir.join(format!("input-{i}.h264"));
+        std::fs::write(&path, clip.access_units.concat())?;
+        eprintln!("bench: wrote {}", path.display());
+    }
+    Ok(())
+}
+
+struct Sinks {
+    rx: Vec<mpsc::Receiver<rtc::rtp::packet::Packet>>,
+    bytes: u64,
+}
+
+impl Sinks {
+    fn drain(&mut self) {
+        for r in &mut self.rx {
+            while let Ok(p) = r.try_recv() {
+                self.bytes += p.payload.len() as u64;
+            }
+        }
+    }
+}
+
+fn sink(pt: u8, payloader: Box<dyn Payloader>, sinks: &mut Sinks, cap: usize) -> RtpSink {
+    let (tx, rx) = mpsc::channel(cap);
+    sinks.rx.push(rx);
+    RtpSink::new(rand::random(), pt, payloader, tx)
+}
+
+const H264_PT: u8 = 102;
+
+fn snapshot(stats: &RoomStats) -> [u64; 4] {
+    let c = &stats.cpu;
+    [
+        c.decode.load(Ordering::Relaxed),
+        c.composite.load(Ordering::Relaxed),
+        c.encode.load(Ordering::Relaxed),
+        c.mix.load(Ordering::Relaxed),
+    ]
+}
+
+/// Runs the benchmark and returns its report.
+pub fn run(args: &RoomBenchArgs) -> Result<BenchReport, BenchError> {
+    let (config, layout) = config_for(args)?;
+    let feed = prepare(args)?;
+    let n = args.participants.max(1);
+    let period = Duration::from_secs(1) / args.fps;
+    let video_ticks = (args.seconds * args.fps as f64).round().max(1.0) as u64;
+    let warmup_ticks = args.fps as u64; // one second, excluded from the numbers
+    let stats = Arc::new(RoomStats::default());
+    let pt_map: HashMap<u8, VideoCodec> = [(H264_PT, VideoCodec::H264)].into();
+    let mut sinks = Sinks {
+        rx: Vec::new(),
+        bytes: 0,
+    };
+    eprintln!(
+        "bench: {} mode, {n} participants, {} media seconds (+1 s warm-up)…",
+        if args.paced { "paced" } else { "fast" },
+        args.seconds
+    );
+
+    let (wall, cpu, phases, lateness) = if args.paced {
+        let room = Room::start(
+            crate::ids::RoomId::parse("bench").expect("valid literal"),
+            Arc::new(RoomSettings {
+                config: config.clone(),
+                layouts: LayoutSet::builtin(),
+            }),
+        );
+        room.set_layout(&args.layout)
+            .map_err(|_| BenchError::Layout(args.layout.clone()))?;
+        let mut ids = Vec::new();
+        for i in 0..n {
+            let info = room
+                .join(&format!("P{i}"))
+                .map_err(|e| BenchError::Io(std::io::Error::other(e.to_string())))?;
+            let (up, _) = mpsc::channel(64);
+            let a = sink(111, Box::new(OpusPayloader), &mut sinks, 4096);
+            let v = (!args.audio_only).then(|| {
+                sink(
+                    H264_PT,
+                    Box::new(H264Payloader::default()),
+                    &mut sinks,
+                    4096,
+                )
+            });
+            room.attach(
+                info.id,
+                Attachment {
+                    video_payload_types: pt_map.clone(),
+                    audio_out: Some(a),
+                    video_out: v,
+                    upstream: up,
+                },
+            )
+            .map_err(|e| BenchError::Io(std::io::Error::other(e.to_string())))?;
+            ids.push(info.id);
+        }
+        let room_stats = room.stats.clone();
+        let start = Instant::now();
+        let total_ticks = video_ticks + warmup_ticks;
+        let mut snap = None;
+        let mut audio_tick = 0u64;
+        for k in 0..total_ticks {
+            if k == warmup_ticks {
+                snap = Some((Instant::now(), process_cpu_ns(), snapshot(&room_stats)));
+            }
+            let due = start + period * k as u32;
+            if let Some(d) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(d);
+            }
+            feed_video(&feed, &ids, k, |id, seq, ts, marker, payload| {
+                room.video_packet(id, H264_PT, seq, ts, marker, payload)
+            });
+            while audio_tick * 20_000 <= (k + 1) * 1_000_000 / args.fps as u64 {
+                feed_audio(&feed, &ids, audio_tick, |id, seq, payload, level| {
+                    room.audio_packet(id, seq, payload, level)
+                });
+                audio_tick += 1;
+            }
+            sinks.drain();
+        }
+        let (t0, c0, p0) = snap.expect("warm-up shorter than the run");
+        let wall = t0.elapsed();
+        let cpu = process_cpu_ns() - c0;
+        let p1 = snapshot(&room_stats);
+        let q = |h: &crate::metrics::Lateness| Lateness {
+            p50_ms: h.quantile(0.5).as_secs_f64() * 1e3,
+            p99_ms: h.quantile(0.99).as_secs_f64() * 1e3,
+        };
+        let lateness = (
+            Some(q(&room_stats.video_lateness)).filter(|_| !args.audio_only),
+            Some(q(&room_stats.audio_lateness)),
+        );
+        copy_counts(&room_stats, &stats);
+        room.stop();
+        (
+            wall,
+            cpu,
+            [p1[0] - p0[0], p1[1] - p0[1], p1[2] - p0[2], p1[3] - p0[3]],
+            lateness,
+        )
+    } else {
+        let speaker = Arc::new(AtomicU64::new(0));
+        let mut video = VideoLoop::new(&config, layout, speaker.clone(), stats.clone());
+        let mut audio = AudioLoop::new(&config, broadcast::channel(1024).0, speaker, stats.clone());
+        let mut ids = Vec::new();
+        for i in 0..n {
+            let id = ParticipantId::next();
+            let (up, _) = mpsc::channel(64);
+            audio.handle(AudioCmd::Join { id });
+            audio.handle(AudioCmd::Attach {
+                id,
+                sink: Some(sink(111, Box::new(OpusPayloader), &mut sinks, 4096)),
+            });
+            if !args.audio_only {
+                video.handle(VideoCmd::Join {
+                    id,
+                    name: format!("P{i}"),
+                });
+                let v = sink(
+                    H264_PT,
+                    Box::new(H264Payloader::default()),
+                    &mut sinks,
+                    4096,
+                );
+                video.handle(VideoCmd::Attach {
+                    id,
+                    payload_types: pt_map.clone(),
+                    sink: Some(v),
+                    upstream: up,
+                });
+            }
+            ids.push(id);
+        }
+        let t_start = Instant::now();
+        let mut snap = None;
+        let mut audio_tick = 0u64;
+        for k in 0..video_ticks + warmup_ticks {
+            if k == warmup_ticks {
+                snap = Some((Instant::now(), process_cpu_ns(), snapshot(&stats)));
+            }
+            let media_now = t_start + period * k as u32;
+            // Audio ticks up to this video tick's media time.
+            while audio_tick * 20_000 <= k * 1_000_000 / args.fps as u64 {
+                feed_audio(&feed, &ids, audio_tick, |id, seq, payload, level| {
+                    audio.handle(AudioCmd::Packet {
+                        id,
+                        seq,
+                        payload,
+                        level,
+                    })
+                });
+                audio.set_tick(audio_tick);
+                audio.mix_tick();
+                audio_tick += 1;
+            }
+            if !args.audio_only {
+                feed_video(&feed, &ids, k, |id, seq, ts, marker, payload| {
+                    video.handle(VideoCmd::Packet {
+                        id,
+                        arrival: media_now,
+                        pt: H264_PT,
+                        seq,
+                        ts,
+                        marker,
+                        payload,
+                    })
+                });
+                video.tick(media_now, k);
+            }
+            sinks.drain();
+            if k % (args.fps as u64 * 2) == 0 {
+                eprintln!(
+                    "bench: {:.0}/{:.0} media seconds",
+                    k as f64 / args.fps as f64,
+                    args.seconds + 1.0
+                );
+            }
+        }
+        let (t0, c0, p0) = snap.expect("warm-up shorter than the run");
+        let p1 = snapshot(&stats);
+        (
+            t0.elapsed(),
+            process_cpu_ns() - c0,
+            [p1[0] - p0[0], p1[1] - p0[1], p1[2] - p0[2], p1[3] - p0[3]],
+            (None, None),
+        )
+    };
+
+    let media = video_ticks as f64 / args.fps as f64;
+    let total = cpu as f64;
+    let [d, c, e, m] = phases.map(|x| x as f64);
+    let share = |x: f64| if total > 0.0 { x / total } else { 0.0 };
+    let audio_ticks = (media * 50.0).max(1.0);
+    Ok(BenchReport {
+        mode: if args.paced { "paced" } else { "fast" },
+        participants: n,
+        input: if args.inputs.is_empty() {
+            args.input.clone()
+        } else {
+            format!("{} file(s)", args.inputs.len())
+        },
+        output: args.output.clone(),
+        fps: args.fps,
+        bitrate_bps: config.video.bitrate_kbps * 1000,
+        layout: args.layout.clone(),
+        audio_only: args.audio_only,
+        top_k: args.top_k,
+        media_seconds: media,
+        wall_seconds: wall.as_secs_f64(),
+        realtime_factor: media / wall.as_secs_f64(),
+        cpu_seconds_per_media_second: total / 1e9 / media,
+        cpu_share: PhaseShare {
+            decode: share(d),
+            composite: share(c),
+            encode: share(e),
+            mix: share(m),
+            other: share((total - d - c - e - m).max(0.0)),
+        },
+        overhead_ratio: if d + e > 0.0 {
+            total / (d + e)
+        } else {
+            f64::NAN
+        },
+        video_encoders: stats.encoders.load(Ordering::Relaxed),
+        audio_encoders: stats.audio_encoders.load(Ordering::Relaxed),
+        audio_decoders: stats.audio_decoders.load(Ordering::Relaxed),
+        audio_cpu_ms_per_tick: args.audio_only.then(|| (d + e + m) / 1e6 / audio_ticks),
+        video_tick_lateness: lateness.0,
+        audio_tick_lateness: lateness.1,
+        video_frames_encoded: stats.video_frames_encoded.load(Ordering::Relaxed),
+        threads: rayon::current_num_threads(),
+    })
+}
+
+fn copy_counts(from: &RoomStats, to: &RoomStats) {
+    for (a, b) in [
+        (&from.encoders, &to.encoders),
+        (&from.audio_encoders, &to.audio_encoders),
+        (&from.audio_decoders, &to.audio_decoders),
+        (&from.video_frames_encoded, &to.video_frames_encoded),
+    ] {
+        b.store(a.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+}
+
+fn feed_video(
+    feed: &Feed,
+    ids: &[ParticipantId],
+    k: u64,
+    mut push: impl FnMut(ParticipantId, u16, u32, bool, Bytes),
+) {
+    for (i, id) in ids.iter().enumerate() {
+        let Some(aus) = feed.video.get(i) else { return };
+        if aus.is_empty() {
+            continue;
+        }
+        let payloads = &aus[(k as usize) % aus.len()];
+        // Sequence numbers continue across loops of the clip: packets before AU k.
+        let per_loop = feed.packets_per_loop[i];
+        let base = (k / aus.len() as u64) * per_loop + feed.prefix[i][(k as usize) % aus.len()];
+        let ts = (k * 3000) as u32;
+        for (j, p) in payloads.iter().enumerate() {
+            push(
+                *id,
+                (base + j as u64) as u16,
+                ts,
+                j + 1 == payloads.len(),
+                p.clone(),
+            );
+        }
+    }
+}
+
+fn feed_audio(
+    feed: &Feed,
+    ids: &[ParticipantId],
+    j: u64,
+    mut push: impl FnMut(ParticipantId, u16, Bytes, Option<u8>),
+) {
+    for (i, id) in ids.iter().enumerate() {
+        let pkts = &feed.audio[i];
+        push(
+            *id,
+            j as u16,
+            pkts[(j as usize) % pkts.len()].clone(),
+            Some(feed.levels[i]),
+        );
+    }
+}
+
+/// Prints the report as an aligned table.
+pub fn print_table(r: &BenchReport) {
+    let pct = |x: f64| format!("{:.1}%", x * 100.0);
+    let late = |l: &Option<Lateness>| {
+        l.as_ref().map_or("-".to_owned(), |l| {
+            format!("p50 {:.1} ms, p99 {:.1} ms", l.p50_ms, l.p99_ms)
+        })
+    };
+    let rows: Vec<(&str, String)> = vec![
+        ("mode", r.mode.to_owned()),
+        ("participants", r.participants.to_string()),
+        (
+            "input → output",
+            format!(
+                "{} → {} @ {} fps, {} kbit/s",
+                r.input,
+                r.output,
+                r.fps,
+                r.bitrate_bps / 1000
+            ),
+        ),
+        (
+            "layout / audio",
+            format!(
+                "{} / {}top-{}",
+                r.layout,
+                if r.audio_only { "audio only, " } else { "" },
+                r.top_k
+            ),
+        ),
+        (
+            "media / wall seconds",
+            format!("{:.1} / {:.2}", r.media_seconds, r.wall_seconds),
+        ),
+        ("realtime factor", format!("{:.2}x", r.realtime_factor)),
+        (
+            "CPU s per media s",
+            format!("{:.2}", r.cpu_seconds_per_media_second),
+        ),
+        ("share decode", pct(r.cpu_share.decode)),
+        ("share composite", pct(r.cpu_share.composite)),
+        ("share encode", pct(r.cpu_share.encode)),
+        ("share mix", pct(r.cpu_share.mix)),
+        ("share other", pct(r.cpu_share.other)),
+        ("overhead ratio", format!("{:.3}", r.overhead_ratio)),
+        ("video encoders running", r.video_encoders.to_string()),
+        (
+            "audio encodes / decodes per tick",
+            format!("{} / {}", r.audio_encoders, r.audio_decoders),
+        ),
+        (
+            "audio CPU per 20 ms tick",
+            r.audio_cpu_ms_per_tick
+                .map_or("-".into(), |v| format!("{v:.3} ms")),
+        ),
+        ("video tick lateness", late(&r.video_tick_lateness)),
+        ("audio tick lateness", late(&r.audio_tick_lateness)),
+        ("rayon threads", r.threads.to_string()),
+    ];
+    for (k, v) in rows {
+        println!("{k:<34} {v}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_sizes_and_bitrates() {
+        assert_eq!(parse_size("x", "640x360").unwrap(), (640, 360));
+        assert!(parse_size("x", "641x360").is_err());
+        assert_eq!(parse_bitrate("1200k").unwrap(), 1_200_000);
+        assert_eq!(parse_bitrate("2M").unwrap(), 2_000_000);
+        assert!(parse_bitrate("fast").is_err());
+    }
+
+    #[test]
+    fn a_tiny_fast_run_produces_a_consistent_report() {
+        let args = RoomBenchArgs {
+            participants: 3,
+            input: "160x96".into(),
+            output: "320x180".into(),
+            fps: 15,
+            bitrate: "300k".into(),
+            seconds: 1.0,
+            layout: "grid".into(),
+            audio_only: false,
+            top_k: 3,
+            paced: false,
+            inputs: vec![],
+            write_inputs: None,
+            json: false,
+        };
+        let r = run(&args).unwrap();
+        assert_eq!(r.video_encoders, 3);
+        assert_eq!(
+            r.audio_encoders, 3,
+            "three talkers, no listeners left for the shared mix"
+        );
+        assert!(r.video_frames_encoded >= 3 * 15);
+        assert!(r.realtime_factor > 0.0 && r.overhead_ratio >= 1.0, "{r:?}");
+        let s = &r.cpu_share;
+        assert!(
+            (s.decode + s.composite + s.encode + s.mix + s.other - 1.0).abs() < 0.02
+                || s.other == 0.0
+        );
+    }
+}
