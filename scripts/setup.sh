@@ -11,7 +11,7 @@ build_pkgs=("build-essential:command -v g++ && command -v make" "cmake:command -
   "pkg-config:command -v pkg-config" "libdav1d-dev:pkg-config --exists dav1d"
   "libclang-dev:ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1")
 test_pkgs=("chromium:command -v chromium" "nodejs:command -v node" "npm:command -v npm" "iproute2:command -v ip"
-  "util-linux:command -v unshare" "ffmpeg:command -v ffprobe")
+  "util-linux:command -v unshare" "ffmpeg:command -v ffprobe" "bc:command -v bc")
 want=("${build_pkgs[@]}")
 [[ "${1:-}" == "--test" ]] && want+=("${test_pkgs[@]}")
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: unit, Rust integration (real server, webrtc-crate clients) and the
 # browser end-to-end test (headless Debian Chromium). Installs what is missing first.
-# Tests run inside a private network namespace with only loopback when the kernel allows.
+# Tests run inside a private network namespace with only loopback, and a private mount
+# namespace (the disk-full recording test mounts a small tmpfs), when the kernel allows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --test
@@ -11,10 +12,11 @@ cargo build --release --locked
 cargo test --release --locked --no-run
 
 isolated() {
-  if unshare -n true 2>/dev/null; then
-    unshare -n bash -c 'ip link set lo up && exec "$@"' _ "$@"
+  if unshare -n -m true 2>/dev/null; then
+    unshare -n -m bash -c 'ip link set lo up && exec "$@"' _ "$@"
   else
-    echo "test: unshare -n is not permitted here; running on the host's loopback" >&2
+    echo "test: unshare -n -m is not permitted here; running on the host's loopback" >&2
+    echo "test: (the disk-full test needs root and a mount namespace; set TESSERA_SKIP_PRIVILEGED_TESTS=1 to skip it)" >&2
     "$@"
   fi
 }

@@ -67,6 +67,34 @@ impl Default for AudioConfig {
     }
 }
 
+/// Recording settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordingConfig {
+    /// Where recordings are written (created if missing).
+    pub dir: PathBuf,
+    /// Record every room from its start to its end.
+    pub auto: bool,
+    /// Layout of the recorded picture (everyone is shown, names included).
+    pub layout: String,
+    pub width: u32,
+    pub height: u32,
+    pub bitrate_kbps: u32,
+}
+
+impl Default for RecordingConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("recordings"),
+            auto: false,
+            layout: "grid".into(),
+            width: 1280,
+            height: 720,
+            bitrate_kbps: 2000,
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -87,6 +115,7 @@ pub struct Config {
     pub layouts_dir: Option<PathBuf>,
     pub video: VideoConfig,
     pub audio: AudioConfig,
+    pub recording: RecordingConfig,
 }
 
 impl Default for Config {
@@ -103,6 +132,7 @@ impl Default for Config {
             layouts_dir: None,
             video: VideoConfig::default(),
             audio: AudioConfig::default(),
+            recording: RecordingConfig::default(),
         }
     }
 }
@@ -169,6 +199,12 @@ pub struct Cli {
     pub default_layout: Option<String>,
     #[arg(long, env = "TESSERA_LAYOUTS_DIR")]
     pub layouts_dir: Option<PathBuf>,
+    /// Directory for recordings.
+    #[arg(long, env = "TESSERA_RECORDING_DIR")]
+    pub recording_dir: Option<PathBuf>,
+    /// Record every room automatically.
+    #[arg(long, env = "TESSERA_RECORD_ALL")]
+    pub record_all: bool,
 }
 
 /// Subcommands (no subcommand = run the server).
@@ -265,6 +301,12 @@ impl Config {
         if cli.layouts_dir.is_some() {
             self.layouts_dir = cli.layouts_dir.clone();
         }
+        if let Some(d) = &cli.recording_dir {
+            self.recording.dir = d.clone();
+        }
+        if cli.record_all {
+            self.recording.auto = true;
+        }
         Ok(())
     }
 
@@ -291,6 +333,20 @@ impl Config {
         if !(1..=300).contains(&v.idr_interval_s) {
             return bad("video.idr_interval_s", "must be between 1 and 300");
         }
+        let r = &self.recording;
+        if !(16..=3840).contains(&r.width)
+            || r.width % 2 != 0
+            || !(16..=2160).contains(&r.height)
+            || r.height % 2 != 0
+        {
+            return bad(
+                "recording.width/height",
+                "must be even, 16..3840 x 16..2160",
+            );
+        }
+        if !(50..=50_000).contains(&r.bitrate_kbps) {
+            return bad("recording.bitrate_kbps", "must be between 50 and 50000");
+        }
         if !(6..=510).contains(&self.audio.bitrate_kbps) {
             return bad("audio.bitrate_kbps", "must be between 6 and 510");
         }
@@ -300,8 +356,8 @@ impl Config {
         if self.audio.complexity > 10 {
             return bad("audio.complexity", "must be between 0 and 10");
         }
-        if !(1..=256).contains(&self.max_participants) {
-            return bad("max_participants", "must be between 1 and 256");
+        if !(1..=10_000).contains(&self.max_participants) {
+            return bad("max_participants", "must be between 1 and 10000");
         }
         match (self.udp_port_min, self.udp_port_max) {
             (None, None) => {}

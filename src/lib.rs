@@ -45,6 +45,7 @@ pub mod layout;
 pub mod media;
 pub mod metrics;
 pub mod mixer;
+pub mod recording;
 pub mod room;
 pub mod signaling;
 pub mod transport;

@@ -105,6 +105,7 @@ async function onMessage(msg) {
       state.speaker = msg.activeSpeaker;
       msg.participants.forEach((p) => state.participants.set(p.id, p));
       $('room-name').textContent = `in ${msg.room}`;
+      $('rec').hidden = !msg.recording;
       $('layout').replaceChildren(...msg.layouts.map((l) => new Option(l, l, false, l === msg.layout)));
       $('lobby').hidden = true; $('call').hidden = false;
       renderParticipants();
@@ -128,6 +129,8 @@ async function onMessage(msg) {
       state.speaker = msg.participantId; renderParticipants(); break;
     case 'layoutChanged':
       $('layout').value = msg.layout; break;
+    case 'recordingChanged':
+      $('rec').hidden = !msg.recording; break;
     case 'connectionState':
       break;
     case 'bye':
@@ -169,7 +172,7 @@ function leave(fromServer) {
   if (state.local) state.local.getTracks().forEach((t) => t.stop());
   Object.assign(state, { ws: null, pc: null, local: null, me: null, speaker: null, pendingCandidates: [] });
   state.participants.clear();
-  $('call').hidden = true; $('lobby').hidden = false;
+  $('call').hidden = true; $('lobby').hidden = false; $('rec').hidden = true;
   setStatus('not connected');
 }
 

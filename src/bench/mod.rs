@@ -255,9 +255,6 @@ fn config_for(args: &RoomBenchArgs) -> Result<(Config, crate::layout::LayoutSpec
     c.video.bitrate_kbps = parse_bitrate(&args.bitrate)? / 1000;
     c.audio.top_k = args.top_k;
     c.max_participants = args.participants.max(1);
-    if c.max_participants > 256 {
-        c.max_participants = 256; // validation bound for servers; the bench loops do not check it
-    }
     c.validate()?;
     let layout = LayoutSet::builtin()
         .get(&args.layout)

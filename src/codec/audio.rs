@@ -44,6 +44,13 @@ impl OpusEncoder {
         Ok(Self { inner })
     }
 
+    /// Encoder delay in samples (the Opus "pre-skip" a container must announce).
+    pub fn lookahead(&mut self) -> u16 {
+        self.inner
+            .get_lookahead()
+            .map_or(312, |v| v.clamp(0, u16::MAX as i32) as u16)
+    }
+
     /// Encodes 960 samples into `out`, returning the packet length.
     pub fn encode(&mut self, pcm: &[i16], out: &mut [u8]) -> Result<usize, CodecError> {
         Ok(self.inner.encode(pcm, out)?)

@@ -40,7 +40,7 @@ const SWAP_MARGIN_DB: f32 = 6.0;
 const SWAP_HOLD_TICKS: u32 = 5;
 /// A talker below the floor this long (1 s) gives up its slot.
 const QUIET_DROP_TICKS: u32 = 50;
-/// Level smoothing per tick.
+/// Level smoothing per tick when the level falls.
 const LEVEL_SMOOTHING: f32 = 0.35;
 /// An RFC 6464 level older than this many ticks is stale.
 const EXT_LEVEL_FRESH_TICKS: u64 = 5;
@@ -113,6 +113,10 @@ pub struct AudioLoop {
     bitrate: i32,
     complexity: i32,
     tick: u64,
+    /// When tick 0 was due; tick k's time is `clock_start + 20 ms · k` (recording timestamps).
+    clock_start: Instant,
+    /// The full room mix, encoded once more for the recorder.
+    recording: Option<(OpusEncoder, Limiter, crate::recording::RecSender)>,
 }
 
 impl AudioLoop {
@@ -140,11 +144,14 @@ impl AudioLoop {
             bitrate,
             complexity,
             tick: 0,
+            clock_start: Instant::now(),
+            recording: None,
         }
     }
 
     pub fn run(mut self, rx: Receiver<AudioCmd>) {
-        let mut clock = TickClock::new(Instant::now(), AUDIO_TICK);
+        self.clock_start = Instant::now();
+        let mut clock = TickClock::new(self.clock_start, AUDIO_TICK);
         loop {
             let now = Instant::now();
             if let Some(k) = clock.take_due(now) {
@@ -253,6 +260,10 @@ impl AudioLoop {
                     }
                 }
             }
+            AudioCmd::StartRecording { encoder, tx } => {
+                self.recording = Some((encoder, Limiter::default(), tx))
+            }
+            AudioCmd::StopRecording => self.recording = None,
             AudioCmd::Stop => {}
         }
     }
@@ -388,7 +399,9 @@ impl AudioLoop {
                 }
             };
             let level = if p.muted { -127.0 } else { level };
-            p.level = if p.level <= -126.0 {
+            // Fast attack, smoothed release: a new talker is admitted on its first loud
+            // tick (no clipped word starts); a short pause does not drop anyone.
+            p.level = if level >= p.level {
                 level
             } else {
                 p.level + (level - p.level) * LEVEL_SMOOTHING
@@ -470,6 +483,24 @@ impl AudioLoop {
             if !b.shared.is_empty() {
                 o.sink.send_bytes(ts, b.shared.clone());
             }
+        }
+        // The recording hears everyone in the mix (no N-1).
+        if let Some((enc, lim, tx)) = self.recording.as_mut() {
+            lim.process(&self.total, &mut b.pcm);
+            let t = cpu();
+            if let Ok(len) = enc.encode(&b.pcm, &mut b.packet) {
+                // Audio waited in the jitter buffer longer than video waited for its tick:
+                // stamp it earlier by the difference so the file is in sync.
+                let at = (self.clock_start + AUDIO_TICK * tick as u32)
+                    .checked_sub(crate::recording::AUDIO_ADVANCE)
+                    .unwrap_or(self.clock_start);
+                tx.send(crate::recording::RecMsg::Audio {
+                    at,
+                    data: b.packet[..len].to_vec(),
+                });
+            }
+            encode_ns += cpu() - t;
+            encodes += 1;
         }
         self.stats.audio_encoders.store(encodes, Ordering::Relaxed);
         self.stats.audio_decoders.store(decodes, Ordering::Relaxed);

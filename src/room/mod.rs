@@ -45,6 +45,8 @@ pub enum RoomEvent {
     },
     #[serde(rename_all = "camelCase")]
     LayoutChanged { layout: String },
+    #[serde(rename_all = "camelCase")]
+    RecordingChanged { recording: bool },
 }
 
 /// A participant as the control plane and clients see it.
@@ -135,6 +137,12 @@ pub enum AudioCmd {
         payload: Bytes,
         level: Option<u8>,
     },
+    /// Encode the room mix once more for this recorder.
+    StartRecording {
+        encoder: crate::codec::audio::OpusEncoder,
+        tx: crate::recording::RecSender,
+    },
+    StopRecording,
     Stop,
 }
 
@@ -170,6 +178,15 @@ pub enum VideoCmd {
     KeyframeRequest {
         id: ParticipantId,
     },
+    /// Render and encode the recording picture for this recorder.
+    StartRecording {
+        layout: LayoutSpec,
+        width: u32,
+        height: u32,
+        bitrate_bps: u32,
+        tx: crate::recording::RecSender,
+    },
+    StopRecording,
     Stop,
 }
 
@@ -190,6 +207,8 @@ pub struct Room {
     speaker: Arc<AtomicU64>,
     pub stats: Arc<RoomStats>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// The running recording, if any (control plane only).
+    recording: Mutex<Option<crate::recording::Recording>>,
 }
 
 impl Room {
@@ -234,7 +253,86 @@ impl Room {
             speaker,
             stats,
             threads: Mutex::new(threads),
+            recording: Mutex::new(None),
         })
+    }
+
+    /// Starts recording this room (composed picture + full mix) into the recording
+    /// directory. Errors (unwritable directory, disk full) come back at once.
+    pub fn start_recording(&self) -> Result<crate::recording::RecordingInfo, RecordingStartError> {
+        let mut slot = self.recording.lock().expect("recording lock poisoned");
+        if slot.is_some() {
+            return Err(RecordingStartError::AlreadyRecording);
+        }
+        let rc = &self.settings.config.recording;
+        let layout = self
+            .settings
+            .layouts
+            .get(&rc.layout)
+            .cloned()
+            .ok_or_else(|| RecordingStartError::Layout(rc.layout.clone()))?;
+        let mut encoder = crate::codec::audio::OpusEncoder::new(
+            self.settings.config.audio.bitrate_kbps as i32 * 1000,
+            self.settings.config.audio.complexity as i32,
+        )
+        .map_err(|e| RecordingStartError::Codec(e.to_string()))?;
+        let pre_skip = encoder.lookahead();
+        let (rec, tx) = crate::recording::Recording::start(
+            &rc.dir,
+            self.id.as_str(),
+            rc.width,
+            rc.height,
+            pre_skip,
+            Instant::now(),
+        )?;
+        self.send_video(VideoCmd::StartRecording {
+            layout,
+            width: rc.width,
+            height: rc.height,
+            bitrate_bps: rc.bitrate_kbps * 1000,
+            tx: tx.clone(),
+        })
+        .map_err(|_| RecordingStartError::Closed)?;
+        self.send_audio(AudioCmd::StartRecording { encoder, tx })
+            .map_err(|_| RecordingStartError::Closed)?;
+        let info = recording_info(&rec, true);
+        *slot = Some(rec);
+        let _ = self
+            .events
+            .send(RoomEvent::RecordingChanged { recording: true });
+        Ok(info)
+    }
+
+    /// Stops the recording and waits (briefly) for its file to be finalised.
+    pub fn stop_recording(&self) -> Option<crate::recording::RecordingInfo> {
+        let mut rec = self
+            .recording
+            .lock()
+            .expect("recording lock poisoned")
+            .take()?;
+        let _ = self.send_video(VideoCmd::StopRecording);
+        let _ = self.send_audio(AudioCmd::StopRecording);
+        rec.join(std::time::Duration::from_secs(10));
+        let _ = self
+            .events
+            .send(RoomEvent::RecordingChanged { recording: false });
+        Some(recording_info(&rec, false))
+    }
+
+    pub fn is_recording(&self) -> bool {
+        self.recording
+            .lock()
+            .expect("recording lock poisoned")
+            .is_some()
+    }
+
+    /// The running recording's live info.
+    pub fn recording_info(&self) -> Option<crate::recording::RecordingInfo> {
+        self.recording
+            .lock()
+            .expect("recording lock poisoned")
+            .as_ref()
+            .map(|r| recording_info(r, true))
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<RoomEvent> {
@@ -425,7 +523,7 @@ impl Room {
         self.video_tx.send(cmd).map_err(|_| RoomError::Closed)
     }
 
-    /// Stops both media threads and waits for them.
+    /// Stops both media threads and waits for them; finalises a running recording.
     pub fn stop(&self) {
         let _ = self.audio_tx.send(AudioCmd::Stop);
         let _ = self.video_tx.send(VideoCmd::Stop);
@@ -433,6 +531,47 @@ impl Room {
         for t in threads {
             let _ = t.join();
         }
+        // The threads dropped their senders: the recorder writes its last fragment.
+        if let Some(mut rec) = self
+            .recording
+            .lock()
+            .expect("recording lock poisoned")
+            .take()
+        {
+            rec.join(std::time::Duration::from_secs(10));
+        }
+    }
+}
+
+/// Why a recording did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordingStartError {
+    #[error("the room is already being recorded")]
+    AlreadyRecording,
+    #[error("recording layout `{0}` does not exist")]
+    Layout(String),
+    #[error("{0}")]
+    Codec(String),
+    #[error("room is closing")]
+    Closed,
+    #[error(transparent)]
+    Recording(#[from] crate::recording::RecordingError),
+}
+
+fn recording_info(
+    r: &crate::recording::Recording,
+    active: bool,
+) -> crate::recording::RecordingInfo {
+    use std::sync::atomic::Ordering::Relaxed;
+    crate::recording::RecordingInfo {
+        id: r.id.clone(),
+        room: r.room.clone(),
+        started_at: crate::recording::utc_rfc3339(r.started_at_unix),
+        duration_seconds: r.status.media_ms.load(Relaxed) as f64 / 1000.0,
+        size_bytes: r.status.bytes.load(Relaxed),
+        active,
+        dropped_frames: r.status.dropped_frames.load(Relaxed),
+        error: r.error(),
     }
 }
 
@@ -464,10 +603,21 @@ impl Rooms {
 
     pub fn get_or_start(&self, id: &RoomId) -> Arc<Room> {
         let mut rooms = self.rooms.lock().expect("rooms lock poisoned");
-        rooms
+        let mut started = false;
+        let room = rooms
             .entry(id.clone())
-            .or_insert_with(|| Room::start(id.clone(), self.settings.clone()))
-            .clone()
+            .or_insert_with(|| {
+                started = true;
+                Room::start(id.clone(), self.settings.clone())
+            })
+            .clone();
+        drop(rooms);
+        if started && self.settings.config.recording.auto {
+            if let Err(e) = room.start_recording() {
+                tracing::error!(room = %id, "automatic recording did not start: {e}");
+            }
+        }
+        room
     }
 
     pub fn list(&self) -> Vec<Arc<Room>> {

@@ -83,6 +83,21 @@ struct PictureEncoder {
     encoded: bool,
 }
 
+/// The recorder's picture: everyone, in the recording layout, at the recording size.
+struct RecordingPicture {
+    layout: LayoutSpec,
+    width: u32,
+    height: u32,
+    encoder: H264Encoder,
+    canvas: I420Frame,
+    au: Vec<u8>,
+    plan: Plan,
+    tx: crate::recording::RecSender,
+    /// A frame was dropped: only an IDR may follow.
+    awaiting_idr: bool,
+    encoded: Option<bool>,
+}
+
 pub struct VideoLoop {
     participants: Vec<Participant>,
     outputs: Vec<Output>,
@@ -94,6 +109,9 @@ pub struct VideoLoop {
     last_speakers: Vec<ParticipantId>,
     stats: Arc<RoomStats>,
     settings: EncoderSettings,
+    /// When tick 0 was due (recording timestamps: tick k at clock_start + k/fps).
+    clock_start: Instant,
+    recording: Option<RecordingPicture>,
 }
 
 impl Input {
@@ -213,6 +231,8 @@ impl VideoLoop {
                 idr_interval_frames: v.fps * v.idr_interval_s,
                 complexity: v.complexity,
             },
+            clock_start: Instant::now(),
+            recording: None,
         }
     }
 
@@ -221,7 +241,8 @@ impl VideoLoop {
     }
 
     pub fn run(mut self, rx: Receiver<VideoCmd>) {
-        let mut clock = TickClock::new(Instant::now(), self.period());
+        self.clock_start = Instant::now();
+        let mut clock = TickClock::new(self.clock_start, self.period());
         loop {
             let now = Instant::now();
             if let Some(k) = clock.take_due(now) {
@@ -316,6 +337,40 @@ impl VideoLoop {
                     e.encoder.request_keyframe();
                 }
             }
+            VideoCmd::StartRecording {
+                layout,
+                width,
+                height,
+                bitrate_bps,
+                tx,
+            } => {
+                // An IDR every second lets the recorder cut fragments of about a second.
+                let settings = EncoderSettings {
+                    width,
+                    height,
+                    bitrate_bps,
+                    idr_interval_frames: self.settings.fps,
+                    ..self.settings
+                };
+                match H264Encoder::new(settings) {
+                    Ok(encoder) => {
+                        self.recording = Some(RecordingPicture {
+                            layout,
+                            width,
+                            height,
+                            encoder,
+                            canvas: I420Frame::new(width as usize, height as usize),
+                            au: Vec::with_capacity(512 * 1024),
+                            plan: Vec::new(),
+                            tx,
+                            awaiting_idr: false,
+                            encoded: None,
+                        })
+                    }
+                    Err(e) => tracing::error!("recording encoder: {e}"),
+                }
+            }
+            VideoCmd::StopRecording => self.recording = None,
             VideoCmd::Stop => {}
         }
     }
@@ -380,6 +435,33 @@ impl VideoLoop {
                 ));
             }
             self.outputs[o].plan = plan;
+        }
+        if let Some(mut rec) = self.recording.take() {
+            // Everyone, join order (speaker first for focus layouts).
+            let mut order: Vec<usize> = (0..self.participants.len()).collect();
+            if rec.layout.speaker_first() {
+                if let Some(pos) =
+                    speaker.and_then(|s| order.iter().position(|&i| self.participants[i].id == s))
+                {
+                    let i = order.remove(pos);
+                    order.insert(0, i);
+                }
+            }
+            let rects = rec.layout.place(order.len(), rec.width, rec.height);
+            rec.plan.clear();
+            for (r, &i) in rects.iter().zip(&order) {
+                let p = &mut self.participants[i];
+                p.visible = true;
+                rec.plan.push((
+                    *r,
+                    TileKey {
+                        participant: p.id,
+                        w: r.w,
+                        h: r.h,
+                    },
+                ));
+            }
+            self.recording = Some(rec);
         }
     }
 
@@ -465,8 +547,9 @@ impl VideoLoop {
 
         // 3. Render each distinct tile once.
         let mut jobs: Vec<TileJob<'_>> = Vec::new();
-        for o in &self.outputs {
-            for (_, key) in &o.plan {
+        let rec_plan = self.recording.as_ref().map(|r| &r.plan);
+        for plan in self.outputs.iter().map(|o| &o.plan).chain(rec_plan) {
+            for (_, key) in plan {
                 if jobs.iter().any(|j| j.key == *key) {
                     continue;
                 }
@@ -498,25 +581,63 @@ impl VideoLoop {
             }
         }
         let tiles = &self.tiles;
-        self.encoders.par_iter_mut().for_each(|e| {
+        let recording = &mut self.recording;
+        let record = move || {
+            let Some(rec) = recording.as_mut() else {
+                return;
+            };
             timed(&stats.cpu.composite, || {
-                let pairs: Vec<(Rect, &I420Frame)> = e
+                let pairs: Vec<(Rect, &I420Frame)> = rec
                     .plan
                     .iter()
                     .filter_map(|(r, key)| tiles.get(key).map(|t| (*r, t)))
                     .collect();
-                compositor::compose(&mut e.canvas, &pairs);
+                compositor::compose(&mut rec.canvas, &pairs);
             });
-            e.encoded = timed(&stats.cpu.encode, || {
-                match e.encoder.encode(&e.canvas, &mut e.au) {
-                    Ok(_) => !e.au.is_empty(),
-                    Err(err) => {
-                        tracing::warn!("h264 encode: {err}");
-                        false
+            rec.encoded = timed(&stats.cpu.encode, || {
+                rec.encoder.encode(&rec.canvas, &mut rec.au)
+            })
+            .ok()
+            .filter(|_| !rec.au.is_empty());
+        };
+        let encoders = &mut self.encoders;
+        let pictures = move || {
+            encoders.par_iter_mut().for_each(|e| {
+                timed(&stats.cpu.composite, || {
+                    let pairs: Vec<(Rect, &I420Frame)> = e
+                        .plan
+                        .iter()
+                        .filter_map(|(r, key)| tiles.get(key).map(|t| (*r, t)))
+                        .collect();
+                    compositor::compose(&mut e.canvas, &pairs);
+                });
+                e.encoded = timed(&stats.cpu.encode, || {
+                    match e.encoder.encode(&e.canvas, &mut e.au) {
+                        Ok(_) => !e.au.is_empty(),
+                        Err(err) => {
+                            tracing::warn!("h264 encode: {err}");
+                            false
+                        }
+                    }
+                });
+            })
+        };
+        rayon::join(pictures, record);
+        let at = self.clock_start + self.period() * k as u32;
+        if let Some(rec) = self.recording.as_mut() {
+            if let Some(idr) = rec.encoded.take() {
+                // After a frame was lost to a full queue, only an IDR may follow.
+                if !rec.awaiting_idr || idr {
+                    rec.awaiting_idr = !rec.tx.send(crate::recording::RecMsg::Video {
+                        at,
+                        data: rec.au.clone(),
+                    });
+                    if rec.awaiting_idr {
+                        rec.encoder.request_keyframe();
                     }
                 }
-            });
-        });
+            }
+        }
         let ts = ((k as u128 * VIDEO_CLOCK as u128) / self.settings.fps as u128) as u32;
         let mut encoded = 0;
         for e in &self.encoders {

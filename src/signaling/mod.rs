@@ -4,6 +4,7 @@
 //! (clients get `bye`), closes peers and joins the room threads.
 
 pub mod protocol;
+pub mod recordings;
 pub mod whip;
 pub mod ws;
 
@@ -56,6 +57,7 @@ struct RoomSummary {
     video_frames_encoded: u64,
     video_frames_decoded: u64,
     dropped_inputs: u64,
+    recording: Option<crate::recording::RecordingInfo>,
 }
 
 async fn list_rooms(State(state): State<Arc<AppState>>) -> Json<Vec<RoomSummary>> {
@@ -73,6 +75,7 @@ async fn list_rooms(State(state): State<Arc<AppState>>) -> Json<Vec<RoomSummary>
             video_frames_encoded: r.stats.video_frames_encoded.load(Relaxed),
             video_frames_decoded: r.stats.video_frames_decoded.load(Relaxed),
             dropped_inputs: r.stats.dropped_inputs.load(Relaxed),
+            recording: r.recording_info(),
         })
         .collect();
     out.sort_by(|a, b| a.room.cmp(&b.room));
@@ -127,6 +130,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/ws", get(ws_upgrade))
         .route("/api/rooms", get(list_rooms))
+        .route(
+            "/api/rooms/{room}/recording",
+            post(recordings::start).delete(recordings::stop),
+        )
+        .route("/api/recordings", get(recordings::list))
+        .route("/api/recordings/{id}", get(recordings::download))
         .route("/whip/{room}", post(whip::post).options(whip::options))
         .route(
             "/whip/{room}/{session}",

@@ -62,6 +62,8 @@ pub enum ServerMessage {
         ice_servers: Vec<IceServer>,
         active_speaker: Option<ParticipantId>,
         video: VideoInfo,
+        /// Whether the room is being recorded (show an indicator).
+        recording: bool,
     },
     Answer {
         sdp: String,

@@ -94,6 +94,9 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
                         send(ServerMessage::error(ErrorCode::NegotiationFailed, "media connection failed"));
                         break;
                     }
+                    if s == RTCPeerConnectionState::Closed {
+                        break; // the client hung up its media: it has left
+                    }
                 }
             },
             _ = shutdown.changed() => {
@@ -169,6 +172,7 @@ async fn handle(
                     height: v.height,
                     fps: v.fps,
                 },
+                recording: room.is_recording(),
             });
             *joined = Some(Joined {
                 room,

@@ -49,11 +49,17 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts with the test defaults, then `tweak` (e.g. a recording directory).
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
         let mut config = Config::default();
         config.listen = "127.0.0.1:0".parse().unwrap();
         config.video.width = W;
         config.video.height = H;
         config.video.bitrate_kbps = 400;
+        tweak(&mut config);
         let rooms = Arc::new(Rooms::new(RoomSettings {
             config: config.clone(),
             layouts: LayoutSet::builtin(),
@@ -278,6 +284,32 @@ async fn make_peer(
     (pc, offer, at, vt, assrc, vssrc)
 }
 
+/// What a client sends: a colour and a tone, optionally switching colour and starting the
+/// tone at one instant (an A/V sync marker).
+#[derive(Clone, Copy)]
+pub struct Media {
+    pub rgb: (u8, u8, u8),
+    pub tone_hz: f32,
+    /// Before this instant: the other colour and silence.
+    pub marker: Option<(Instant, (u8, u8, u8))>,
+}
+
+impl Media {
+    pub fn steady(rgb: (u8, u8, u8), tone_hz: f32) -> Self {
+        Self {
+            rgb,
+            tone_hz,
+            marker: None,
+        }
+    }
+    fn at(&self, t: Instant) -> ((u8, u8, u8), f64) {
+        match self.marker {
+            Some((switch, before)) if t < switch => (before, 0.0),
+            _ => (self.rgb, 8000.0),
+        }
+    }
+}
+
 /// Sends a solid colour at 30 fps and a tone at 20 ms ptime on the negotiated payload types.
 fn spawn_senders(
     answer: &str,
@@ -287,6 +319,17 @@ fn spawn_senders(
     vssrc: u32,
     rgb: (u8, u8, u8),
     tone_hz: f32,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    spawn_media(answer, at, vt, assrc, vssrc, Media::steady(rgb, tone_hz))
+}
+
+fn spawn_media(
+    answer: &str,
+    at: Arc<TrackLocalStaticRTP>,
+    vt: Arc<TrackLocalStaticRTP>,
+    assrc: u32,
+    vssrc: u32,
+    media: Media,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let sections = tessera::transport::sdp::parse(answer).unwrap();
     let apt = tessera::transport::sdp::first(&sections, "audio")
@@ -305,13 +348,19 @@ fn spawn_senders(
             complexity: Default::default(),
         })
         .unwrap();
-        let frame = I420Frame::solid(320, 180, rgb_to_yuv(rgb.0, rgb.1, rgb.2));
         let mut pay = H264Payloader::default();
         let mut au = Vec::new();
         let mut tick = tokio::time::interval(Duration::from_millis(33));
         let (mut seq, mut ts) = (rand::random::<u16>(), rand::random::<u32>());
+        let mut last_rgb = None;
         loop {
             tick.tick().await;
+            let (rgb, _) = media.at(Instant::now());
+            if last_rgb.is_some_and(|c| c != rgb) {
+                enc.request_keyframe(); // make the switch visible at once
+            }
+            last_rgb = Some(rgb);
+            let frame = I420Frame::solid(320, 180, rgb_to_yuv(rgb.0, rgb.1, rgb.2));
             if enc.encode(&frame, &mut au).is_err() || au.is_empty() {
                 continue;
             }
@@ -345,12 +394,14 @@ fn spawn_senders(
         let mut out = vec![0u8; 1500];
         loop {
             tick.tick().await;
+            let (_, amp) = media.at(Instant::now());
+            let tone_hz = media.tone_hz;
             let pcm: Vec<i16> = (0..960u64)
                 .map(|i| {
                     ((((n * 960 + i) as f64) * 2.0 * std::f64::consts::PI * tone_hz as f64
                         / 48_000.0)
                         .sin()
-                        * 8000.0) as i16
+                        * amp) as i16
                 })
                 .collect();
             n += 1;
@@ -385,9 +436,14 @@ impl Client {
         rgb: (u8, u8, u8),
         tone_hz: f32,
     ) -> Client {
+        Self::join_ws_at(server.addr, room, name, Media::steady(rgb, tone_hz)).await
+    }
+
+    /// Joins the server at `addr` over the WebSocket protocol, sending `media`.
+    pub async fn join_ws_at(addr: SocketAddr, room: &str, name: &str, media: Media) -> Client {
         let received = Arc::new(Received::default());
         let (pc, offer, at, vt, assrc, vssrc) = make_peer(received.clone()).await;
-        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", server.addr))
+        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
             .await
             .unwrap();
         let (mut sink, mut stream) = ws.split();
@@ -459,7 +515,7 @@ impl Client {
             .await
             .unwrap();
         let mut tasks = vec![writer, reader];
-        tasks.extend(spawn_senders(&answer, at, vt, assrc, vssrc, rgb, tone_hz));
+        tasks.extend(spawn_media(&answer, at, vt, assrc, vssrc, media));
         Client {
             name: name.into(),
             pc,
@@ -561,6 +617,13 @@ impl Client {
 
     pub async fn close(&self) {
         let _ = self.pc.close().await;
+    }
+
+    /// Sends a raw signaling message (WebSocket clients only).
+    pub fn signal(&self, msg: serde_json::Value) {
+        if let Some(tx) = &self.ws_out {
+            let _ = tx.send(msg.to_string());
+        }
     }
 }
 

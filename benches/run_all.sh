@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Every number in BENCHMARKS.md, in one run: criterion micro-benchmarks, the room
+# benchmark in its main configurations, and the side-by-side ffmpeg comparison.
+# usage: benches/run_all.sh [OUT_DIR=target/bench-results]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-target/bench-results}
+mkdir -p "$out"
+bin=target/release/tessera
+cargo build --release --locked -q
+{
+  echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/{print $2}') GiB"
+  echo "date: $(date -u +%FT%TZ)  commit: $(git rev-parse --short HEAD 2>/dev/null || echo none)"
+} | tee "$out/machine.txt"
+
+cargo bench --locked --bench mixer --bench compositor --bench codecs -- --warm-up-time 1 --measurement-time 3 2>&1 \
+  | grep -E '^[a-z_0-9]+/|time:' | tee "$out/criterion.txt"
+
+room() { local name=$1; shift; echo "== room $name: $*"; $bin bench room "$@" 2>/dev/null | tee "$out/room-$name.txt"; }
+room 9p-grid-720p --participants 9 --output 1280x720 --bitrate 1200k --seconds 10
+room 9p-grid-720p-paced --participants 9 --output 1280x720 --bitrate 1200k --seconds 10 --paced
+room 4p-grid-720p-paced --participants 4 --output 1280x720 --bitrate 1200k --seconds 10 --paced
+room 16p-speaker-720p --participants 16 --layout speaker --output 1280x720 --bitrate 1200k --seconds 10
+room 1000p-audio --participants 1000 --audio-only --seconds 10
+room 1000p-audio-paced --participants 1000 --audio-only --seconds 10 --paced
+
+echo "== compare with ffmpeg (9 participants, 10 s, 1280x720, 1200 kbit/s)"
+bash benches/compare.sh 9 10 1280x720 1200 2>&1 | grep -vE '^\s*[{}"]' | tee "$out/compare.txt"
