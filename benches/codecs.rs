@@ -105,6 +105,10 @@ fn encode_options(c: &mut Criterion) {
     };
     let variants: Vec<(&str, EncoderConfig)> = vec![
         ("low", base()),
+        (
+            "low_intra_period_300",
+            base().intra_frame_period(openh264::encoder::IntraFramePeriod::from_num_frames(300)),
+        ),
         ("low_no_scene_change", base().scene_change_detect(false)),
         ("low_no_background", base().background_detection(false)),
         ("low_no_adaptive_quant", base().adaptive_quantization(false)),

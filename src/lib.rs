@@ -18,7 +18,17 @@
 //!        │                          │   → RtpSink                                   │
 //!        │                          └───────────────────────────────────────────────┘
 //!        └──────── local tracks (tokio tasks) ◀── try_send (bounded) ◀──┘
+//!                                   recording picture + room mix ──try_send──▶ recorder
+//!                                   thread (fragmented MP4, one write per fragment)
 //! ```
+//!
+//! ## Cost model
+//! The floor is decode(inputs) + encode(distinct outputs). Viewers with identical
+//! pictures share one encoder (`room::video`), only the top-K talkers are decoded and
+//! mixed (`room::audio`), unseen participants are not decoded, and each (participant,
+//! tile size) is scaled once per new picture (`compositor::TileCache`). `tessera bench
+//! room` (`bench`) measures the whole pipeline without a network; `metrics` attributes
+//! CPU to phases.
 //!
 //! ## Threads and time
 //! tokio runs network I/O and signaling only. Each room has one audio and one video

@@ -344,9 +344,9 @@ async fn audio_and_video_stay_in_sync_across_joins_leaves_and_mutes() {
 
 /// Runs the real binary (so it can be killed) with a recording directory and every room
 /// recorded automatically.
-fn spawn_server(dir: &Path) -> (std::process::Child, std::net::SocketAddr) {
+fn spawn_server(dir: &Path, auto: bool) -> (std::process::Child, std::net::SocketAddr) {
     let cfg = dir.join("tessera.toml");
-    std::fs::write(&cfg, format!("[video]\nwidth = 320\nheight = 180\nbitrate_kbps = 400\n[recording]\ndir = \"{}\"\nauto = true\nwidth = {RW}\nheight = {RH}\nbitrate_kbps = 400\n", dir.join("rec").display())).unwrap();
+    std::fs::write(&cfg, format!("[video]\nwidth = 320\nheight = 180\nbitrate_kbps = 400\n[recording]\ndir = \"{}\"\nauto = {auto}\nwidth = {RW}\nheight = {RH}\nbitrate_kbps = 400\n", dir.join("rec").display())).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
         .args(["--listen", "127.0.0.1:0", "--config"])
         .arg(&cfg)
@@ -381,7 +381,7 @@ fn only_recording(dir: &Path) -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_leaves_a_playable_file_up_to_two_seconds_before_the_kill() {
     let dir = tempdir("kill");
-    let (mut child, addr) = spawn_server(&dir);
+    let (mut child, addr) = spawn_server(&dir, true);
     let t0 = Instant::now();
     let a = Client::join_ws_at(addr, "k", "Ada", Media::steady((220, 30, 30), 400.0)).await;
     let b = Client::join_ws_at(addr, "k", "Bob", Media::steady((30, 30, 220), 650.0)).await;
@@ -406,10 +406,17 @@ async fn sigkill_leaves_a_playable_file_up_to_two_seconds_before_the_kill() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_finalises_the_recording_with_the_full_duration() {
     let dir = tempdir("term");
-    let (mut child, addr) = spawn_server(&dir);
-    let t0 = Instant::now();
+    let (mut child, addr) = spawn_server(&dir, false);
     let a = Client::join_ws_at(addr, "t", "Ada", Media::steady((220, 30, 30), 400.0)).await;
     wait_until("media", 30, || a.frames() > 20).await;
+    // Started through the API so the wall-clock reference is exact.
+    let t0 = Instant::now();
+    assert_eq!(
+        http(addr, "POST", "/api/rooms/t/recording", None)
+            .await
+            .status,
+        201
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     let alive = t0.elapsed().as_secs_f64();
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };

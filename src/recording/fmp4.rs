@@ -8,6 +8,7 @@
 //! the caller writes with a single `write` — after a crash the file ends on a fragment
 //! boundary and plays up to it.
 
+use mp4_atom::Mehd;
 use mp4_atom::{
     Audio, Avc1, Avcc, Dinf, Dops, Dref, Encode, FourCC, Ftyp, Hdlr, Mdat, Mdhd, Mdia, Mfhd, Minf,
     Moof, Moov, Mvex, Mvhd, Opus, Smhd, Stbl, Stco, Stsc, Stsd, Stsz, Stts, Tfdt, Tfhd, Tkhd, Traf,
@@ -92,6 +93,14 @@ pub struct Fmp4Writer {
     last_video_duration: u32,
     /// Total media duration written (90 kHz), for reporting.
     pub written_until: u64,
+    /// Where the init segment's duration fields are (offset, width in bytes, timescale):
+    /// patched when the recording ends so players know the length up front (they stay 0
+    /// after a crash; players then scan the fragments).
+    duration_fields: Vec<(u64, usize, u32)>,
+    /// Bytes handed out so far (= file offset of the next box).
+    emitted: u64,
+    /// (first video decode time, moof offset) per fragment, for the closing `mfra` index.
+    index: Vec<(u64, u64)>,
 }
 
 impl Fmp4Writer {
@@ -109,6 +118,9 @@ impl Fmp4Writer {
             fragment_start: 0,
             last_video_duration: 3000,
             written_until: 0,
+            duration_fields: Vec::new(),
+            emitted: 0,
+            index: Vec::new(),
         }
     }
 
@@ -272,7 +284,9 @@ impl Fmp4Writer {
                 ..Default::default()
             },
             mvex: Some(Mvex {
-                mehd: None,
+                mehd: Some(Mehd {
+                    fragment_duration: 0,
+                }),
                 trex: vec![trex(VIDEO_TRACK), trex(AUDIO_TRACK)],
             }),
             trak: vec![video, audio],
@@ -281,6 +295,66 @@ impl Fmp4Writer {
         .encode(&mut buf)
         .map_err(e)?;
         Ok(buf)
+    }
+
+    /// The final duration, as (file offset, big-endian bytes) writes into `mvhd`,
+    /// `tkhd`, `mdhd` and `mehd`. The init segment starts the file, so its offsets are
+    /// file offsets.
+    pub fn duration_patches(&self) -> Vec<(u64, Vec<u8>)> {
+        self.duration_fields
+            .iter()
+            .map(|&(offset, width, timescale)| {
+                let d = self.written_until * timescale as u64 / VIDEO_TIMESCALE as u64;
+                let bytes = if width == 8 {
+                    d.to_be_bytes().to_vec()
+                } else {
+                    (d.min(u32::MAX as u64) as u32).to_be_bytes().to_vec()
+                };
+                (offset, bytes)
+            })
+            .collect()
+    }
+
+    /// Finds the duration fields in an encoded init segment.
+    fn find_duration_fields(init: &[u8]) -> Vec<(u64, usize, u32)> {
+        let mut out = Vec::new();
+        let mut track_timescale = Vec::new();
+        // (box type, offset of the duration after the type for v0 / v1, timescale source)
+        for (kind, v0, v1) in [
+            (b"mvhd", 20, 28),
+            (b"tkhd", 24, 32),
+            (b"mdhd", 20, 28),
+            (b"mehd", 8, 8),
+        ] {
+            let mut from = 0;
+            while let Some(p) = init[from..]
+                .windows(4)
+                .position(|w| w == kind)
+                .map(|p| p + from)
+            {
+                from = p + 4;
+                let Some(&version) = init.get(p + 4) else {
+                    break;
+                };
+                let (off, width) = if version == 1 {
+                    (p + v1, 8)
+                } else {
+                    (p + v0, 4)
+                };
+                if kind == b"mdhd" {
+                    // timescale sits just before the duration
+                    let ts = init
+                        .get(off - 4..off)
+                        .map_or(1000, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+                    track_timescale.push(ts);
+                    out.push((off as u64, width, ts));
+                } else {
+                    out.push((off as u64, width, 1000)); // movie timescale (mvhd: 1000)
+                }
+            }
+        }
+        let _ = track_timescale;
+        out
     }
 
     /// Adds a video access unit (Annex B) at decode time `time` (90 kHz). Returns bytes to
@@ -293,6 +367,8 @@ impl Fmp4Writer {
                 return Ok(out); // wait for the first IDR
             };
             out = self.init_segment(sps, pps)?;
+            self.duration_fields = Self::find_duration_fields(&out);
+            self.emitted += out.len() as u64;
             self.initialized = true;
             self.fragment_start = time;
             // Audio that arrived before the first picture is kept; it starts the timeline.
@@ -416,6 +492,10 @@ impl Fmp4Writer {
         moof.encode(&mut out).map_err(e)?;
         debug_assert_eq!(out.len() as i32, moof_len);
         Mdat { data }.encode(&mut out).map_err(e)?;
+        if let Some(first) = video.first() {
+            self.index.push((first.time, self.emitted));
+        }
+        self.emitted += out.len() as u64;
         self.fragment_start = until;
         self.written_until = self.written_until.max(until);
         Ok(out)
@@ -434,7 +514,40 @@ impl Fmp4Writer {
         if !self.initialized {
             return Ok(Vec::new());
         }
-        self.fragment(end_video.max(end_audio) + 1)
+        let mut out = self.fragment(end_video.max(end_audio) + 1)?;
+        out.extend(self.random_access_index()?);
+        Ok(out)
+    }
+
+    /// `mfra`: where each fragment starts, so players know the length and can seek
+    /// without reading every fragment (written only when the recording ends cleanly).
+    fn random_access_index(&self) -> Result<Vec<u8>, Fmp4Error> {
+        use mp4_atom::{FragmentInfo, Mfra, Mfro, Tfra};
+        let e = |x: mp4_atom::Error| Fmp4Error::Encode(x.to_string());
+        let entries = self
+            .index
+            .iter()
+            .map(|&(time, moof_offset)| FragmentInfo {
+                time,
+                moof_offset,
+                traf_number: 1,
+                trun_number: 1,
+                sample_delta: 1,
+            })
+            .collect();
+        let mut mfra = Mfra {
+            tfra: vec![Tfra {
+                track_id: VIDEO_TRACK,
+                entries,
+            }],
+            mfro: Mfro { parent_size: 0 },
+        };
+        let mut buf = Vec::new();
+        mfra.encode(&mut buf).map_err(e)?;
+        mfra.mfro.parent_size = buf.len() as u32;
+        buf.clear();
+        mfra.encode(&mut buf).map_err(e)?;
+        Ok(buf)
     }
 }
 
@@ -523,6 +636,34 @@ mod tests {
             boxes.iter().map(|(_, s)| s).sum::<usize>(),
             file.len(),
             "boxes tile the file"
+        );
+        // The final duration is patched into the init segment and reads back.
+        let patches = w.duration_patches();
+        assert_eq!(patches.len(), 6, "mvhd, 2 tkhd, 2 mdhd, mehd");
+        for (off, bytes) in patches {
+            file[off as usize..off as usize + bytes.len()].copy_from_slice(&bytes);
+        }
+        let mut cur = std::io::Cursor::new(&file[boxes[0].1..]);
+        let moov = <Moov as mp4_atom::Decode>::decode(&mut cur).unwrap();
+        let ms = moov
+            .mvex
+            .as_ref()
+            .unwrap()
+            .mehd
+            .as_ref()
+            .unwrap()
+            .fragment_duration;
+        assert!(
+            (3300..=3400).contains(&ms),
+            "duration {ms} ms for 100 frames at 30 fps"
+        );
+        assert_eq!(moov.mvhd.duration, ms);
+        assert_eq!(moov.trak[0].tkhd.duration, ms);
+        let v = moov.trak[0].mdia.mdhd.duration;
+        let a = moov.trak[1].mdia.mdhd.duration;
+        assert!(
+            (v as f64 / 90.0 - ms as f64).abs() < 2.0 && (a as f64 / 48.0 - ms as f64).abs() < 2.0,
+            "{v} {a}"
         );
     }
 }

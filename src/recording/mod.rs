@@ -227,6 +227,15 @@ impl Writer {
             Ok(bytes) => self.write(&bytes),
             Err(e) => self.fail(format!("muxing: {e}")),
         }
+        if !self.failed {
+            use std::os::unix::fs::FileExt;
+            for (offset, bytes) in self.mux.duration_patches() {
+                if let Err(e) = self.file.write_all_at(&bytes, offset) {
+                    tracing::warn!(file = %self.path.display(), "could not record the final duration: {e}");
+                    break;
+                }
+            }
+        }
         let _ = self.file.sync_all();
         tracing::info!(file = %self.path.display(), bytes = self.status.bytes.load(Ordering::Relaxed), "recording finished");
         self.status.finished.store(true, Ordering::Release);

@@ -579,6 +579,9 @@ fn recording_info(
 pub struct Rooms {
     settings: Arc<RoomSettings>,
     rooms: Mutex<HashMap<RoomId, Arc<Room>>>,
+    /// Rooms that emptied and are stopping (threads joining, recordings finalising);
+    /// `stop_all` waits for them so a shutdown never cuts a recording short.
+    stopping: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Rooms {
@@ -586,6 +589,7 @@ impl Rooms {
         Self {
             settings: Arc::new(settings),
             rooms: Mutex::new(HashMap::new()),
+            stopping: Mutex::new(Vec::new()),
         }
     }
 
@@ -645,7 +649,10 @@ impl Rooms {
             };
             if let Some(r) = removed {
                 // Joining threads blocks; do it off the async runtime.
-                std::thread::spawn(move || r.stop());
+                let handle = std::thread::spawn(move || r.stop());
+                let mut stopping = self.stopping.lock().expect("stopping lock poisoned");
+                stopping.retain(|h| !h.is_finished());
+                stopping.push(handle);
             }
         }
     }
@@ -661,6 +668,10 @@ impl Rooms {
             .collect();
         for r in rooms {
             r.stop();
+        }
+        let stopping = std::mem::take(&mut *self.stopping.lock().expect("stopping lock poisoned"));
+        for h in stopping {
+            let _ = h.join();
         }
     }
 }

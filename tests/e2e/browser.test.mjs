@@ -4,7 +4,9 @@
 // flat colour) and receive audio (totalAudioEnergy > 0). Then one leaves and the others'
 // video keeps flowing. Run inside a loopback-only network namespace (scripts/test.sh).
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { chromium } from 'playwright-core';
 
 // Server CPU seconds (user+system) from /proc, for the closing report.
@@ -23,7 +25,10 @@ const log = (...a) => console.log(`[e2e ${new Date().toISOString().slice(11, 23)
 function fail(msg) { throw new Error(msg); }
 
 async function startServer() {
-  const proc = spawn(BIN, ['--listen', '127.0.0.1:0', '--video-size', `${WIDTH}x${HEIGHT}`, '--video-bitrate-kbps', '600'], {
+  const recDir = mkdtempSync(join(tmpdir(), 'tessera-e2e-rec-'));
+  const cfg = join(recDir, 'tessera.toml');
+  writeFileSync(cfg, `[recording]\ndir = "${recDir}"\nwidth = ${WIDTH}\nheight = ${HEIGHT}\nbitrate_kbps = 800\n`);
+  const proc = spawn(BIN, ['--listen', '127.0.0.1:0', '--video-size', `${WIDTH}x${HEIGHT}`, '--video-bitrate-kbps', '600', '--config', cfg], {
     stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info,webrtc=warn,rtc=warn' },
   });
   proc.stderr.on('data', (d) => process.stderr.write(`[server] ${d}`));
@@ -95,6 +100,14 @@ async function main() {
     if (!room || room.participants.length !== 3) fail(`expected 3 participants, got ${JSON.stringify(room)}`);
     if (room.videoEncoders !== 3) fail(`expected 3 running encoders, got ${room.videoEncoders}`);
 
+    // Start recording: everyone sees the REC indicator.
+    const rec = await fetch(`${url}/api/rooms/e2e/recording`, { method: 'POST' });
+    if (rec.status !== 201) fail(`start recording: ${rec.status} ${await rec.text()}`);
+    const recId = (await rec.json()).id;
+    for (const p of pages) {
+      await waitFor(`${p.name} to show the recording indicator`, async () => ({ ok: await p.page.evaluate(() => !document.getElementById('rec').hidden) }), 5_000);
+    }
+
     // Frames keep growing for everyone; measure the server's CPU meanwhile.
     const before = await Promise.all(pages.map(stats));
     const cpu0 = cpuSeconds(proc.pid), t0 = Date.now();
@@ -115,7 +128,27 @@ async function main() {
     await sleep(2000);
     const a2 = await Promise.all(pages.slice(0, 2).map(stats));
     pages.slice(0, 2).forEach((p, i) => { if (!(a2[i].video.framesDecoded > b2[i].video.framesDecoded + 20)) fail(`${p.name} froze after a leave: ${b2[i].video.framesDecoded} -> ${a2[i].video.framesDecoded}`); });
-    log('PASS: 3 browsers decoded their composites and mixes; leave did not freeze the others');
+
+    // Stop the recording and play it back in Chromium.
+    const stop = await fetch(`${url}/api/rooms/e2e/recording`, { method: 'DELETE' });
+    if (stop.status !== 200) fail(`stop recording: ${stop.status} ${await stop.text()}`);
+    const viewer = await (await browser.newContext()).newPage();
+    await viewer.goto(`${url}/`);
+    const played = await viewer.evaluate(async (src) => {
+      const v = document.createElement('video');
+      v.muted = true;
+      v.src = src;
+      document.body.append(v);
+      await new Promise((ok, bad) => { v.onloadeddata = ok; v.onerror = () => bad(new Error(`media error ${v.error && v.error.code}: ${v.error && v.error.message}`)); setTimeout(() => bad(new Error('no data in 10 s')), 10_000); });
+      await v.play();
+      const t0 = v.currentTime;
+      await new Promise((r) => setTimeout(r, 1500));
+      return { width: v.videoWidth, height: v.videoHeight, duration: v.duration, advanced: v.currentTime - t0 };
+    }, `${url}/api/recordings/${recId}`);
+    log('recording played in Chromium', JSON.stringify(played));
+    if (played.width !== WIDTH || played.height !== HEIGHT) fail(`recording is ${played.width}x${played.height}`);
+    if (!(played.duration > 4) || !(played.advanced > 0.8)) fail(`recording did not play: ${JSON.stringify(played)}`);
+    log('PASS: 3 browsers decoded their composites and mixes; leave did not freeze the others; the recording plays in Chromium');
   } finally {
     await browser.close().catch(() => {});
     proc.kill('SIGTERM');
