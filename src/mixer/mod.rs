@@ -68,6 +68,24 @@ pub fn level_dbfs(samples: &[i16]) -> f32 {
     }
 }
 
+/// Power of one frequency in 48 kHz samples (Goertzel), normalised so a full-length sine
+/// of amplitude A gives about A². Used to check who hears whom (tests, recordings).
+pub fn tone_power(x: &[i16], freq: f32) -> f64 {
+    if x.is_empty() {
+        return 0.0;
+    }
+    let w = 2.0 * std::f64::consts::PI * freq as f64 / 48_000.0;
+    let c = 2.0 * w.cos();
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for &v in x {
+        let s0 = v as f64 + c * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    let p = s1 * s1 + s2 * s2 - c * s1 * s2;
+    p / (x.len() as f64 * x.len() as f64 / 4.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,20 +98,6 @@ mod tests {
                 (amp * (2.0 * std::f32::consts::PI * freq * t).sin()) as i16
             })
             .collect()
-    }
-
-    /// Power of one frequency via the Goertzel algorithm (normalised to amplitude²).
-    pub(crate) fn tone_power(x: &[i16], freq: f32) -> f64 {
-        let w = 2.0 * std::f64::consts::PI * freq as f64 / 48_000.0;
-        let c = 2.0 * w.cos();
-        let (mut s1, mut s2) = (0.0f64, 0.0f64);
-        for &v in x {
-            let s0 = v as f64 + c * s1 - s2;
-            s2 = s1;
-            s1 = s0;
-        }
-        let p = s1 * s1 + s2 * s2 - c * s1 * s2;
-        p / (x.len() as f64 * x.len() as f64 / 4.0)
     }
 
     #[test]

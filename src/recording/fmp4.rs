@@ -149,8 +149,47 @@ impl Fmp4Writer {
             sps.get(2).copied().unwrap_or(0),
             sps.get(3).copied().unwrap_or(31),
         );
-        let video = Trak {
-            tkhd: Tkhd {
+        let avc1 = Avc1 {
+            visual: Visual {
+                data_reference_index: 1,
+                width: self.width,
+                height: self.height,
+                horizresolution: 72.into(),
+                vertresolution: 72.into(),
+                frame_count: 1,
+                compressor: "Tessera H.264".into(),
+                depth: 24,
+            },
+            avcc: Avcc {
+                configuration_version: 1,
+                avc_profile_indication: profile,
+                profile_compatibility: compat,
+                avc_level_indication: level,
+                length_size: 4,
+                sequence_parameter_sets: vec![sps],
+                picture_parameter_sets: vec![pps],
+                ext: None,
+            },
+            ..Default::default()
+        };
+        let opus = Opus {
+            audio: Audio {
+                data_reference_index: 1,
+                channel_count: 1,
+                sample_size: 16,
+                sample_rate: 48000.into(),
+            },
+            dops: Dops {
+                output_channel_count: 1,
+                pre_skip: self.opus_pre_skip,
+                input_sample_rate: 48_000,
+                output_gain: 0,
+                channel_mapping: None,
+            },
+            btrt: None,
+        };
+        let video = fragmented_track(
+            Tkhd {
                 track_id: VIDEO_TRACK,
                 enabled: true,
                 in_movie: true,
@@ -158,63 +197,13 @@ impl Fmp4Writer {
                 height: self.height.into(),
                 ..Default::default()
             },
-            mdia: Mdia {
-                mdhd: Mdhd {
-                    timescale: VIDEO_TIMESCALE,
-                    language: "und".into(),
-                    ..Default::default()
-                },
-                hdlr: Hdlr {
-                    handler: b"vide".into(),
-                    name: "Tessera composite".into(),
-                },
-                minf: Minf {
-                    vmhd: Some(Vmhd::default()),
-                    dinf: Dinf {
-                        dref: Dref {
-                            entries: vec![Url::default().into()],
-                        },
-                    },
-                    stbl: Stbl {
-                        stsd: Stsd {
-                            codecs: vec![Avc1 {
-                                visual: Visual {
-                                    data_reference_index: 1,
-                                    width: self.width,
-                                    height: self.height,
-                                    horizresolution: 72.into(),
-                                    vertresolution: 72.into(),
-                                    frame_count: 1,
-                                    compressor: "Tessera H.264".into(),
-                                    depth: 24,
-                                },
-                                avcc: Avcc {
-                                    configuration_version: 1,
-                                    avc_profile_indication: profile,
-                                    profile_compatibility: compat,
-                                    avc_level_indication: level,
-                                    length_size: 4,
-                                    sequence_parameter_sets: vec![sps],
-                                    picture_parameter_sets: vec![pps],
-                                    ext: None,
-                                },
-                                ..Default::default()
-                            }
-                            .into()],
-                        },
-                        stts: Stts::default(),
-                        stsc: Stsc::default(),
-                        stsz: Stsz::default(),
-                        stco: Some(Stco::default()),
-                        ..Default::default()
-                    },
-                    ..Default::default()
-                },
-            },
-            ..Default::default()
-        };
-        let audio = Trak {
-            tkhd: Tkhd {
+            VIDEO_TIMESCALE,
+            b"vide",
+            "Tessera composite",
+            avc1.into(),
+        );
+        let audio = fragmented_track(
+            Tkhd {
                 track_id: AUDIO_TRACK,
                 enabled: true,
                 in_movie: true,
@@ -222,54 +211,11 @@ impl Fmp4Writer {
                 alternate_group: 1,
                 ..Default::default()
             },
-            mdia: Mdia {
-                mdhd: Mdhd {
-                    timescale: AUDIO_TIMESCALE,
-                    language: "und".into(),
-                    ..Default::default()
-                },
-                hdlr: Hdlr {
-                    handler: b"soun".into(),
-                    name: "Tessera mix".into(),
-                },
-                minf: Minf {
-                    smhd: Some(Smhd::default()),
-                    dinf: Dinf {
-                        dref: Dref {
-                            entries: vec![Url::default().into()],
-                        },
-                    },
-                    stbl: Stbl {
-                        stsd: Stsd {
-                            codecs: vec![Opus {
-                                audio: Audio {
-                                    data_reference_index: 1,
-                                    channel_count: 1,
-                                    sample_size: 16,
-                                    sample_rate: 48000.into(),
-                                },
-                                dops: Dops {
-                                    output_channel_count: 1,
-                                    pre_skip: self.opus_pre_skip,
-                                    input_sample_rate: 48_000,
-                                    output_gain: 0,
-                                    channel_mapping: None,
-                                },
-                                btrt: None,
-                            }
-                            .into()],
-                        },
-                        stts: Stts::default(),
-                        stsc: Stsc::default(),
-                        stsz: Stsz::default(),
-                        stco: Some(Stco::default()),
-                        ..Default::default()
-                    },
-                    ..Default::default()
-                },
-            },
-            ..Default::default()
-        };
+            AUDIO_TIMESCALE,
+            b"soun",
+            "Tessera mix",
+            opus.into(),
+        );
         let trex = |track_id| Trex {
             track_id,
             default_sample_description_index: 1,
@@ -548,6 +494,52 @@ impl Fmp4Writer {
         buf.clear();
         mfra.encode(&mut buf).map_err(e)?;
         Ok(buf)
+    }
+}
+
+/// A track whose samples all come in fragments: just its header and sample entry.
+fn fragmented_track(
+    tkhd: Tkhd,
+    timescale: u32,
+    handler: &[u8; 4],
+    name: &str,
+    codec: mp4_atom::Codec,
+) -> Trak {
+    let video = handler == b"vide";
+    Trak {
+        tkhd,
+        mdia: Mdia {
+            mdhd: Mdhd {
+                timescale,
+                language: "und".into(),
+                ..Default::default()
+            },
+            hdlr: Hdlr {
+                handler: handler.into(),
+                name: name.into(),
+            },
+            minf: Minf {
+                vmhd: video.then(Vmhd::default),
+                smhd: (!video).then(Smhd::default),
+                dinf: Dinf {
+                    dref: Dref {
+                        entries: vec![Url::default().into()],
+                    },
+                },
+                stbl: Stbl {
+                    stsd: Stsd {
+                        codecs: vec![codec],
+                    },
+                    stts: Stts::default(),
+                    stsc: Stsc::default(),
+                    stsz: Stsz::default(),
+                    stco: Some(Stco::default()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        },
+        ..Default::default()
     }
 }
 

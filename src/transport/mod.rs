@@ -334,12 +334,13 @@ fn spawn_local_track(
     }
 }
 
-fn local_track(kind: RtpCodecKind, id: ParticipantId, ssrc: u32) -> Arc<TrackLocalStaticRTP> {
+/// A local track that sends RTP we packetize ourselves, on SSRC `ssrc`.
+pub fn local_track(kind: RtpCodecKind, stream: &str, ssrc: u32) -> Arc<TrackLocalStaticRTP> {
     use rtc::media_stream::MediaStreamTrack;
     Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-        format!("tessera-{id}"),
-        format!("tessera-{id}-{kind}"),
-        format!("tessera {kind}"),
+        stream.to_owned(),
+        format!("{stream}-{kind}"),
+        format!("{stream} {kind}"),
         kind,
         vec![RTCRtpEncodingParameters {
             rtp_coding_parameters: RTCRtpCodingParameters {
@@ -457,8 +458,16 @@ async fn negotiate(
     let offer = RTCSessionDescription::offer(offer.to_owned()).map_err(webrtc_err)?;
     pc.set_remote_description(offer).await.map_err(webrtc_err)?;
     let (audio_ssrc, video_ssrc) = (rand::random::<u32>(), rand::random::<u32>());
-    let audio_track = local_track(RtpCodecKind::Audio, shared.id, audio_ssrc);
-    let video_track = local_track(RtpCodecKind::Video, shared.id, video_ssrc);
+    let audio_track = local_track(
+        RtpCodecKind::Audio,
+        &format!("tessera-{}", shared.id),
+        audio_ssrc,
+    );
+    let video_track = local_track(
+        RtpCodecKind::Video,
+        &format!("tessera-{}", shared.id),
+        video_ssrc,
+    );
     if send_audio {
         pc.add_track(audio_track.clone())
             .await

@@ -8,10 +8,7 @@ use futures_util::{SinkExt, StreamExt};
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
 use rtc::rtp::codec::h264::H264Payloader;
 use rtc::rtp::packetizer::Payloader;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
-    RtpCodecKind,
-};
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -201,20 +198,7 @@ fn engine() -> MediaEngine {
 }
 
 fn local_track(kind: RtpCodecKind, ssrc: u32) -> Arc<TrackLocalStaticRTP> {
-    use rtc::media_stream::MediaStreamTrack;
-    Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-        format!("client-{ssrc}"),
-        format!("client-{ssrc}-{kind}"),
-        format!("client {kind}"),
-        kind,
-        vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters {
-                ssrc: Some(ssrc),
-                ..Default::default()
-            },
-            ..Default::default()
-        }],
-    )))
+    tessera::transport::local_track(kind, &format!("client-{ssrc}"), ssrc)
 }
 
 /// A test participant.
@@ -639,18 +623,8 @@ pub async fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     panic!("timed out after {secs} s waiting for {what}");
 }
 
-/// Power of one frequency (Goertzel), normalised to amplitude².
-pub fn tone_power(x: &[i16], freq: f32) -> f64 {
-    let w = 2.0 * std::f64::consts::PI * freq as f64 / 48_000.0;
-    let c = 2.0 * w.cos();
-    let (mut s1, mut s2) = (0.0f64, 0.0f64);
-    for &v in x {
-        let s0 = v as f64 + c * s1 - s2;
-        s2 = s1;
-        s1 = s0;
-    }
-    (s1 * s1 + s2 * s2 - c * s1 * s2) / (x.len() as f64 * x.len() as f64 / 4.0)
-}
+#[allow(unused_imports)] // not every test file measures tones
+pub use tessera::mixer::tone_power;
 
 /// A minimal HTTP/1.1 client for WHIP and the API (no redirects, Content-Length bodies).
 pub struct HttpResponse {

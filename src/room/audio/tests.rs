@@ -2,23 +2,12 @@
 //! tones, and the work done by counting decoders and encoders.
 
 use super::*;
+use crate::mixer::tone_power;
 use crate::room::Attachment;
 use rtc::rtp::codec::opus::OpusPayloader;
 use tokio::sync::mpsc;
 
 const TONES: [f32; 4] = [400.0, 650.0, 1000.0, 1300.0];
-
-fn tone_power(x: &[i16], freq: f32) -> f64 {
-    let w = 2.0 * std::f64::consts::PI * freq as f64 / 48_000.0;
-    let c = 2.0 * w.cos();
-    let (mut s1, mut s2) = (0.0f64, 0.0f64);
-    for &v in x {
-        let s0 = v as f64 + c * s1 - s2;
-        s2 = s1;
-        s1 = s0;
-    }
-    (s1 * s1 + s2 * s2 - c * s1 * s2) / (x.len() as f64 * x.len() as f64 / 4.0)
-}
 
 struct Harness {
     mix: AudioLoop,
