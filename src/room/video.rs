@@ -583,43 +583,29 @@ impl VideoLoop {
         let tiles = &self.tiles;
         let recording = &mut self.recording;
         let record = move || {
-            let Some(rec) = recording.as_mut() else {
-                return;
-            };
-            timed(&stats.cpu.composite, || {
-                let pairs: Vec<(Rect, &I420Frame)> = rec
-                    .plan
-                    .iter()
-                    .filter_map(|(r, key)| tiles.get(key).map(|t| (*r, t)))
-                    .collect();
-                compositor::compose(&mut rec.canvas, &pairs);
-            });
-            rec.encoded = timed(&stats.cpu.encode, || {
-                rec.encoder.encode(&rec.canvas, &mut rec.au)
-            })
-            .ok()
-            .filter(|_| !rec.au.is_empty());
+            if let Some(rec) = recording.as_mut() {
+                rec.encoded = render_picture(
+                    &rec.plan,
+                    tiles,
+                    &mut rec.canvas,
+                    &mut rec.encoder,
+                    &mut rec.au,
+                    stats,
+                );
+            }
         };
         let encoders = &mut self.encoders;
         let pictures = move || {
             encoders.par_iter_mut().for_each(|e| {
-                timed(&stats.cpu.composite, || {
-                    let pairs: Vec<(Rect, &I420Frame)> = e
-                        .plan
-                        .iter()
-                        .filter_map(|(r, key)| tiles.get(key).map(|t| (*r, t)))
-                        .collect();
-                    compositor::compose(&mut e.canvas, &pairs);
-                });
-                e.encoded = timed(&stats.cpu.encode, || {
-                    match e.encoder.encode(&e.canvas, &mut e.au) {
-                        Ok(_) => !e.au.is_empty(),
-                        Err(err) => {
-                            tracing::warn!("h264 encode: {err}");
-                            false
-                        }
-                    }
-                });
+                e.encoded = render_picture(
+                    &e.plan,
+                    tiles,
+                    &mut e.canvas,
+                    &mut e.encoder,
+                    &mut e.au,
+                    stats,
+                )
+                .is_some();
             })
         };
         rayon::join(pictures, record);
@@ -651,6 +637,33 @@ impl VideoLoop {
         stats
             .video_frames_encoded
             .fetch_add(encoded, Ordering::Relaxed);
+    }
+}
+
+/// Composes `plan` from the shared tiles into `canvas` and encodes it into `au`.
+/// Returns whether the frame is an IDR, or `None` when nothing was produced.
+fn render_picture(
+    plan: &Plan,
+    tiles: &TileCache,
+    canvas: &mut I420Frame,
+    encoder: &mut H264Encoder,
+    au: &mut Vec<u8>,
+    stats: &RoomStats,
+) -> Option<bool> {
+    timed(&stats.cpu.composite, || {
+        let pairs: Vec<(Rect, &I420Frame)> = plan
+            .iter()
+            .filter_map(|(r, key)| tiles.get(key).map(|t| (*r, t)))
+            .collect();
+        compositor::compose(canvas, &pairs);
+    });
+    match timed(&stats.cpu.encode, || encoder.encode(canvas, au)) {
+        Ok(idr) if !au.is_empty() => Some(idr),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!("h264 encode: {e}");
+            None
+        }
     }
 }
 
