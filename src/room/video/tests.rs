@@ -156,3 +156,114 @@ fn a_viewer_moving_to_another_picture_gets_an_idr() {
         "P3's first packet after regrouping: NAL type {first_nal}"
     );
 }
+
+/// Feeds one H.264 frame (solid colour) from every participant.
+fn feed_frames(
+    h: &mut Harness,
+    encs: &mut [crate::codec::video::H264Encoder],
+    seqs: &mut [u16],
+    k: u32,
+) {
+    use rtc::rtp::packetizer::Payloader;
+    let mut au = Vec::new();
+    for (i, id) in h.ids.clone().into_iter().enumerate() {
+        let f = I420Frame::solid(64, 36, (40 + 40 * i as u8, 128, 128));
+        encs[i].encode(&f, &mut au).unwrap();
+        let payloads = H264Payloader::default()
+            .payload(1100, &bytes::Bytes::copy_from_slice(&au))
+            .unwrap();
+        let n = payloads.len();
+        for (j, p) in payloads.into_iter().enumerate() {
+            h.video.handle(VideoCmd::Packet {
+                id,
+                arrival: Instant::now(),
+                pt: 102,
+                seq: seqs[i],
+                ts: k * 3000,
+                marker: j + 1 == n,
+                payload: p,
+            });
+            seqs[i] = seqs[i].wrapping_add(1);
+        }
+    }
+}
+
+#[test]
+fn participants_nobody_sees_are_not_decoded_and_get_a_pli_when_shown() {
+    // Focus + one strip tile shows two people; with four, P3 is in nobody's picture.
+    let mut h = Harness::new(strip_of_one(), 0);
+    let mut upstream = Vec::new();
+    for i in 0..4 {
+        let id = ParticipantId::next();
+        let (tx, _rx) = mpsc::channel(100_000);
+        let (up, up_rx) = mpsc::channel(64);
+        h.video.handle(VideoCmd::Join {
+            id,
+            name: format!("P{i}"),
+        });
+        h.video.handle(VideoCmd::Attach {
+            id,
+            payload_types: [(102, VideoCodec::H264)].into(),
+            sink: Some(RtpSink::new(1, 102, Box::new(H264Payloader::default()), tx)),
+            upstream: up,
+        });
+        h.ids.push(id);
+        upstream.push(up_rx);
+    }
+    let settings = EncoderSettings {
+        width: 64,
+        height: 36,
+        fps: 30,
+        bitrate_bps: 100_000,
+        idr_interval_frames: 1000,
+        complexity: Default::default(),
+    };
+    let mut encs: Vec<_> = (0..4)
+        .map(|_| H264Encoder::new(settings).unwrap())
+        .collect();
+    let mut seqs = vec![0u16; 4];
+    for k in 0..10 {
+        feed_frames(&mut h, &mut encs, &mut seqs, k);
+        h.tick();
+    }
+    let decoded = |h: &Harness, i: usize| {
+        h.video
+            .participants
+            .iter()
+            .find(|p| p.id == h.ids[i])
+            .unwrap()
+            .input
+            .decoded
+    };
+    for i in 0..3 {
+        assert!(
+            decoded(&h, i) >= 9,
+            "P{i} is on screen and decoded: {}",
+            decoded(&h, i)
+        );
+    }
+    assert_eq!(decoded(&h, 3), 0, "P3 is on nobody's screen");
+    for rx in &mut upstream {
+        while rx.try_recv().is_ok() {}
+    }
+    // P3 becomes the active speaker: now everyone else sees P3, so P3 is decoded; its
+    // frames so far were P-frames, so the server asks it for a keyframe first.
+    h.speaker.store(h.ids[3].0, Ordering::Relaxed);
+    feed_frames(&mut h, &mut encs, &mut seqs, 10);
+    h.tick();
+    assert_eq!(
+        upstream[3].try_recv().ok(),
+        Some(Upstream::KeyframeRequest),
+        "PLI to the newly visible participant"
+    );
+    encs[3].request_keyframe();
+    for k in 11..15 {
+        feed_frames(&mut h, &mut encs, &mut seqs, k);
+        h.tick();
+    }
+    assert!(
+        decoded(&h, 3) >= 3,
+        "P3 decodes once its keyframe arrives: {}",
+        decoded(&h, 3)
+    );
+}
