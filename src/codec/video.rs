@@ -257,7 +257,6 @@ pub enum EncoderComplexity {
 /// One output's H.264 encoder (constrained baseline, realtime).
 pub struct H264Encoder {
     enc: Encoder,
-    settings: EncoderSettings,
     force_idr: bool,
 }
 
@@ -277,13 +276,8 @@ impl H264Encoder {
             .map_err(|e| CodecError::H264(e.to_string()))?;
         Ok(Self {
             enc,
-            settings,
             force_idr: true,
         })
-    }
-
-    pub fn settings(&self) -> EncoderSettings {
-        self.settings
     }
 
     /// The next frame will be an IDR (PLI/FIR from the receiver, or a new receiver).

@@ -28,10 +28,6 @@ pub struct SpeakerDetector {
 }
 
 impl SpeakerDetector {
-    pub fn current(&self) -> Option<ParticipantId> {
-        self.current
-    }
-
     pub fn remove(&mut self, id: ParticipantId) {
         self.levels.remove(&id);
         if self.current == Some(id) {

@@ -124,11 +124,6 @@ impl Fmp4Writer {
         }
     }
 
-    /// Whether the init segment has been produced (a keyframe arrived).
-    pub fn initialized(&self) -> bool {
-        self.initialized
-    }
-
     fn init_segment(&self, sps: Vec<u8>, pps: Vec<u8>) -> Result<Vec<u8>, Fmp4Error> {
         let e = |x: mp4_atom::Error| Fmp4Error::Encode(x.to_string());
         let mut buf = Vec::new();
@@ -264,7 +259,6 @@ impl Fmp4Writer {
     /// Finds the duration fields in an encoded init segment.
     fn find_duration_fields(init: &[u8]) -> Vec<(u64, usize, u32)> {
         let mut out = Vec::new();
-        let mut track_timescale = Vec::new();
         // (box type, offset of the duration after the type for v0 / v1, timescale source)
         for (kind, v0, v1) in [
             (b"mvhd", 20, 28),
@@ -292,14 +286,12 @@ impl Fmp4Writer {
                     let ts = init
                         .get(off - 4..off)
                         .map_or(1000, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-                    track_timescale.push(ts);
                     out.push((off as u64, width, ts));
                 } else {
                     out.push((off as u64, width, 1000)); // movie timescale (mvhd: 1000)
                 }
             }
         }
-        let _ = track_timescale;
         out
     }
 

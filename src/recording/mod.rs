@@ -98,7 +98,6 @@ pub struct Recording {
     pub room: String,
     pub path: PathBuf,
     pub started_at_unix: u64,
-    pub started: Instant,
     pub status: Arc<RecordingStatus>,
     thread: Option<JoinHandle<()>>,
 }
@@ -160,7 +159,6 @@ impl Recording {
                 room: room.to_owned(),
                 path,
                 started_at_unix: now.as_secs(),
-                started: Instant::now(),
                 status: status.clone(),
                 thread: Some(thread),
             },
@@ -298,26 +296,21 @@ pub fn free_bytes(dir: &Path) -> std::io::Result<u64> {
 
 /// `YYYYMMDDTHHMMSSZ` for a Unix time (UTC, proleptic Gregorian).
 pub fn utc_compact(secs: u64) -> String {
-    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
-    let s = secs % 86_400;
-    format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
-        s / 3600,
-        s % 3600 / 60,
-        s % 60
-    )
+    let (y, mo, d, h, mi, s) = utc_fields(secs);
+    format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z")
 }
 
 /// RFC 3339 UTC time for a Unix time.
 pub fn utc_rfc3339(secs: u64) -> String {
+    let (y, mo, d, h, mi, s) = utc_fields(secs);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+}
+
+/// (year, month, day, hour, minute, second) of a Unix time, UTC.
+fn utc_fields(secs: u64) -> (i64, u32, u32, u64, u64, u64) {
     let (y, m, d) = civil_from_days((secs / 86_400) as i64);
     let s = secs % 86_400;
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        s / 3600,
-        s % 3600 / 60,
-        s % 60
-    )
+    (y, m, d, s / 3600, s % 3600 / 60, s % 60)
 }
 
 /// Days since 1970-01-01 to (year, month, day) — Howard Hinnant's algorithm.

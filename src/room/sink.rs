@@ -21,7 +21,6 @@ pub struct RtpSink {
     tx: mpsc::Sender<Packet>,
     /// Packets dropped because the network task had not drained the queue.
     pub dropped: u64,
-    pub sent_frames: u64,
 }
 
 impl RtpSink {
@@ -39,13 +38,7 @@ impl RtpSink {
             payloader,
             tx,
             dropped: 0,
-            sent_frames: 0,
         }
-    }
-
-    /// Whether the receiving side is gone (peer closed).
-    pub fn is_closed(&self) -> bool {
-        self.tx.is_closed()
     }
 
     /// Packetizes one frame at media-clock time `ts` (in the codec's clock units).
@@ -79,7 +72,6 @@ impl RtpSink {
                 self.dropped += 1;
             }
         }
-        self.sent_frames += 1;
     }
 }
 
