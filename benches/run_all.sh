@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-target/bench-results}
 mkdir -p "$out"
+scripts/setup.sh --bench
 bin=target/release/tessera
 cargo build --release --locked -q
 {
