@@ -133,6 +133,8 @@ version_ge() { # version_ge A B: A >= B, numerically by component
   die "Rust $need or newer is needed, found rustc $found; run: rustup update"
 
 if ((test_deps)); then
+  node_major=$(node -e 'console.log(process.versions.node.split(".")[0])' 2>/dev/null || echo 0)
+  ((node_major >= 18)) || die "Node.js 18 or newer is needed for the browser tests (found: $(node --version 2>/dev/null || echo none))"
   # playwright-core only drives the system Chromium; it never downloads a browser.
   # Reinstalled only when the installed version differs from the lock file's.
   if ! (cd tests/e2e && node -e '
