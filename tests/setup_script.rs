@@ -83,7 +83,11 @@ exit 0
             "echo \"rustc ${FAKE_RUSTC:-1.95.0} (fake 2026-01-01)\"\n",
         );
         write_exec(&bin.join("cargo"), "exit 0\n");
-        write_exec(&bin.join("node"), "exit ${FAKE_NODE_RC:-0}\n");
+        // `node -e` asks either for the major version or whether playwright-core is current.
+        write_exec(
+            &bin.join("node"),
+            "[[ $* == *process.versions* ]] && { echo \"${FAKE_NODE_MAJOR:-20}\"; exit 0; }\nexit ${FAKE_NODE_RC:-0}\n",
+        );
         write_exec(&bin.join("npm"), "echo \"$*\" >> \"$FAKE/npm.log\"\n");
         Farm { root }
     }
@@ -307,4 +311,16 @@ fn the_npm_test_dependencies_are_installed_only_when_out_of_date() {
     assert!(out.npm_log.starts_with("ci "), "{}", out.npm_log);
     let kinds: BTreeSet<&str> = out.npm_log.split_whitespace().collect();
     assert!(!kinds.contains("--silent"), "npm errors must stay visible");
+}
+
+#[test]
+fn an_old_node_stops_the_test_setup_with_one_line() {
+    let test = list(&["--list", "--test"]);
+    let farm = Farm::new(&all_but(&test, ""));
+    let out = farm.run(&["--test"], &[("FAKE_NODE_MAJOR", "16")]);
+    assert!(!out.ok);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(out.stderr.contains("Node.js 18 or newer"), "{}", out.stderr);
+    assert!(farm.run(&[], &[("FAKE_NODE_MAJOR", "16")]).ok, "run.sh does not need Node");
+    assert!(farm.run(&["--test"], &[("FAKE_NODE_MAJOR", "18")]).ok);
 }
