@@ -95,6 +95,52 @@ impl Default for RecordingConfig {
     }
 }
 
+/// What one participant's input may cost; more is refused for that participant only.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Largest input picture, either orientation (1080x1920 fits 1920x1080).
+    pub max_width: u32,
+    pub max_height: u32,
+    /// Highest input frame rate (25 % burst tolerance).
+    pub max_fps: u32,
+    /// Largest access unit (one frame's reassembled payloads).
+    pub max_frame_kbytes: u32,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            max_width: 1920,
+            max_height: 1080,
+            max_fps: 60,
+            max_frame_kbytes: 1024,
+        }
+    }
+}
+
+/// How long a session may wait or go silent before it is ended.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeoutsConfig {
+    /// A WebSocket `join` must be followed by an `offer` within this.
+    pub offer_s: u32,
+    /// A media connection must be established (ICE + DTLS) within this.
+    pub connect_s: u32,
+    /// A participant from whom nothing arrives (ICE consent) is removed after this.
+    pub media_s: u32,
+}
+
+impl Default for TimeoutsConfig {
+    fn default() -> Self {
+        Self {
+            offer_s: 10,
+            connect_s: 10,
+            media_s: 5,
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -109,13 +155,20 @@ pub struct Config {
     pub udp_port_min: Option<u16>,
     pub udp_port_max: Option<u16>,
     pub ice_servers: Vec<IceServer>,
+    /// Participants per room.
     pub max_participants: usize,
+    /// Participants in all rooms together.
+    pub max_participants_total: usize,
+    /// Rooms running at once (each costs two threads).
+    pub max_rooms: usize,
     pub default_layout: String,
     /// Extra layout files (`*.json`) to load besides the built-ins.
     pub layouts_dir: Option<PathBuf>,
     pub video: VideoConfig,
     pub audio: AudioConfig,
     pub recording: RecordingConfig,
+    pub ingest: IngestConfig,
+    pub timeouts: TimeoutsConfig,
 }
 
 impl Default for Config {
@@ -128,11 +181,15 @@ impl Default for Config {
             udp_port_max: None,
             ice_servers: Vec::new(),
             max_participants: 16,
+            max_participants_total: 200,
+            max_rooms: 50,
             default_layout: "grid".into(),
             layouts_dir: None,
             video: VideoConfig::default(),
             audio: AudioConfig::default(),
             recording: RecordingConfig::default(),
+            ingest: IngestConfig::default(),
+            timeouts: TimeoutsConfig::default(),
         }
     }
 }
@@ -193,8 +250,15 @@ pub struct Cli {
     /// Loudest talkers mixed (top-K).
     #[arg(long, env = "TESSERA_AUDIO_TOP_K")]
     pub audio_top_k: Option<usize>,
+    /// Participants per room.
     #[arg(long, env = "TESSERA_MAX_PARTICIPANTS")]
     pub max_participants: Option<usize>,
+    /// Participants in all rooms together.
+    #[arg(long, env = "TESSERA_MAX_PARTICIPANTS_TOTAL")]
+    pub max_participants_total: Option<usize>,
+    /// Rooms running at once.
+    #[arg(long, env = "TESSERA_MAX_ROOMS")]
+    pub max_rooms: Option<usize>,
     #[arg(long, env = "TESSERA_DEFAULT_LAYOUT")]
     pub default_layout: Option<String>,
     #[arg(long, env = "TESSERA_LAYOUTS_DIR")]
@@ -295,6 +359,12 @@ impl Config {
         if let Some(v) = cli.max_participants {
             self.max_participants = v;
         }
+        if let Some(v) = cli.max_participants_total {
+            self.max_participants_total = v;
+        }
+        if let Some(v) = cli.max_rooms {
+            self.max_rooms = v;
+        }
         if let Some(v) = &cli.default_layout {
             self.default_layout = v.clone();
         }
@@ -347,6 +417,23 @@ impl Config {
         if !(50..=50_000).contains(&r.bitrate_kbps) {
             return bad("recording.bitrate_kbps", "must be between 50 and 50000");
         }
+        let t = &self.timeouts;
+        if !(1..=300).contains(&t.offer_s) || !(1..=300).contains(&t.connect_s) {
+            return bad("timeouts.offer_s/connect_s", "must be between 1 and 300");
+        }
+        if !(2..=120).contains(&t.media_s) {
+            return bad("timeouts.media_s", "must be between 2 and 120");
+        }
+        let i = &self.ingest;
+        if !(16..=8192).contains(&i.max_width) || !(16..=8192).contains(&i.max_height) {
+            return bad("ingest.max_width/max_height", "must be between 16 and 8192");
+        }
+        if !(1..=240).contains(&i.max_fps) {
+            return bad("ingest.max_fps", "must be between 1 and 240");
+        }
+        if !(16..=65_536).contains(&i.max_frame_kbytes) {
+            return bad("ingest.max_frame_kbytes", "must be between 16 and 65536");
+        }
         if !(6..=510).contains(&self.audio.bitrate_kbps) {
             return bad("audio.bitrate_kbps", "must be between 6 and 510");
         }
@@ -358,6 +445,12 @@ impl Config {
         }
         if !(1..=10_000).contains(&self.max_participants) {
             return bad("max_participants", "must be between 1 and 10000");
+        }
+        if !(1..=100_000).contains(&self.max_participants_total) {
+            return bad("max_participants_total", "must be between 1 and 100000");
+        }
+        if !(1..=10_000).contains(&self.max_rooms) {
+            return bad("max_rooms", "must be between 1 and 10000");
         }
         match (self.udp_port_min, self.udp_port_max) {
             (None, None) => {}

@@ -252,3 +252,23 @@ async fn garbage_gets_errors_and_media_keeps_flowing() {
     b.close().await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_oversize_websocket_message_gets_bad_message_and_the_session_goes_on() {
+    let server = TestServer::start().await;
+    let big = format!(
+        "{{\"type\":\"join\",\"room\":\"r\",\"name\":\"{}\"}}",
+        "x".repeat(100 * 1024)
+    );
+    let replies = ws_exchange(
+        server.addr,
+        vec![
+            Message::Text(big.into()),
+            Message::Text(r#"{"type":"join","room":"big","name":"Ada"}"#.into()),
+        ],
+    )
+    .await;
+    assert_eq!(codes(&replies), ["bad_message", "joined"], "{replies:?}");
+    assert!(replies[0]["message"].as_str().unwrap().contains("exceeds"), "{replies:?}");
+    server.stop().await;
+}

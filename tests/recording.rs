@@ -271,9 +271,8 @@ async fn audio_and_video_stay_in_sync_across_joins_leaves_and_mutes() {
     // Late joiner whose camera flips from white to blue while its 1 kHz tone starts.
     let switch = Instant::now() + Duration::from_millis(3500);
     let marker = Media {
-        rgb: (30, 30, 220),
-        tone_hz: 1000.0,
         marker: Some((switch, (235, 235, 235))),
+        ..Media::steady((30, 30, 220), 1000.0)
     };
     let c = Client::join_ws_at(server.addr, "sync", "Cy", marker).await;
     tokio::time::sleep(Duration::from_secs(1)).await;

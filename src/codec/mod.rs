@@ -3,6 +3,7 @@
 //! buffers; none touches the network or the clock.
 
 pub mod audio;
+pub mod depack;
 pub mod video;
 
 /// A codec failure, with the library's message.
@@ -16,6 +17,9 @@ pub enum CodecError {
     Av1(String),
     #[error("depacketize: {0}")]
     Depacketize(String),
+    /// The input exceeds the configured ingest limits (size, bytes per frame).
+    #[error("input over the limits: {0}")]
+    OverLimits(String),
     #[error("unsupported video format: {0}")]
     Unsupported(String),
 }

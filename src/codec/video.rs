@@ -11,9 +11,6 @@ use openh264::encoder::{
 };
 use openh264::formats::YUVSource;
 use openh264::OpenH264API;
-use rtc::rtp::codec::av1::Av1Depacketizer;
-use rtc::rtp::codec::h264::H264Packet;
-use rtc::rtp::packetizer::Depacketizer;
 
 /// Result of feeding one frame to a decoder.
 #[derive(Debug, PartialEq, Eq, Clone, Copy)]
@@ -24,51 +21,87 @@ pub enum Decoded {
     Nothing,
 }
 
-/// One incoming stream's decoder, with its depacketizer and access-unit buffer.
+/// What one input stream may cost: picture size (either orientation, so a portrait
+/// phone at 1080x1920 fits 1920x1080) and bytes per access unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IngestLimits {
+    pub max_width: u32,
+    pub max_height: u32,
+    pub max_frame_bytes: usize,
+}
+
+impl Default for IngestLimits {
+    fn default() -> Self {
+        Self {
+            max_width: 1920,
+            max_height: 1080,
+            max_frame_bytes: 1 << 20,
+        }
+    }
+}
+
+impl IngestLimits {
+    /// Whether a `w`x`h` picture is within the limits, in either orientation.
+    pub fn fits(&self, w: u32, h: u32) -> bool {
+        let (a, b) = (self.max_width, self.max_height);
+        (w <= a && h <= b) || (w <= b && h <= a)
+    }
+
+    fn check_picture(&self, w: u32, h: u32) -> Result<(), CodecError> {
+        if self.fits(w, h) {
+            Ok(())
+        } else {
+            Err(CodecError::OverLimits(format!(
+                "picture {w}x{h} larger than {}x{}",
+                self.max_width, self.max_height
+            )))
+        }
+    }
+}
+
+/// One incoming stream's decoder, with its access-unit buffers.
 pub struct VideoDecoder {
     codec: VideoCodec,
     inner: Inner,
+    limits: IngestLimits,
     au: Vec<u8>,
+    /// Depacketiser scratch (a fragmented NAL/OBU being collected).
+    frag: Vec<u8>,
 }
 
 enum Inner {
-    H264 {
-        dec: Box<openh264::decoder::Decoder>,
-        depack: H264Packet,
-    },
-    Av1 {
-        dec: Box<dav1d::Decoder>,
-        depack: Av1Depacketizer,
-    },
+    H264(Box<openh264::decoder::Decoder>),
+    Av1(Box<dav1d::Decoder>),
 }
 
 impl VideoDecoder {
+    /// A decoder with the default ingest limits.
     pub fn new(codec: VideoCodec) -> Result<Self, CodecError> {
+        Self::with_limits(codec, IngestLimits::default())
+    }
+
+    pub fn with_limits(codec: VideoCodec, limits: IngestLimits) -> Result<Self, CodecError> {
         let inner = match codec {
-            VideoCodec::H264 => Inner::H264 {
-                dec: Box::new(
-                    openh264::decoder::Decoder::new()
-                        .map_err(|e| CodecError::H264(e.to_string()))?,
-                ),
-                depack: H264Packet::default(),
-            },
+            VideoCodec::H264 => Inner::H264(Box::new(
+                openh264::decoder::Decoder::new().map_err(|e| CodecError::H264(e.to_string()))?,
+            )),
             VideoCodec::Av1 => {
                 let mut s = dav1d::Settings::new();
                 s.set_n_threads(1);
                 s.set_max_frame_delay(1);
-                Inner::Av1 {
-                    dec: Box::new(
-                        dav1d::Decoder::with_settings(&s)
-                            .map_err(|e| CodecError::Av1(e.to_string()))?,
-                    ),
-                    depack: Av1Depacketizer::new(),
-                }
+                // dav1d refuses larger frames before allocating them.
+                s.set_frame_size_limit(limits.max_width.saturating_mul(limits.max_height));
+                Inner::Av1(Box::new(
+                    dav1d::Decoder::with_settings(&s).map_err(|e| CodecError::Av1(e.to_string()))?,
+                ))
             }
         };
         Ok(Self {
             codec,
             inner,
+            limits,
             au: Vec::with_capacity(64 * 1024),
+            frag: Vec::with_capacity(16 * 1024),
         })
     }
 
@@ -76,18 +109,17 @@ impl VideoDecoder {
         self.codec
     }
 
-    /// Reassembles the access unit from its RTP payloads (no decoding).
+    /// Reassembles the access unit from its RTP payloads (no decoding), within the limit.
     fn depacketize(&mut self, payloads: &[Bytes]) -> Result<(), CodecError> {
-        self.au.clear();
-        for p in payloads {
-            let out = match &mut self.inner {
-                Inner::H264 { depack, .. } => depack.depacketize(p),
-                Inner::Av1 { depack, .. } => depack.depacketize(p),
-            }
-            .map_err(|e| CodecError::Depacketize(e.to_string()))?;
-            self.au.extend_from_slice(&out);
+        let limit = self.limits.max_frame_bytes;
+        match self.codec {
+            VideoCodec::H264 => super::depack::h264(payloads, &mut self.au, &mut self.frag, limit),
+            VideoCodec::Av1 => super::depack::av1(payloads, &mut self.au, &mut self.frag, limit),
         }
-        Ok(())
+        .map_err(|e| match e {
+            super::depack::DepackError::TooLarge { .. } => CodecError::OverLimits(e.to_string()),
+            other => CodecError::Depacketize(other.to_string()),
+        })
     }
 
     /// Whether the reassembled access unit can start decoding (IDR / sequence header).
@@ -114,20 +146,26 @@ impl VideoDecoder {
         if need_keyframe && !keyframe {
             return Ok(Decoded::Nothing);
         }
+        if keyframe && self.codec == VideoCodec::Av1 {
+            if let Some((w, h)) = av1_sequence_max_size(&self.au) {
+                self.limits.check_picture(w, h)?;
+            }
+        }
         match &mut self.inner {
-            Inner::H264 { dec, .. } => match dec
+            Inner::H264(dec) => match dec
                 .decode(&self.au)
                 .map_err(|e| CodecError::H264(e.to_string()))?
             {
                 Some(yuv) => {
                     let (w, h) = yuv.dimensions();
+                    self.limits.check_picture(w as u32, h as u32)?;
                     let (ys, us, vs) = yuv.strides();
                     out.copy_from_planes(w, h, yuv.y(), ys, yuv.u(), us, yuv.v(), vs);
                     Ok(Decoded::Picture { keyframe })
                 }
                 None => Ok(Decoded::Nothing),
             },
-            Inner::Av1 { dec, .. } => {
+            Inner::Av1(dec) => {
                 let data = self.au.clone();
                 match dec.send_data(data, None, None, None) {
                     Ok(()) | Err(dav1d::Error::Again) => {}
@@ -146,6 +184,7 @@ impl VideoDecoder {
                                     pic.bit_depth()
                                 )));
                             }
+                            self.limits.check_picture(pic.width(), pic.height())?;
                             use dav1d::PlanarImageComponent as C;
                             let (y, u, v) = (pic.plane(C::Y), pic.plane(C::U), pic.plane(C::V));
                             out.copy_from_planes(
@@ -231,6 +270,146 @@ pub fn av1_has_sequence_header(data: &[u8]) -> bool {
     false
 }
 
+/// Splits a low-overhead AV1 bitstream (OBUs with size fields, as in `.obu` files) into
+/// temporal units at its temporal delimiters. Stops at the first malformed OBU.
+pub fn av1_temporal_units(data: &[u8]) -> Vec<&[u8]> {
+    let mut units = Vec::new();
+    let (mut start, mut i) = (0, 0);
+    while i < data.len() {
+        let header = data[i];
+        if header & 0x02 == 0 {
+            break;
+        }
+        let mut j = i + 1 + usize::from(header & 0x04 != 0);
+        let (mut size, mut shift) = (0usize, 0);
+        loop {
+            let Some(&b) = data.get(j) else { return units };
+            j += 1;
+            size |= ((b & 0x7f) as usize) << shift;
+            shift += 7;
+            if b & 0x80 == 0 || shift > 56 {
+                break;
+            }
+        }
+        if (header >> 3) & 0x0f == 2 && i > start {
+            units.push(&data[start..i]);
+            start = i;
+        }
+        i = match j.checked_add(size) {
+            Some(end) if end <= data.len() => end,
+            _ => return units,
+        };
+    }
+    if i > start {
+        units.push(&data[start..i]);
+    }
+    units
+}
+
+/// The maximum frame size a sequence header in `data` (low-overhead OBUs with size
+/// fields) declares, if there is one: lets an oversize AV1 stream be refused with a clear
+/// reason before the decoder sees it.
+pub fn av1_sequence_max_size(data: &[u8]) -> Option<(u32, u32)> {
+    let mut i = 0;
+    while i < data.len() {
+        let header = data[i];
+        let obu_type = (header >> 3) & 0x0f;
+        let has_ext = header & 0x04 != 0;
+        if header & 0x02 == 0 {
+            return None;
+        }
+        i += 1 + has_ext as usize;
+        let (mut size, mut shift) = (0usize, 0);
+        loop {
+            let &b = data.get(i)?;
+            i += 1;
+            size |= ((b & 0x7f) as usize) << shift;
+            shift += 7;
+            if b & 0x80 == 0 || shift > 56 {
+                break;
+            }
+        }
+        let body = data.get(i..i.checked_add(size)?)?;
+        if obu_type == 1 {
+            return parse_sequence_size(body);
+        }
+        i += size;
+    }
+    None
+}
+
+/// `max_frame_width_minus_1`/`max_frame_height_minus_1` of a sequence header OBU body
+/// (AV1 spec 5.5.1).
+fn parse_sequence_size(body: &[u8]) -> Option<(u32, u32)> {
+    struct Bits<'a> {
+        data: &'a [u8],
+        pos: usize,
+    }
+    impl Bits<'_> {
+        fn f(&mut self, n: u32) -> Option<u32> {
+            let mut v = 0u32;
+            for _ in 0..n {
+                let byte = *self.data.get(self.pos / 8)?;
+                v = (v << 1) | u32::from((byte >> (7 - self.pos % 8)) & 1);
+                self.pos += 1;
+            }
+            Some(v)
+        }
+        fn uvlc(&mut self) -> Option<()> {
+            let mut zeros = 0;
+            while self.f(1)? == 0 {
+                zeros += 1;
+                if zeros >= 32 {
+                    return Some(());
+                }
+            }
+            self.f(zeros).map(|_| ())
+        }
+    }
+    let mut b = Bits { data: body, pos: 0 };
+    b.f(3)?; // seq_profile
+    b.f(1)?; // still_picture
+    if b.f(1)? == 1 {
+        b.f(5)?; // reduced_still_picture_header: seq_level_idx
+    } else {
+        let mut decoder_model = false;
+        let mut buffer_delay_len = 0;
+        if b.f(1)? == 1 {
+            // timing_info
+            b.f(32)?;
+            b.f(32)?;
+            if b.f(1)? == 1 {
+                b.uvlc()?;
+            }
+            decoder_model = b.f(1)? == 1;
+            if decoder_model {
+                buffer_delay_len = b.f(5)? + 1;
+                b.f(32)?;
+                b.f(5)?;
+                b.f(5)?;
+            }
+        }
+        let initial_display_delay = b.f(1)? == 1;
+        for _ in 0..=b.f(5)? {
+            b.f(12)?; // operating_point_idc
+            if b.f(5)? > 7 {
+                b.f(1)?; // seq_tier
+            }
+            if decoder_model && b.f(1)? == 1 {
+                b.f(buffer_delay_len)?;
+                b.f(buffer_delay_len)?;
+                b.f(1)?;
+            }
+            if initial_display_delay && b.f(1)? == 1 {
+                b.f(4)?;
+            }
+        }
+    }
+    let wbits = b.f(4)? + 1;
+    let hbits = b.f(4)? + 1;
+    Some((b.f(wbits)? + 1, b.f(hbits)? + 1))
+}
+
 /// Settings of an output encoder.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct EncoderSettings {
@@ -308,6 +487,64 @@ mod tests {
     use bytes::Bytes;
     use rtc::rtp::codec::h264::H264Payloader;
     use rtc::rtp::packetizer::Payloader;
+
+    /// Real libaom streams (3 frames each), made with
+    /// `ffmpeg -f lavfi -i color=c=red:s=8192x8192:r=30 -frames:v 3 -c:v libaom-av1
+    /// -cpu-used 8 -usage realtime -b:v 100k -f obu` (and blue 320x180).
+    const AV1_HUGE: &[u8] = include_bytes!("../../tests/data/av1/red_8192x8192.obu");
+    const AV1_SMALL: &[u8] = include_bytes!("../../tests/data/av1/blue_320x180.obu");
+
+    fn av1_payloads(tu: &[u8]) -> Vec<Bytes> {
+        rtc::rtp::codec::av1::Av1Payloader::default()
+            .payload(1100, &Bytes::copy_from_slice(tu))
+            .unwrap()
+    }
+
+    #[test]
+    fn av1_sequence_headers_declare_their_size() {
+        let units = av1_temporal_units(AV1_HUGE);
+        assert_eq!(units.len(), 3);
+        assert_eq!(av1_sequence_max_size(units[0]), Some((8192, 8192)));
+        assert_eq!(av1_sequence_max_size(units[1]), None, "inter frame");
+        assert_eq!(av1_sequence_max_size(AV1_SMALL), Some((320, 180)));
+    }
+
+    #[test]
+    fn an_av1_stream_over_the_size_limit_is_refused_before_decoding() {
+        let mut dec = VideoDecoder::new(VideoCodec::Av1).unwrap();
+        let mut out = I420Frame::default();
+        let units = av1_temporal_units(AV1_HUGE);
+        match dec.decode(&av1_payloads(units[0]), true, &mut out) {
+            Err(CodecError::OverLimits(why)) => assert!(why.contains("8192x8192"), "{why}"),
+            other => panic!("expected OverLimits, got {other:?}"),
+        }
+        assert_eq!(out.width, 0, "nothing decoded");
+        // The same decoder still takes a stream within the limits.
+        let mut pictures = 0;
+        for (i, tu) in av1_temporal_units(AV1_SMALL).into_iter().enumerate() {
+            if let Decoded::Picture { .. } = dec.decode(&av1_payloads(tu), i == 0, &mut out).unwrap() {
+                pictures += 1;
+            }
+        }
+        assert!(pictures >= 1);
+        assert_eq!((out.width, out.height), (320, 180));
+        // Tighter limits refuse it too, and portrait fits a landscape limit.
+        let limits = IngestLimits { max_width: 160, max_height: 320, max_frame_bytes: 1 << 20 };
+        assert!(limits.fits(320, 160) && limits.fits(160, 320) && !limits.fits(320, 180));
+        let mut dec = VideoDecoder::with_limits(VideoCodec::Av1, limits).unwrap();
+        let tu = av1_temporal_units(AV1_SMALL)[0];
+        assert!(matches!(dec.decode(&av1_payloads(tu), true, &mut out), Err(CodecError::OverLimits(_))));
+    }
+
+    #[test]
+    fn an_access_unit_over_the_byte_limit_is_refused() {
+        let limits = IngestLimits { max_width: 1920, max_height: 1080, max_frame_bytes: 64 };
+        let mut dec = VideoDecoder::with_limits(VideoCodec::Av1, limits).unwrap();
+        let mut out = I420Frame::default();
+        let tu = av1_temporal_units(AV1_SMALL)[0];
+        assert!(tu.len() > 64);
+        assert!(matches!(dec.decode(&av1_payloads(tu), true, &mut out), Err(CodecError::OverLimits(_))));
+    }
 
     #[test]
     fn encode_packetize_depacketize_decode_keeps_the_colour() {

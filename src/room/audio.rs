@@ -23,7 +23,7 @@ use crate::media::jitter::{AudioJitter, AudioPop};
 use crate::media::{AUDIO_TICK, SAMPLES_PER_TICK};
 use crate::mixer::{self, Limiter, SpeakerDetector, SpeakerEvent};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::broadcast;
@@ -153,6 +153,15 @@ impl AudioLoop {
         self.clock_start = Instant::now();
         let mut clock = TickClock::new(self.clock_start, AUDIO_TICK);
         loop {
+            // Everything queued first (at most a queue's worth, so a flood cannot keep the
+            // loop here): commands are handled within a tick even when ticks are overdue.
+            for _ in 0..super::AUDIO_QUEUE {
+                match rx.try_recv() {
+                    Ok(AudioCmd::Stop) | Err(TryRecvError::Disconnected) => return,
+                    Ok(cmd) => self.handle(cmd),
+                    Err(TryRecvError::Empty) => break,
+                }
+            }
             let now = Instant::now();
             if let Some(k) = clock.take_due(now) {
                 self.stats
@@ -190,6 +199,10 @@ impl AudioLoop {
     }
 
     pub fn handle(&mut self, cmd: AudioCmd) {
+        if matches!(cmd, AudioCmd::Packet { .. }) {
+            // Counted by the room's `try_*` when queued (see `Room`'s queue policy).
+            let _ = self.stats.audio_queued.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
         match cmd {
             AudioCmd::Join { id } => {
                 let decoder = OpusDecoder::new()

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -47,6 +47,13 @@ pub enum RoomEvent {
     LayoutChanged { layout: String },
     #[serde(rename_all = "camelCase")]
     RecordingChanged { recording: bool },
+    /// A participant's video exceeded the ingest limits and is refused for a while
+    /// (its last good picture stays; then a fresh keyframe is requested).
+    #[serde(rename_all = "camelCase")]
+    InputRejected {
+        participant_id: ParticipantId,
+        reason: String,
+    },
 }
 
 /// A participant as the control plane and clients see it.
@@ -109,6 +116,11 @@ pub struct RoomStats {
     /// Opus decodes in the last audio tick.
     pub audio_decoders: AtomicU64,
     pub keyframe_requests_sent: AtomicU64,
+    /// Media commands (packets, keyframe requests) waiting for the audio/video thread.
+    pub audio_queued: AtomicU64,
+    pub video_queued: AtomicU64,
+    /// Times an input was refused for exceeding the ingest limits.
+    pub video_inputs_rejected: AtomicU64,
     /// CPU time per phase, all threads.
     pub cpu: crate::metrics::PhaseCpu,
     pub video_lateness: crate::metrics::Lateness,
@@ -198,8 +210,8 @@ const VIDEO_QUEUE: usize = 8_000;
 pub struct Room {
     pub id: RoomId,
     settings: Arc<RoomSettings>,
-    audio_tx: SyncSender<AudioCmd>,
-    video_tx: SyncSender<VideoCmd>,
+    audio_tx: Sender<AudioCmd>,
+    video_tx: Sender<VideoCmd>,
     events: broadcast::Sender<RoomEvent>,
     roster: Mutex<Vec<ParticipantInfo>>,
     layout: Mutex<String>,
@@ -212,9 +224,11 @@ pub struct Room {
 }
 
 impl Room {
-    pub fn start(id: RoomId, settings: Arc<RoomSettings>) -> Arc<Self> {
-        let (audio_tx, audio_rx) = sync_channel(AUDIO_QUEUE);
-        let (video_tx, video_rx) = sync_channel(VIDEO_QUEUE);
+    /// Starts the room's two media threads. Fails only when the OS refuses a thread;
+    /// then nothing of the room is left running.
+    pub fn start(id: RoomId, settings: Arc<RoomSettings>) -> Result<Arc<Self>, std::io::Error> {
+        let (audio_tx, audio_rx) = channel();
+        let (video_tx, video_rx) = channel();
         let (events, _) = broadcast::channel(256);
         let speaker = Arc::new(AtomicU64::new(0));
         let stats = Arc::new(RoomStats::default());
@@ -230,19 +244,18 @@ impl Room {
             speaker.clone(),
             stats.clone(),
         );
-        let v = video::VideoLoop::new(&settings.config, layout, speaker.clone(), stats.clone());
+        let v = video::VideoLoop::new(
+            &settings.config,
+            layout,
+            events.clone(),
+            speaker.clone(),
+            stats.clone(),
+        );
         let name = id.to_string();
-        let threads = vec![
-            std::thread::Builder::new()
-                .name(format!("audio-{name}"))
-                .spawn(move || a.run(audio_rx))
-                .expect("spawning a thread only fails when the OS is out of resources"),
-            std::thread::Builder::new()
-                .name(format!("video-{name}"))
-                .spawn(move || v.run(video_rx))
-                .expect("spawning a thread only fails when the OS is out of resources"),
-        ];
-        Arc::new(Self {
+        let audio = spawn_thread(format!("audio-{name}"), move || a.run(audio_rx))?;
+        // If the second thread cannot start, dropping `audio_tx` ends the first one.
+        let video = spawn_thread(format!("video-{name}"), move || v.run(video_rx))?;
+        Ok(Arc::new(Self {
             id,
             settings,
             audio_tx,
@@ -252,15 +265,15 @@ impl Room {
             layout: Mutex::new(layout_name),
             speaker,
             stats,
-            threads: Mutex::new(threads),
+            threads: Mutex::new(vec![audio, video]),
             recording: Mutex::new(None),
-        })
+        }))
     }
 
     /// Starts recording this room (composed picture + full mix) into the recording
     /// directory. Errors (unwritable directory, disk full) come back at once.
     pub fn start_recording(&self) -> Result<crate::recording::RecordingInfo, RecordingStartError> {
-        let mut slot = self.recording.lock().expect("recording lock poisoned");
+        let mut slot = lock(&self.recording);
         if slot.is_some() {
             return Err(RecordingStartError::AlreadyRecording);
         }
@@ -305,11 +318,7 @@ impl Room {
 
     /// Stops the recording and waits (briefly) for its file to be finalised.
     pub fn stop_recording(&self) -> Option<crate::recording::RecordingInfo> {
-        let mut rec = self
-            .recording
-            .lock()
-            .expect("recording lock poisoned")
-            .take()?;
+        let mut rec = lock(&self.recording).take()?;
         let _ = self.send_video(VideoCmd::StopRecording);
         let _ = self.send_audio(AudioCmd::StopRecording);
         rec.join(std::time::Duration::from_secs(10));
@@ -320,17 +329,13 @@ impl Room {
     }
 
     pub fn is_recording(&self) -> bool {
-        self.recording
-            .lock()
-            .expect("recording lock poisoned")
+        lock(&self.recording)
             .is_some()
     }
 
     /// The running recording's live info.
     pub fn recording_info(&self) -> Option<crate::recording::RecordingInfo> {
-        self.recording
-            .lock()
-            .expect("recording lock poisoned")
+        lock(&self.recording)
             .as_ref()
             .map(|r| recording_info(r, true))
     }
@@ -340,11 +345,11 @@ impl Room {
     }
 
     pub fn participants(&self) -> Vec<ParticipantInfo> {
-        self.roster.lock().expect("roster lock poisoned").clone()
+        lock(&self.roster).clone()
     }
 
     pub fn layout(&self) -> String {
-        self.layout.lock().expect("layout lock poisoned").clone()
+        lock(&self.layout).clone()
     }
 
     pub fn active_speaker(&self) -> Option<ParticipantId> {
@@ -361,7 +366,7 @@ impl Room {
     /// Adds a participant (before its media is connected).
     pub fn join(&self, name: &str) -> Result<ParticipantInfo, RoomError> {
         let info = {
-            let mut roster = self.roster.lock().expect("roster lock poisoned");
+            let mut roster = lock(&self.roster);
             let max = self.settings.config.max_participants;
             if roster.len() >= max {
                 return Err(RoomError::Full(max));
@@ -401,9 +406,10 @@ impl Room {
     }
 
     /// Removes a participant; returns whether the room is now empty.
-    pub fn leave(&self, id: ParticipantId) -> bool {
+    /// Removes `id`; `None` if it was not here, else whether the room is now empty.
+    pub fn leave(&self, id: ParticipantId) -> Option<bool> {
         let (found, empty) = {
-            let mut roster = self.roster.lock().expect("roster lock poisoned");
+            let mut roster = lock(&self.roster);
             let before = roster.len();
             roster.retain(|p| p.id != id);
             (roster.len() != before, roster.is_empty())
@@ -415,7 +421,7 @@ impl Room {
                 .events
                 .send(RoomEvent::ParticipantLeft { participant_id: id });
         }
-        empty
+        found.then_some(empty)
     }
 
     pub fn set_muted(
@@ -425,7 +431,7 @@ impl Room {
         video: Option<bool>,
     ) -> Result<(), RoomError> {
         let info = {
-            let mut roster = self.roster.lock().expect("roster lock poisoned");
+            let mut roster = lock(&self.roster);
             let p = roster
                 .iter_mut()
                 .find(|p| p.id == id)
@@ -459,7 +465,7 @@ impl Room {
             .cloned()
             .ok_or_else(|| RoomError::UnknownLayout(name.to_owned()))?;
         self.send_video(VideoCmd::Layout(spec))?;
-        *self.layout.lock().expect("layout lock poisoned") = name.to_owned();
+        *lock(&self.layout) = name.to_owned();
         let _ = self.events.send(RoomEvent::LayoutChanged {
             layout: name.to_owned(),
         });
@@ -503,19 +509,31 @@ impl Room {
         self.try_video(VideoCmd::KeyframeRequest { id });
     }
 
+    // Queue policy. Nothing here ever blocks the caller (async network tasks): both
+    // channels are unbounded, media is bounded by counting — a packet or keyframe
+    // request arriving while AUDIO_QUEUE/VIDEO_QUEUE of them wait is dropped and counted —
+    // and control commands (join, leave, mute, layout, recording, stop) are never dropped;
+    // their number is bounded by the sessions that send them.
     fn try_audio(&self, cmd: AudioCmd) {
-        if let Err(TrySendError::Full(_)) = self.audio_tx.try_send(cmd) {
+        let queued = &self.stats.audio_queued;
+        if queued.fetch_add(1, Ordering::Relaxed) >= AUDIO_QUEUE as u64
+            || self.audio_tx.send(cmd).is_err()
+        {
+            queued.fetch_sub(1, Ordering::Relaxed);
             self.stats.dropped_inputs.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     fn try_video(&self, cmd: VideoCmd) {
-        if let Err(TrySendError::Full(_)) = self.video_tx.try_send(cmd) {
+        let queued = &self.stats.video_queued;
+        if queued.fetch_add(1, Ordering::Relaxed) >= VIDEO_QUEUE as u64
+            || self.video_tx.send(cmd).is_err()
+        {
+            queued.fetch_sub(1, Ordering::Relaxed);
             self.stats.dropped_inputs.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    // Control commands must not be lost to a full media queue: they wait for room.
     fn send_audio(&self, cmd: AudioCmd) -> Result<(), RoomError> {
         self.audio_tx.send(cmd).map_err(|_| RoomError::Closed)
     }
@@ -527,17 +545,13 @@ impl Room {
     pub fn stop(&self) {
         let _ = self.audio_tx.send(AudioCmd::Stop);
         let _ = self.video_tx.send(VideoCmd::Stop);
-        let threads = std::mem::take(&mut *self.threads.lock().expect("threads lock poisoned"));
+        let threads = std::mem::take(&mut *lock(&self.threads));
         for t in threads {
             let _ = t.join();
         }
         // The threads dropped their senders: the recorder writes its last fragment.
-        if let Some(mut rec) = self
-            .recording
-            .lock()
-            .expect("recording lock poisoned")
-            .take()
-        {
+        let rec = lock(&self.recording).take();
+        if let Some(mut rec) = rec {
             rec.join(std::time::Duration::from_secs(10));
         }
     }
@@ -575,10 +589,54 @@ fn recording_info(
     }
 }
 
+/// Test hook: this many thread spawns fail as if the OS were out of threads, after
+/// [`INJECT_SPAWN_AFTER`] more have succeeded.
+pub static INJECT_SPAWN_FAILURES: AtomicU64 = AtomicU64::new(0);
+/// Test hook: spawns that still succeed before the injected failures begin.
+pub static INJECT_SPAWN_AFTER: AtomicU64 = AtomicU64::new(0);
+
+/// Spawns a named OS thread (rooms, room stoppers).
+fn spawn_thread(
+    name: String,
+    f: impl FnOnce() + Send + 'static,
+) -> Result<JoinHandle<()>, std::io::Error> {
+    let dec = |n: u64| n.checked_sub(1);
+    if INJECT_SPAWN_FAILURES.load(Ordering::SeqCst) > 0
+        && INJECT_SPAWN_AFTER.fetch_update(Ordering::SeqCst, Ordering::SeqCst, dec).is_err()
+        && INJECT_SPAWN_FAILURES.fetch_update(Ordering::SeqCst, Ordering::SeqCst, dec).is_ok()
+    {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::WouldBlock,
+            "Resource temporarily unavailable (injected)",
+        ));
+    }
+    std::thread::Builder::new().name(name).spawn(f)
+}
+
+/// Locks a control-plane mutex. The data behind these locks stays consistent even if a
+/// holder panicked (single assignments and map edits), so a poisoned lock is used as is
+/// instead of failing every later request.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Why a join was refused before reaching a room.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum JoinError {
+    #[error("room is full ({0} participants)")]
+    RoomFull(usize),
+    #[error("server is full ({0})")]
+    ServerFull(String),
+    #[error("cannot start the room: {0}")]
+    Unavailable(String),
+}
+
 /// All running rooms.
 pub struct Rooms {
     settings: Arc<RoomSettings>,
     rooms: Mutex<HashMap<RoomId, Arc<Room>>>,
+    /// Participants in all rooms (joins reserve a place first).
+    participants: std::sync::atomic::AtomicUsize,
     /// Rooms that emptied and are stopping (threads joining, recordings finalising);
     /// `stop_all` waits for them so a shutdown never cuts a recording short.
     stopping: Mutex<Vec<JoinHandle<()>>>,
@@ -589,6 +647,7 @@ impl Rooms {
         Self {
             settings: Arc::new(settings),
             rooms: Mutex::new(HashMap::new()),
+            participants: std::sync::atomic::AtomicUsize::new(0),
             stopping: Mutex::new(Vec::new()),
         }
     }
@@ -598,78 +657,152 @@ impl Rooms {
     }
 
     pub fn get(&self, id: &RoomId) -> Option<Arc<Room>> {
-        self.rooms
-            .lock()
-            .expect("rooms lock poisoned")
-            .get(id)
-            .cloned()
+        lock(&self.rooms).get(id).cloned()
     }
 
-    pub fn get_or_start(&self, id: &RoomId) -> Arc<Room> {
-        let mut rooms = self.rooms.lock().expect("rooms lock poisoned");
-        let mut started = false;
-        let room = rooms
-            .entry(id.clone())
-            .or_insert_with(|| {
-                started = true;
-                Room::start(id.clone(), self.settings.clone())
-            })
-            .clone();
-        drop(rooms);
-        if started && self.settings.config.recording.auto {
-            if let Err(e) = room.start_recording() {
-                tracing::error!(room = %id, "automatic recording did not start: {e}");
+    /// Participants in all rooms.
+    pub fn participant_count(&self) -> usize {
+        self.participants.load(Ordering::Relaxed)
+    }
+
+    /// Joins `name` to room `id`, starting the room if needed. Refused when the room or
+    /// the server is full, or when the room's threads cannot be started (that join only:
+    /// nothing is left half-started and later joins try again).
+    pub fn join(&self, id: &RoomId, name: &str) -> Result<(Arc<Room>, ParticipantInfo), JoinError> {
+        let c = &self.settings.config;
+        use std::sync::atomic::Ordering::SeqCst;
+        if self
+            .participants
+            .fetch_update(SeqCst, SeqCst, |n| (n < c.max_participants_total).then_some(n + 1))
+            .is_err()
+        {
+            return Err(JoinError::ServerFull(format!(
+                "{} participants",
+                c.max_participants_total
+            )));
+        }
+        let result = self.join_reserved(id, name);
+        if result.is_err() {
+            self.participants.fetch_sub(1, SeqCst);
+        }
+        result
+    }
+
+    fn join_reserved(&self, id: &RoomId, name: &str) -> Result<(Arc<Room>, ParticipantInfo), JoinError> {
+        let (room, started) = self.get_or_start(id)?;
+        match room.join(name) {
+            Ok(info) => {
+                if started && self.settings.config.recording.auto {
+                    if let Err(e) = room.start_recording() {
+                        tracing::error!(room = %id, "automatic recording did not start: {e}");
+                    }
+                }
+                Ok((room, info))
+            }
+            Err(e) => {
+                if started {
+                    self.remove_if_empty(&room);
+                }
+                Err(match e {
+                    RoomError::Full(n) => JoinError::RoomFull(n),
+                    other => JoinError::Unavailable(other.to_string()),
+                })
             }
         }
-        room
+    }
+
+    /// The running room `id`, or a new one (threads started without holding the rooms
+    /// lock; if two joins race to create it, one room wins and the other is stopped).
+    fn get_or_start(&self, id: &RoomId) -> Result<(Arc<Room>, bool), JoinError> {
+        let max_rooms = self.settings.config.max_rooms;
+        {
+            let rooms = lock(&self.rooms);
+            if let Some(r) = rooms.get(id) {
+                return Ok((r.clone(), false));
+            }
+            if rooms.len() >= max_rooms {
+                return Err(JoinError::ServerFull(format!("{max_rooms} rooms")));
+            }
+        }
+        let room = Room::start(id.clone(), self.settings.clone()).map_err(|e| {
+            tracing::error!(room = %id, "cannot start room threads: {e}");
+            JoinError::Unavailable(e.to_string())
+        })?;
+        let mut rooms = lock(&self.rooms);
+        if let Some(existing) = rooms.get(id).cloned() {
+            drop(rooms);
+            self.stop_in_background(room);
+            return Ok((existing, false));
+        }
+        if rooms.len() >= max_rooms {
+            drop(rooms);
+            self.stop_in_background(room);
+            return Err(JoinError::ServerFull(format!("{max_rooms} rooms")));
+        }
+        rooms.insert(id.clone(), room.clone());
+        Ok((room, true))
     }
 
     pub fn list(&self) -> Vec<Arc<Room>> {
-        self.rooms
-            .lock()
-            .expect("rooms lock poisoned")
-            .values()
-            .cloned()
-            .collect()
+        lock(&self.rooms).values().cloned().collect()
+    }
+
+    /// Whether a room could be started now: the OS still gives threads. (`/healthz`.)
+    pub fn can_start_rooms(&self) -> bool {
+        spawn_thread("healthz-probe".into(), || {}).is_ok_and(|h| h.join().is_ok())
     }
 
     /// Removes `id` from its room and stops the room when it is empty.
     pub fn leave(&self, room: &Arc<Room>, id: ParticipantId) {
-        if room.leave(id) {
-            let removed = {
-                let mut rooms = self.rooms.lock().expect("rooms lock poisoned");
-                // Only if still empty: someone may have joined meanwhile.
-                if room.participants().is_empty()
-                    && rooms.get(&room.id).is_some_and(|r| Arc::ptr_eq(r, room))
-                {
-                    rooms.remove(&room.id)
-                } else {
-                    None
+        match room.leave(id) {
+            Some(empty) => {
+                self.participants.fetch_sub(1, Ordering::SeqCst);
+                if empty {
+                    self.remove_if_empty(room);
                 }
-            };
-            if let Some(r) = removed {
-                // Joining threads blocks; do it off the async runtime.
-                let handle = std::thread::spawn(move || r.stop());
-                let mut stopping = self.stopping.lock().expect("stopping lock poisoned");
+            }
+            None => {}
+        }
+    }
+
+    fn remove_if_empty(&self, room: &Arc<Room>) {
+        let removed = {
+            let mut rooms = lock(&self.rooms);
+            // Only if still empty: someone may have joined meanwhile.
+            if room.participants().is_empty()
+                && rooms.get(&room.id).is_some_and(|r| Arc::ptr_eq(r, room))
+            {
+                rooms.remove(&room.id)
+            } else {
+                None
+            }
+        };
+        if let Some(r) = removed {
+            self.stop_in_background(r);
+        }
+    }
+
+    /// Joining threads blocks; do it off the async runtime. If no thread can be had,
+    /// the room is stopped here (blocking this caller briefly) rather than leaked.
+    fn stop_in_background(&self, room: Arc<Room>) {
+        let r = room.clone();
+        match spawn_thread(format!("stop-{}", room.id), move || r.stop()) {
+            Ok(handle) => {
+                let mut stopping = lock(&self.stopping);
                 stopping.retain(|h| !h.is_finished());
                 stopping.push(handle);
             }
+            Err(_) => room.stop(),
         }
     }
 
     /// Stops every room (shutdown).
     pub fn stop_all(&self) {
-        let rooms: Vec<_> = self
-            .rooms
-            .lock()
-            .expect("rooms lock poisoned")
-            .drain()
-            .map(|(_, r)| r)
-            .collect();
+        let rooms: Vec<_> = lock(&self.rooms).drain().map(|(_, r)| r).collect();
         for r in rooms {
             r.stop();
         }
-        let stopping = std::mem::take(&mut *self.stopping.lock().expect("stopping lock poisoned"));
+        let stopping = std::mem::take(&mut *lock(&self.stopping));
         for h in stopping {
             let _ = h.join();
         }

@@ -12,11 +12,16 @@
 //!
 //! Loss or an undecodable frame makes a participant wait for a keyframe (its last good
 //! picture stays on screen) and sends a rate-limited PLI upstream.
+//!
+//! An input over the ingest limits (picture size, bytes per frame, frame rate) is refused
+//! for [`REJECT_FOR`]: its frames are dropped undecoded, the room is told once
+//! (`inputRejected`), and afterwards a PLI asks for a fresh keyframe. Only that
+//! participant's tile is affected.
 
 use super::clock::TickClock;
-use super::{RoomStats, RtpSink, Upstream, VideoCmd};
-use crate::codec::video::{Decoded, EncoderSettings, H264Encoder, VideoDecoder};
-use crate::codec::VideoCodec;
+use super::{RoomEvent, RoomStats, RtpSink, Upstream, VideoCmd};
+use crate::codec::video::{Decoded, EncoderSettings, H264Encoder, IngestLimits, VideoDecoder};
+use crate::codec::{CodecError, VideoCodec};
 use crate::compositor::{self, TileCache, TileJob, TileKey};
 use crate::config::Config;
 use crate::ids::ParticipantId;
@@ -27,11 +32,13 @@ use crate::metrics::timed;
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 
+/// How long an input over the ingest limits is refused before it may try again.
+pub const REJECT_FOR: Duration = Duration::from_secs(5);
 /// Minimum time between two PLIs to the same sender.
 const PLI_INTERVAL: Duration = Duration::from_millis(500);
 /// A participant whose last picture is older than this shows the placeholder.
@@ -52,6 +59,14 @@ struct Input {
     last_picture: Option<Instant>,
     decoded: u64,
     pli_sent: u64,
+    limits: IngestLimits,
+    max_fps: u32,
+    /// Start of the current one-second frame-rate window and frames decoded in it.
+    fps_window: (Option<Instant>, u32),
+    /// Refused until then (over the limits).
+    rejected_until: Option<Instant>,
+    /// Why it was refused, until the room has been told.
+    rejection_to_report: Option<String>,
 }
 
 struct Participant {
@@ -112,10 +127,13 @@ pub struct VideoLoop {
     /// When tick 0 was due (recording timestamps: tick k at clock_start + k/fps).
     clock_start: Instant,
     recording: Option<RecordingPicture>,
+    events: broadcast::Sender<RoomEvent>,
+    limits: IngestLimits,
+    max_input_fps: u32,
 }
 
 impl Input {
-    fn new() -> Self {
+    fn new(limits: IngestLimits, max_fps: u32) -> Self {
         Self {
             assembler: VideoAssembler::default(),
             decoder: None,
@@ -128,7 +146,32 @@ impl Input {
             last_picture: None,
             decoded: 0,
             pli_sent: 0,
+            limits,
+            max_fps,
+            fps_window: (None, 0),
+            rejected_until: None,
+            rejection_to_report: None,
         }
+    }
+
+    /// Refuses this input for [`REJECT_FOR`] (frames dropped undecoded).
+    fn reject(&mut self, now: Instant, reason: String) {
+        self.rejected_until = Some(now + REJECT_FOR);
+        self.rejection_to_report = Some(reason);
+        self.need_keyframe = true;
+        self.discard_pending(now);
+    }
+
+    /// Counts a decoded frame; false when the frame rate is over the limit (with 25 %
+    /// tolerance for bursts).
+    fn frame_rate_ok(&mut self, now: Instant) -> bool {
+        let (start, n) = &mut self.fps_window;
+        if start.is_none_or(|s| now.duration_since(s) >= Duration::from_secs(1)) {
+            *start = Some(now);
+            *n = 0;
+        }
+        *n += 1;
+        *n <= self.max_fps + self.max_fps / 4
     }
 
     fn request_keyframe(&mut self, now: Instant) {
@@ -156,6 +199,13 @@ impl Input {
 
     /// Decodes every complete frame; returns whether a new picture arrived.
     fn decode_pending(&mut self, now: Instant) -> bool {
+        if let Some(until) = self.rejected_until {
+            if now < until {
+                self.discard_pending(now);
+                return false;
+            }
+            self.rejected_until = None;
+        }
         let mut got = false;
         while let Some(pop) = self.assembler.pop(now) {
             match pop {
@@ -168,7 +218,7 @@ impl Input {
                         continue;
                     };
                     if self.decoder.as_ref().is_none_or(|d| d.codec() != codec) {
-                        match VideoDecoder::new(codec) {
+                        match VideoDecoder::with_limits(codec, self.limits) {
                             Ok(d) => self.decoder = Some(d),
                             Err(e) => {
                                 tracing::warn!("video decoder: {e}");
@@ -179,6 +229,11 @@ impl Input {
                     }
                     let dec = self.decoder.as_mut().expect("created above");
                     match dec.decode(&payloads, self.need_keyframe, &mut self.frame) {
+                        Ok(Decoded::Picture { .. }) if !self.frame_rate_ok(now) => {
+                            let max = self.max_fps;
+                            self.reject(now, format!("frame rate above {max} fps"));
+                            return got;
+                        }
                         Ok(Decoded::Picture { .. }) => {
                             self.need_keyframe = false;
                             self.last_picture = Some(now);
@@ -189,6 +244,10 @@ impl Input {
                             if self.need_keyframe {
                                 self.request_keyframe(now);
                             }
+                        }
+                        Err(CodecError::OverLimits(reason)) => {
+                            self.reject(now, reason);
+                            return got;
                         }
                         Err(e) => {
                             tracing::debug!("video decode: {e}");
@@ -210,10 +269,12 @@ impl VideoLoop {
     pub fn new(
         config: &Config,
         layout: LayoutSpec,
+        events: broadcast::Sender<RoomEvent>,
         speaker: Arc<AtomicU64>,
         stats: Arc<RoomStats>,
     ) -> Self {
         let v = &config.video;
+        let ingest = &config.ingest;
         Self {
             participants: Vec::new(),
             outputs: Vec::new(),
@@ -233,6 +294,13 @@ impl VideoLoop {
             },
             clock_start: Instant::now(),
             recording: None,
+            events,
+            limits: IngestLimits {
+                max_width: ingest.max_width,
+                max_height: ingest.max_height,
+                max_frame_bytes: ingest.max_frame_kbytes as usize * 1024,
+            },
+            max_input_fps: ingest.max_fps,
         }
     }
 
@@ -244,6 +312,15 @@ impl VideoLoop {
         self.clock_start = Instant::now();
         let mut clock = TickClock::new(self.clock_start, self.period());
         loop {
+            // Everything queued first (at most a queue's worth, so a flood cannot keep the
+            // loop here): commands are handled within a tick even when ticks are overdue.
+            for _ in 0..super::VIDEO_QUEUE {
+                match rx.try_recv() {
+                    Ok(VideoCmd::Stop) | Err(TryRecvError::Disconnected) => return,
+                    Ok(cmd) => self.handle(cmd),
+                    Err(TryRecvError::Empty) => break,
+                }
+            }
             let now = Instant::now();
             if let Some(k) = clock.take_due(now) {
                 self.stats
@@ -271,6 +348,10 @@ impl VideoLoop {
     }
 
     pub fn handle(&mut self, cmd: VideoCmd) {
+        if matches!(cmd, VideoCmd::Packet { .. } | VideoCmd::KeyframeRequest { .. }) {
+            // Counted by the room's `try_*` when queued (see `Room`'s queue policy).
+            let _ = self.stats.video_queued.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
         match cmd {
             VideoCmd::Join { id, name } => self.participants.push(Participant {
                 id,
@@ -279,7 +360,7 @@ impl VideoLoop {
                 version: 0,
                 showing_video: false,
                 visible: false,
-                input: Input::new(),
+                input: Input::new(self.limits, self.max_input_fps),
             }),
             VideoCmd::Attach {
                 id,
@@ -544,6 +625,16 @@ impl VideoLoop {
             self.participants.iter().map(|p| p.input.pli_sent).sum(),
             Ordering::Relaxed,
         );
+        for p in &mut self.participants {
+            if let Some(reason) = p.input.rejection_to_report.take() {
+                stats.video_inputs_rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(participant = %p.id, "video input refused for {}s: {reason}", REJECT_FOR.as_secs());
+                let _ = self.events.send(RoomEvent::InputRejected {
+                    participant_id: p.id,
+                    reason,
+                });
+            }
+        }
 
         // 3. Render each distinct tile once.
         let mut jobs: Vec<TileJob<'_>> = Vec::new();

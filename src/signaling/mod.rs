@@ -60,6 +60,20 @@ struct RoomSummary {
     recording: Option<crate::recording::RecordingInfo>,
 }
 
+/// 200 `ok` while the server can start rooms; 503 when the OS refuses threads (so an
+/// orchestrator restarts it). Cheap: one short-lived thread, no locks.
+async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    let rooms = state.rooms.clone();
+    let ok = tokio::task::spawn_blocking(move || rooms.can_start_rooms())
+        .await
+        .unwrap_or(false);
+    if ok {
+        (StatusCode::OK, "ok").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "cannot start rooms: out of threads").into_response()
+    }
+}
+
 async fn list_rooms(State(state): State<Arc<AppState>>) -> Json<Vec<RoomSummary>> {
     use std::sync::atomic::Ordering::Relaxed;
     let mut out: Vec<RoomSummary> = state
@@ -83,7 +97,8 @@ async fn list_rooms(State(state): State<Arc<AppState>>) -> Json<Vec<RoomSummary>
 }
 
 async fn ws_upgrade(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Response {
-    ws.max_message_size(protocol::MAX_MESSAGE_BYTES)
+    ws.max_message_size(protocol::MAX_WS_MESSAGE_BYTES)
+        .max_frame_size(protocol::MAX_WS_MESSAGE_BYTES)
         .on_upgrade(move |socket| ws::run(socket, state))
 }
 
@@ -127,7 +142,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/style.css",
             get(|| async { asset(STYLE_CSS, "text/css; charset=utf-8") }),
         )
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/ws", get(ws_upgrade))
         .route("/api/rooms", get(list_rooms))
         .route(

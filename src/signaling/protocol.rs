@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 
 /// Largest signaling message accepted (an SDP offer is ~5–10 KiB).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// What the WebSocket layer accepts at all: messages between [`MAX_MESSAGE_BYTES`] and this
+/// get `bad_message` and the session goes on; beyond it the socket is closed (1009).
+pub const MAX_WS_MESSAGE_BYTES: usize = 1024 * 1024;
 
 /// What a client sends.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -103,10 +106,16 @@ pub enum ErrorCode {
     InvalidRoom,
     InvalidName,
     RoomFull,
+    /// The server's room or participant limit is reached.
+    ServerFull,
+    /// The server cannot start the room now (out of OS resources); try again later.
+    Unavailable,
     UnknownLayout,
     BadSdp,
     NegotiationFailed,
     BadCandidate,
+    /// The session waited too long (no offer after join, media never connected).
+    Timeout,
     Internal,
 }
 

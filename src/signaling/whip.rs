@@ -6,7 +6,7 @@
 
 use super::AppState;
 use crate::ids::{ParticipantId, RoomId};
-use crate::room::{Room, RoomError};
+use crate::room::{JoinError, Room};
 use crate::transport::{self, PeerEvent, PeerSession, TransportError};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -68,13 +68,20 @@ pub async fn post(
         Some(Err(_)) => return plain(StatusCode::BAD_REQUEST, "invalid name"),
         None => "WHIP client".to_owned(),
     };
-    let room = state.rooms.get_or_start(&room_id);
-    let info = match room.join(&name) {
-        Ok(i) => i,
-        Err(e @ RoomError::Full(_)) => {
-            return plain(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+    // Off the runtime: starting a room spawns threads and may open a recording file.
+    let rooms = state.rooms.clone();
+    let (rid, nm) = (room_id.clone(), name.clone());
+    let joined = tokio::task::spawn_blocking(move || rooms.join(&rid, &nm))
+        .await
+        .unwrap_or_else(|e| Err(JoinError::Unavailable(e.to_string())));
+    let (room, info) = match joined {
+        Ok(joined) => joined,
+        Err(e) => {
+            let mut resp = plain(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return resp;
         }
-        Err(e) => return plain(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
     let (tx, rx) = mpsc::unbounded_channel();
     let peer = match transport::connect(room.clone(), info.id, offer, &state.config, tx, true).await
@@ -126,12 +133,33 @@ async fn watch(
     session_id: String,
     mut rx: mpsc::UnboundedReceiver<PeerEvent>,
 ) {
-    while let Some(ev) = rx.recv().await {
-        if let PeerEvent::State(RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed) =
-            ev
-        {
-            end(&state, &session_id).await;
-            return;
+    // A session whose media never connects (a client that POSTed and went away) ends too.
+    let connect_by = tokio::time::Instant::now()
+        + std::time::Duration::from_secs(state.config.timeouts.connect_s as u64);
+    let mut connected = false;
+    loop {
+        let ev = if connected {
+            rx.recv().await
+        } else {
+            match tokio::time::timeout_at(connect_by, rx.recv()).await {
+                Ok(ev) => ev,
+                Err(_) => {
+                    tracing::info!(session = %session_id, "WHIP session never connected");
+                    end(&state, &session_id).await;
+                    return;
+                }
+            }
+        };
+        match ev {
+            Some(PeerEvent::State(RTCPeerConnectionState::Connected)) => connected = true,
+            Some(PeerEvent::State(
+                RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed,
+            )) => {
+                end(&state, &session_id).await;
+                return;
+            }
+            Some(_) => {}
+            None => return,
         }
     }
 }

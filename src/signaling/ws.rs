@@ -7,7 +7,7 @@ use super::protocol::{
 };
 use super::AppState;
 use crate::ids::{ParticipantId, RoomId};
-use crate::room::{Room, RoomError};
+use crate::room::{JoinError, Room};
 use crate::transport::{self, PeerEvent, PeerSession};
 use axum::extract::ws::{Message, WebSocket};
 use futures_util::{SinkExt, StreamExt};
@@ -20,6 +20,8 @@ struct Joined {
     id: ParticipantId,
     events: broadcast::Receiver<crate::room::RoomEvent>,
     peer: Option<PeerSession>,
+    /// The media connection has been established.
+    connected: bool,
 }
 
 pub async fn run(socket: WebSocket, state: Arc<AppState>) {
@@ -43,9 +45,43 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
     let (peer_tx, mut peer_rx) = mpsc::unbounded_channel::<PeerEvent>();
     let mut shutdown = state.shutdown.clone();
     let mut joined: Option<Joined> = None;
+    // Set while a joined session has no established media: by then it must have offered
+    // (`offer_s` after join) and connected (`connect_s` after the offer).
+    let mut deadline: Option<(tokio::time::Instant, &'static str)> = None;
+    let t = &state.config.timeouts;
+    let (offer_wait, connect_wait) = (
+        std::time::Duration::from_secs(t.offer_s as u64),
+        std::time::Duration::from_secs(t.connect_s as u64),
+    );
 
     loop {
+        deadline = match (&joined, deadline) {
+            (None, _) => None,
+            (Some(j), None) if j.peer.is_none() => {
+                Some((tokio::time::Instant::now() + offer_wait, "no offer"))
+            }
+            (Some(j), Some((_, "no offer"))) if j.peer.is_some() && !j.connected => Some((
+                tokio::time::Instant::now() + connect_wait,
+                "media did not connect",
+            )),
+            (Some(j), Some(_)) if j.connected => None,
+            (_, d) => d,
+        };
         tokio::select! {
+            _ = async {
+                match deadline {
+                    Some((at, _)) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let why = deadline.map_or("", |d| d.1);
+                let secs = if why == "no offer" { t.offer_s } else { t.connect_s };
+                send(ServerMessage::error(
+                    ErrorCode::Timeout,
+                    format!("{why} within {secs} s: the session is closed"),
+                ));
+                break;
+            }
             msg = stream.next() => {
                 let text = match msg {
                     Some(Ok(Message::Text(t))) => t,
@@ -90,6 +126,11 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
                 }),
                 PeerEvent::State(s) => {
                     send(ServerMessage::ConnectionState { state: s.to_string() });
+                    if s == RTCPeerConnectionState::Connected {
+                        if let Some(j) = joined.as_mut() {
+                            j.connected = true;
+                        }
+                    }
                     if s == RTCPeerConnectionState::Failed {
                         send(ServerMessage::error(ErrorCode::NegotiationFailed, "media connection failed"));
                         break;
@@ -145,18 +186,24 @@ async fn handle(
                 Ok(n) => n,
                 Err(e) => return send(e),
             };
-            let room = state.rooms.get_or_start(&room_id);
-            let events = room.subscribe();
-            let info = match room.join(&name) {
-                Ok(i) => i,
-                Err(RoomError::Full(n)) => {
-                    return send(ServerMessage::error(
-                        ErrorCode::RoomFull,
-                        format!("room `{room_id}` is full ({n} participants)"),
-                    ));
+            // Off the runtime: starting a room spawns threads and may open a recording file.
+            let rooms = state.rooms.clone();
+            let (rid, nm) = (room_id.clone(), name.clone());
+            let result = tokio::task::spawn_blocking(move || rooms.join(&rid, &nm))
+                .await
+                .unwrap_or_else(|e| Err(JoinError::Unavailable(e.to_string())));
+            let (room, info) = match result {
+                Ok(joined) => joined,
+                Err(e) => {
+                    let code = match e {
+                        JoinError::RoomFull(_) => ErrorCode::RoomFull,
+                        JoinError::ServerFull(_) => ErrorCode::ServerFull,
+                        JoinError::Unavailable(_) => ErrorCode::Unavailable,
+                    };
+                    return send(ServerMessage::error(code, format!("room `{room_id}`: {e}")));
                 }
-                Err(e) => return send(ServerMessage::error(ErrorCode::Internal, e.to_string())),
             };
+            let events = room.subscribe();
             tracing::info!(room = %room_id, id = %info.id, name = %info.name, "participant joined");
             let v = &state.config.video;
             send(ServerMessage::Joined {
@@ -179,6 +226,7 @@ async fn handle(
                 id: info.id,
                 events,
                 peer: None,
+                connected: false,
             });
         }
         ClientMessage::Offer { sdp } => {

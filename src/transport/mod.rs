@@ -391,10 +391,12 @@ pub async fn connect(
     let mut settings = SettingEngineBuilder::new()
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
         .with_ice_connection_attempts(Some(Duration::from_millis(20)), Some(50))
+        // Consent freshness: a peer that stops answering is `disconnected` after half of
+        // `timeouts.media_s` and `failed` (the session ends) after all of it.
         .with_ice_timeouts(
-            Some(Duration::from_secs(5)),
-            Some(Duration::from_secs(15)),
-            Some(Duration::from_secs(2)),
+            Some(Duration::from_secs(config.timeouts.media_s as u64) / 2),
+            Some(Duration::from_secs(config.timeouts.media_s as u64)),
+            Some(Duration::from_secs(1)),
         )
         .with_include_loopback_candidate(config.media_ip.is_loopback());
     if let Some(public) = config.public_ip {

@@ -5,7 +5,10 @@
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS};
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_AV1, MIME_TYPE_H264, MIME_TYPE_OPUS,
+};
+use rtc::rtp::codec::av1::Av1Payloader;
 use rtc::rtp::codec::h264::H264Payloader;
 use rtc::rtp::packetizer::Payloader;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
@@ -194,6 +197,8 @@ fn engine() -> MediaEngine {
         RtpCodecKind::Video,
     )
     .unwrap();
+    m.register_codec(c(MIME_TYPE_AV1, 90_000, 0, "", 45), RtpCodecKind::Video)
+        .unwrap();
     m
 }
 
@@ -223,7 +228,7 @@ impl Drop for Client {
 }
 
 /// Builds a peer with sendrecv audio+video and returns it with its complete offer.
-async fn make_peer(
+pub async fn make_peer(
     received: Arc<Received>,
 ) -> (
     Arc<dyn PeerConnection>,
@@ -276,6 +281,19 @@ pub struct Media {
     pub tone_hz: f32,
     /// Before this instant: the other colour and silence.
     pub marker: Option<(Instant, (u8, u8, u8))>,
+    pub video: Video,
+}
+
+/// The video a client sends, 30 frames a second.
+#[derive(Clone, Copy)]
+pub enum Video {
+    /// The colour as H.264 at this size.
+    H264 { width: u32, height: u32 },
+    /// A low-overhead AV1 bitstream (`.obu`), its temporal units looped.
+    Av1File(&'static [u8]),
+    /// AV1 packets whose first OBU fragment never ends (Z and Y set on every packet), this
+    /// many 1,100-byte packets a frame.
+    Av1EndlessFragment { packets_per_frame: usize },
 }
 
 impl Media {
@@ -284,6 +302,10 @@ impl Media {
             rgb,
             tone_hz,
             marker: None,
+            video: Video::H264 {
+                width: 320,
+                height: 180,
+            },
         }
     }
     fn at(&self, t: Instant) -> ((u8, u8, u8), f64) {
@@ -322,10 +344,16 @@ fn spawn_media(
     let vpt = tessera::transport::sdp::first(&sections, "video")
         .and_then(|v| v.payload_type("H264", Some("packetization-mode=1")))
         .unwrap();
+    let av1_pt = tessera::transport::sdp::first(&sections, "video")
+        .and_then(|v| v.payload_type("AV1", None));
     let video = tokio::spawn(async move {
+        let (width, height) = match media.video {
+            Video::H264 { width, height } => (width, height),
+            _ => (320, 180),
+        };
         let mut enc = H264Encoder::new(EncoderSettings {
-            width: 320,
-            height: 180,
+            width,
+            height,
             fps: 30,
             bitrate_bps: 300_000,
             idr_interval_frames: 15,
@@ -337,27 +365,51 @@ fn spawn_media(
         let mut tick = tokio::time::interval(Duration::from_millis(33));
         let (mut seq, mut ts) = (rand::random::<u16>(), rand::random::<u32>());
         let mut last_rgb = None;
+        let mut frame_no = 0usize;
         loop {
             tick.tick().await;
-            let (rgb, _) = media.at(Instant::now());
-            if last_rgb.is_some_and(|c| c != rgb) {
-                enc.request_keyframe(); // make the switch visible at once
-            }
-            last_rgb = Some(rgb);
-            let frame = I420Frame::solid(320, 180, rgb_to_yuv(rgb.0, rgb.1, rgb.2));
-            if enc.encode(&frame, &mut au).is_err() || au.is_empty() {
-                continue;
-            }
-            let payloads = pay
-                .payload(1100, &Bytes::from(au.clone()))
-                .unwrap_or_default();
+            frame_no += 1;
+            let (pt, payloads) = match media.video {
+                Video::H264 { .. } => {
+                    let (rgb, _) = media.at(Instant::now());
+                    if last_rgb.is_some_and(|c| c != rgb) {
+                        enc.request_keyframe(); // make the switch visible at once
+                    }
+                    last_rgb = Some(rgb);
+                    let frame = I420Frame::solid(width as usize, height as usize, rgb_to_yuv(rgb.0, rgb.1, rgb.2));
+                    if enc.encode(&frame, &mut au).is_err() || au.is_empty() {
+                        continue;
+                    }
+                    (vpt, pay.payload(1100, &Bytes::from(au.clone())).unwrap_or_default())
+                }
+                Video::Av1File(data) => {
+                    let units = tessera::codec::video::av1_temporal_units(data);
+                    let tu = units[frame_no % units.len()];
+                    let payloads = Av1Payloader::default()
+                        .payload(1100, &Bytes::copy_from_slice(tu))
+                        .unwrap_or_default();
+                    (av1_pt.expect("AV1 negotiated"), payloads)
+                }
+                Video::Av1EndlessFragment { packets_per_frame } => {
+                    let payloads = (0..packets_per_frame)
+                        .map(|i| {
+                            // First packet ever: Y only (W=1); then Z|Y on every packet.
+                            let agg = if frame_no == 1 && i == 0 { 0x50 } else { 0xd0 };
+                            let mut p = vec![agg];
+                            p.resize(1100, if frame_no == 1 && i == 0 { 0x32 } else { 7 });
+                            Bytes::from(p)
+                        })
+                        .collect();
+                    (av1_pt.expect("AV1 negotiated"), payloads)
+                }
+            };
             let n = payloads.len();
             for (i, p) in payloads.into_iter().enumerate() {
                 let pkt = rtc::rtp::packet::Packet {
                     header: rtc::rtp::header::Header {
                         version: 2,
                         marker: i + 1 == n,
-                        payload_type: vpt,
+                        payload_type: pt,
                         sequence_number: seq,
                         timestamp: ts,
                         ssrc: vssrc,
@@ -520,10 +572,21 @@ impl Client {
         rgb: (u8, u8, u8),
         tone_hz: f32,
     ) -> Client {
+        Self::join_whip_at(server.addr, room, name, rgb, tone_hz).await
+    }
+
+    /// Joins the server at `addr` over WHIP.
+    pub async fn join_whip_at(
+        addr: SocketAddr,
+        room: &str,
+        name: &str,
+        rgb: (u8, u8, u8),
+        tone_hz: f32,
+    ) -> Client {
         let received = Arc::new(Received::default());
         let (pc, offer, at, vt, assrc, vssrc) = make_peer(received.clone()).await;
         let resp = http(
-            server.addr,
+            addr,
             "POST",
             &format!("/whip/{room}?name={name}"),
             Some(("application/sdp", offer.as_bytes())),
@@ -679,5 +742,35 @@ pub async fn http(
         status,
         headers,
         body: body.to_owned(),
+    }
+}
+
+pub type WsStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A signaling-only session (no media): sends `join` and returns the socket with the
+/// server's reply to it (`joined` or `error`; room events before it are skipped).
+pub async fn ws_join_only(addr: SocketAddr, room: &str, name: &str) -> (WsStream, serde_json::Value) {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .unwrap();
+    ws.send(Message::Text(
+        serde_json::json!({"type":"join","room":room,"name":name})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a reply to join in 10 s")
+            .expect("socket open")
+            .unwrap();
+        let Message::Text(t) = m else { continue };
+        let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+        if v["type"] == "joined" || v["type"] == "error" {
+            return (ws, v);
+        }
     }
 }

@@ -8,6 +8,7 @@ use rtc::rtp::codec::h264::H264Payloader;
 
 struct Harness {
     video: VideoLoop,
+    events: broadcast::Receiver<RoomEvent>,
     ids: Vec<ParticipantId>,
     outs: Vec<mpsc::Receiver<rtc::rtp::packet::Packet>>,
     speaker: Arc<AtomicU64>,
@@ -20,10 +21,13 @@ impl Harness {
         config.video.width = 160;
         config.video.height = 90;
         let speaker = Arc::new(AtomicU64::new(0));
+        let (events_tx, events) = broadcast::channel(64);
         let mut h = Self {
+            events,
             video: VideoLoop::new(
                 &config,
                 layout,
+                events_tx,
                 speaker.clone(),
                 Arc::new(RoomStats::default()),
             ),
@@ -266,4 +270,88 @@ fn participants_nobody_sees_are_not_decoded_and_get_a_pli_when_shown() {
         "P3 decodes once its keyframe arrives: {}",
         decoded(&h, 3)
     );
+}
+
+/// Sends one AV1 temporal unit from participant `id` as RTP packets.
+fn send_av1(h: &mut Harness, id: ParticipantId, tu: &[u8], seq: &mut u16, ts: u32, now: Instant) {
+    use rtc::rtp::packetizer::Payloader;
+    let pkts = rtc::rtp::codec::av1::Av1Payloader::default()
+        .payload(1100, &bytes::Bytes::copy_from_slice(tu))
+        .unwrap();
+    let n = pkts.len();
+    for (i, payload) in pkts.into_iter().enumerate() {
+        h.video.handle(VideoCmd::Packet {
+            id,
+            arrival: now,
+            pt: 45,
+            seq: *seq,
+            ts,
+            marker: i + 1 == n,
+            payload,
+        });
+        *seq = seq.wrapping_add(1);
+    }
+}
+
+#[test]
+fn an_oversize_input_is_refused_for_a_while_and_only_that_participant() {
+    let huge = crate::codec::video::av1_temporal_units(include_bytes!(
+        "../../../tests/data/av1/red_8192x8192.obu"
+    ))
+    .iter()
+    .map(|u| u.to_vec())
+    .collect::<Vec<_>>();
+    let small = crate::codec::video::av1_temporal_units(include_bytes!(
+        "../../../tests/data/av1/blue_320x180.obu"
+    ))
+    .iter()
+    .map(|u| u.to_vec())
+    .collect::<Vec<_>>();
+    let mut h = Harness::new(LayoutSet::builtin().get("grid").unwrap().clone(), 2);
+    let (bad, viewer) = (h.ids[0], h.ids[1]);
+    let (up_tx, mut up_rx) = mpsc::channel(64);
+    h.video.handle(VideoCmd::Attach {
+        id: bad,
+        payload_types: HashMap::from([(45, VideoCodec::Av1)]),
+        sink: None,
+        upstream: up_tx,
+    });
+    let t0 = Instant::now();
+    let mut seq = 1000u16;
+    for (i, tu) in huge.iter().enumerate() {
+        send_av1(&mut h, bad, tu, &mut seq, i as u32 * 3000, t0);
+    }
+    h.video.tick(t0, 0);
+    let event = h.events.try_recv().expect("the room is told");
+    match event {
+        RoomEvent::InputRejected { participant_id, reason } => {
+            assert_eq!(participant_id, bad);
+            assert!(reason.contains("8192x8192"), "{reason}");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(h.video.stats.video_inputs_rejected.load(Ordering::Relaxed), 1);
+    assert_eq!(h.video.stats.video_frames_decoded.load(Ordering::Relaxed), 0);
+    // Within the back-off even a valid stream is dropped undecoded, and not reported again.
+    let mut ts = 10 * 3000;
+    for (k, tu) in small.iter().enumerate() {
+        send_av1(&mut h, bad, tu, &mut seq, ts, t0 + Duration::from_millis(100));
+        ts += 3000;
+        h.video.tick(t0 + Duration::from_millis(100 + k as u64), 1 + k as u64);
+    }
+    assert_eq!(h.video.stats.video_frames_decoded.load(Ordering::Relaxed), 0);
+    assert!(h.events.try_recv().is_err());
+    while up_rx.try_recv().is_ok() {}
+    // The viewer's picture kept coming.
+    assert!(!h.last_frames()[1].is_empty(), "viewer {viewer:?} got no frame");
+    // After the back-off: a keyframe is requested and a valid stream decodes again.
+    let later = t0 + REJECT_FOR + Duration::from_millis(200);
+    h.video.tick(later, 20);
+    assert_eq!(up_rx.try_recv().ok(), Some(Upstream::KeyframeRequest));
+    for tu in &small {
+        send_av1(&mut h, bad, tu, &mut seq, ts, later);
+        ts += 3000;
+    }
+    h.video.tick(later + Duration::from_millis(40), 21);
+    assert!(h.video.stats.video_frames_decoded.load(Ordering::Relaxed) >= 1);
 }

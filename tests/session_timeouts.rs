@@ -1,0 +1,96 @@
+//! Sessions that squat or vanish are ended: a `join` with no `offer`, a WHIP session whose
+//! media never connects, and a WHIP client that is killed (its packets simply stop).
+
+mod common;
+
+use common::*;
+use std::time::{Duration, Instant};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_join_without_an_offer_times_out() {
+    let server = TestServer::start_with(|c| c.timeouts.offer_s = 1).await;
+    let t0 = Instant::now();
+    let (mut ws, r) = ws_join_only(server.addr, "squat", "S").await;
+    assert_eq!(r["type"], "joined", "{r}");
+    assert_eq!(server.rooms.participant_count(), 1);
+    // The next thing the server says is the timeout, then it closes the socket.
+    use futures_util::StreamExt;
+    let mut timeout = None;
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
+            let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+            if v["type"] == "error" {
+                timeout = Some(v);
+            }
+        }
+    }
+    let v = timeout.expect("an error before the socket closed");
+    assert_eq!(v["code"], "timeout", "{v}");
+    assert!(v["message"].as_str().unwrap().contains("no offer"), "{v}");
+    let waited = t0.elapsed();
+    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(4), "{waited:?}");
+    wait_until("the squatter removed", 5, || server.rooms.participant_count() == 0).await;
+    assert!(server.rooms.list().is_empty(), "the empty room is stopped");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_whip_session_that_never_connects_is_ended() {
+    let server = TestServer::start_with(|c| c.timeouts.connect_s = 2).await;
+    // A real offer, but the client never applies the answer: ICE never completes.
+    let received = std::sync::Arc::new(Received::default());
+    let (pc, offer, ..) = make_peer(received).await;
+    let resp = http(
+        server.addr,
+        "POST",
+        "/whip/halfopen?name=H",
+        Some(("application/sdp", offer.as_bytes())),
+    )
+    .await;
+    assert_eq!(resp.status, 201, "{}", resp.body);
+    assert_eq!(server.rooms.participant_count(), 1);
+    let t0 = Instant::now();
+    wait_until("the half-open session ended", 10, || server.rooms.participant_count() == 0).await;
+    assert!(t0.elapsed() >= Duration::from_secs(1), "ended too early: {:?}", t0.elapsed());
+    let _ = pc.close().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_whip_client_is_removed_within_10_s() {
+    let server = TestServer::start().await; // default timeouts
+    let addr = server.addr;
+    // The client lives in its own runtime; shutting that down drops its sockets without a
+    // word (no DTLS close, no DELETE), as when the process is killed.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (kill_tx, kill_rx) = std::sync::mpsc::channel::<()>();
+    let client_thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let client = rt.block_on(Client::join_whip_at(addr, "vanish", "Gone", (200, 200, 30), 500.0));
+        let received = client.received.clone();
+        ready_tx.send(received).unwrap();
+        let _ = kill_rx.recv();
+        std::mem::forget(client); // no Drop-time cleanup either
+        rt.shutdown_background();
+    });
+    let received = tokio::task::spawn_blocking(move || ready_rx.recv().unwrap()).await.unwrap();
+    let room = tessera::ids::RoomId::parse("vanish").unwrap();
+    wait_until("the client receives media", 20, || {
+        received.frames.load(std::sync::atomic::Ordering::Relaxed) > 10
+    })
+    .await;
+    assert_eq!(server.rooms.participant_count(), 1);
+    let t0 = Instant::now();
+    kill_tx.send(()).unwrap();
+    wait_until("the vanished client removed", 15, || server.rooms.participant_count() == 0).await;
+    let gone = t0.elapsed();
+    eprintln!("vanished WHIP client removed after {gone:?}");
+    assert!(gone < Duration::from_secs(10), "removed only after {gone:?}");
+    assert!(server.rooms.get(&room).is_none(), "its room stopped");
+    client_thread.join().unwrap();
+    server.stop().await;
+}
