@@ -124,7 +124,7 @@ const OBU_TEMPORAL_DELIMITER: u8 = 2;
 const OBU_TILE_LIST: u8 = 8;
 
 /// Reads an unsigned LEB128 (at most 8 bytes, value within u32): (value, bytes used).
-fn leb128(b: &[u8]) -> Option<(usize, usize)> {
+pub(crate) fn leb128(b: &[u8]) -> Option<(usize, usize)> {
     let mut v: u64 = 0;
     for (i, &byte) in b.iter().take(8).enumerate() {
         v |= u64::from(byte & 0x7f) << (7 * i);

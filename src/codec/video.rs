@@ -238,70 +238,58 @@ pub fn annexb_nal_types(au: &[u8]) -> impl Iterator<Item = u8> + '_ {
     })
 }
 
-/// Scans a low-overhead AV1 bitstream for a sequence header OBU (type 1), which a
+/// One OBU of a low-overhead AV1 bitstream (OBUs with size fields): its type, where it
+/// lies in the stream, and its payload.
+struct Obu<'a> {
+    kind: u8,
+    range: std::ops::Range<usize>,
+    body: &'a [u8],
+}
+
+/// The OBUs of a low-overhead bitstream, in order; stops at the first one without a size
+/// field or running past the end.
+fn obus(data: &[u8]) -> impl Iterator<Item = Obu<'_>> {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        let &header = data.get(i)?;
+        if header & 0x02 == 0 {
+            return None;
+        }
+        let at = i + 1 + usize::from(header & 0x04 != 0);
+        let (size, used) = super::depack::leb128(data.get(at..)?)?;
+        let body_start = at + used;
+        let end = body_start.checked_add(size).filter(|&e| e <= data.len())?;
+        let obu = Obu {
+            kind: (header >> 3) & 0x0f,
+            range: i..end,
+            body: &data[body_start..end],
+        };
+        i = end;
+        Some(obu)
+    })
+}
+
+/// Whether a low-overhead AV1 bitstream holds a sequence header OBU (type 1), which a
 /// browser sends with every keyframe.
 pub fn av1_has_sequence_header(data: &[u8]) -> bool {
-    let mut i = 0;
-    while i < data.len() {
-        let header = data[i];
-        let obu_type = (header >> 3) & 0x0f;
-        if obu_type == 1 {
-            return true;
-        }
-        let has_ext = header & 0x04 != 0;
-        let has_size = header & 0x02 != 0;
-        i += 1 + has_ext as usize;
-        if !has_size {
-            return false;
-        }
-        // leb128 size
-        let (mut size, mut shift) = (0usize, 0);
-        loop {
-            let Some(&b) = data.get(i) else { return false };
-            i += 1;
-            size |= ((b & 0x7f) as usize) << shift;
-            shift += 7;
-            if b & 0x80 == 0 || shift > 56 {
-                break;
-            }
-        }
-        i = i.saturating_add(size);
-    }
-    false
+    obus(data).any(|o| o.kind == 1)
 }
 
 /// Splits a low-overhead AV1 bitstream (OBUs with size fields, as in `.obu` files) into
 /// temporal units at its temporal delimiters. Stops at the first malformed OBU.
 pub fn av1_temporal_units(data: &[u8]) -> Vec<&[u8]> {
-    let mut units = Vec::new();
-    let (mut start, mut i) = (0, 0);
-    while i < data.len() {
-        let header = data[i];
-        if header & 0x02 == 0 {
-            break;
+    let mut units: Vec<&[u8]> = Vec::new();
+    let mut start = 0;
+    let mut end = 0;
+    for obu in obus(data) {
+        if obu.kind == 2 && obu.range.start > start {
+            units.push(&data[start..obu.range.start]);
+            start = obu.range.start;
         }
-        let mut j = i + 1 + usize::from(header & 0x04 != 0);
-        let (mut size, mut shift) = (0usize, 0);
-        loop {
-            let Some(&b) = data.get(j) else { return units };
-            j += 1;
-            size |= ((b & 0x7f) as usize) << shift;
-            shift += 7;
-            if b & 0x80 == 0 || shift > 56 {
-                break;
-            }
-        }
-        if (header >> 3) & 0x0f == 2 && i > start {
-            units.push(&data[start..i]);
-            start = i;
-        }
-        i = match j.checked_add(size) {
-            Some(end) if end <= data.len() => end,
-            _ => return units,
-        };
+        end = obu.range.end;
     }
-    if i > start {
-        units.push(&data[start..i]);
+    if end > start {
+        units.push(&data[start..end]);
     }
     units
 }
@@ -310,32 +298,9 @@ pub fn av1_temporal_units(data: &[u8]) -> Vec<&[u8]> {
 /// fields) declares, if there is one: lets an oversize AV1 stream be refused with a clear
 /// reason before the decoder sees it.
 pub fn av1_sequence_max_size(data: &[u8]) -> Option<(u32, u32)> {
-    let mut i = 0;
-    while i < data.len() {
-        let header = data[i];
-        let obu_type = (header >> 3) & 0x0f;
-        let has_ext = header & 0x04 != 0;
-        if header & 0x02 == 0 {
-            return None;
-        }
-        i += 1 + has_ext as usize;
-        let (mut size, mut shift) = (0usize, 0);
-        loop {
-            let &b = data.get(i)?;
-            i += 1;
-            size |= ((b & 0x7f) as usize) << shift;
-            shift += 7;
-            if b & 0x80 == 0 || shift > 56 {
-                break;
-            }
-        }
-        let body = data.get(i..i.checked_add(size)?)?;
-        if obu_type == 1 {
-            return parse_sequence_size(body);
-        }
-        i += size;
-    }
-    None
+    obus(data)
+        .find(|o| o.kind == 1)
+        .and_then(|o| parse_sequence_size(o.body))
 }
 
 /// `max_frame_width_minus_1`/`max_frame_height_minus_1` of a sequence header OBU body

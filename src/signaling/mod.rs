@@ -9,7 +9,7 @@ pub mod whip;
 pub mod ws;
 
 use crate::config::Config;
-use crate::room::Rooms;
+use crate::room::{JoinError, ParticipantInfo, Room, Rooms};
 use axum::extract::{State, WebSocketUpgrade};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -58,6 +58,20 @@ struct RoomSummary {
     video_frames_decoded: u64,
     dropped_inputs: u64,
     recording: Option<crate::recording::RecordingInfo>,
+}
+
+/// Joins `name` to room `id` off the runtime (starting a room spawns threads and may
+/// open a recording file).
+async fn join_room(
+    state: &AppState,
+    id: &crate::ids::RoomId,
+    name: &str,
+) -> Result<(Arc<Room>, ParticipantInfo), JoinError> {
+    let rooms = state.rooms.clone();
+    let (id, name) = (id.clone(), name.to_owned());
+    tokio::task::spawn_blocking(move || rooms.join(&id, &name))
+        .await
+        .unwrap_or_else(|e| Err(JoinError::Unavailable(e.to_string())))
 }
 
 /// 200 `ok` while the server can start rooms; 503 when the OS refuses threads (so an

@@ -6,7 +6,7 @@
 
 use super::AppState;
 use crate::ids::{ParticipantId, RoomId};
-use crate::room::{JoinError, Room};
+use crate::room::Room;
 use crate::transport::{self, PeerEvent, PeerSession, TransportError};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -68,13 +68,7 @@ pub async fn post(
         Some(Err(_)) => return plain(StatusCode::BAD_REQUEST, "invalid name"),
         None => "WHIP client".to_owned(),
     };
-    // Off the runtime: starting a room spawns threads and may open a recording file.
-    let rooms = state.rooms.clone();
-    let (rid, nm) = (room_id.clone(), name.clone());
-    let joined = tokio::task::spawn_blocking(move || rooms.join(&rid, &nm))
-        .await
-        .unwrap_or_else(|e| Err(JoinError::Unavailable(e.to_string())));
-    let (room, info) = match joined {
+    let (room, info) = match super::join_room(&state, &room_id, &name).await {
         Ok(joined) => joined,
         Err(e) => {
             let mut resp = plain(StatusCode::SERVICE_UNAVAILABLE, e.to_string());

@@ -186,13 +186,7 @@ async fn handle(
                 Ok(n) => n,
                 Err(e) => return send(e),
             };
-            // Off the runtime: starting a room spawns threads and may open a recording file.
-            let rooms = state.rooms.clone();
-            let (rid, nm) = (room_id.clone(), name.clone());
-            let result = tokio::task::spawn_blocking(move || rooms.join(&rid, &nm))
-                .await
-                .unwrap_or_else(|e| Err(JoinError::Unavailable(e.to_string())));
-            let (room, info) = match result {
+            let (room, info) = match super::join_room(state, &room_id, &name).await {
                 Ok(joined) => joined,
                 Err(e) => {
                     let code = match e {
