@@ -393,10 +393,12 @@ fn spawn_media(
                 Video::Av1EndlessFragment { packets_per_frame } => {
                     let payloads = (0..packets_per_frame)
                         .map(|i| {
-                            // First packet ever: Y only (W=1); then Z|Y on every packet.
-                            let agg = if frame_no == 1 && i == 0 { 0x50 } else { 0xd0 };
-                            let mut p = vec![agg];
-                            p.resize(1100, if frame_no == 1 && i == 0 { 0x32 } else { 7 });
+                            // Y only (W=1) starts the fragment — in every frame of the
+                            // first 3 s, since packets sent before the connection is up
+                            // are lost; after that Z|Y on every packet, forever.
+                            let start = frame_no <= 90 && i == 0;
+                            let mut p = vec![if start { 0x50 } else { 0xd0 }];
+                            p.resize(1100, if start { 0x32 } else { 7 });
                             Bytes::from(p)
                         })
                         .collect();
