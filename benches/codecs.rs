@@ -1,6 +1,6 @@
 //! Codec costs on this machine: openh264 encode of composite-like content (what the MCU
 //! really encodes: several moving camera tiles) at 640x360 and 1280x720, and decode of
-//! H.264 (openh264), AV1 (dav1d) and Opus.
+//! H.264 (openh264), AV1 (dav1d) and Opus, and RTP depacketisation of a large keyframe.
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use openh264::encoder::{
@@ -211,5 +211,31 @@ fn ivf_frames(data: &[u8]) -> Vec<Vec<u8>> {
     out
 }
 
-criterion_group!(benches, encode, encode_options, decode);
+/// Reassembling one access unit from its RTP payloads (runs for every received frame):
+/// a 100 KB keyframe in 1,100-byte packets, H.264 (FU-A) and AV1 (fragmented OBU).
+fn depacketize(c: &mut Criterion) {
+    use rtc::rtp::codec::av1::Av1Payloader;
+    use tessera::codec::depack;
+    let mut g = c.benchmark_group("depacketize");
+    let mut h264_au = vec![0, 0, 0, 1, 0x65];
+    h264_au.extend((0..100_000u32).map(|i| (i % 251) as u8 | 1));
+    let h264 = H264Payloader::default()
+        .payload(1100, &Bytes::from(h264_au))
+        .unwrap();
+    let mut av1_tu = vec![0x32, 0xa0, 0x8d, 0x06]; // OBU_FRAME, size 100,000 (LEB128)
+    av1_tu.extend((0..100_000u32).map(|i| (i % 253) as u8));
+    let av1 = Av1Payloader::default()
+        .payload(1100, &Bytes::from(av1_tu))
+        .unwrap();
+    let (mut out, mut frag) = (Vec::new(), Vec::new());
+    g.bench_function("h264_100kB", |b| {
+        b.iter(|| depack::h264(&h264, &mut out, &mut frag, 1 << 20).unwrap())
+    });
+    g.bench_function("av1_100kB", |b| {
+        b.iter(|| depack::av1(&av1, &mut out, &mut frag, 1 << 20).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, encode, encode_options, decode, depacketize);
 criterion_main!(benches);
