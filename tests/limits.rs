@@ -71,3 +71,34 @@ async fn whip_is_refused_with_503_and_retry_after_when_the_server_is_full() {
     assert!(resp.body.contains("server is full"), "{}", resp.body);
     server.stop().await;
 }
+
+/// Joins racing the last leave of the same room: whoever is in a room is in the room that
+/// is registered under its name (never in one that is being stopped), and when everyone
+/// has left, nothing is counted or running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn joins_racing_the_last_leave_never_land_in_a_stopping_room() {
+    let server = TestServer::start().await;
+    let rooms = server.rooms.clone();
+    let id = tessera::ids::RoomId::parse("churn").unwrap();
+    let workers: Vec<_> = (0..2)
+        .map(|w| {
+            let (rooms, id) = (rooms.clone(), id.clone());
+            std::thread::spawn(move || {
+                let mut stray = 0;
+                for i in 0..2000 {
+                    let (room, info) = rooms.join(&id, &format!("W{w}-{i}")).unwrap();
+                    if !rooms.get(&id).is_some_and(|r| std::sync::Arc::ptr_eq(&r, &room)) {
+                        stray += 1;
+                    }
+                    rooms.leave(&room, info.id);
+                }
+                stray
+            })
+        })
+        .collect();
+    let stray: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    assert_eq!(stray, 0, "{stray} joins landed in a room no longer registered");
+    assert_eq!(rooms.participant_count(), 0);
+    assert!(rooms.list().is_empty());
+    server.stop().await;
+}

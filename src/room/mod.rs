@@ -689,8 +689,31 @@ impl Rooms {
     }
 
     fn join_reserved(&self, id: &RoomId, name: &str) -> Result<(Arc<Room>, ParticipantInfo), JoinError> {
-        let (room, started) = self.get_or_start(id)?;
-        match room.join(name) {
+        // The join happens under the rooms lock, so the last participant leaving cannot
+        // remove the room between finding it and joining it; if that happened just
+        // before, the room is started afresh.
+        for _ in 0..3 {
+            let (room, started) = self.get_or_start(id)?;
+            let joined = {
+                let rooms = lock(&self.rooms);
+                if !rooms.get(id).is_some_and(|r| Arc::ptr_eq(r, &room)) {
+                    continue;
+                }
+                room.join(name)
+            };
+            return self.finish_join(id, room, started, joined);
+        }
+        Err(JoinError::Unavailable("the room is restarting; try again".into()))
+    }
+
+    fn finish_join(
+        &self,
+        id: &RoomId,
+        room: Arc<Room>,
+        started: bool,
+        joined: Result<ParticipantInfo, RoomError>,
+    ) -> Result<(Arc<Room>, ParticipantInfo), JoinError> {
+        match joined {
             Ok(info) => {
                 if started && self.settings.config.recording.auto {
                     if let Err(e) = room.start_recording() {
