@@ -272,3 +272,31 @@ async fn an_oversize_websocket_message_gets_bad_message_and_the_session_goes_on(
     assert!(replies[0]["message"].as_str().unwrap().contains("exceeds"), "{replies:?}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn malformed_rtp_inside_an_established_session_hurts_nobody() {
+    let server = TestServer::start().await;
+    let a = Client::join_ws(&server, "junk", "Ada", (220, 30, 30), 400.0).await;
+    let b = Client::join_ws(&server, "junk", "Bob", (30, 30, 220), 650.0).await;
+    wait_until("media", 30, || a.frames() > 20 && b.frames() > 20).await;
+    // Eve's ICE and DTLS are real; only her video payloads are random bytes.
+    let mut media = Media::steady((30, 220, 30), 900.0);
+    media.video = Video::Garbage;
+    let eve = Client::join_ws_at(server.addr, "junk", "Eve", media).await;
+    wait_until("Eve receives the room", 20, || eve.frames() > 10).await;
+    let (fa, fb, t0) = (a.frames(), b.frames(), std::time::Instant::now());
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let secs = t0.elapsed().as_secs_f64();
+    let (fps_a, fps_b) = ((a.frames() - fa) as f64 / secs, (b.frames() - fb) as f64 / secs);
+    eprintln!("with random RTP payloads in the room: viewers at {fps_a:.1} / {fps_b:.1} fps");
+    assert!(fps_a >= 25.0 && fps_b >= 25.0, "{fps_a:.1} / {fps_b:.1} fps");
+    // Eve herself still gets the room's picture and mix, and the server answers.
+    let before = eve.frames();
+    wait_until("Eve keeps receiving", 10, || eve.frames() > before + 30).await;
+    assert!(eve.audio_packets() > 0);
+    assert_eq!(http(server.addr, "GET", "/healthz", None).await.status, 200);
+    eve.close().await;
+    a.close().await;
+    b.close().await;
+    server.stop().await;
+}

@@ -294,6 +294,9 @@ pub enum Video {
     /// AV1 packets whose first OBU fragment never ends (Z and Y set on every packet), this
     /// many 1,100-byte packets a frame.
     Av1EndlessFragment { packets_per_frame: usize },
+    /// Random payloads (0–1,200 bytes, 1–8 packets a frame), alternately on the H.264 and
+    /// the AV1 payload type: malformed RTP inside an established session.
+    Garbage,
 }
 
 impl Media {
@@ -389,6 +392,17 @@ fn spawn_media(
                         .payload(1100, &Bytes::copy_from_slice(tu))
                         .unwrap_or_default();
                     (av1_pt.expect("AV1 negotiated"), payloads)
+                }
+                Video::Garbage => {
+                    let n = 1 + rand::random::<u8>() as usize % 8;
+                    let payloads = (0..n)
+                        .map(|_| {
+                            let len = rand::random::<u16>() as usize % 1201;
+                            Bytes::from((0..len).map(|_| rand::random::<u8>()).collect::<Vec<_>>())
+                        })
+                        .collect();
+                    let pt = if frame_no % 2 == 0 { vpt } else { av1_pt.unwrap_or(vpt) };
+                    (pt, payloads)
                 }
                 Video::Av1EndlessFragment { packets_per_frame } => {
                     let payloads = (0..packets_per_frame)
