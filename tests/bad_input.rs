@@ -269,7 +269,10 @@ async fn an_oversize_websocket_message_gets_bad_message_and_the_session_goes_on(
     )
     .await;
     assert_eq!(codes(&replies), ["bad_message", "joined"], "{replies:?}");
-    assert!(replies[0]["message"].as_str().unwrap().contains("exceeds"), "{replies:?}");
+    assert!(
+        replies[0]["message"].as_str().unwrap().contains("exceeds"),
+        "{replies:?}"
+    );
     server.stop().await;
 }
 
@@ -287,9 +290,15 @@ async fn malformed_rtp_inside_an_established_session_hurts_nobody() {
     let (fa, fb, t0) = (a.frames(), b.frames(), std::time::Instant::now());
     tokio::time::sleep(Duration::from_secs(6)).await;
     let secs = t0.elapsed().as_secs_f64();
-    let (fps_a, fps_b) = ((a.frames() - fa) as f64 / secs, (b.frames() - fb) as f64 / secs);
+    let (fps_a, fps_b) = (
+        (a.frames() - fa) as f64 / secs,
+        (b.frames() - fb) as f64 / secs,
+    );
     eprintln!("with random RTP payloads in the room: viewers at {fps_a:.1} / {fps_b:.1} fps");
-    assert!(fps_a >= 25.0 && fps_b >= 25.0, "{fps_a:.1} / {fps_b:.1} fps");
+    assert!(
+        fps_a >= 25.0 && fps_b >= 25.0,
+        "{fps_a:.1} / {fps_b:.1} fps"
+    );
     // Eve herself still gets the room's picture and mix, and the server answers.
     let before = eve.frames();
     wait_until("Eve keeps receiving", 10, || eve.frames() > before + 30).await;

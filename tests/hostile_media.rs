@@ -44,7 +44,10 @@ async fn viewers_keep_their_frame_rate_while(
     let fps_a = (a.frames() - fa) as f64 / secs;
     let fps_b = (b.frames() - fb) as f64 / secs;
     let grown = rss_mib() - rss0;
-    let room = server.rooms.get(&tessera::ids::RoomId::parse("hostile").unwrap()).unwrap();
+    let room = server
+        .rooms
+        .get(&tessera::ids::RoomId::parse("hostile").unwrap())
+        .unwrap();
     let s = &room.stats;
     use std::sync::atomic::Ordering::Relaxed;
     eprintln!(
@@ -56,7 +59,10 @@ async fn viewers_keep_their_frame_rate_while(
         s.keyframe_requests_sent.load(Relaxed),
         s.video_inputs_rejected.load(Relaxed),
     );
-    assert!(fps_a >= 25.0 && fps_b >= 25.0, "viewers fell to {fps_a:.1} / {fps_b:.1} fps");
+    assert!(
+        fps_a >= 25.0 && fps_b >= 25.0,
+        "viewers fell to {fps_a:.1} / {fps_b:.1} fps"
+    );
     if let Some(max) = max_rss_growth_mib {
         assert!(grown < max, "RSS grew {grown:.1} MiB");
     }

@@ -43,7 +43,10 @@ async fn participants_are_capped_per_room_and_per_server_and_freed_on_leave() {
     // Three in all: full even for a room with space, and no empty room is left behind.
     let (_d, r) = ws_join_only(server.addr, "z", "D").await;
     assert_eq!(r["code"], "server_full", "{r}");
-    assert!(r["message"].as_str().unwrap().contains("3 participants"), "{r}");
+    assert!(
+        r["message"].as_str().unwrap().contains("3 participants"),
+        "{r}"
+    );
     let (_d, r) = ws_join_only(server.addr, "y", "D").await;
     assert_eq!(r["code"], "server_full", "{r}");
     assert_eq!(server.rooms.participant_count(), 3);
@@ -51,7 +54,10 @@ async fn participants_are_capped_per_room_and_per_server_and_freed_on_leave() {
 
     // Leaving frees the place.
     drop(a);
-    wait_until("A's place freed", 10, || server.rooms.participant_count() == 2).await;
+    wait_until("A's place freed", 10, || {
+        server.rooms.participant_count() == 2
+    })
+    .await;
     let (_d, r) = ws_join_only(server.addr, "y", "D").await;
     assert_eq!(r["type"], "joined", "{r}");
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -65,7 +71,13 @@ async fn whip_is_refused_with_503_and_retry_after_when_the_server_is_full() {
     assert_eq!(r["type"], "joined", "{r}");
     // A syntactically valid offer (the join is refused before negotiation).
     let offer = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:111 opus/48000/2\r\n";
-    let resp = http(server.addr, "POST", "/whip/other?name=W", Some(("application/sdp", offer.as_bytes()))).await;
+    let resp = http(
+        server.addr,
+        "POST",
+        "/whip/other?name=W",
+        Some(("application/sdp", offer.as_bytes())),
+    )
+    .await;
     assert_eq!(resp.status, 503, "{}", resp.body);
     assert_eq!(resp.header("retry-after"), Some("5"));
     assert!(resp.body.contains("server is full"), "{}", resp.body);
@@ -87,7 +99,10 @@ async fn joins_racing_the_last_leave_never_land_in_a_stopping_room() {
                 let mut stray = 0;
                 for i in 0..2000 {
                     let (room, info) = rooms.join(&id, &format!("W{w}-{i}")).unwrap();
-                    if !rooms.get(&id).is_some_and(|r| std::sync::Arc::ptr_eq(&r, &room)) {
+                    if !rooms
+                        .get(&id)
+                        .is_some_and(|r| std::sync::Arc::ptr_eq(&r, &room))
+                    {
                         stray += 1;
                     }
                     rooms.leave(&room, info.id);
@@ -97,7 +112,10 @@ async fn joins_racing_the_last_leave_never_land_in_a_stopping_room() {
         })
         .collect();
     let stray: usize = workers.into_iter().map(|w| w.join().unwrap()).sum();
-    assert_eq!(stray, 0, "{stray} joins landed in a room no longer registered");
+    assert_eq!(
+        stray, 0,
+        "{stray} joins landed in a room no longer registered"
+    );
     assert_eq!(rooms.participant_count(), 0);
     assert!(rooms.list().is_empty());
     server.stop().await;

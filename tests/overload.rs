@@ -46,7 +46,12 @@ fn a_recording_stop_and_a_room_stop_complete_while_ticks_are_overdue() {
             Attachment {
                 video_payload_types: HashMap::new(),
                 audio_out: Some(RtpSink::new(2 * i + 1, 111, Box::new(OpusPayloader), atx)),
-                video_out: Some(RtpSink::new(2 * i + 2, 102, Box::new(H264Payloader::default()), vtx)),
+                video_out: Some(RtpSink::new(
+                    2 * i + 2,
+                    102,
+                    Box::new(H264Payloader::default()),
+                    vtx,
+                )),
                 upstream: up,
             },
         )
@@ -69,7 +74,10 @@ fn a_recording_stop_and_a_room_stop_complete_while_ticks_are_overdue() {
     let info = room.stop_recording().expect("a recording was running");
     let stop_recording = t.elapsed();
     eprintln!("recording stop took {stop_recording:?}: {info:?}");
-    assert!(stop_recording < Duration::from_secs(3), "recording stop took {stop_recording:?}");
+    assert!(
+        stop_recording < Duration::from_secs(3),
+        "recording stop took {stop_recording:?}"
+    );
     assert!(info.error.is_none(), "{info:?}");
     assert!(info.duration_seconds > 1.0, "{info:?}");
 
@@ -77,7 +85,10 @@ fn a_recording_stop_and_a_room_stop_complete_while_ticks_are_overdue() {
     room.stop();
     let stop_room = t.elapsed();
     eprintln!("room stop took {stop_room:?}");
-    assert!(stop_room < Duration::from_secs(3), "room stop took {stop_room:?}");
+    assert!(
+        stop_room < Duration::from_secs(3),
+        "room stop took {stop_room:?}"
+    );
 
     // The file is complete: ffprobe reads a duration.
     let file = std::fs::read_dir(&dir)
@@ -87,7 +98,14 @@ fn a_recording_stop_and_a_room_stop_complete_while_ticks_are_overdue() {
         .find(|p| p.extension().is_some_and(|e| e == "mp4"))
         .expect("a recording file");
     let out = std::process::Command::new("ffprobe")
-        .args(["-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0"])
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration",
+            "-of",
+            "csv=p=0",
+        ])
         .arg(&file)
         .output()
         .expect("ffprobe runs");

@@ -441,7 +441,11 @@ fn mount_small_tmpfs(dir: &Path, size: &str) {
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
-    assert!(ok, "could not mount a tmpfs at {} (run as root under `unshare -m`)", dir.display());
+    assert!(
+        ok,
+        "could not mount a tmpfs at {} (run as root under `unshare -m`)",
+        dir.display()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -28,8 +28,14 @@ async fn a_join_without_an_offer_times_out() {
     assert_eq!(v["code"], "timeout", "{v}");
     assert!(v["message"].as_str().unwrap().contains("no offer"), "{v}");
     let waited = t0.elapsed();
-    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(4), "{waited:?}");
-    wait_until("the squatter removed", 5, || server.rooms.participant_count() == 0).await;
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(4),
+        "{waited:?}"
+    );
+    wait_until("the squatter removed", 5, || {
+        server.rooms.participant_count() == 0
+    })
+    .await;
     assert!(server.rooms.list().is_empty(), "the empty room is stopped");
     server.stop().await;
 }
@@ -50,8 +56,15 @@ async fn a_whip_session_that_never_connects_is_ended() {
     assert_eq!(resp.status, 201, "{}", resp.body);
     assert_eq!(server.rooms.participant_count(), 1);
     let t0 = Instant::now();
-    wait_until("the half-open session ended", 10, || server.rooms.participant_count() == 0).await;
-    assert!(t0.elapsed() >= Duration::from_secs(1), "ended too early: {:?}", t0.elapsed());
+    wait_until("the half-open session ended", 10, || {
+        server.rooms.participant_count() == 0
+    })
+    .await;
+    assert!(
+        t0.elapsed() >= Duration::from_secs(1),
+        "ended too early: {:?}",
+        t0.elapsed()
+    );
     let _ = pc.close().await;
     server.stop().await;
 }
@@ -70,14 +83,22 @@ async fn a_killed_whip_client_is_removed_within_10_s() {
             .enable_all()
             .build()
             .unwrap();
-        let client = rt.block_on(Client::join_whip_at(addr, "vanish", "Gone", (200, 200, 30), 500.0));
+        let client = rt.block_on(Client::join_whip_at(
+            addr,
+            "vanish",
+            "Gone",
+            (200, 200, 30),
+            500.0,
+        ));
         let received = client.received.clone();
         ready_tx.send(received).unwrap();
         let _ = kill_rx.recv();
         std::mem::forget(client); // no Drop-time cleanup either
         rt.shutdown_background();
     });
-    let received = tokio::task::spawn_blocking(move || ready_rx.recv().unwrap()).await.unwrap();
+    let received = tokio::task::spawn_blocking(move || ready_rx.recv().unwrap())
+        .await
+        .unwrap();
     let room = tessera::ids::RoomId::parse("vanish").unwrap();
     wait_until("the client receives media", 20, || {
         received.frames.load(std::sync::atomic::Ordering::Relaxed) > 10
@@ -86,10 +107,16 @@ async fn a_killed_whip_client_is_removed_within_10_s() {
     assert_eq!(server.rooms.participant_count(), 1);
     let t0 = Instant::now();
     kill_tx.send(()).unwrap();
-    wait_until("the vanished client removed", 15, || server.rooms.participant_count() == 0).await;
+    wait_until("the vanished client removed", 15, || {
+        server.rooms.participant_count() == 0
+    })
+    .await;
     let gone = t0.elapsed();
     eprintln!("vanished WHIP client removed after {gone:?}");
-    assert!(gone < Duration::from_secs(10), "removed only after {gone:?}");
+    assert!(
+        gone < Duration::from_secs(10),
+        "removed only after {gone:?}"
+    );
     assert!(server.rooms.get(&room).is_none(), "its room stopped");
     client_thread.join().unwrap();
     server.stop().await;

@@ -150,14 +150,38 @@ fn all_but<'a>(pkgs: &'a [String], gone: &str) -> Vec<(&'a str, &'a str)> {
 fn the_package_lists_hold_what_the_build_and_the_tests_use() {
     let build = list(&["--list"]);
     let test = list(&["--list", "--test"]);
-    for p in ["build-essential", "cmake", "nasm", "pkg-config", "libdav1d-dev", "libclang-dev"] {
-        assert!(build.contains(&p.to_owned()), "build set lacks {p}: {build:?}");
+    for p in [
+        "build-essential",
+        "cmake",
+        "nasm",
+        "pkg-config",
+        "libdav1d-dev",
+        "libclang-dev",
+    ] {
+        assert!(
+            build.contains(&p.to_owned()),
+            "build set lacks {p}: {build:?}"
+        );
     }
-    for p in ["chromium", "nodejs", "npm", "iproute2", "util-linux", "mount", "ffmpeg"] {
+    for p in [
+        "chromium",
+        "nodejs",
+        "npm",
+        "iproute2",
+        "util-linux",
+        "mount",
+        "ffmpeg",
+    ] {
         assert!(test.contains(&p.to_owned()), "test set lacks {p}: {test:?}");
-        assert!(!build.contains(&p.to_owned()), "run.sh would install test package {p}");
+        assert!(
+            !build.contains(&p.to_owned()),
+            "run.sh would install test package {p}"
+        );
     }
-    assert!(build.iter().all(|p| test.contains(p)), "test set must include the build set");
+    assert!(
+        build.iter().all(|p| test.contains(p)),
+        "test set must include the build set"
+    );
 }
 
 #[test]
@@ -169,11 +193,18 @@ fn each_missing_package_is_found_and_installed() {
         let out = farm.run(&["--print-missing", "--test"], &[]);
         assert!(out.ok, "{}", out.stderr);
         assert_eq!(out.stdout, *gone, "only {gone} is missing");
-        assert!(out.apt_log.is_empty(), "--print-missing installed something");
+        assert!(
+            out.apt_log.is_empty(),
+            "--print-missing installed something"
+        );
 
         // run.sh's set: a missing test package is not its business.
         let out = farm.run(&["--print-missing"], &[]);
-        let expect = if build.contains(gone) { gone.as_str() } else { "" };
+        let expect = if build.contains(gone) {
+            gone.as_str()
+        } else {
+            ""
+        };
         assert_eq!(out.stdout, expect, "build set with {gone} missing");
 
         // The real path as root: update, install exactly that package, check again.
@@ -183,14 +214,27 @@ fn each_missing_package_is_found_and_installed() {
         assert_eq!(lines.len(), 2, "{gone}: {}", out.apt_log);
         assert!(lines[0].starts_with("update"), "{}", out.apt_log);
         assert!(lines[1].starts_with("install"), "{}", out.apt_log);
-        let installed: Vec<&str> = lines[1].split(' ').filter(|a| !a.starts_with('-')).skip(1).collect();
+        let installed: Vec<&str> = lines[1]
+            .split(' ')
+            .filter(|a| !a.starts_with('-'))
+            .skip(1)
+            .collect();
         assert_eq!(installed, [gone.as_str()], "{}", out.apt_log);
-        assert!(out.stderr.contains(&format!("installing {gone}")), "{}", out.stderr);
+        assert!(
+            out.stderr.contains(&format!("installing {gone}")),
+            "{}",
+            out.stderr
+        );
 
         // Now present: nothing more to do.
         let out = farm.run(&["--test"], &[]);
         assert!(out.ok, "{}", out.stderr);
-        assert_eq!(out.apt_log.lines().count(), 2, "installed twice: {}", out.apt_log);
+        assert_eq!(
+            out.apt_log.lines().count(),
+            2,
+            "installed twice: {}",
+            out.apt_log
+        );
     }
 }
 
@@ -218,7 +262,10 @@ fn look_alike_packages_do_not_count_but_providers_do() {
     let test = list(&["--list", "--test"]);
     let mut db = all_but(&test, "npm");
     db.retain(|(p, _)| *p != "nodejs");
-    db.push(("nodejs", "nodejs-dev, nodejs-doc, nodejs-legacy, npm (= 10.9.2)"));
+    db.push((
+        "nodejs",
+        "nodejs-dev, nodejs-doc, nodejs-legacy, npm (= 10.9.2)",
+    ));
     let out = Farm::new(&db).run(&["--print-missing", "--test"], &[]);
     assert_eq!(out.stdout, "");
 }
@@ -262,24 +309,38 @@ fn a_failed_install_or_no_apt_stops_with_a_clear_line() {
     let farm = Farm::new(&all_but(&build, "libdav1d-dev"));
     let out = farm.run(&[], &[("FAKE_APT_FAIL", "1")]);
     assert!(!out.ok);
-    assert!(out.stderr.contains("failed; missing Debian packages: libdav1d-dev"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("failed; missing Debian packages: libdav1d-dev"),
+        "{}",
+        out.stderr
+    );
 
     let farm = farm.without("apt-get");
     let out = farm.run(&[], &[]);
     assert!(!out.ok);
-    assert!(out.stderr.contains("libdav1d-dev") && out.stderr.contains("no apt-get"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("libdav1d-dev") && out.stderr.contains("no apt-get"),
+        "{}",
+        out.stderr
+    );
 
     let farm = Farm::new(&[]).without("dpkg-query");
     let out = farm.run(&[], &[]);
     assert!(!out.ok);
-    assert!(out.stderr.contains("no dpkg-query") && out.stderr.contains("TESSERA_SKIP_SETUP"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("no dpkg-query") && out.stderr.contains("TESSERA_SKIP_SETUP"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
 fn the_rust_toolchain_is_checked_against_rust_version() {
     let test = list(&["--list", "--test"]);
     let farm = Farm::new(&all_but(&test, ""));
-    let manifest = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")).unwrap();
+    let manifest =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml")).unwrap();
     let need = manifest
         .lines()
         .find_map(|l| l.strip_prefix("rust-version = \""))
@@ -287,7 +348,13 @@ fn the_rust_toolchain_is_checked_against_rust_version() {
         .expect("Cargo.toml has a rust-version");
     let out = farm.run(&[], &[("FAKE_RUSTC", "1.70.0")]);
     assert!(!out.ok);
-    assert!(out.stderr.contains(&format!("Rust {need} or newer is needed, found rustc 1.70.0")), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "Rust {need} or newer is needed, found rustc 1.70.0"
+        )),
+        "{}",
+        out.stderr
+    );
     let out = farm.run(&[], &[("FAKE_RUSTC", need)]);
     assert!(out.ok, "{}", out.stderr);
 
@@ -303,7 +370,10 @@ fn the_npm_test_dependencies_are_installed_only_when_out_of_date() {
     let farm = Farm::new(&all_but(&test, ""));
     let out = farm.run(&["--test"], &[]);
     assert!(out.ok, "{}", out.stderr);
-    assert_eq!(out.npm_log, "", "installed playwright-core although up to date");
+    assert_eq!(
+        out.npm_log, "",
+        "installed playwright-core although up to date"
+    );
     let out = farm.run(&[], &[("FAKE_NODE_RC", "1")]);
     assert_eq!(out.npm_log, "", "run.sh's set must not touch npm");
     let out = farm.run(&["--test"], &[("FAKE_NODE_RC", "1")]);
@@ -321,6 +391,9 @@ fn an_old_node_stops_the_test_setup_with_one_line() {
     assert!(!out.ok);
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
     assert!(out.stderr.contains("Node.js 18 or newer"), "{}", out.stderr);
-    assert!(farm.run(&[], &[("FAKE_NODE_MAJOR", "16")]).ok, "run.sh does not need Node");
+    assert!(
+        farm.run(&[], &[("FAKE_NODE_MAJOR", "16")]).ok,
+        "run.sh does not need Node"
+    );
     assert!(farm.run(&["--test"], &[("FAKE_NODE_MAJOR", "18")]).ok);
 }

@@ -23,7 +23,10 @@ async fn a_failed_thread_spawn_refuses_one_join_and_the_server_recovers() {
     INJECT_SPAWN_FAILURES.store(1, Ordering::SeqCst);
     let (_b, r) = ws_join_only(server.addr, "during", "B").await;
     assert_eq!(r["code"], "unavailable", "{r}");
-    assert!(server.rooms.get(&tessera::ids::RoomId::parse("during").unwrap()).is_none());
+    assert!(server
+        .rooms
+        .get(&tessera::ids::RoomId::parse("during").unwrap())
+        .is_none());
     // The second of a room's two threads failing also leaves nothing behind: the audio
     // thread that did start ends.
     let threads = || std::fs::read_dir("/proc/self/task").unwrap().count();
@@ -32,8 +35,15 @@ async fn a_failed_thread_spawn_refuses_one_join_and_the_server_recovers() {
     INJECT_SPAWN_FAILURES.store(1, Ordering::SeqCst);
     let (_c, r) = ws_join_only(server.addr, "during", "C").await;
     assert_eq!(r["code"], "unavailable", "{r}");
-    assert_eq!(INJECT_SPAWN_FAILURES.load(Ordering::SeqCst), 0, "the video thread's spawn failed");
-    wait_until("the orphan audio thread to end", 10, || threads() <= threads_before).await;
+    assert_eq!(
+        INJECT_SPAWN_FAILURES.load(Ordering::SeqCst),
+        0,
+        "the video thread's spawn failed"
+    );
+    wait_until("the orphan audio thread to end", 10, || {
+        threads() <= threads_before
+    })
+    .await;
     // Existing rooms keep working meanwhile.
     let (_d, r) = ws_join_only(server.addr, "before", "D").await;
     assert_eq!(r["type"], "joined", "{r}");
@@ -47,6 +57,9 @@ async fn a_failed_thread_spawn_refuses_one_join_and_the_server_recovers() {
     assert_eq!(r["type"], "joined", "{r}");
     let a = Client::join_ws(&server, "after2", "Ada", (220, 30, 30), 400.0).await;
     let b = Client::join_ws(&server, "after2", "Bob", (30, 30, 220), 650.0).await;
-    wait_until("media after recovery", 30, || a.frames() > 10 && b.frames() > 10).await;
+    wait_until("media after recovery", 30, || {
+        a.frames() > 10 && b.frames() > 10
+    })
+    .await;
     server.stop().await;
 }

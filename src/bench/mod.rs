@@ -419,7 +419,13 @@ pub fn run(args: &RoomBenchArgs) -> Result<BenchReport, BenchError> {
         )
     } else {
         let speaker = Arc::new(AtomicU64::new(0));
-        let mut video = VideoLoop::new(&config, layout, broadcast::channel(16).0, speaker.clone(), stats.clone());
+        let mut video = VideoLoop::new(
+            &config,
+            layout,
+            broadcast::channel(16).0,
+            speaker.clone(),
+            stats.clone(),
+        );
         let mut audio = AudioLoop::new(&config, broadcast::channel(1024).0, speaker, stats.clone());
         let mut ids = Vec::new();
         for i in 0..n {

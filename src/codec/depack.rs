@@ -109,7 +109,12 @@ pub fn h264(
                     in_fu = false;
                 }
             }
-            _ => return Err(malformed(C, "unsupported NAL/packet type (STAP-B, MTAP, FU-B)")),
+            _ => {
+                return Err(malformed(
+                    C,
+                    "unsupported NAL/packet type (STAP-B, MTAP, FU-B)",
+                ))
+            }
         }
     }
     if in_fu {
@@ -161,7 +166,11 @@ fn emit_obu(obu: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<(), DepackErr
     if kind == OBU_TEMPORAL_DELIMITER || kind == OBU_TILE_LIST {
         return Ok(());
     }
-    let header_len = if header & OBU_HAS_EXTENSION != 0 { 2 } else { 1 };
+    let header_len = if header & OBU_HAS_EXTENSION != 0 {
+        2
+    } else {
+        1
+    };
     if obu.len() < header_len {
         return Err(malformed(C, "truncated OBU header"));
     }
@@ -205,7 +214,11 @@ pub fn av1(
         let Some(&agg) = p.first() else {
             return Err(malformed(C, "empty payload"));
         };
-        let (z, y, w) = (agg & 0x80 != 0, agg & 0x40 != 0, usize::from((agg >> 4) & 3));
+        let (z, y, w) = (
+            agg & 0x80 != 0,
+            agg & 0x40 != 0,
+            usize::from((agg >> 4) & 3),
+        );
         if z != open {
             return Err(malformed(
                 C,
@@ -260,7 +273,10 @@ pub fn av1(
         open = y;
     }
     if open {
-        return Err(malformed(C, "fragment not finished at the end of the frame"));
+        return Err(malformed(
+            C,
+            "fragment not finished at the end of the frame",
+        ));
     }
     Ok(())
 }
@@ -282,7 +298,9 @@ mod tests {
     }
 
     fn annexb(nals: &[Vec<u8>]) -> Vec<u8> {
-        nals.iter().flat_map(|n| START_CODE.iter().chain(n).copied()).collect()
+        nals.iter()
+            .flat_map(|n| START_CODE.iter().chain(n).copied())
+            .collect()
     }
 
     #[test]
@@ -290,7 +308,9 @@ mod tests {
         // SPS + PPS (aggregated into STAP-A by the payloader) and an IDR split into FU-As.
         let nals = vec![nal(7, 12), nal(8, 4), nal(5, 5000)];
         let au = annexb(&nals);
-        let pkts = H264Payloader::default().payload(1200, &Bytes::from(au)).unwrap();
+        let pkts = H264Payloader::default()
+            .payload(1200, &Bytes::from(au))
+            .unwrap();
         assert!(pkts.len() > 4);
         let (mut out, mut frag) = (Vec::new(), Vec::new());
         h264(&pkts, &mut out, &mut frag, LIMIT).unwrap();
@@ -301,25 +321,35 @@ mod tests {
     fn h264_refuses_truncated_stap_a_and_orphan_fragments() {
         let (mut out, mut frag) = (Vec::new(), Vec::new());
         for bad in [
-            vec![24u8, 0, 0, 5],          // rtc-rtp 0.21 indexes past the end here
-            vec![24, 0, 9, 1, 2],          // size beyond the packet
-            vec![24, 0],                   // half a size
-            vec![28, 0x05, 1, 2, 3],       // FU-A middle without a start
-            vec![0x9c, 0x85, 1],           // forbidden bit
-            vec![25, 1, 2],                // STAP-B
+            vec![24u8, 0, 0, 5],     // rtc-rtp 0.21 indexes past the end here
+            vec![24, 0, 9, 1, 2],    // size beyond the packet
+            vec![24, 0],             // half a size
+            vec![28, 0x05, 1, 2, 3], // FU-A middle without a start
+            vec![0x9c, 0x85, 1],     // forbidden bit
+            vec![25, 1, 2],          // STAP-B
         ] {
             let r = h264(&[Bytes::from(bad.clone())], &mut out, &mut frag, LIMIT);
-            assert!(matches!(r, Err(DepackError::Malformed { .. })), "{bad:?}: {r:?}");
+            assert!(
+                matches!(r, Err(DepackError::Malformed { .. })),
+                "{bad:?}: {r:?}"
+            );
         }
         // An FU-A that starts and never ends.
-        let r = h264(&[Bytes::from_static(&[28, 0x85, 1, 2])], &mut out, &mut frag, LIMIT);
+        let r = h264(
+            &[Bytes::from_static(&[28, 0x85, 1, 2])],
+            &mut out,
+            &mut frag,
+            LIMIT,
+        );
         assert!(matches!(r, Err(DepackError::Malformed { .. })));
     }
 
     #[test]
     fn h264_stops_at_the_limit() {
         let au = annexb(&[nal(5, 50_000)]);
-        let pkts = H264Payloader::default().payload(1200, &Bytes::from(au)).unwrap();
+        let pkts = H264Payloader::default()
+            .payload(1200, &Bytes::from(au))
+            .unwrap();
         let (mut out, mut frag) = (Vec::new(), Vec::new());
         assert_eq!(
             h264(&pkts, &mut out, &mut frag, 10_000),
@@ -331,7 +361,9 @@ mod tests {
     /// A sequence header and a frame OBU (with size fields, as an encoder writes them).
     fn av1_tu(frame_len: usize) -> Vec<u8> {
         let mut tu = vec![0x12, 0x00]; // temporal delimiter
-        tu.extend([0x0a, 0x0a, 0, 0, 0, 0x24, 0xc4, 0xff, 0xdf, 0x00, 0x68, 0x02]); // sequence header
+        tu.extend([
+            0x0a, 0x0a, 0, 0, 0, 0x24, 0xc4, 0xff, 0xdf, 0x00, 0x68, 0x02,
+        ]); // sequence header
         tu.push(0x32); // OBU_FRAME with size
         put_leb128(&mut tu, frame_len);
         tu.extend((0..frame_len).map(|i| (i % 253) as u8));
@@ -342,10 +374,16 @@ mod tests {
     fn av1_round_trips_through_the_library_payloader() {
         for len in [10, 1500, 40_000] {
             let tu = av1_tu(len);
-            let pkts = Av1Payloader::default().payload(1100, &Bytes::from(tu.clone())).unwrap();
+            let pkts = Av1Payloader::default()
+                .payload(1100, &Bytes::from(tu.clone()))
+                .unwrap();
             let (mut out, mut frag) = (Vec::new(), Vec::new());
             av1(&pkts, &mut out, &mut frag, LIMIT).unwrap();
-            assert_eq!(out, tu[2..], "temporal delimiter dropped, the rest byte-exact ({len})");
+            assert_eq!(
+                out,
+                tu[2..],
+                "temporal delimiter dropped, the rest byte-exact ({len})"
+            );
         }
     }
 
@@ -369,15 +407,18 @@ mod tests {
     fn av1_refuses_malformed_packets() {
         let (mut out, mut frag) = (Vec::new(), Vec::new());
         for bad in [
-            vec![0x80u8, 0x02, 0x30, 0x00],  // Z without a fragment before
-            vec![0x00, 0x05, 0x30],          // element length beyond the packet
+            vec![0x80u8, 0x02, 0x30, 0x00], // Z without a fragment before
+            vec![0x00, 0x05, 0x30],         // element length beyond the packet
             vec![0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff], // endless LEB128
-            vec![0x10, 0xb0, 0x00],          // forbidden bit in the OBU header
-            vec![0x10, 0x32, 0x09, 1],       // obu_size beyond the element
-            vec![0x40],                      // Y on a packet without elements
+            vec![0x10, 0xb0, 0x00],         // forbidden bit in the OBU header
+            vec![0x10, 0x32, 0x09, 1],      // obu_size beyond the element
+            vec![0x40],                     // Y on a packet without elements
         ] {
             let r = av1(&[Bytes::from(bad.clone())], &mut out, &mut frag, LIMIT);
-            assert!(matches!(r, Err(DepackError::Malformed { .. })), "{bad:?}: {r:?}");
+            assert!(
+                matches!(r, Err(DepackError::Malformed { .. })),
+                "{bad:?}: {r:?}"
+            );
         }
     }
 

@@ -92,7 +92,8 @@ impl VideoDecoder {
                 // dav1d refuses larger frames before allocating them.
                 s.set_frame_size_limit(limits.max_width.saturating_mul(limits.max_height));
                 Inner::Av1(Box::new(
-                    dav1d::Decoder::with_settings(&s).map_err(|e| CodecError::Av1(e.to_string()))?,
+                    dav1d::Decoder::with_settings(&s)
+                        .map_err(|e| CodecError::Av1(e.to_string()))?,
                 ))
             }
         };
@@ -487,28 +488,44 @@ mod tests {
         // The same decoder still takes a stream within the limits.
         let mut pictures = 0;
         for (i, tu) in av1_temporal_units(AV1_SMALL).into_iter().enumerate() {
-            if let Decoded::Picture { .. } = dec.decode(&av1_payloads(tu), i == 0, &mut out).unwrap() {
+            if let Decoded::Picture { .. } =
+                dec.decode(&av1_payloads(tu), i == 0, &mut out).unwrap()
+            {
                 pictures += 1;
             }
         }
         assert!(pictures >= 1);
         assert_eq!((out.width, out.height), (320, 180));
         // Tighter limits refuse it too, and portrait fits a landscape limit.
-        let limits = IngestLimits { max_width: 160, max_height: 320, max_frame_bytes: 1 << 20 };
+        let limits = IngestLimits {
+            max_width: 160,
+            max_height: 320,
+            max_frame_bytes: 1 << 20,
+        };
         assert!(limits.fits(320, 160) && limits.fits(160, 320) && !limits.fits(320, 180));
         let mut dec = VideoDecoder::with_limits(VideoCodec::Av1, limits).unwrap();
         let tu = av1_temporal_units(AV1_SMALL)[0];
-        assert!(matches!(dec.decode(&av1_payloads(tu), true, &mut out), Err(CodecError::OverLimits(_))));
+        assert!(matches!(
+            dec.decode(&av1_payloads(tu), true, &mut out),
+            Err(CodecError::OverLimits(_))
+        ));
     }
 
     #[test]
     fn an_access_unit_over_the_byte_limit_is_refused() {
-        let limits = IngestLimits { max_width: 1920, max_height: 1080, max_frame_bytes: 64 };
+        let limits = IngestLimits {
+            max_width: 1920,
+            max_height: 1080,
+            max_frame_bytes: 64,
+        };
         let mut dec = VideoDecoder::with_limits(VideoCodec::Av1, limits).unwrap();
         let mut out = I420Frame::default();
         let tu = av1_temporal_units(AV1_SMALL)[0];
         assert!(tu.len() > 64);
-        assert!(matches!(dec.decode(&av1_payloads(tu), true, &mut out), Err(CodecError::OverLimits(_))));
+        assert!(matches!(
+            dec.decode(&av1_payloads(tu), true, &mut out),
+            Err(CodecError::OverLimits(_))
+        ));
     }
 
     #[test]

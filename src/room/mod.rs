@@ -3,9 +3,10 @@
 //! A room owns an **audio thread** (20 ms mixer ticks: jitter buffers, Opus decode/PLC,
 //! N-1 mix, limiter, Opus encode, active speaker) and a **video thread** (ticks at the
 //! output frame rate: frame assembly, decode, tile rendering, per-viewer composition and
-//! H.264 encode, parallelised with rayon). Network tasks talk to them only through bounded
-//! channels (`try_send`: a full queue drops and counts, it never blocks the network); the
-//! threads never await and never lock in their loops. Control-plane state (roster, layout
+//! H.264 encode, parallelised with rayon). Network tasks talk to them only through
+//! channels that never block the sender (media beyond a bound is dropped and counted,
+//! control is never dropped: see `Room::try_audio`); the threads never await and never
+//! lock in their loops. Control-plane state (roster, layout
 //! name) lives behind a std `Mutex` that the media threads never touch.
 
 pub mod audio;
@@ -329,8 +330,7 @@ impl Room {
     }
 
     pub fn is_recording(&self) -> bool {
-        lock(&self.recording)
-            .is_some()
+        lock(&self.recording).is_some()
     }
 
     /// The running recording's live info.
@@ -602,8 +602,12 @@ fn spawn_thread(
 ) -> Result<JoinHandle<()>, std::io::Error> {
     let dec = |n: u64| n.checked_sub(1);
     if INJECT_SPAWN_FAILURES.load(Ordering::SeqCst) > 0
-        && INJECT_SPAWN_AFTER.fetch_update(Ordering::SeqCst, Ordering::SeqCst, dec).is_err()
-        && INJECT_SPAWN_FAILURES.fetch_update(Ordering::SeqCst, Ordering::SeqCst, dec).is_ok()
+        && INJECT_SPAWN_AFTER
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, dec)
+            .is_err()
+        && INJECT_SPAWN_FAILURES
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, dec)
+            .is_ok()
     {
         return Err(std::io::Error::new(
             std::io::ErrorKind::WouldBlock,
@@ -673,7 +677,9 @@ impl Rooms {
         use std::sync::atomic::Ordering::SeqCst;
         if self
             .participants
-            .fetch_update(SeqCst, SeqCst, |n| (n < c.max_participants_total).then_some(n + 1))
+            .fetch_update(SeqCst, SeqCst, |n| {
+                (n < c.max_participants_total).then_some(n + 1)
+            })
             .is_err()
         {
             return Err(JoinError::ServerFull(format!(
@@ -688,7 +694,11 @@ impl Rooms {
         result
     }
 
-    fn join_reserved(&self, id: &RoomId, name: &str) -> Result<(Arc<Room>, ParticipantInfo), JoinError> {
+    fn join_reserved(
+        &self,
+        id: &RoomId,
+        name: &str,
+    ) -> Result<(Arc<Room>, ParticipantInfo), JoinError> {
         // The join happens under the rooms lock, so the last participant leaving cannot
         // remove the room between finding it and joining it; if that happened just
         // before, the room is started afresh.
@@ -703,7 +713,9 @@ impl Rooms {
             };
             return self.finish_join(id, room, started, joined);
         }
-        Err(JoinError::Unavailable("the room is restarting; try again".into()))
+        Err(JoinError::Unavailable(
+            "the room is restarting; try again".into(),
+        ))
     }
 
     fn finish_join(

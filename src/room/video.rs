@@ -348,9 +348,15 @@ impl VideoLoop {
     }
 
     pub fn handle(&mut self, cmd: VideoCmd) {
-        if matches!(cmd, VideoCmd::Packet { .. } | VideoCmd::KeyframeRequest { .. }) {
+        if matches!(
+            cmd,
+            VideoCmd::Packet { .. } | VideoCmd::KeyframeRequest { .. }
+        ) {
             // Counted by the room's `try_*` when queued (see `Room`'s queue policy).
-            let _ = self.stats.video_queued.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+            let _ =
+                self.stats
+                    .video_queued
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
         }
         match cmd {
             VideoCmd::Join { id, name } => self.participants.push(Participant {

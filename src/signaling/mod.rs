@@ -84,7 +84,11 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     if ok {
         (StatusCode::OK, "ok").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "cannot start rooms: out of threads").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cannot start rooms: out of threads",
+        )
+            .into_response()
     }
 }
 

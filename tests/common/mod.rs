@@ -379,11 +379,19 @@ fn spawn_media(
                         enc.request_keyframe(); // make the switch visible at once
                     }
                     last_rgb = Some(rgb);
-                    let frame = I420Frame::solid(width as usize, height as usize, rgb_to_yuv(rgb.0, rgb.1, rgb.2));
+                    let frame = I420Frame::solid(
+                        width as usize,
+                        height as usize,
+                        rgb_to_yuv(rgb.0, rgb.1, rgb.2),
+                    );
                     if enc.encode(&frame, &mut au).is_err() || au.is_empty() {
                         continue;
                     }
-                    (vpt, pay.payload(1100, &Bytes::from(au.clone())).unwrap_or_default())
+                    (
+                        vpt,
+                        pay.payload(1100, &Bytes::from(au.clone()))
+                            .unwrap_or_default(),
+                    )
                 }
                 Video::Av1File(data) => {
                     let units = tessera::codec::video::av1_temporal_units(data);
@@ -401,7 +409,11 @@ fn spawn_media(
                             Bytes::from((0..len).map(|_| rand::random::<u8>()).collect::<Vec<_>>())
                         })
                         .collect();
-                    let pt = if frame_no % 2 == 0 { vpt } else { av1_pt.unwrap_or(vpt) };
+                    let pt = if frame_no % 2 == 0 {
+                        vpt
+                    } else {
+                        av1_pt.unwrap_or(vpt)
+                    };
                     (pt, payloads)
                 }
                 Video::Av1EndlessFragment { packets_per_frame } => {
@@ -766,7 +778,11 @@ pub type WsStream =
 
 /// A signaling-only session (no media): sends `join` and returns the socket with the
 /// server's reply to it (`joined` or `error`; room events before it are skipped).
-pub async fn ws_join_only(addr: SocketAddr, room: &str, name: &str) -> (WsStream, serde_json::Value) {
+pub async fn ws_join_only(
+    addr: SocketAddr,
+    room: &str,
+    name: &str,
+) -> (WsStream, serde_json::Value) {
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
         .await
         .unwrap();

@@ -324,26 +324,49 @@ fn an_oversize_input_is_refused_for_a_while_and_only_that_participant() {
     h.video.tick(t0, 0);
     let event = h.events.try_recv().expect("the room is told");
     match event {
-        RoomEvent::InputRejected { participant_id, reason } => {
+        RoomEvent::InputRejected {
+            participant_id,
+            reason,
+        } => {
             assert_eq!(participant_id, bad);
             assert!(reason.contains("8192x8192"), "{reason}");
         }
         other => panic!("unexpected {other:?}"),
     }
-    assert_eq!(h.video.stats.video_inputs_rejected.load(Ordering::Relaxed), 1);
-    assert_eq!(h.video.stats.video_frames_decoded.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        h.video.stats.video_inputs_rejected.load(Ordering::Relaxed),
+        1
+    );
+    assert_eq!(
+        h.video.stats.video_frames_decoded.load(Ordering::Relaxed),
+        0
+    );
     // Within the back-off even a valid stream is dropped undecoded, and not reported again.
     let mut ts = 10 * 3000;
     for (k, tu) in small.iter().enumerate() {
-        send_av1(&mut h, bad, tu, &mut seq, ts, t0 + Duration::from_millis(100));
+        send_av1(
+            &mut h,
+            bad,
+            tu,
+            &mut seq,
+            ts,
+            t0 + Duration::from_millis(100),
+        );
         ts += 3000;
-        h.video.tick(t0 + Duration::from_millis(100 + k as u64), 1 + k as u64);
+        h.video
+            .tick(t0 + Duration::from_millis(100 + k as u64), 1 + k as u64);
     }
-    assert_eq!(h.video.stats.video_frames_decoded.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        h.video.stats.video_frames_decoded.load(Ordering::Relaxed),
+        0
+    );
     assert!(h.events.try_recv().is_err());
     while up_rx.try_recv().is_ok() {}
     // The viewer's picture kept coming.
-    assert!(!h.last_frames()[1].is_empty(), "viewer {viewer:?} got no frame");
+    assert!(
+        !h.last_frames()[1].is_empty(),
+        "viewer {viewer:?} got no frame"
+    );
     // After the back-off: a keyframe is requested and a valid stream decodes again.
     let later = t0 + REJECT_FOR + Duration::from_millis(200);
     h.video.tick(later, 20);
