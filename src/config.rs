@@ -110,11 +110,23 @@ pub struct IngestConfig {
 
 impl Default for IngestConfig {
     fn default() -> Self {
+        let l = crate::codec::video::IngestLimits::default();
         Self {
-            max_width: 1920,
-            max_height: 1080,
+            max_width: l.max_width,
+            max_height: l.max_height,
             max_fps: 60,
-            max_frame_kbytes: 1024,
+            max_frame_kbytes: (l.max_frame_bytes / 1024) as u32,
+        }
+    }
+}
+
+impl IngestConfig {
+    /// The decoder's share of these limits (the frame rate is the room's to police).
+    pub fn limits(&self) -> crate::codec::video::IngestLimits {
+        crate::codec::video::IngestLimits {
+            max_width: self.max_width,
+            max_height: self.max_height,
+            max_frame_bytes: self.max_frame_kbytes as usize * 1024,
         }
     }
 }

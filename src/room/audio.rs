@@ -200,11 +200,7 @@ impl AudioLoop {
 
     pub fn handle(&mut self, cmd: AudioCmd) {
         if matches!(cmd, AudioCmd::Packet { .. }) {
-            // Counted by the room's `try_*` when queued (see `Room`'s queue policy).
-            let _ =
-                self.stats
-                    .audio_queued
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+            super::media_dequeued(&self.stats.audio_queued);
         }
         match cmd {
             AudioCmd::Join { id } => {

@@ -515,20 +515,16 @@ impl Room {
     // and control commands (join, leave, mute, layout, recording, stop) are never dropped;
     // their number is bounded by the sessions that send them.
     fn try_audio(&self, cmd: AudioCmd) {
-        let queued = &self.stats.audio_queued;
-        if queued.fetch_add(1, Ordering::Relaxed) >= AUDIO_QUEUE as u64
-            || self.audio_tx.send(cmd).is_err()
-        {
-            queued.fetch_sub(1, Ordering::Relaxed);
-            self.stats.dropped_inputs.fetch_add(1, Ordering::Relaxed);
-        }
+        self.admit_media(&self.audio_tx, &self.stats.audio_queued, AUDIO_QUEUE, cmd);
     }
 
     fn try_video(&self, cmd: VideoCmd) {
-        let queued = &self.stats.video_queued;
-        if queued.fetch_add(1, Ordering::Relaxed) >= VIDEO_QUEUE as u64
-            || self.video_tx.send(cmd).is_err()
-        {
+        self.admit_media(&self.video_tx, &self.stats.video_queued, VIDEO_QUEUE, cmd);
+    }
+
+    /// Counted admission of a media command (the loop calls [`media_dequeued`]).
+    fn admit_media<T>(&self, tx: &Sender<T>, queued: &AtomicU64, cap: usize, cmd: T) {
+        if queued.fetch_add(1, Ordering::Relaxed) >= cap as u64 || tx.send(cmd).is_err() {
             queued.fetch_sub(1, Ordering::Relaxed);
             self.stats.dropped_inputs.fetch_add(1, Ordering::Relaxed);
         }
@@ -587,6 +583,12 @@ fn recording_info(
         dropped_frames: r.status.dropped_frames.load(Relaxed),
         error: r.error(),
     }
+}
+
+/// A media command admitted by `Room::admit_media` has left the queue (called by the
+/// loops; saturates at zero for commands fed directly, as benchmarks and tests do).
+pub(crate) fn media_dequeued(queued: &AtomicU64) {
+    let _ = queued.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
 }
 
 /// Test hook: this many thread spawns fail as if the OS were out of threads, after

@@ -274,7 +274,6 @@ impl VideoLoop {
         stats: Arc<RoomStats>,
     ) -> Self {
         let v = &config.video;
-        let ingest = &config.ingest;
         Self {
             participants: Vec::new(),
             outputs: Vec::new(),
@@ -295,12 +294,8 @@ impl VideoLoop {
             clock_start: Instant::now(),
             recording: None,
             events,
-            limits: IngestLimits {
-                max_width: ingest.max_width,
-                max_height: ingest.max_height,
-                max_frame_bytes: ingest.max_frame_kbytes as usize * 1024,
-            },
-            max_input_fps: ingest.max_fps,
+            limits: config.ingest.limits(),
+            max_input_fps: config.ingest.max_fps,
         }
     }
 
@@ -352,11 +347,7 @@ impl VideoLoop {
             cmd,
             VideoCmd::Packet { .. } | VideoCmd::KeyframeRequest { .. }
         ) {
-            // Counted by the room's `try_*` when queued (see `Room`'s queue policy).
-            let _ =
-                self.stats
-                    .video_queued
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+            super::media_dequeued(&self.stats.video_queued);
         }
         match cmd {
             VideoCmd::Join { id, name } => self.participants.push(Participant {
