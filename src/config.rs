@@ -153,6 +153,47 @@ impl Default for TimeoutsConfig {
     }
 }
 
+/// What one HTTP client may hold and ask for. Connections and request rates are counted
+/// per source IP before anything else is read; `/healthz` and the static web client are
+/// exempt from the rates (not from the connection caps).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Open TCP connections in all (beyond it new connections get `503` and are closed).
+    pub max_connections: usize,
+    /// Open TCP connections from one IP.
+    pub max_connections_per_ip: usize,
+    /// A request's head must arrive within this; a keep-alive connection idle this long is
+    /// closed.
+    pub header_timeout_s: u32,
+    /// A request (body included) must be answered within this (WebSockets excepted once
+    /// upgraded).
+    pub request_timeout_s: u32,
+    /// Joins per second per IP (WebSocket upgrades and WHIP offers), sustained…
+    pub join_rate: f64,
+    /// …and in a burst.
+    pub join_burst: u32,
+    /// Other API requests (`/api/*`, WHIP `DELETE`) per second per IP, sustained…
+    pub api_rate: f64,
+    /// …and in a burst.
+    pub api_burst: u32,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 1000,
+            max_connections_per_ip: 64,
+            header_timeout_s: 10,
+            request_timeout_s: 30,
+            join_rate: 2.0,
+            join_burst: 20,
+            api_rate: 10.0,
+            api_burst: 50,
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -181,6 +222,7 @@ pub struct Config {
     pub recording: RecordingConfig,
     pub ingest: IngestConfig,
     pub timeouts: TimeoutsConfig,
+    pub http: HttpConfig,
 }
 
 impl Default for Config {
@@ -202,6 +244,7 @@ impl Default for Config {
             recording: RecordingConfig::default(),
             ingest: IngestConfig::default(),
             timeouts: TimeoutsConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }
@@ -445,6 +488,31 @@ impl Config {
         }
         if !(16..=65_536).contains(&i.max_frame_kbytes) {
             return bad("ingest.max_frame_kbytes", "must be between 16 and 65536");
+        }
+        let h = &self.http;
+        if !(1..=1_000_000).contains(&h.max_connections)
+            || !(1..=1_000_000).contains(&h.max_connections_per_ip)
+        {
+            return bad(
+                "http.max_connections/max_connections_per_ip",
+                "must be between 1 and 1000000",
+            );
+        }
+        if !(1..=300).contains(&h.header_timeout_s) || !(1..=3600).contains(&h.request_timeout_s) {
+            return bad(
+                "http.header_timeout_s/request_timeout_s",
+                "must be 1..300 and 1..3600 seconds",
+            );
+        }
+        let rate_ok = |r: f64| r.is_finite() && r > 0.0 && r <= 1e6;
+        if !rate_ok(h.join_rate) || !rate_ok(h.api_rate) {
+            return bad(
+                "http.join_rate/api_rate",
+                "must be above 0 and at most 1000000 per second",
+            );
+        }
+        if !(1..=1_000_000).contains(&h.join_burst) || !(1..=1_000_000).contains(&h.api_burst) {
+            return bad("http.join_burst/api_burst", "must be between 1 and 1000000");
         }
         if !(6..=510).contains(&self.audio.bitrate_kbps) {
             return bad("audio.bitrate_kbps", "must be between 6 and 510");

@@ -44,6 +44,7 @@ fn main() -> anyhow::Result<()> {
             layouts.names().join(", ")
         );
     }
+    raise_fd_limit();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -56,6 +57,25 @@ fn main() -> anyhow::Result<()> {
         tessera::signaling::serve(listener, config, rooms, shutdown_signal()).await?;
         Ok(())
     })
+}
+
+/// Raises the soft limit on open files to the hard limit, so that `[http] max_connections`
+/// and the media sockets, not a 1,024 default, are what bound the server.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read/write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            let old = lim.rlim_cur;
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                tracing::debug!(from = old, to = lim.rlim_max, "raised the open-file limit");
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -3,6 +3,7 @@
 //! router. `serve` runs it until the shutdown future resolves, then ends every session
 //! (clients get `bye`), closes peers and joins the room threads.
 
+pub mod guard;
 pub mod protocol;
 pub mod recordings;
 pub mod whip;
@@ -29,6 +30,26 @@ pub struct AppState {
     pub whip: Mutex<HashMap<String, whip::WhipSession>>,
     /// Flips to `true` once shutdown starts.
     pub shutdown: watch::Receiver<bool>,
+    /// Request rates per source (joins, other API calls).
+    pub rates: Mutex<Rates>,
+}
+
+/// The per-source token buckets, one per request class.
+pub struct Rates {
+    pub join: guard::RateLimiter,
+    pub api: guard::RateLimiter,
+}
+
+/// Sources tracked per rate class at most (a few MB); see `guard::RateLimiter`.
+const MAX_RATE_SOURCES: usize = 100_000;
+
+impl Rates {
+    pub fn new(http: &crate::config::HttpConfig) -> Self {
+        Self {
+            join: guard::RateLimiter::new(http.join_rate, http.join_burst, MAX_RATE_SOURCES),
+            api: guard::RateLimiter::new(http.api_rate, http.api_burst, MAX_RATE_SOURCES),
+        }
+    }
 }
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");
@@ -114,10 +135,76 @@ async fn list_rooms(State(state): State<Arc<AppState>>) -> Json<Vec<RoomSummary>
     Json(out)
 }
 
-async fn ws_upgrade(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Response {
+async fn ws_upgrade(
+    State(state): State<Arc<AppState>>,
+    permit: Option<axum::Extension<Arc<guard::ConnPermit>>>,
+    ws: WebSocketUpgrade,
+) -> Response {
     ws.max_message_size(protocol::MAX_WS_MESSAGE_BYTES)
         .max_frame_size(protocol::MAX_WS_MESSAGE_BYTES)
-        .on_upgrade(move |socket| ws::run(socket, state))
+        .on_upgrade(move |socket| async move {
+            // The upgraded socket keeps its connection slot until the session ends.
+            let _permit = permit;
+            ws::run(socket, state).await
+        })
+}
+
+/// Which rate a request is counted against; `None` = not rate-limited.
+fn rate_class(method: &Method, path: &str) -> Option<RateClass> {
+    match path {
+        "/healthz" | "/" | "/app.js" | "/style.css" => None,
+        "/ws" => Some(RateClass::Join),
+        p if p.starts_with("/whip/") && method == Method::POST => Some(RateClass::Join),
+        _ => Some(RateClass::Api),
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RateClass {
+    Join,
+    Api,
+}
+
+/// Counts every request against its source's bucket before any handler (or, later,
+/// authentication) runs: over the rate is `429` with `Retry-After`. Then bounds the time a
+/// request may take (`408`).
+async fn limit_requests(
+    State(state): State<Arc<AppState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    if let (Some(ip), Some(class)) = (peer, rate_class(req.method(), req.uri().path())) {
+        let verdict = {
+            let mut rates = state.rates.lock().unwrap_or_else(|p| p.into_inner());
+            let bucket = match class {
+                RateClass::Join => &mut rates.join,
+                RateClass::Api => &mut rates.api,
+            };
+            bucket.check(ip.into(), std::time::Instant::now())
+        };
+        if let Err(wait) = verdict {
+            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+            tracing::debug!(%ip, ?class, "rate limited");
+            let mut resp = (
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("too many requests from {ip}; retry in {secs} s"),
+            )
+                .into_response();
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return resp;
+        }
+    }
+    let limit = std::time::Duration::from_secs(state.config.http.request_timeout_s.into());
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => (StatusCode::REQUEST_TIMEOUT, "request took too long").into_response(),
+    }
 }
 
 /// WHIP clients are often pages on other origins: allow them.
@@ -184,6 +271,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             }
         })
         .layer(axum::middleware::from_fn(cors))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limit_requests,
+        ))
         .with_state(state)
 }
 
@@ -196,17 +287,19 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let state = Arc::new(AppState {
-        config: Arc::new(config),
         rooms: rooms.clone(),
         whip: Mutex::new(HashMap::new()),
         shutdown: stop_rx,
+        rates: Mutex::new(Rates::new(&config.http)),
+        config: Arc::new(config),
     });
     let app = router(state.clone());
-    let mut stop_rx2 = state.shutdown.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let _ = stop_rx2.changed().await;
-    });
-    let server = tokio::spawn(async move { server.await });
+    let server = tokio::spawn(accept_loop(
+        listener,
+        app,
+        state.config.http.clone(),
+        state.shutdown.clone(),
+    ));
     shutdown.await;
     tracing::info!("shutting down: ending sessions");
     let _ = stop_tx.send(true);
@@ -218,4 +311,91 @@ pub async fn serve(
         .ok();
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// Accepts connections until shutdown: each is admitted by the [`guard::ConnectionGate`]
+/// (over a cap: a `503` written without waiting, then closed), served by hyper's HTTP/1.1
+/// with a header/idle timeout, and on shutdown asked to finish its current request.
+async fn accept_loop(
+    listener: TcpListener,
+    app: Router,
+    http: crate::config::HttpConfig,
+    mut stop: watch::Receiver<bool>,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt;
+    let gate = guard::ConnectionGate::new(http.max_connections, http.max_connections_per_ip);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_secs(http.header_timeout_s.into()))
+        .max_buf_size(64 * 1024);
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = stop.changed() => break,
+        };
+        while conns.try_join_next().is_some() {}
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of descriptors (EMFILE/ENFILE) or a connection reset before accept:
+                // back off briefly instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let permit = match gate.admit(peer.ip()) {
+            Ok(p) => Arc::new(p),
+            Err(refusal) => {
+                tracing::debug!(%peer, %refusal, "connection refused");
+                refuse(stream, refusal);
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let conn_permit = permit.clone();
+        let svc =
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                req.extensions_mut()
+                    .insert(axum::Extension(conn_permit.clone()));
+                app.clone().oneshot(req.map(axum::body::Body::new))
+            });
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), svc)
+            .with_upgrades();
+        let mut stop = stop.clone();
+        conns.spawn(async move {
+            let _permit = permit;
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, error = %e, "HTTP connection ended");
+                    }
+                }
+                _ = stop.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    while conns.join_next().await.is_some() {}
+}
+
+/// Tells a refused client why, if its socket takes the bytes now, and closes it.
+fn refuse(stream: tokio::net::TcpStream, refusal: guard::ConnRefusal) {
+    let body = format!("{refusal}\n");
+    let msg = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nConnection: close\r\n\
+         Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.try_write(msg.as_bytes());
 }

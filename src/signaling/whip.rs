@@ -33,6 +33,53 @@ fn plain(status: StatusCode, msg: impl Into<String>) -> Response {
         .into_response()
 }
 
+/// A WHIP offer that passed every check that needs no room: what `post` goes on with.
+#[derive(Debug, PartialEq, Eq)]
+pub struct WhipOffer<'a> {
+    pub room: RoomId,
+    pub name: String,
+    pub sdp: &'a str,
+}
+
+/// Checks a WHIP `POST` without touching any room: `Content-Type`, room name, participant
+/// name and the SDP offer. Pure, so that it can be fuzzed; the error is the status and
+/// text the client gets.
+pub fn check_offer<'a>(
+    content_type: Option<&[u8]>,
+    room: &str,
+    name: Option<&str>,
+    body: &'a [u8],
+) -> Result<WhipOffer<'a>, (StatusCode, String)> {
+    let ct = content_type
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .unwrap_or("");
+    if !ct
+        .trim()
+        .to_ascii_lowercase()
+        .starts_with("application/sdp")
+    {
+        return Err((
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Content-Type must be application/sdp".into(),
+        ));
+    }
+    let Ok(room) = RoomId::parse(room) else {
+        return Err((StatusCode::BAD_REQUEST, "invalid room name".into()));
+    };
+    let Ok(sdp) = std::str::from_utf8(body) else {
+        return Err((StatusCode::BAD_REQUEST, "SDP must be UTF-8".into()));
+    };
+    if let Err(e) = transport::sdp::parse(sdp) {
+        return Err((StatusCode::BAD_REQUEST, format!("invalid SDP offer: {e}")));
+    }
+    let name = match name.map(super::protocol::validate_name) {
+        Some(Ok(n)) => n,
+        Some(Err(_)) => return Err((StatusCode::BAD_REQUEST, "invalid name".into())),
+        None => "WHIP client".to_owned(),
+    };
+    Ok(WhipOffer { room, name, sdp })
+}
+
 pub async fn post(
     State(state): State<Arc<AppState>>,
     Path(room): Path<String>,
@@ -40,33 +87,18 @@ pub async fn post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !ct
-        .trim()
-        .to_ascii_lowercase()
-        .starts_with("application/sdp")
-    {
-        return plain(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Content-Type must be application/sdp",
-        );
-    }
-    let Ok(room_id) = RoomId::parse(&room) else {
-        return plain(StatusCode::BAD_REQUEST, "invalid room name");
-    };
-    let Ok(offer) = std::str::from_utf8(&body) else {
-        return plain(StatusCode::BAD_REQUEST, "SDP must be UTF-8");
-    };
-    if let Err(e) = transport::sdp::parse(offer) {
-        return plain(StatusCode::BAD_REQUEST, format!("invalid SDP offer: {e}"));
-    }
-    let name = match q.get("name").map(|n| super::protocol::validate_name(n)) {
-        Some(Ok(n)) => n,
-        Some(Err(_)) => return plain(StatusCode::BAD_REQUEST, "invalid name"),
-        None => "WHIP client".to_owned(),
+    let WhipOffer {
+        room: room_id,
+        name,
+        sdp: offer,
+    } = match check_offer(
+        headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes()),
+        &room,
+        q.get("name").map(String::as_str),
+        &body,
+    ) {
+        Ok(o) => o,
+        Err((status, msg)) => return plain(status, msg),
     };
     let (room, info) = match super::join_room(&state, &room_id, &name).await {
         Ok(joined) => joined,

@@ -59,6 +59,13 @@ impl TestServer {
         config.video.width = W;
         config.video.height = H;
         config.video.bitrate_kbps = 400;
+        // Tests join and poll far faster than any one client should; the limits have
+        // their own tests (tests/http_guard.rs) with the real defaults.
+        config.http.join_rate = 10_000.0;
+        config.http.join_burst = 10_000;
+        config.http.api_rate = 10_000.0;
+        config.http.api_burst = 10_000;
+        config.http.max_connections_per_ip = 10_000;
         tweak(&mut config);
         let rooms = Arc::new(Rooms::new(RoomSettings {
             config: config.clone(),
