@@ -1,5 +1,6 @@
 //! Sessions that squat or vanish are ended: a `join` with no `offer`, a WHIP session whose
-//! media never connects, and a WHIP client that is killed (its packets simply stop).
+//! media never connects, a WHIP client that is killed (its packets simply stop), and a
+//! WebSocket client whose network vanishes while its TCP connection stays open.
 
 mod common;
 
@@ -119,5 +120,63 @@ async fn a_killed_whip_client_is_removed_within_10_s() {
     );
     assert!(server.rooms.get(&room).is_none(), "its room stopped");
     client_thread.join().unwrap();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_websocket_client_whose_network_vanishes_is_removed_within_10_s() {
+    let server = TestServer::start().await; // default timeouts
+    let addr = server.addr;
+    let client = tokio::task::spawn_blocking(move || {
+        IsolatedClient::start(
+            addr,
+            Signaling::Ws,
+            "ws-vanish",
+            "Gone",
+            (30, 200, 30),
+            700.0,
+        )
+        .unwrap()
+    })
+    .await
+    .unwrap();
+    wait_until("the client receives media", 20, || client.frames() > 10).await;
+    assert_eq!(server.rooms.participant_count(), 1);
+    // Media stops without a word while the WebSocket's TCP connection stays open (its
+    // socket is kept by a second descriptor), as when a laptop's Wi-Fi drops.
+    let t0 = Instant::now();
+    let kept = tokio::task::spawn_blocking(move || client.end(End::Vanish { keep_tcp: true }))
+        .await
+        .unwrap()
+        .expect("the WebSocket's socket is kept open");
+    wait_until("the vanished client removed", 15, || {
+        server.rooms.participant_count() == 0
+    })
+    .await;
+    let gone = t0.elapsed();
+    eprintln!("vanished WebSocket client removed after {gone:?}");
+    assert!(
+        gone < Duration::from_secs(10),
+        "removed only after {gone:?}"
+    );
+    // The server also ends the signaling session rather than keeping the socket forever.
+    let std_sock = std::net::TcpStream::from(kept);
+    std_sock.set_nonblocking(true).unwrap();
+    let mut sock = tokio::net::TcpStream::from_std(std_sock).unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match tokio::io::AsyncReadExt::read(&mut sock, &mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the server kept the WebSocket open");
+    eprintln!(
+        "its WebSocket closed by the server after {:?}",
+        t0.elapsed()
+    );
     server.stop().await;
 }

@@ -823,7 +823,12 @@ impl Rooms {
     /// the room is stopped here (blocking this caller briefly) rather than leaked.
     fn stop_in_background(&self, room: Arc<Room>) {
         let r = room.clone();
-        match spawn_thread(format!("stop-{}", room.id), move || r.stop()) {
+        let stop = move || {
+            r.stop();
+            drop(r);
+            release_freed_memory();
+        };
+        match spawn_thread(format!("stop-{}", room.id), stop) {
             Ok(handle) => {
                 let mut stopping = lock(&self.stopping);
                 stopping.retain(|h| !h.is_finished());
@@ -843,5 +848,27 @@ impl Rooms {
         for h in stopping {
             let _ = h.join();
         }
+    }
+}
+
+/// Hands the memory a stopped room freed back to the OS. glibc keeps freed memory in its
+/// per-thread arenas, so without this a server's RSS stays at its busiest moment's figure
+/// for ever (the churn soak measured 38 → 85 → 141 MB at successive empty points, tracking
+/// peak concurrency, not joins). Called on the room's stop thread, never on a media thread
+/// or the async runtime; it costs about a millisecond. Sessions ending call it too (their
+/// WebRTC state is freed after the room has stopped).
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages to the kernel; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// [`release_freed_memory`] from async code (a participant's session just ended): on the
+/// blocking pool, never on a runtime worker.
+pub fn release_freed_memory_in_background() {
+    if let Ok(h) = tokio::runtime::Handle::try_current() {
+        h.spawn_blocking(release_freed_memory);
     }
 }

@@ -201,6 +201,8 @@ async fn end(state: &AppState, session_id: &str) -> bool {
             s.peer.close().await;
             state.rooms.leave(&s.room, s.id);
             tracing::info!(room = %s.room.id, id = %s.id, "WHIP participant left");
+            drop(s);
+            crate::room::release_freed_memory_in_background();
             true
         }
         None => false,

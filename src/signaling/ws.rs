@@ -159,6 +159,8 @@ async fn leave(state: &AppState, j: Joined) {
     }
     state.rooms.leave(&j.room, j.id);
     tracing::info!(room = %j.room.id, id = %j.id, "participant left");
+    drop(j);
+    crate::room::release_freed_memory_in_background();
 }
 
 async fn handle(

@@ -223,6 +223,8 @@ pub struct Client {
     pub ws_out: Option<mpsc::UnboundedSender<String>>,
     pub whip_location: Option<String>,
     pub answer: String,
+    /// The WebSocket's socket (WebSocket clients only), to keep it open past a vanish.
+    pub ws_fd: Option<std::os::fd::RawFd>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -517,6 +519,10 @@ impl Client {
         let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
             .await
             .unwrap();
+        let ws_fd = match ws.get_ref() {
+            tokio_tungstenite::MaybeTlsStream::Plain(s) => Some(std::os::fd::AsRawFd::as_raw_fd(s)),
+            _ => None,
+        };
         let (mut sink, mut stream) = ws.split();
         let (out_tx, mut out_rx) = mpsc::unbounded_channel::<String>();
         let writer = tokio::spawn(async move {
@@ -595,6 +601,7 @@ impl Client {
             ws_out: Some(out_tx),
             whip_location: None,
             answer,
+            ws_fd,
             tasks,
         }
     }
@@ -646,6 +653,7 @@ impl Client {
             messages: rx,
             ws_out: None,
             whip_location: Some(location),
+            ws_fd: None,
             answer,
             tasks,
         }
@@ -811,5 +819,147 @@ pub async fn ws_join_only(
         if v["type"] == "joined" || v["type"] == "error" {
             return (ws, v);
         }
+    }
+}
+
+/// How a client reaches the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(dead_code)] // not every test file uses both
+pub enum Signaling {
+    Ws,
+    Whip,
+}
+
+/// How an [`IsolatedClient`] ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(dead_code)]
+pub enum End {
+    /// WebSocket `leave` or WHIP `DELETE`, then the peer is closed.
+    Leave,
+    /// Everything stops without a word, as when the process is killed. With `keep_tcp`
+    /// the WebSocket's TCP connection stays open (as when the network vanishes under an
+    /// idle connection): its socket is returned.
+    Vanish { keep_tcp: bool },
+}
+
+/// A client with its own runtime on its own thread, so that it can vanish like a killed
+/// process (its runtime is dropped: sockets close, no DTLS close, no BYE/DELETE).
+#[allow(dead_code)]
+pub struct IsolatedClient {
+    pub received: Arc<Received>,
+    end_tx: std::sync::mpsc::Sender<End>,
+    kept_rx: std::sync::mpsc::Receiver<Option<std::os::fd::OwnedFd>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[allow(dead_code)]
+impl IsolatedClient {
+    /// Joins and waits for the answer (blocking). `Err` if the join failed.
+    pub fn start(
+        addr: SocketAddr,
+        how: Signaling,
+        room: &str,
+        name: &str,
+        rgb: (u8, u8, u8),
+        tone_hz: f32,
+    ) -> Result<Self, String> {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (end_tx, end_rx) = std::sync::mpsc::channel::<End>();
+        let (kept_tx, kept_rx) = std::sync::mpsc::channel();
+        let (room, name) = (room.to_owned(), name.to_owned());
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            // A failed join panics inside the helpers: report it instead of the client.
+            let joined = rt.block_on(async {
+                tokio::spawn(async move {
+                    match how {
+                        Signaling::Ws => {
+                            Client::join_ws_at(addr, &room, &name, Media::steady(rgb, tone_hz))
+                                .await
+                        }
+                        Signaling::Whip => {
+                            Client::join_whip_at(addr, &room, &name, rgb, tone_hz).await
+                        }
+                    }
+                })
+                .await
+            });
+            let client = match joined {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(format!("join failed: {e}")));
+                    return;
+                }
+            };
+            let _ = ready_tx.send(Ok(client.received.clone()));
+            match end_rx.recv().unwrap_or(End::Leave) {
+                End::Leave => {
+                    rt.block_on(async {
+                        if let Some(loc) = &client.whip_location {
+                            http(addr, "DELETE", loc, None).await;
+                        }
+                        if client.ws_out.is_some() {
+                            client.signal(serde_json::json!({"type":"leave"}));
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        client.close().await;
+                        drop(client);
+                    });
+                    let _ = kept_tx.send(None);
+                    rt.shutdown_timeout(Duration::from_secs(2));
+                }
+                End::Vanish { keep_tcp } => {
+                    let kept = if keep_tcp {
+                        client.ws_fd.and_then(|fd| {
+                            // SAFETY: `fd` is the WebSocket's open socket; `dup` makes a
+                            // second descriptor for it that we own.
+                            let d = unsafe { libc::dup(fd) };
+                            (d >= 0).then(|| unsafe {
+                                <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(d)
+                            })
+                        })
+                    } else {
+                        None
+                    };
+                    let _ = kept_tx.send(kept);
+                    std::mem::forget(client); // no Drop-time cleanup
+                    rt.shutdown_background();
+                }
+            }
+        });
+        match ready_rx.recv() {
+            Ok(Ok(received)) => Ok(Self {
+                received,
+                end_tx,
+                kept_rx,
+                thread: Some(thread),
+            }),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            Err(_) => {
+                let _ = thread.join();
+                Err("client thread ended before joining".into())
+            }
+        }
+    }
+
+    pub fn frames(&self) -> u64 {
+        self.received.frames.load(Ordering::Relaxed)
+    }
+
+    /// Ends the client (blocking); returns the kept WebSocket socket for `Vanish { keep_tcp }`.
+    pub fn end(mut self, how: End) -> Option<std::os::fd::OwnedFd> {
+        let _ = self.end_tx.send(how);
+        let kept = self.kept_rx.recv().ok().flatten();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        kept
     }
 }
