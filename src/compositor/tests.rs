@@ -1,6 +1,8 @@
 //! Compositor tests, including golden images: small synthetic inputs composed through a
 //! layout and compared (with a small tolerance) to PNGs under `tests/golden/`. Set
 //! `TESSERA_UPDATE_GOLDEN=1` to rewrite them after an intended change, then look at them.
+//! Because the goldens are the code's own output, the same composites are also checked
+//! against an independent reference built by ffmpeg, within a PSNR bound.
 
 use super::*;
 use crate::layout::LayoutSet;
@@ -98,6 +100,145 @@ fn golden_speaker_three() {
 #[test]
 fn golden_pip_two() {
     check_golden("pip2.png", &compose_layout("pip", 2, 192, 108));
+}
+
+/// The same composite built by ffmpeg, independently of Tessera's scaler and blitter: each
+/// input scaled to cover its tile (bilinear, centre crop) and overlaid on the background.
+/// Returns the canvas and, per tile with a picture, its rectangle.
+fn ffmpeg_reference(layout: &str, n: usize, w: u32, h: u32) -> (I420Frame, Vec<Rect>) {
+    let dir = std::env::temp_dir().join(format!(
+        "tessera-golden-{layout}-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, f: &I420Frame| {
+        let mut raw = f.y.clone();
+        raw.extend_from_slice(&f.u);
+        raw.extend_from_slice(&f.v);
+        std::fs::write(dir.join(name), raw).unwrap();
+    };
+    write("bg.yuv", &I420Frame::solid(w as usize, h as usize, BACKGROUND));
+    let rects = LayoutSet::builtin().get(layout).unwrap().place(n, w, h);
+    let mut args: Vec<String> = vec!["-v".into(), "error".into()];
+    args.extend(["-f", "rawvideo", "-pix_fmt", "yuv420p", "-s"].map(String::from));
+    args.push(format!("{w}x{h}"));
+    args.extend(["-i".into(), dir.join("bg.yuv").display().to_string()]);
+    let mut graph = String::new();
+    let mut last = "0:v".to_owned();
+    let mut shown = Vec::new();
+    for (i, r) in rects.iter().enumerate() {
+        if i == 2 {
+            continue; // the placeholder tile (no picture), as in `compose_layout`
+        }
+        let name = format!("in{i}.yuv");
+        write(&name, &pattern(64, 36, i as u8));
+        args.extend(["-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", "64x36", "-i"].map(String::from));
+        args.push(dir.join(&name).display().to_string());
+        let input = shown.len() + 1;
+        graph += &format!(
+            "[{input}:v]scale={}:{}:force_original_aspect_ratio=increase:flags=bilinear,\
+             crop={}:{}[t{i}];[{last}][t{i}]overlay={}:{}[o{i}];",
+            r.w, r.h, r.w, r.h, r.x, r.y
+        );
+        last = format!("o{i}");
+        shown.push(*r);
+    }
+    graph.pop();
+    let out = dir.join("ref.yuv");
+    args.extend(["-filter_complex".into(), graph, "-map".into(), format!("[{last}]")]);
+    args.extend(["-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "yuv420p", "-y"].map(String::from));
+    args.push(out.display().to_string());
+    let status = std::process::Command::new("ffmpeg")
+        .args(&args)
+        .status()
+        .expect("ffmpeg is needed for the independent golden reference (scripts/setup.sh installs it)");
+    assert!(status.success(), "ffmpeg {args:?}");
+    let raw = std::fs::read(&out).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut f = I420Frame::new(w as usize, h as usize);
+    let (ys, cs) = (f.y.len(), f.u.len());
+    assert_eq!(raw.len(), ys + 2 * cs, "ffmpeg output size");
+    f.y.copy_from_slice(&raw[..ys]);
+    f.u.copy_from_slice(&raw[ys..ys + cs]);
+    f.v.copy_from_slice(&raw[ys + cs..]);
+    (f, shown)
+}
+
+/// PSNR (dB) of `a` against `b` over the picture part of `rects`: inside some tile, and
+/// outside every tile's bottom band (where Tessera draws the name label; an inset's band
+/// lies over the tile under it). Y, U and V together.
+fn psnr_in(a: &I420Frame, b: &I420Frame, rects: &[Rect]) -> f64 {
+    let (w, h) = (a.width, a.height);
+    let mut mask = vec![false; w * h];
+    for r in rects {
+        for y in r.y as usize..(r.y + r.h) as usize {
+            mask[y * w + r.x as usize..y * w + (r.x + r.w) as usize].fill(true);
+        }
+    }
+    for r in rects {
+        let band = (16 * text::label_scale(r.h as usize)).min(r.h as usize);
+        for y in (r.y + r.h) as usize - band..(r.y + r.h) as usize {
+            mask[y * w + r.x as usize..y * w + (r.x + r.w) as usize].fill(false);
+        }
+    }
+    let (mut se, mut count) = (0f64, 0usize);
+    let cw = a.chroma_width();
+    for y in 0..h {
+        for x in 0..w {
+            if !mask[y * w + x] {
+                continue;
+            }
+            let i = y * w + x;
+            se += (a.y[i] as f64 - b.y[i] as f64).powi(2);
+            count += 1;
+            if x % 2 == 0 && y % 2 == 0 {
+                let c = (y / 2) * cw + x / 2;
+                se += (a.u[c] as f64 - b.u[c] as f64).powi(2);
+                se += (a.v[c] as f64 - b.v[c] as f64).powi(2);
+                count += 2;
+            }
+        }
+    }
+    let mse = se / count.max(1) as f64;
+    if mse == 0.0 {
+        f64::INFINITY
+    } else {
+        10.0 * (255.0f64 * 255.0 / mse).log10()
+    }
+}
+
+/// The golden images are Tessera's own output; this holds them (and the code that must
+/// reproduce them) to an independent reference within a PSNR bound, so a wrong crop,
+/// offset, filter or channel would fail even if someone re-blessed the goldens.
+#[test]
+fn golden_composites_match_an_independent_ffmpeg_reference() {
+    // Measured 2026-11-22 (ffmpeg 5.1 swscale vs libyuv, both bilinear): 47.5–51.7 dB;
+    // a 2-pixel shift of one tile scored 29.2–29.7 dB and swapped chroma 9.4–12.3 dB.
+    const MIN_PSNR_DB: f64 = 38.0;
+    for (layout, n) in [("grid", 3), ("speaker", 3), ("pip", 2)] {
+        let ours = compose_layout(layout, n, 192, 108);
+        let (reference, rects) = ffmpeg_reference(layout, n, 192, 108);
+        let db = psnr_in(&ours, &reference, &rects);
+        eprintln!("{layout}{n}: {db:.1} dB against ffmpeg");
+        assert!(db >= MIN_PSNR_DB, "{layout}{n}: {db:.1} dB < {MIN_PSNR_DB} dB");
+
+        // The check can fail: the same composite with a tile shifted by 2 px, or with
+        // chroma planes swapped, must fall below the bound.
+        let mut shifted = ours.clone();
+        let r = rects[0];
+        for y in r.y as usize..(r.y + r.h) as usize {
+            let row = y * shifted.width;
+            shifted.y[row + r.x as usize..row + (r.x + r.w) as usize].rotate_left(2);
+        }
+        let mut swapped = ours.clone();
+        std::mem::swap(&mut swapped.u, &mut swapped.v);
+        for (what, bad) in [("shifted", &shifted), ("chroma-swapped", &swapped)] {
+            let db = psnr_in(bad, &reference, &rects);
+            eprintln!("{layout}{n} {what}: {db:.1} dB");
+            assert!(db < MIN_PSNR_DB, "{layout}{n} {what} still scores {db:.1} dB");
+        }
+    }
 }
 
 #[test]
