@@ -344,8 +344,12 @@ async fn audio_and_video_stay_in_sync_across_joins_leaves_and_mutes() {
 /// Runs the real binary (so it can be killed) with a recording directory and every room
 /// recorded automatically.
 fn spawn_server(dir: &Path, auto: bool) -> (std::process::Child, std::net::SocketAddr) {
+    spawn_server_with(dir, &format!("[video]\nwidth = 320\nheight = 180\nbitrate_kbps = 400\n[recording]\ndir = \"{}\"\nauto = {auto}\nwidth = {RW}\nheight = {RH}\nbitrate_kbps = 400\n", dir.join("rec").display()))
+}
+
+fn spawn_server_with(dir: &Path, config: &str) -> (std::process::Child, std::net::SocketAddr) {
     let cfg = dir.join("tessera.toml");
-    std::fs::write(&cfg, format!("[video]\nwidth = 320\nheight = 180\nbitrate_kbps = 400\n[recording]\ndir = \"{}\"\nauto = {auto}\nwidth = {RW}\nheight = {RH}\nbitrate_kbps = 400\n", dir.join("rec").display())).unwrap();
+    std::fs::write(&cfg, config).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
         .args(["--listen", "127.0.0.1:0", "--config"])
         .arg(&cfg)
@@ -428,6 +432,71 @@ async fn sigterm_finalises_the_recording_with_the_full_duration() {
         (d - alive).abs() <= 0.5,
         "recording {d:.2} s vs wall {alive:.2} s"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_under_full_load_exits_within_5_s_with_the_recording_finalised() {
+    let dir = tempdir("term-load");
+    // Personal 1080p60 composites plus a 1080p recording: far more than two cores encode
+    // in 16 ms, so every video tick is overdue when SIGTERM arrives.
+    let (mut child, addr) = spawn_server_with(
+        &dir,
+        &format!(
+            "[video]\nwidth = 1920\nheight = 1080\nfps = 60\nbitrate_kbps = 2500\n\
+             [recording]\ndir = \"{}\"\nauto = true\nwidth = 1920\nheight = 1080\n\
+             bitrate_kbps = 2500\n",
+            dir.join("rec").display()
+        ),
+    );
+    let mut clients = Vec::new();
+    for (i, rgb) in [(220, 30, 30), (30, 220, 30), (30, 30, 220), (220, 220, 30)]
+        .into_iter()
+        .enumerate()
+    {
+        let media = Media::steady(rgb, 400.0 + 150.0 * i as f32);
+        clients.push(Client::join_ws_at(addr, "busy", &format!("P{i}"), media).await);
+    }
+    let t0 = Instant::now();
+    wait_until("media", 30, || clients.iter().all(|c| c.frames() > 5)).await;
+    // The precondition: the server encodes far fewer frames than 4 viewers x 60 fps.
+    let encoded = |body: &str| -> u64 {
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        v[0]["videoFramesEncoded"].as_u64().unwrap_or(0)
+    };
+    let e0 = encoded(&http(addr, "GET", "/api/rooms", None).await.body);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let e1 = encoded(&http(addr, "GET", "/api/rooms", None).await.body);
+    let fps = (e1 - e0) as f64 / 3.0;
+    eprintln!("encoded {fps:.0} frames/s for 4 viewers at 60 fps (240 if not overloaded)");
+    assert!(
+        fps < 200.0,
+        "the server is not overloaded ({fps:.0} frames/s)"
+    );
+    let alive = t0.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    let took = t.elapsed();
+    eprintln!("SIGTERM under load: exited after {took:?} ({status:?})");
+    assert!(status.success(), "graceful exit: {status:?}");
+    assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
+    let path = only_recording(&dir);
+    let (errors, probe) = ffprobe(&path);
+    assert!(
+        errors.is_empty(),
+        "recording after SIGTERM under load: {errors}"
+    );
+    let d = duration(&probe);
+    eprintln!("recording: {d:.2} s for {alive:.2} s of room time");
+    assert!(
+        d >= alive - 2.0,
+        "recording {d:.2} s, room ran {alive:.2} s"
+    );
+    drop(clients);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

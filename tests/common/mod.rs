@@ -282,6 +282,10 @@ pub async fn make_peer(
     (pc, offer, at, vt, assrc, vssrc)
 }
 
+/// Malformed RTCP packets the stack accepted for sending (`Media::rtcp_garbage`).
+#[allow(dead_code)]
+pub static RTCP_GARBAGE_SENT: AtomicU64 = AtomicU64::new(0);
+
 /// What a client sends: a colour and a tone, optionally switching colour and starting the
 /// tone at one instant (an A/V sync marker).
 #[derive(Clone, Copy)]
@@ -291,6 +295,8 @@ pub struct Media {
     /// Before this instant: the other colour and silence.
     pub marker: Option<(Instant, (u8, u8, u8))>,
     pub video: Video,
+    /// Also send malformed RTCP (valid SRTCP around random compound packets), 50 a second.
+    pub rtcp_garbage: bool,
 }
 
 /// The video a client sends, 30 frames a second.
@@ -318,6 +324,7 @@ impl Media {
                 width: 320,
                 height: 180,
             },
+            rtcp_garbage: false,
         }
     }
     fn at(&self, t: Instant) -> ((u8, u8, u8), f64) {
@@ -358,6 +365,28 @@ fn spawn_media(
         .unwrap();
     let av1_pt = tessera::transport::sdp::first(&sections, "video")
         .and_then(|v| v.payload_type("AV1", None));
+    let mut tasks = Vec::new();
+    if media.rtcp_garbage {
+        let vt = vt.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            loop {
+                tick.tick().await;
+                // A valid 4-byte header (version 2; the sender's stack insists), then
+                // random type, count, length field and body: lengths that disagree with
+                // the body, unknown types, truncated reports and feedback.
+                let len = rand::random_range(4..400usize);
+                let mut raw: Vec<u8> = (0..len).map(|_| rand::random::<u8>()).collect();
+                raw[0] = 0x80 | (raw[0] & 0x1f);
+                raw[1] = [200, 201, 202, 203, 204, 205, 206, 207, raw[1]][rand::random_range(0..9)];
+                let packets: Vec<Box<dyn rtc::rtcp::Packet>> =
+                    vec![Box::new(rtc::rtcp::raw_packet::RawPacket(Bytes::from(raw)))];
+                if vt.write_rtcp(packets).await.is_ok() {
+                    RTCP_GARBAGE_SENT.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
     let video = tokio::spawn(async move {
         let (width, height) = match media.video {
             Video::H264 { width, height } => (width, height),
@@ -497,7 +526,9 @@ fn spawn_media(
             let _ = at.write_rtp(pkt).await;
         }
     });
-    vec![video, audio]
+    tasks.push(video);
+    tasks.push(audio);
+    tasks
 }
 
 impl Client {
