@@ -118,7 +118,10 @@ fn ffmpeg_reference(layout: &str, n: usize, w: u32, h: u32) -> (I420Frame, Vec<R
         raw.extend_from_slice(&f.v);
         std::fs::write(dir.join(name), raw).unwrap();
     };
-    write("bg.yuv", &I420Frame::solid(w as usize, h as usize, BACKGROUND));
+    write(
+        "bg.yuv",
+        &I420Frame::solid(w as usize, h as usize, BACKGROUND),
+    );
     let rects = LayoutSet::builtin().get(layout).unwrap().place(n, w, h);
     let mut args: Vec<String> = vec!["-v".into(), "error".into()];
     args.extend(["-f", "rawvideo", "-pix_fmt", "yuv420p", "-s"].map(String::from));
@@ -133,7 +136,9 @@ fn ffmpeg_reference(layout: &str, n: usize, w: u32, h: u32) -> (I420Frame, Vec<R
         }
         let name = format!("in{i}.yuv");
         write(&name, &pattern(64, 36, i as u8));
-        args.extend(["-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", "64x36", "-i"].map(String::from));
+        args.extend(
+            ["-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", "64x36", "-i"].map(String::from),
+        );
         args.push(dir.join(&name).display().to_string());
         let input = shown.len() + 1;
         graph += &format!(
@@ -146,13 +151,31 @@ fn ffmpeg_reference(layout: &str, n: usize, w: u32, h: u32) -> (I420Frame, Vec<R
     }
     graph.pop();
     let out = dir.join("ref.yuv");
-    args.extend(["-filter_complex".into(), graph, "-map".into(), format!("[{last}]")]);
-    args.extend(["-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "yuv420p", "-y"].map(String::from));
+    args.extend([
+        "-filter_complex".into(),
+        graph,
+        "-map".into(),
+        format!("[{last}]"),
+    ]);
+    args.extend(
+        [
+            "-frames:v",
+            "1",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "yuv420p",
+            "-y",
+        ]
+        .map(String::from),
+    );
     args.push(out.display().to_string());
     let status = std::process::Command::new("ffmpeg")
         .args(&args)
         .status()
-        .expect("ffmpeg is needed for the independent golden reference (scripts/setup.sh installs it)");
+        .expect(
+            "ffmpeg is needed for the independent golden reference (scripts/setup.sh installs it)",
+        );
     assert!(status.success(), "ffmpeg {args:?}");
     let raw = std::fs::read(&out).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
@@ -221,7 +244,10 @@ fn golden_composites_match_an_independent_ffmpeg_reference() {
         let (reference, rects) = ffmpeg_reference(layout, n, 192, 108);
         let db = psnr_in(&ours, &reference, &rects);
         eprintln!("{layout}{n}: {db:.1} dB against ffmpeg");
-        assert!(db >= MIN_PSNR_DB, "{layout}{n}: {db:.1} dB < {MIN_PSNR_DB} dB");
+        assert!(
+            db >= MIN_PSNR_DB,
+            "{layout}{n}: {db:.1} dB < {MIN_PSNR_DB} dB"
+        );
 
         // The check can fail: the same composite with a tile shifted by 2 px, or with
         // chroma planes swapped, must fall below the bound.
@@ -236,7 +262,10 @@ fn golden_composites_match_an_independent_ffmpeg_reference() {
         for (what, bad) in [("shifted", &shifted), ("chroma-swapped", &swapped)] {
             let db = psnr_in(bad, &reference, &rects);
             eprintln!("{layout}{n} {what}: {db:.1} dB");
-            assert!(db < MIN_PSNR_DB, "{layout}{n} {what} still scores {db:.1} dB");
+            assert!(
+                db < MIN_PSNR_DB,
+                "{layout}{n} {what} still scores {db:.1} dB"
+            );
         }
     }
 }

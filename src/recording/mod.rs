@@ -380,23 +380,39 @@ pub fn parse_id(id: &str) -> Option<(String, u64)> {
     ))
 }
 
-/// Duration of an fMP4 file written by us: the sum of video sample durations in its
-/// `trun` boxes is what players show; this approximation reads the last fragment's
-/// video `tfdt` plus its durations.
-pub fn file_duration_seconds(data: &[u8]) -> f64 {
+/// Duration of an fMP4 file written by us: the end of the last video sample, from each
+/// `moof`'s video `tfdt` plus its `trun` durations. Reads box headers and the `moof` boxes
+/// (a few kB each) only, never the media data, so listing hours of recordings costs
+/// kilobytes of memory. A truncated last box (a crash) ends the walk.
+pub fn file_duration_seconds(
+    file: &mut (impl std::io::Read + std::io::Seek),
+) -> std::io::Result<f64> {
     use mp4_atom::{Any, Atom, Decode, Moof};
-    let mut end = 0u64;
-    let mut p = 0;
-    for (kind, size) in fmp4::top_level_boxes(data) {
-        if kind == Moof::KIND {
-            let mut cur = std::io::Cursor::new(&data[p..p + size]);
-            if let Ok(Any::Moof(m)) = Any::decode(&mut cur) {
+    use std::io::SeekFrom;
+    /// Larger is not a fragment header we wrote.
+    const MAX_MOOF: u64 = 1 << 20;
+    let len = file.seek(SeekFrom::End(0))?;
+    let (mut p, mut end) = (0u64, 0u64);
+    let mut buf = Vec::new();
+    while p + 8 <= len {
+        file.seek(SeekFrom::Start(p))?;
+        let mut h = [0u8; 8];
+        file.read_exact(&mut h)?;
+        let size = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as u64;
+        if size < 8 || p + size > len {
+            break;
+        }
+        if h[4..8] == *Moof::KIND.as_ref() && size <= MAX_MOOF {
+            buf.resize(size as usize, 0);
+            file.seek(SeekFrom::Start(p))?;
+            file.read_exact(&mut buf)?;
+            if let Ok(Any::Moof(m)) = Any::decode(&mut std::io::Cursor::new(&buf[..])) {
                 for t in m.traf.iter().filter(|t| t.tfhd.track_id == 1) {
                     let base = t.tfdt.as_ref().map_or(0, |d| d.base_media_decode_time);
                     let dur: u64 = t
                         .trun
                         .iter()
-                        .flat_map(|r| (0..r.samples.len()).filter_map(move |i| r.samples.get(i)))
+                        .flat_map(|r| r.samples.iter())
                         .map(|e| e.duration.unwrap_or(0) as u64)
                         .sum();
                     end = end.max(base + dur);
@@ -405,7 +421,7 @@ pub fn file_duration_seconds(data: &[u8]) -> f64 {
         }
         p += size;
     }
-    end as f64 / fmp4::VIDEO_TIMESCALE as f64
+    Ok(end as f64 / fmp4::VIDEO_TIMESCALE as f64)
 }
 
 #[cfg(test)]

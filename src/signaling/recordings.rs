@@ -83,10 +83,11 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Response {
             let Some((room, started)) = recording::parse_id(&id) else {
                 continue;
             };
-            let data = std::fs::read(&path)?;
+            let mut file = std::fs::File::open(&path)?;
+            let size_bytes = file.metadata()?.len();
             out.push(RecordingInfo {
-                duration_seconds: recording::file_duration_seconds(&data),
-                size_bytes: data.len() as u64,
+                duration_seconds: recording::file_duration_seconds(&mut file)?,
+                size_bytes,
                 id,
                 room,
                 started_at: recording::utc_rfc3339(started),
