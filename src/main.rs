@@ -15,6 +15,7 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    tessera::room::tune_allocator();
     let cli = Cli::parse();
     if let Some(Command::Bench {
         what: BenchCommand::Room(args),

@@ -306,8 +306,11 @@ fn churn_soak_returns_to_the_same_plateau() {
             (0, 0),
             "the server did not drain within 20 s: {s:?}"
         );
-        // Let vanished WebSockets' kept sockets close and idle runtime threads retire,
-        // then compare with the first empty point.
+        // Let vanished WebSockets' kept sockets close, idle runtime threads retire and the
+        // server's housekeeping trim run (every 5 s), then compare with the first empty
+        // point.
+        std::thread::sleep(Duration::from_secs(12));
+        s = sample(pid, addr, &rt);
         let settle = Instant::now();
         if let Some(first) = empties.first().copied() {
             while (s.threads != first.threads || s.fds != first.fds || s.udp != first.udp)
@@ -316,9 +319,6 @@ fn churn_soak_returns_to_the_same_plateau() {
                 std::thread::sleep(Duration::from_millis(500));
                 s = sample(pid, addr, &rt);
             }
-        } else {
-            std::thread::sleep(Duration::from_secs(13));
-            s = sample(pid, addr, &rt);
         }
         record("empty", s);
         empties.push(s);

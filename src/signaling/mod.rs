@@ -294,6 +294,19 @@ pub async fn serve(
         config: Arc::new(config),
     });
     let app = router(state.clone());
+    // Housekeeping: hand memory freed by ended sessions back to the OS, at most every 5 s.
+    let mut stop_housekeeping = state.shutdown.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = every.tick() => {
+                    let _ = tokio::task::spawn_blocking(crate::room::trim_if_freed).await;
+                }
+                _ = stop_housekeeping.changed() => break,
+            }
+        }
+    });
     let server = tokio::spawn(accept_loop(
         listener,
         app,

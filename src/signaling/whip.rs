@@ -202,7 +202,7 @@ async fn end(state: &AppState, session_id: &str) -> bool {
             state.rooms.leave(&s.room, s.id);
             tracing::info!(room = %s.room.id, id = %s.id, "WHIP participant left");
             drop(s);
-            crate::room::release_freed_memory_in_background();
+            crate::room::note_memory_freed();
             true
         }
         None => false,

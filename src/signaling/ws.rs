@@ -160,7 +160,7 @@ async fn leave(state: &AppState, j: Joined) {
     state.rooms.leave(&j.room, j.id);
     tracing::info!(room = %j.room.id, id = %j.id, "participant left");
     drop(j);
-    crate::room::release_freed_memory_in_background();
+    crate::room::note_memory_freed();
 }
 
 async fn handle(
