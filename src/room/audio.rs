@@ -59,6 +59,8 @@ struct Participant {
     /// Whether `frame` holds sound this tick.
     active: bool,
     muted: bool,
+    /// Its media is connected (packets may come), whether or not it receives a mix.
+    attached: bool,
     plc_run: u32,
     /// Last RFC 6464 level (0..=127 -dBov) and the tick it came in.
     ext_level: Option<(u8, u64)>,
@@ -162,6 +164,16 @@ impl AudioLoop {
                     Err(TryRecvError::Empty) => break,
                 }
             }
+            if self.is_idle() {
+                // Nothing attached and nothing recorded: nothing to produce. Sleep until
+                // a command comes instead of ticking (an idle room costs no CPU).
+                match rx.recv() {
+                    Ok(AudioCmd::Stop) | Err(_) => return,
+                    Ok(cmd) => self.handle(cmd),
+                }
+                clock.resume_at(Instant::now());
+                continue;
+            }
             let now = Instant::now();
             if let Some(k) = clock.take_due(now) {
                 self.stats
@@ -194,6 +206,12 @@ impl AudioLoop {
             .collect()
     }
 
+    /// No participant's media is attached (so no packet can come), nobody is sent a mix
+    /// and nothing is recorded.
+    fn is_idle(&self) -> bool {
+        self.recording.is_none() && self.participants.iter().all(|p| !p.attached)
+    }
+
     fn find(&mut self, id: ParticipantId) -> Option<&mut Participant> {
         self.participants.iter_mut().find(|p| p.id == id)
     }
@@ -218,6 +236,7 @@ impl AudioLoop {
                     decoded: false,
                     active: false,
                     muted: false,
+                    attached: false,
                     plc_run: 0,
                     ext_level: None,
                     level: -127.0,
@@ -229,6 +248,9 @@ impl AudioLoop {
                 });
             }
             AudioCmd::Attach { id, sink } => {
+                if let Some(p) = self.find(id) {
+                    p.attached = true;
+                }
                 let (bitrate, complexity) = (self.bitrate, self.complexity);
                 if let (Some(p), Some(sink)) = (self.find(id), sink) {
                     match OpusEncoder::new(bitrate, complexity) {

@@ -34,6 +34,16 @@ impl TickClock {
         self.start + self.period * self.next as u32
     }
 
+    /// After an idle spell (the loop waited without ticking): the next tick is the first
+    /// one due at or after `now`. Not counted as skipped; RTP timestamps jump by the idle
+    /// time, as the wall clock did.
+    pub fn resume_at(&mut self, now: Instant) {
+        if now > self.deadline() {
+            let p = self.period.as_nanos().max(1);
+            self.next += (now - self.deadline()).as_nanos().div_ceil(p) as u64;
+        }
+    }
+
     /// If the next tick is due at `now`, consumes it and returns its index (ticks are
     /// numbered from 0; the index drives RTP timestamps).
     pub fn take_due(&mut self, now: Instant) -> Option<u64> {
@@ -54,6 +64,20 @@ impl TickClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resuming_after_idle_skips_to_the_next_deadline_without_counting() {
+        let t0 = Instant::now();
+        let mut c = TickClock::new(t0, Duration::from_millis(20));
+        assert_eq!(c.take_due(t0), Some(0));
+        c.resume_at(t0 + Duration::from_millis(1_005));
+        assert_eq!(c.deadline(), t0 + Duration::from_millis(1_020));
+        assert_eq!(c.skipped, 0);
+        assert_eq!(c.take_due(t0 + Duration::from_millis(1_020)), Some(51));
+        // Resuming before the next deadline changes nothing.
+        c.resume_at(t0 + Duration::from_millis(1_021));
+        assert_eq!(c.take_due(t0 + Duration::from_millis(1_040)), Some(52));
+    }
 
     #[test]
     fn deadlines_are_absolute() {

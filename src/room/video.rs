@@ -316,6 +316,16 @@ impl VideoLoop {
                     Err(TryRecvError::Empty) => break,
                 }
             }
+            if self.is_idle() {
+                // Nothing attached and nothing recorded: nothing to produce. Sleep until
+                // a command comes instead of ticking (an idle room costs no CPU).
+                match rx.recv() {
+                    Ok(VideoCmd::Stop) | Err(_) => return,
+                    Ok(cmd) => self.handle(cmd),
+                }
+                clock.resume_at(Instant::now());
+                continue;
+            }
             let now = Instant::now();
             if let Some(k) = clock.take_due(now) {
                 self.stats
@@ -331,6 +341,14 @@ impl VideoLoop {
                 Err(RecvTimeoutError::Timeout) => {}
             }
         }
+    }
+
+    /// No participant's media is attached (so no packet can come), nobody is sent a
+    /// picture and nothing is recorded.
+    fn is_idle(&self) -> bool {
+        self.outputs.is_empty()
+            && self.recording.is_none()
+            && self.participants.iter().all(|p| p.input.upstream.is_none())
     }
 
     fn find(&mut self, id: ParticipantId) -> Option<&mut Participant> {
