@@ -1,5 +1,5 @@
-//! Replays every fuzz corpus and regression input (`fuzz/corpus/<target>/`,
-//! `fuzz/regressions/<target>/`) through the same target functions the fuzzers run
+//! Replays every fuzz seed, corpus and regression input (`fuzz/seeds/<target>/`,
+//! `fuzz/corpus/<target>/`, `fuzz/regressions/<target>/`) through the same target functions the fuzzers run
 //! (`fuzz/src/targets.rs`), on the normal build: what once crashed or hung stays fixed,
 //! without fuzzing in CI. See FUZZING.md.
 
@@ -34,21 +34,24 @@ fn inputs(dir: &Path) -> Vec<std::path::PathBuf> {
 fn every_corpus_and_regression_input_replays_cleanly() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
     for (name, run) in TARGETS {
+        let seeds = inputs(&root.join("seeds").join(name));
         let corpus = inputs(&root.join("corpus").join(name));
         let regressions = inputs(&root.join("regressions").join(name));
+        assert!(!seeds.is_empty(), "fuzz/seeds/{name} is empty");
         assert!(
             !corpus.is_empty(),
             "fuzz/corpus/{name} is empty: every target keeps a corpus"
         );
         let t = Instant::now();
-        for p in corpus.iter().chain(&regressions) {
+        for p in seeds.iter().chain(&corpus).chain(&regressions) {
             let data = std::fs::read(p).unwrap();
             // A panic here names the input through the test's output.
             eprintln!("replaying {}", p.display());
             run(&data);
         }
         eprintln!(
-            "{name}: {} corpus + {} regression inputs in {:?}",
+            "{name}: {} seeds + {} corpus + {} regression inputs in {:?}",
+            seeds.len(),
             corpus.len(),
             regressions.len(),
             t.elapsed()
@@ -62,7 +65,7 @@ fn every_corpus_and_regression_input_replays_cleanly() {
 fn ingest_seeds_are_decodable_streams() {
     use tessera::codec::video::{Decoded, VideoDecoder};
     use tessera::codec::VideoCodec;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
     for (file, codec, want) in [
         ("h264_ingest/stream_320x180", VideoCodec::H264, 6),
         ("av1_ingest/blue_320x180", VideoCodec::Av1, 3),
