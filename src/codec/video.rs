@@ -399,6 +399,16 @@ pub enum EncoderComplexity {
     High,
 }
 
+impl From<EncoderComplexity> for openh264::encoder::Complexity {
+    fn from(c: EncoderComplexity) -> Self {
+        match c {
+            EncoderComplexity::Low => Self::Low,
+            EncoderComplexity::Medium => Self::Medium,
+            EncoderComplexity::High => Self::High,
+        }
+    }
+}
+
 /// One output's H.264 encoder (constrained baseline, realtime).
 pub struct H264Encoder {
     enc: Encoder,
@@ -416,13 +426,39 @@ impl H264Encoder {
             .skip_frames(true)
             .intra_frame_period(IntraFramePeriod::from_num_frames(
                 settings.idr_interval_frames,
-            ));
+            ))
+            .complexity(settings.complexity.into());
         let enc = Encoder::with_api_config(OpenH264API::from_source(), config)
             .map_err(|e| CodecError::H264(e.to_string()))?;
         Ok(Self {
             enc,
             force_idr: true,
         })
+    }
+
+    /// The complexity mode openh264 is actually running with, read back through its raw
+    /// API (so a setting that never reaches the encoder cannot go unnoticed). openh264
+    /// initialises on the first frame: `Err` before it.
+    pub fn effective_complexity(&mut self) -> Result<EncoderComplexity, CodecError> {
+        use openh264_sys2::{
+            ENCODER_OPTION_COMPLEXITY, HIGH_COMPLEXITY, LOW_COMPLEXITY, MEDIUM_COMPLEXITY,
+        };
+        let mut mode: i32 = -1;
+        // SAFETY: GetOption(ENCODER_OPTION_COMPLEXITY) writes one int32 to the pointer.
+        let rc = unsafe {
+            self.enc
+                .raw_api()
+                .get_option(ENCODER_OPTION_COMPLEXITY, (&mut mode as *mut i32).cast())
+        };
+        if rc != 0 {
+            return Err(CodecError::H264(format!("GetOption returned {rc}")));
+        }
+        match mode {
+            m if m == LOW_COMPLEXITY as i32 => Ok(EncoderComplexity::Low),
+            m if m == MEDIUM_COMPLEXITY as i32 => Ok(EncoderComplexity::Medium),
+            m if m == HIGH_COMPLEXITY as i32 => Ok(EncoderComplexity::High),
+            other => Err(CodecError::H264(format!("unknown complexity mode {other}"))),
+        }
     }
 
     /// The next frame will be an IDR (PLI/FIR from the receiver, or a new receiver).
@@ -459,6 +495,35 @@ mod tests {
     /// -cpu-used 8 -usage realtime -b:v 100k -f obu` (and blue 320x180).
     const AV1_HUGE: &[u8] = include_bytes!("../../tests/data/av1/red_8192x8192.obu");
     const AV1_SMALL: &[u8] = include_bytes!("../../tests/data/av1/blue_320x180.obu");
+
+    /// `[video] complexity` must reach openh264: read back what the encoder runs with.
+    /// (Before this was wired, every encoder ran at openh264's default, Medium.)
+    #[test]
+    fn configured_complexity_is_what_the_encoder_runs_with() {
+        for c in [
+            EncoderComplexity::Low,
+            EncoderComplexity::Medium,
+            EncoderComplexity::High,
+        ] {
+            let mut enc = H264Encoder::new(EncoderSettings {
+                width: 320,
+                height: 180,
+                fps: 30,
+                bitrate_bps: 300_000,
+                idr_interval_frames: 30,
+                complexity: c,
+            })
+            .unwrap();
+            let mut au = Vec::new();
+            enc.encode(
+                &I420Frame::solid(320, 180, rgb_to_yuv(10, 200, 30)),
+                &mut au,
+            )
+            .unwrap();
+            assert_eq!(enc.effective_complexity().unwrap(), c);
+        }
+        assert_eq!(EncoderComplexity::default(), EncoderComplexity::Low);
+    }
 
     fn av1_payloads(tu: &[u8]) -> Vec<Bytes> {
         rtc::rtp::codec::av1::Av1Payloader::default()
