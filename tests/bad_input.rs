@@ -276,58 +276,58 @@ async fn an_oversize_websocket_message_gets_bad_message_and_the_session_goes_on(
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn malformed_rtp_inside_an_established_session_hurts_nobody() {
-    let server = TestServer::start().await;
-    let a = Client::join_ws(&server, "junk", "Ada", (220, 30, 30), 400.0).await;
-    let b = Client::join_ws(&server, "junk", "Bob", (30, 30, 220), 650.0).await;
+/// Ada and Bob watch `room` while Eve — real ICE, DTLS and SRTP — sends `eve_media`.
+/// Returns Ada's and Bob's received frame rates over 6 s and the three clients, after
+/// checking that Eve herself still receives the room and /healthz answers.
+async fn viewers_beside(
+    server: &TestServer,
+    room: &str,
+    eve_media: Media,
+) -> ((f64, f64), [Client; 3]) {
+    let a = Client::join_ws(server, room, "Ada", (220, 30, 30), 400.0).await;
+    let b = Client::join_ws(server, room, "Bob", (30, 30, 220), 650.0).await;
     wait_until("media", 30, || a.frames() > 20 && b.frames() > 20).await;
-    // Eve's ICE and DTLS are real; only her video payloads are random bytes.
-    let mut media = Media::steady((30, 220, 30), 900.0);
-    media.video = Video::Garbage;
-    let eve = Client::join_ws_at(server.addr, "junk", "Eve", media).await;
+    let eve = Client::join_ws_at(server.addr, room, "Eve", eve_media).await;
     wait_until("Eve receives the room", 20, || eve.frames() > 10).await;
     let (fa, fb, t0) = (a.frames(), b.frames(), std::time::Instant::now());
     tokio::time::sleep(Duration::from_secs(6)).await;
     let secs = t0.elapsed().as_secs_f64();
-    let (fps_a, fps_b) = (
+    let fps = (
         (a.frames() - fa) as f64 / secs,
         (b.frames() - fb) as f64 / secs,
     );
+    let before = eve.frames();
+    wait_until("Eve keeps receiving", 10, || eve.frames() > before + 30).await;
+    assert!(eve.audio_packets() > 0);
+    assert_eq!(http(server.addr, "GET", "/healthz", None).await.status, 200);
+    (fps, [a, b, eve])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn malformed_rtp_inside_an_established_session_hurts_nobody() {
+    let server = TestServer::start().await;
+    // Only Eve's video payloads are random bytes.
+    let mut media = Media::steady((30, 220, 30), 900.0);
+    media.video = Video::Garbage;
+    let ((fps_a, fps_b), clients) = viewers_beside(&server, "junk", media).await;
     eprintln!("with random RTP payloads in the room: viewers at {fps_a:.1} / {fps_b:.1} fps");
     assert!(
         fps_a >= 25.0 && fps_b >= 25.0,
         "{fps_a:.1} / {fps_b:.1} fps"
     );
-    // Eve herself still gets the room's picture and mix, and the server answers.
-    let before = eve.frames();
-    wait_until("Eve keeps receiving", 10, || eve.frames() > before + 30).await;
-    assert!(eve.audio_packets() > 0);
-    assert_eq!(http(server.addr, "GET", "/healthz", None).await.status, 200);
-    eve.close().await;
-    a.close().await;
-    b.close().await;
+    for c in &clients {
+        c.close().await;
+    }
     server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn malformed_rtcp_inside_an_established_session_hurts_nobody() {
     let server = TestServer::start().await;
-    let a = Client::join_ws(&server, "rtcp-junk", "Ada", (220, 30, 30), 400.0).await;
-    let b = Client::join_ws(&server, "rtcp-junk", "Bob", (30, 30, 220), 650.0).await;
-    wait_until("media", 30, || a.frames() > 20 && b.frames() > 20).await;
-    // Eve's ICE, DTLS and SRTCP are real; the RTCP inside is random (50 packets/s).
+    // Eve's RTCP (inside valid SRTCP) is random, 50 packets a second.
     let mut media = Media::steady((30, 220, 30), 900.0);
     media.rtcp_garbage = true;
-    let eve = Client::join_ws_at(server.addr, "rtcp-junk", "Eve", media).await;
-    wait_until("Eve receives the room", 20, || eve.frames() > 10).await;
-    let (fa, fb, t0) = (a.frames(), b.frames(), std::time::Instant::now());
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    let secs = t0.elapsed().as_secs_f64();
-    let (fps_a, fps_b) = (
-        (a.frames() - fa) as f64 / secs,
-        (b.frames() - fb) as f64 / secs,
-    );
+    let ((fps_a, fps_b), clients) = viewers_beside(&server, "rtcp-junk", media).await;
     let sent = RTCP_GARBAGE_SENT.load(std::sync::atomic::Ordering::Relaxed);
     eprintln!("with random RTCP in the room ({sent} packets sent): viewers at {fps_a:.1} / {fps_b:.1} fps");
     assert!(sent > 100, "only {sent} malformed RTCP packets went out");
@@ -335,14 +335,10 @@ async fn malformed_rtcp_inside_an_established_session_hurts_nobody() {
         fps_a >= 25.0 && fps_b >= 25.0,
         "{fps_a:.1} / {fps_b:.1} fps"
     );
-    // Eve stays in, is still seen, and still receives.
-    let before = eve.frames();
-    wait_until("Eve keeps receiving", 10, || eve.frames() > before + 30).await;
     let room = tessera::ids::RoomId::parse("rtcp-junk").unwrap();
     assert_eq!(server.rooms.get(&room).unwrap().participants().len(), 3);
-    assert_eq!(http(server.addr, "GET", "/healthz", None).await.status, 200);
-    eve.close().await;
-    a.close().await;
-    b.close().await;
+    for c in &clients {
+        c.close().await;
+    }
     server.stop().await;
 }

@@ -402,8 +402,15 @@ async fn accept_loop(
     while conns.join_next().await.is_some() {}
 }
 
-/// Tells a refused client why, if its socket takes the bytes now, and closes it.
+/// Tells a refused client why, if its socket takes the bytes now, and closes it
+/// gracefully: write side first, then a short drain of what the client already sent, so
+/// the kernel does not answer its unread request with a reset that destroys the 503.
+/// At most `MAX_LINGERING` refused connections linger (1 s, 4 KiB each); beyond that they
+/// are closed at once.
 fn refuse(stream: tokio::net::TcpStream, refusal: guard::ConnRefusal) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const MAX_LINGERING: usize = 256;
+    static LINGERING: AtomicUsize = AtomicUsize::new(0);
     let body = format!("{refusal}\n");
     let msg = format!(
         "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nConnection: close\r\n\
@@ -411,4 +418,25 @@ fn refuse(stream: tokio::net::TcpStream, refusal: guard::ConnRefusal) {
         body.len()
     );
     let _ = stream.try_write(msg.as_bytes());
+    if LINGERING.fetch_add(1, Ordering::Relaxed) >= MAX_LINGERING {
+        LINGERING.fetch_sub(1, Ordering::Relaxed);
+        return;
+    }
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = stream;
+        let _ = stream.shutdown().await;
+        let mut buf = [0u8; 4096];
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+            let mut left = buf.len();
+            while left > 0 {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => left = left.saturating_sub(n),
+                }
+            }
+        })
+        .await;
+        LINGERING.fetch_sub(1, Ordering::Relaxed);
+    });
 }
