@@ -19,6 +19,8 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use rand::{Rng, SeedableRng};
+
 /// One sample of the server process.
 #[derive(Clone, Copy, Debug, Default)]
 struct Sample {
@@ -141,20 +143,6 @@ fn start_server() -> Server {
     }
 }
 
-/// A tiny deterministic PRNG (xorshift), so a failing run can be replayed by its seed.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 #[derive(Default, Debug)]
 struct Counts {
     joins: u64,
@@ -183,7 +171,8 @@ fn churn_soak_returns_to_the_same_plateau() {
         if total.as_secs() > 600 { 60 } else { 10 },
     ));
     let seed = env_u64("TESSERA_SOAK_SEED", 0x5eed_cafe);
-    let mut rng = Rng(seed | 1);
+    // Seeded, so a failing run can be replayed with TESSERA_SOAK_SEED.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let server = start_server();
     let (addr, pid) = (server.addr, server.child.id());
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -228,9 +217,9 @@ fn churn_soak_returns_to_the_same_plateau() {
             let action = if clients.len() < 2 {
                 0
             } else if clients.len() >= MAX_CLIENTS {
-                1 + rng.below(3)
+                1 + rng.random_range(0..3u64)
             } else {
-                rng.below(4)
+                rng.random_range(0..4u64)
             };
             match action {
                 0 => {
@@ -240,7 +229,7 @@ fn churn_soak_returns_to_the_same_plateau() {
                     } else {
                         Signaling::Whip
                     };
-                    let room = format!("soak-{}", rng.below(ROOMS));
+                    let room = format!("soak-{}", rng.random_range(0..ROOMS));
                     let rgb = ((n * 37) as u8, (n * 91) as u8, (n * 53) as u8);
                     match IsolatedClient::start(
                         addr,
@@ -261,20 +250,20 @@ fn churn_soak_returns_to_the_same_plateau() {
                     }
                 }
                 1 => {
-                    let c = clients.swap_remove(rng.below(clients.len() as u64) as usize);
+                    let c = clients.swap_remove(rng.random_range(0..clients.len()));
                     c.end(End::Leave);
                     counts.leaves += 1;
                 }
                 2 => {
                     // Gone without a word; a WebSocket client's TCP connection closes.
-                    let c = clients.swap_remove(rng.below(clients.len() as u64) as usize);
+                    let c = clients.swap_remove(rng.random_range(0..clients.len()));
                     c.end(End::Vanish { keep_tcp: false });
                     counts.closes += 1;
                 }
                 _ => {
                     // Gone without a word, its WebSocket (if any) left open: only the
                     // media timeout can tell.
-                    let c = clients.swap_remove(rng.below(clients.len() as u64) as usize);
+                    let c = clients.swap_remove(rng.random_range(0..clients.len()));
                     let kept = c.end(End::Vanish { keep_tcp: true });
                     counts.vanishes += 1;
                     // Held until the server has had time to notice, then closed.
@@ -284,7 +273,7 @@ fn churn_soak_returns_to_the_same_plateau() {
                     });
                 }
             }
-            std::thread::sleep(Duration::from_millis(300 + rng.below(700)));
+            std::thread::sleep(Duration::from_millis(300 + rng.random_range(0..700u64)));
             if last_sample.elapsed() >= sample_every {
                 last_sample = Instant::now();
                 record("churn", sample(pid, addr, &rt));
