@@ -11,6 +11,7 @@
 
 pub mod audio;
 pub mod clock;
+pub mod rung;
 pub mod sink;
 pub mod video;
 
