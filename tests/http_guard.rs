@@ -186,6 +186,11 @@ async fn joins_and_api_calls_are_rate_limited_per_source_healthz_is_not() {
     assert_eq!(s, 415, "counted, then refused for its content type");
     let (s, text) = request_from("127.0.0.5", addr, "POST", "/whip/r1").await;
     assert_eq!(s, 429, "{text}");
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("access-control-allow-origin: *"),
+        "a refused WHIP request still carries CORS headers: {text}"
+    );
     let retry: u64 = text
         .lines()
         .find_map(|l| {

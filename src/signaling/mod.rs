@@ -270,11 +270,13 @@ pub fn router(state: Arc<AppState>) -> Router {
                 (StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
             }
         })
-        .layer(axum::middleware::from_fn(cors))
+        // Outermost last: CORS headers go on every WHIP answer, 429 and 408 included, so a
+        // browser on another origin can read why it was refused.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             limit_requests,
         ))
+        .layer(axum::middleware::from_fn(cors))
         .with_state(state)
 }
 
