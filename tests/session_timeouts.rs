@@ -70,95 +70,57 @@ async fn a_whip_session_that_never_connects_is_ended() {
     server.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_killed_whip_client_is_removed_within_10_s() {
-    let server = TestServer::start().await; // default timeouts
-    let addr = server.addr;
-    // The client lives in its own runtime; shutting that down drops its sockets without a
-    // word (no DTLS close, no DELETE), as when the process is killed.
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let (kill_tx, kill_rx) = std::sync::mpsc::channel::<()>();
-    let client_thread = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let client = rt.block_on(Client::join_whip_at(
-            addr,
-            "vanish",
-            "Gone",
-            (200, 200, 30),
-            500.0,
-        ));
-        let received = client.received.clone();
-        ready_tx.send(received).unwrap();
-        let _ = kill_rx.recv();
-        std::mem::forget(client); // no Drop-time cleanup either
-        rt.shutdown_background();
-    });
-    let received = tokio::task::spawn_blocking(move || ready_rx.recv().unwrap())
-        .await
-        .unwrap();
-    let room = tessera::ids::RoomId::parse("vanish").unwrap();
-    wait_until("the client receives media", 20, || {
-        received.frames.load(std::sync::atomic::Ordering::Relaxed) > 10
-    })
-    .await;
-    assert_eq!(server.rooms.participant_count(), 1);
-    let t0 = Instant::now();
-    kill_tx.send(()).unwrap();
-    wait_until("the vanished client removed", 15, || {
-        server.rooms.participant_count() == 0
-    })
-    .await;
-    let gone = t0.elapsed();
-    eprintln!("vanished WHIP client removed after {gone:?}");
-    assert!(
-        gone < Duration::from_secs(10),
-        "removed only after {gone:?}"
-    );
-    assert!(server.rooms.get(&room).is_none(), "its room stopped");
-    client_thread.join().unwrap();
-    server.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_websocket_client_whose_network_vanishes_is_removed_within_10_s() {
-    let server = TestServer::start().await; // default timeouts
+/// Joins one isolated client to `room`, waits for its media, makes it vanish without a
+/// word (its runtime dropped: no DTLS close, no DELETE or `leave`), and returns how long
+/// the server took to remove it, with the WebSocket's socket when `keep_tcp`.
+async fn vanish_and_time_removal(
+    server: &TestServer,
+    how: Signaling,
+    room: &'static str,
+    keep_tcp: bool,
+) -> (Duration, Option<std::os::fd::OwnedFd>) {
     let addr = server.addr;
     let client = tokio::task::spawn_blocking(move || {
-        IsolatedClient::start(
-            addr,
-            Signaling::Ws,
-            "ws-vanish",
-            "Gone",
-            (30, 200, 30),
-            700.0,
-        )
-        .unwrap()
+        IsolatedClient::start(addr, how, room, "Gone", (30, 200, 30), 700.0).unwrap()
     })
     .await
     .unwrap();
     wait_until("the client receives media", 20, || client.frames() > 10).await;
     assert_eq!(server.rooms.participant_count(), 1);
-    // Media stops without a word while the WebSocket's TCP connection stays open (its
-    // socket is kept by a second descriptor), as when a laptop's Wi-Fi drops.
     let t0 = Instant::now();
-    let kept = tokio::task::spawn_blocking(move || client.end(End::Vanish { keep_tcp: true }))
+    let kept = tokio::task::spawn_blocking(move || client.end(End::Vanish { keep_tcp }))
         .await
-        .unwrap()
-        .expect("the WebSocket's socket is kept open");
+        .unwrap();
     wait_until("the vanished client removed", 15, || {
         server.rooms.participant_count() == 0
     })
     .await;
     let gone = t0.elapsed();
-    eprintln!("vanished WebSocket client removed after {gone:?}");
+    eprintln!("vanished {how:?} client removed after {gone:?}");
     assert!(
         gone < Duration::from_secs(10),
         "removed only after {gone:?}"
     );
+    (gone, kept)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_whip_client_is_removed_within_10_s() {
+    let server = TestServer::start().await; // default timeouts
+    vanish_and_time_removal(&server, Signaling::Whip, "vanish", false).await;
+    let room = tessera::ids::RoomId::parse("vanish").unwrap();
+    assert!(server.rooms.get(&room).is_none(), "its room stopped");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_websocket_client_whose_network_vanishes_is_removed_within_10_s() {
+    // Default timeouts. Media stops without a word while the WebSocket's TCP connection
+    // stays open (its socket is kept by a second descriptor), as when Wi-Fi drops.
+    let server = TestServer::start().await;
+    let (gone, kept) = vanish_and_time_removal(&server, Signaling::Ws, "ws-vanish", true).await;
+    let removed = Instant::now();
+    let kept = kept.expect("the WebSocket's socket is kept open");
     // The server also ends the signaling session rather than keeping the socket forever.
     let std_sock = std::net::TcpStream::from(kept);
     std_sock.set_nonblocking(true).unwrap();
@@ -175,8 +137,8 @@ async fn a_websocket_client_whose_network_vanishes_is_removed_within_10_s() {
     .await;
     assert!(ended.is_ok(), "the server kept the WebSocket open");
     eprintln!(
-        "its WebSocket closed by the server after {:?}",
-        t0.elapsed()
+        "its WebSocket closed by the server {:?} after the removal ({gone:?})",
+        removed.elapsed()
     );
     server.stop().await;
 }
