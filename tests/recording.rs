@@ -350,26 +350,7 @@ fn spawn_server(dir: &Path, auto: bool) -> (std::process::Child, std::net::Socke
 fn spawn_server_with(dir: &Path, config: &str) -> (std::process::Child, std::net::SocketAddr) {
     let cfg = dir.join("tessera.toml");
     std::fs::write(&cfg, config).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(["--listen", "127.0.0.1:0", "--config"])
-        .arg(&cfg)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    use std::io::BufRead;
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .rsplit("http://")
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    (child, addr)
+    spawn_tessera(&cfg, None)
 }
 
 fn only_recording(dir: &Path) -> PathBuf {

@@ -14,9 +14,8 @@
 
 mod common;
 use common::*;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
@@ -111,31 +110,11 @@ fn start_server() -> Server {
     // process is every client. Everything else is the default.
     std::fs::write(
         &config,
-        "listen = \"127.0.0.1:0\"\n[video]\nwidth = 320\nheight = 180\nbitrate_kbps = 300\n\
+        "[video]\nwidth = 320\nheight = 180\nbitrate_kbps = 300\n\
          [http]\njoin_rate = 1000.0\njoin_burst = 1000\napi_rate = 1000.0\napi_burst = 1000\n",
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .arg("--config")
-        .arg(&config)
-        .env("RUST_LOG", "warn,rtc=error,webrtc=error")
-        .env(
-            "MALLOC_ARENA_MAX",
-            std::env::var("SOAK_ARENA").unwrap_or("8".into()),
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("starting tessera");
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .rsplit("http://")
-        .next()
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no listen address in {line:?}"));
+    let (child, addr) = spawn_tessera(&config, Some("warn,rtc=error,webrtc=error"));
     Server {
         child,
         addr,

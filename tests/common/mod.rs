@@ -994,3 +994,36 @@ impl IsolatedClient {
         kept
     }
 }
+
+/// Starts the real `tessera` binary on `127.0.0.1:0` with the config file `config`, and
+/// returns it with the address it printed. `log`: `Some(RUST_LOG filter)` shows its
+/// stderr, `None` discards it.
+#[allow(dead_code)]
+pub fn spawn_tessera(
+    config: &std::path::Path,
+    log: Option<&str>,
+) -> (std::process::Child, SocketAddr) {
+    use std::io::BufRead;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"));
+    cmd.args(["--listen", "127.0.0.1:0", "--config"])
+        .arg(config)
+        .stdout(std::process::Stdio::piped());
+    match log {
+        Some(filter) => cmd
+            .env("RUST_LOG", filter)
+            .stderr(std::process::Stdio::inherit()),
+        None => cmd.stderr(std::process::Stdio::null()),
+    };
+    let mut child = cmd.spawn().expect("starting tessera");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .rsplit("http://")
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no listen address in {line:?}"));
+    (child, addr)
+}
