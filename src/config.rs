@@ -30,6 +30,29 @@ pub struct VideoConfig {
     pub idr_interval_s: u32,
     /// Encoder speed/quality: `low` (default, fastest), `medium`, `high`.
     pub complexity: crate::codec::video::EncoderComplexity,
+    /// The quality ladder, best rung first (`[[video.rungs]]` with `width`, `height`,
+    /// `fps`, `bitrate_kbps`). Empty (the default): `width`x`height` at `fps` and
+    /// `bitrate_kbps` on top, then the default 640x360@30 500 kbit/s and
+    /// 320x180@15 150 kbit/s rungs that are smaller and cheaper than it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rungs: Vec<crate::ladder::Rung>,
+}
+
+impl VideoConfig {
+    /// The ladder every picture is encoded on.
+    pub fn ladder(&self) -> Result<crate::ladder::Ladder, crate::ladder::LadderError> {
+        let rungs = if self.rungs.is_empty() {
+            crate::ladder::Ladder::under(crate::ladder::Rung {
+                width: self.width,
+                height: self.height,
+                fps: self.fps,
+                bitrate_kbps: self.bitrate_kbps,
+            })
+        } else {
+            self.rungs.clone()
+        };
+        crate::ladder::Ladder::new(rungs)
+    }
 }
 
 impl Default for VideoConfig {
@@ -41,6 +64,7 @@ impl Default for VideoConfig {
             bitrate_kbps: 1200,
             idr_interval_s: 10,
             complexity: Default::default(),
+            rungs: Vec::new(),
         }
     }
 }
@@ -457,6 +481,16 @@ impl Config {
         }
         if !(1..=300).contains(&v.idr_interval_s) {
             return bad("video.idr_interval_s", "must be between 1 and 300");
+        }
+        match v.ladder() {
+            Err(e) => return bad("video.rungs", &e.to_string()),
+            Ok(l) if l.max_fps() > v.fps => {
+                return bad("video.rungs", "no rung may have more fps than video.fps");
+            }
+            Ok(l) if l.rungs().iter().any(|r| r.width > 3840 || r.height > 2160) => {
+                return bad("video.rungs", "rungs are at most 3840x2160");
+            }
+            Ok(_) => {}
         }
         let r = &self.recording;
         if !(16..=3840).contains(&r.width)

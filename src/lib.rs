@@ -51,6 +51,7 @@ pub mod codec;
 pub mod compositor;
 pub mod config;
 pub mod ids;
+pub mod ladder;
 pub mod layout;
 pub mod media;
 pub mod metrics;

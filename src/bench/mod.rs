@@ -66,6 +66,11 @@ pub struct RoomBenchArgs {
     /// Write the synthetic clips as DIR/input-N.h264 (for feeding a peer) and exit.
     #[arg(long)]
     pub write_inputs: Option<PathBuf>,
+    /// Viewers per rung of the ladder, best first (e.g. `3,3,3` for nine viewers). The
+    /// ladder is the server's default under --output/--bitrate/--fps; viewers are held on
+    /// their rung by a size cap, as a client asking for a smaller picture would be.
+    #[arg(long, value_delimiter = ',')]
+    pub rungs: Vec<usize>,
     /// Print the summary as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -79,6 +84,8 @@ pub enum BenchError {
     Bitrate(String),
     #[error("unknown layout `{0}`")]
     Layout(String),
+    #[error("--rungs: {0}")]
+    Rungs(String),
     #[error("{0}")]
     Input(#[from] synth::InputError),
     #[error("{0}")]
@@ -152,7 +159,50 @@ pub struct BenchReport {
     pub video_tick_lateness: Option<Lateness>,
     pub audio_tick_lateness: Option<Lateness>,
     pub video_frames_encoded: u64,
+    /// Viewers and encoders per rung (best first), with the rungs' formats.
+    pub rungs: Vec<RungReport>,
     pub threads: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RungReport {
+    pub format: String,
+    pub viewers: usize,
+    /// Encoders running on this rung at the end (fast mode; the paced mode's room keeps
+    /// them on its own thread).
+    pub encoders: Option<usize>,
+}
+
+/// The size cap that holds viewer `i` on its rung of `--rungs` (none without the flag).
+fn rung_caps(
+    args: &RoomBenchArgs,
+    ladder: &crate::ladder::Ladder,
+    n: usize,
+) -> Result<Vec<(u32, u32)>, BenchError> {
+    if args.rungs.is_empty() {
+        return Ok(vec![(0, 0); n]);
+    }
+    if args.rungs.len() > ladder.rungs().len() {
+        return Err(BenchError::Rungs(format!(
+            "the ladder has {} rungs: {:?}",
+            ladder.rungs().len(),
+            ladder.rungs()
+        )));
+    }
+    if args.rungs.iter().sum::<usize>() != n {
+        return Err(BenchError::Rungs(format!(
+            "the counts must add up to --participants ({n})"
+        )));
+    }
+    Ok(args
+        .rungs
+        .iter()
+        .enumerate()
+        .flat_map(|(r, &count)| {
+            let rung = ladder.get(r);
+            std::iter::repeat_n((rung.width, rung.height), count)
+        })
+        .collect())
 }
 
 /// Inputs ready to feed: per participant, RTP payloads per access unit and Opus packets.
@@ -336,6 +386,12 @@ pub fn run(args: &RoomBenchArgs) -> Result<BenchReport, BenchError> {
         args.seconds
     );
 
+    let ladder = config
+        .video
+        .ladder()
+        .map_err(|e| BenchError::Rungs(e.to_string()))?;
+    let caps = rung_caps(args, &ladder, n)?;
+    let mut per_rung: Vec<usize> = Vec::new();
     let (wall, cpu, phases, lateness) = if args.paced {
         let room = Room::start(
             crate::ids::RoomId::parse("bench").expect("valid literal"),
@@ -351,6 +407,9 @@ pub fn run(args: &RoomBenchArgs) -> Result<BenchReport, BenchError> {
             let info = room
                 .join(&format!("P{i}"))
                 .map_err(|e| BenchError::Io(std::io::Error::other(e.to_string())))?;
+            if let Some(link) = room.link(info.id) {
+                link.set_cap(caps[i].0, caps[i].1);
+            }
             let (up, _) = mpsc::channel(64);
             let a = sink(111, Box::new(OpusPayloader), &mut sinks, 4096);
             let v = (!args.audio_only).then(|| {
@@ -447,11 +506,14 @@ pub fn run(args: &RoomBenchArgs) -> Result<BenchReport, BenchError> {
                     &mut sinks,
                     4096,
                 );
+                let link = Arc::new(crate::room::link::ViewerLink::default());
+                link.set_cap(caps[i].0, caps[i].1);
                 video.handle(VideoCmd::Attach {
                     id,
                     payload_types: pt_map.clone(),
                     sink: Some(v),
                     upstream: up,
+                    link,
                 });
             }
             ids.push(id);
@@ -503,6 +565,7 @@ pub fn run(args: &RoomBenchArgs) -> Result<BenchReport, BenchError> {
         }
         let (t0, c0, p0) = snap.expect("warm-up shorter than the run");
         let p1 = snapshot(&stats);
+        per_rung = video.encoders_per_rung();
         (
             t0.elapsed(),
             process_cpu_ns() - c0,
@@ -553,6 +616,27 @@ pub fn run(args: &RoomBenchArgs) -> Result<BenchReport, BenchError> {
         video_tick_lateness: lateness.0,
         audio_tick_lateness: lateness.1,
         video_frames_encoded: stats.video_frames_encoded.load(Ordering::Relaxed),
+        rungs: ladder
+            .rungs()
+            .iter()
+            .enumerate()
+            .map(|(r, rung)| RungReport {
+                format: format!(
+                    "{}x{}@{} {} kbit/s",
+                    rung.width, rung.height, rung.fps, rung.bitrate_kbps
+                ),
+                viewers: if args.rungs.is_empty() {
+                    if r == 0 {
+                        n
+                    } else {
+                        0
+                    }
+                } else {
+                    args.rungs.get(r).copied().unwrap_or(0)
+                },
+                encoders: per_rung.get(r).copied(),
+            })
+            .collect(),
         threads: rayon::current_num_threads(),
     })
 }
@@ -660,6 +744,17 @@ pub fn print_table(r: &BenchReport) {
         ("overhead ratio", format!("{:.3}", r.overhead_ratio)),
         ("video encoders running", r.video_encoders.to_string()),
         (
+            "rungs: viewers / encoders",
+            r.rungs
+                .iter()
+                .map(|g| {
+                    let e = g.encoders.map_or("-".into(), |e| e.to_string());
+                    format!("{}: {} / {e}", g.format, g.viewers)
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+        (
             "audio encodes / decodes per tick",
             format!("{} / {}", r.audio_encoders, r.audio_decoders),
         ),
@@ -705,10 +800,12 @@ mod tests {
             paced: false,
             inputs: vec![],
             write_inputs: None,
+            rungs: vec![],
             json: false,
         };
         let r = run(&args).unwrap();
         assert_eq!(r.video_encoders, 3);
+        assert_eq!(r.rungs.len(), 1, "320x180 has no smaller default rung");
         assert_eq!(
             r.audio_encoders, 3,
             "three talkers, no listeners left for the shared mix"
@@ -720,5 +817,43 @@ mod tests {
             (s.decode + s.composite + s.encode + s.mix + s.other - 1.0).abs() < 0.02
                 || s.other == 0.0
         );
+    }
+
+    #[test]
+    fn rungs_put_viewers_on_their_rung_with_one_encoder_per_picture_and_rung() {
+        let args = RoomBenchArgs {
+            participants: 3,
+            input: "160x96".into(),
+            output: "640x360".into(),
+            fps: 15,
+            bitrate: "500k".into(),
+            seconds: 1.0,
+            layout: "grid".into(),
+            audio_only: false,
+            top_k: 3,
+            paced: false,
+            inputs: vec![],
+            write_inputs: None,
+            rungs: vec![2, 1],
+            json: false,
+        };
+        let r = run(&args).unwrap();
+        let got: Vec<(String, usize, Option<usize>)> = r
+            .rungs
+            .iter()
+            .map(|g| (g.format.clone(), g.viewers, g.encoders))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("640x360@15 500 kbit/s".to_owned(), 2, Some(2)),
+                ("320x180@15 150 kbit/s".to_owned(), 1, Some(1)),
+            ]
+        );
+        let bad = RoomBenchArgs {
+            rungs: vec![1, 1],
+            ..args
+        };
+        assert!(matches!(run(&bad), Err(BenchError::Rungs(_))));
     }
 }

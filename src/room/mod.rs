@@ -11,7 +11,7 @@
 
 pub mod audio;
 pub mod clock;
-pub mod rung;
+pub mod link;
 pub mod sink;
 pub mod video;
 
@@ -111,6 +111,8 @@ pub struct RoomStats {
     pub dropped_inputs: AtomicU64,
     pub video_frames_decoded: AtomicU64,
     pub video_frames_encoded: AtomicU64,
+    /// IDRs among them.
+    pub video_idrs: AtomicU64,
     /// Video encoders running now (= distinct pictures).
     pub encoders: AtomicU64,
     /// Opus encodes in the last audio tick (talkers + one shared mix).
@@ -171,6 +173,7 @@ pub enum VideoCmd {
         payload_types: HashMap<u8, VideoCodec>,
         sink: Option<RtpSink>,
         upstream: mpsc::Sender<Upstream>,
+        link: Arc<link::ViewerLink>,
     },
     Leave {
         id: ParticipantId,
@@ -216,6 +219,8 @@ pub struct Room {
     video_tx: Sender<VideoCmd>,
     events: broadcast::Sender<RoomEvent>,
     roster: Mutex<Vec<ParticipantInfo>>,
+    /// Each participant's downlink state (shared with its transport and the video thread).
+    links: Mutex<HashMap<ParticipantId, Arc<link::ViewerLink>>>,
     layout: Mutex<String>,
     /// Active speaker, written by the audio thread, read by the video thread (0 = none).
     speaker: Arc<AtomicU64>,
@@ -264,6 +269,7 @@ impl Room {
             video_tx,
             events,
             roster: Mutex::new(Vec::new()),
+            links: Mutex::new(HashMap::new()),
             layout: Mutex::new(layout_name),
             speaker,
             stats,
@@ -379,6 +385,7 @@ impl Room {
                 video_muted: false,
             };
             roster.push(info.clone());
+            lock(&self.links).insert(info.id, Arc::default());
             info
         };
         self.send_audio(AudioCmd::Join { id: info.id })?;
@@ -398,12 +405,29 @@ impl Room {
             id,
             sink: a.audio_out,
         })?;
+        let link = self.link(id).ok_or(RoomError::NoSuchParticipant)?;
         self.send_video(VideoCmd::Attach {
             id,
             payload_types: a.video_payload_types,
             sink: a.video_out,
             upstream: a.upstream,
+            link,
         })
+    }
+
+    /// A participant's downlink state (estimate, requested size, rung), while it is here.
+    pub fn link(&self, id: ParticipantId) -> Option<Arc<link::ViewerLink>> {
+        lock(&self.links).get(&id).cloned()
+    }
+
+    /// Every attached viewer's link, for the API.
+    pub fn links(&self) -> Vec<link::LinkInfo> {
+        let mut v: Vec<_> = lock(&self.links)
+            .iter()
+            .map(|(id, l)| l.info(*id))
+            .collect();
+        v.sort_by_key(|l| l.participant_id);
+        v
     }
 
     /// Removes a participant; returns whether the room is now empty.
@@ -413,6 +437,7 @@ impl Room {
             let mut roster = lock(&self.roster);
             let before = roster.len();
             roster.retain(|p| p.id != id);
+            lock(&self.links).remove(&id);
             (roster.len() != before, roster.is_empty())
         };
         if found {

@@ -5,10 +5,24 @@
 //! 2. decodes, in parallel, only participants that some plan shows (the others' frames
 //!    are dropped; when they become visible a PLI fetches a keyframe),
 //! 3. renders each distinct (participant, tile size) once into the shared tile cache,
-//! 4. composes and H.264-encodes each **distinct** plan once (in parallel): viewers with
-//!    identical pictures share one encoder and one encoded frame, so the number of running
-//!    encoders equals the number of distinct pictures. A viewer that moves to another
-//!    picture gets an IDR from that picture's encoder.
+//! 4. composes and H.264-encodes each **distinct (picture, rung)** once (in parallel):
+//!    viewers with identical pictures on the same rung of the quality ladder share one
+//!    encoder and one encoded frame, so the number of running encoders equals the number of
+//!    distinct (picture, rung) pairs in use.
+//!
+//! **Rungs.** Every viewer has a [`RungPolicy`] fed with its link's bandwidth estimate
+//! ([`ViewerLink`], written by its transport) and capped by the size it asked for; its
+//! picture is laid out at its rung's size and encoded at its rung's bitrate and frame rate
+//! (fewer frames below the lowest rung).
+//!
+//! **Keyframes without storms.** A viewer that needs an IDR (it moved to another picture or
+//! rung, or it sent a PLI) gets one from its encoder at once if it is that encoder's only
+//! viewer (at most one per [`SOLO_IDR_INTERVAL`]) or if the shared encoder's last IDR is
+//! older than [`SHARED_IDR_INTERVAL`]. Otherwise the others are not made to pay: the viewer
+//! gets a *private* encoder of the same (picture, rung), which starts with an IDR, and
+//! rejoins the shared encoder at that encoder's next IDR (scheduled no later than
+//! `SHARED_IDR_INTERVAL` after its last). A viewer's own losses are repaired by NACK
+//! retransmission in its transport, not by keyframes.
 //!
 //! Loss or an undecodable frame makes a participant wait for a keyframe (its last good
 //! picture stays on screen) and sends a rate-limited PLI upstream.
@@ -19,12 +33,14 @@
 //! participant's tile is affected.
 
 use super::clock::TickClock;
+use super::link::ViewerLink;
 use super::{RoomEvent, RoomStats, RtpSink, Upstream, VideoCmd};
 use crate::codec::video::{Decoded, EncoderSettings, H264Encoder, IngestLimits, VideoDecoder};
 use crate::codec::{CodecError, VideoCodec};
 use crate::compositor::{self, TileCache, TileJob, TileKey};
 use crate::config::Config;
 use crate::ids::ParticipantId;
+use crate::ladder::{Decision, Ladder, PolicyConfig, RungPolicy};
 use crate::layout::{LayoutSpec, Rect};
 use crate::media::jitter::{VideoAssembler, VideoPop};
 use crate::media::{I420Frame, VIDEO_CLOCK};
@@ -43,6 +59,10 @@ pub const REJECT_FOR: Duration = Duration::from_secs(5);
 const PLI_INTERVAL: Duration = Duration::from_millis(500);
 /// A participant whose last picture is older than this shows the placeholder.
 const STALE_AFTER: Duration = Duration::from_secs(3);
+/// Minimum time between two requested IDRs of an encoder with one viewer.
+pub const SOLO_IDR_INTERVAL: Duration = Duration::from_secs(1);
+/// Minimum time between two requested IDRs of an encoder that several viewers share.
+pub const SHARED_IDR_INTERVAL: Duration = Duration::from_secs(3);
 
 /// What one viewer sees: tiles in drawing order.
 type Plan = Vec<(Rect, TileKey)>;
@@ -84,18 +104,59 @@ struct Participant {
 struct Output {
     viewer: ParticipantId,
     sink: RtpSink,
+    /// The viewer's picture, laid out at its rung's size.
     plan: Plan,
+    link: Arc<ViewerLink>,
+    policy: RungPolicy,
+    decision: Decision,
+    /// The cap last read from the link.
+    cap: (u32, u32),
+    /// The encoder it received from last tick.
+    encoder: Option<u64>,
+    /// It asked for a keyframe (PLI/FIR) since the last tick.
+    wants_idr: bool,
 }
 
-/// One distinct picture and the encoder that makes it.
+/// One distinct (picture, rung, frame rate) and the encoder that makes it.
 struct PictureEncoder {
+    id: u64,
     plan: Plan,
+    rung: usize,
+    fps: u32,
+    /// Made for this viewer alone until the shared encoder of the same picture sends an IDR.
+    private_for: Option<ParticipantId>,
     encoder: H264Encoder,
     canvas: I420Frame,
     au: Vec<u8>,
     /// Indices into `outputs` of the viewers receiving this picture this tick.
     viewers: Vec<usize>,
-    encoded: bool,
+    /// Frame-rate accumulator: a frame is due when it reaches the tick rate.
+    credit: u32,
+    /// `Some(idr)` when a frame was encoded this tick.
+    encoded: Option<bool>,
+    last_idr: Option<Instant>,
+    /// A requested IDR deferred by the interval limits.
+    idr_due: Option<Instant>,
+}
+
+impl PictureEncoder {
+    fn makes(&self, plan: &Plan, d: Decision) -> bool {
+        self.rung == d.rung && self.fps == d.fps && self.plan == *plan
+    }
+
+    /// Asks for an IDR, no sooner than `interval` after the last one.
+    fn request_idr(&mut self, now: Instant, interval: Duration) {
+        match self.last_idr {
+            Some(t) if now.duration_since(t) < interval => {
+                let at = t + interval;
+                self.idr_due = Some(self.idr_due.map_or(at, |d| d.min(at)));
+            }
+            _ => {
+                self.encoder.request_keyframe();
+                self.idr_due = None;
+            }
+        }
+    }
 }
 
 /// The recorder's picture: everyone, in the recording layout, at the recording size.
@@ -117,6 +178,9 @@ pub struct VideoLoop {
     participants: Vec<Participant>,
     outputs: Vec<Output>,
     encoders: Vec<PictureEncoder>,
+    next_encoder_id: u64,
+    ladder: Ladder,
+    policy: PolicyConfig,
     layout: LayoutSpec,
     tiles: TileCache,
     speaker: Arc<AtomicU64>,
@@ -278,6 +342,9 @@ impl VideoLoop {
             participants: Vec::new(),
             outputs: Vec::new(),
             encoders: Vec::new(),
+            next_encoder_id: 0,
+            ladder: v.ladder().expect("ladder validated at start-up"),
+            policy: PolicyConfig::default(),
             layout,
             tiles: TileCache::default(),
             speaker,
@@ -355,9 +422,23 @@ impl VideoLoop {
         self.participants.iter_mut().find(|p| p.id == id)
     }
 
-    /// Video encoders running (one per distinct picture).
+    /// Video encoders running (one per distinct picture and rung, plus private ones).
     pub fn encoder_count(&self) -> usize {
         self.encoders.len()
+    }
+
+    /// Encoders running per rung of the ladder.
+    pub fn encoders_per_rung(&self) -> Vec<usize> {
+        let mut n = vec![0; self.ladder.rungs().len()];
+        for e in &self.encoders {
+            n[e.rung] += 1;
+        }
+        n
+    }
+
+    /// The policy timing (tests shorten it).
+    pub fn set_policy(&mut self, policy: PolicyConfig) {
+        self.policy = policy;
     }
 
     pub fn handle(&mut self, cmd: VideoCmd) {
@@ -382,16 +463,30 @@ impl VideoLoop {
                 payload_types,
                 sink,
                 upstream,
+                link,
             } => {
                 if let Some(p) = self.find(id) {
                     p.input.payload_types = payload_types;
                     p.input.upstream = Some(upstream);
                 }
                 if let Some(sink) = sink {
+                    // Start on the best rung the viewer accepts; the estimate moves it down.
+                    let (w, h) = link.cap();
+                    let cap = self.ladder.best_within(w, h);
+                    let mut policy = RungPolicy::new(self.policy, cap);
+                    policy.set_cap(cap);
+                    let decision = policy.current(&self.ladder);
+                    link.set_rung(decision.rung, decision.fps);
                     self.outputs.push(Output {
                         viewer: id,
                         sink,
                         plan: Vec::new(),
+                        link,
+                        policy,
+                        decision,
+                        cap: (w, h),
+                        encoder: None,
+                        wants_idr: false,
                     });
                 }
             }
@@ -422,15 +517,8 @@ impl VideoLoop {
                 }
             }
             VideoCmd::KeyframeRequest { id } => {
-                let Some(o) = self.outputs.iter().position(|o| o.viewer == id) else {
-                    return;
-                };
-                if let Some(e) = self
-                    .encoders
-                    .iter_mut()
-                    .find(|e| e.plan == self.outputs[o].plan)
-                {
-                    e.encoder.request_keyframe();
+                if let Some(o) = self.outputs.iter_mut().find(|o| o.viewer == id) {
+                    o.wants_idr = true;
                 }
             }
             VideoCmd::StartRecording {
@@ -512,10 +600,10 @@ impl VideoLoop {
         for p in &mut self.participants {
             p.visible = false;
         }
-        let (w, h) = (self.settings.width, self.settings.height);
         for o in 0..self.outputs.len() {
+            let rung = self.ladder.get(self.outputs[o].decision.rung);
             let visible = self.visible_for(self.outputs[o].viewer, speaker);
-            let rects = self.layout.place(visible.len(), w, h);
+            let rects = self.layout.place(visible.len(), rung.width, rung.height);
             let mut plan = std::mem::take(&mut self.outputs[o].plan);
             plan.clear();
             for (r, &i) in rects.iter().zip(&visible) {
@@ -561,50 +649,182 @@ impl VideoLoop {
         }
     }
 
-    /// Step 4's bookkeeping: one encoder per distinct plan; viewers that changed picture
-    /// get an IDR from their new encoder.
-    fn assign_encoders(&mut self) {
+    /// Step 0: every viewer's rung from its link's estimate and cap.
+    fn choose_rungs(&mut self, now: Instant) {
+        for out in &mut self.outputs {
+            let cap = out.link.cap();
+            if cap != out.cap {
+                out.cap = cap;
+                out.policy.set_cap(self.ladder.best_within(cap.0, cap.1));
+            }
+            // No estimate (a viewer without congestion feedback): only the cap applies.
+            let estimate = out.link.estimate_kbps().unwrap_or(u32::MAX);
+            let d = out.policy.update(&self.ladder, estimate, now);
+            if d.moved {
+                let r = self.ladder.get(d.rung);
+                tracing::info!(
+                    viewer = %out.viewer,
+                    estimate_kbps = estimate,
+                    "rung {} -> {}: {}x{} at {} fps",
+                    out.decision.rung, d.rung, r.width, r.height, d.fps
+                );
+                out.link.set_rung(d.rung, d.fps);
+            }
+            out.decision = d;
+        }
+    }
+
+    /// A new encoder for (plan, rung, fps); its first frame is an IDR.
+    fn new_encoder(
+        &mut self,
+        plan: &Plan,
+        d: Decision,
+        private_for: Option<ParticipantId>,
+        now: Instant,
+    ) -> Option<usize> {
+        let r = self.ladder.get(d.rung);
+        let settings = EncoderSettings {
+            width: r.width,
+            height: r.height,
+            fps: d.fps,
+            // Fewer frames below the lowest rung: the same bits per frame.
+            bitrate_bps: r.bitrate_kbps * 1000 / r.fps * d.fps,
+            idr_interval_frames: d.fps * self.settings.idr_interval_frames / self.settings.fps,
+            complexity: self.settings.complexity,
+        };
+        match H264Encoder::new(settings) {
+            Ok(encoder) => {
+                self.next_encoder_id += 1;
+                self.encoders.push(PictureEncoder {
+                    id: self.next_encoder_id,
+                    plan: plan.clone(),
+                    rung: d.rung,
+                    fps: d.fps,
+                    private_for,
+                    encoder,
+                    canvas: I420Frame::new(r.width as usize, r.height as usize),
+                    au: Vec::with_capacity(256 * 1024),
+                    viewers: Vec::new(),
+                    credit: self.settings.fps,
+                    encoded: None,
+                    last_idr: Some(now),
+                    idr_due: None,
+                });
+                Some(self.encoders.len() - 1)
+            }
+            Err(e) => {
+                tracing::error!("h264 encoder: {e}");
+                None
+            }
+        }
+    }
+
+    /// Step 4's bookkeeping: one encoder per distinct (plan, rung, fps); viewers that moved
+    /// or asked for a keyframe get an IDR without making everyone else's stream a keyframe
+    /// stream (see the module doc).
+    fn assign_encoders(&mut self, now: Instant) {
         for e in &mut self.encoders {
             e.viewers.clear();
         }
-        for (o, out) in self.outputs.iter().enumerate() {
-            let idx = match self.encoders.iter().position(|e| e.plan == out.plan) {
-                Some(i) => i,
-                None => match H264Encoder::new(self.settings) {
-                    Ok(encoder) => {
-                        self.encoders.push(PictureEncoder {
-                            plan: out.plan.clone(),
-                            encoder,
-                            canvas: I420Frame::new(
-                                self.settings.width as usize,
-                                self.settings.height as usize,
-                            ),
-                            au: Vec::with_capacity(256 * 1024),
-                            viewers: Vec::new(),
-                            encoded: false,
-                        });
-                        self.encoders.len() - 1
-                    }
-                    Err(e) => {
-                        tracing::error!(viewer = %out.viewer, "h264 encoder: {e}");
-                        continue;
+        // Viewers (index) that need an IDR from the encoder they are put on.
+        let mut need_idr: Vec<(usize, usize)> = Vec::new();
+        let mut created: Vec<u64> = Vec::new();
+        for o in 0..self.outputs.len() {
+            let (plan, d) = (&self.outputs[o].plan, self.outputs[o].decision);
+            let current = self.outputs[o]
+                .encoder
+                .and_then(|id| self.encoders.iter().position(|e| e.id == id))
+                .filter(|&i| self.encoders[i].makes(plan, d));
+            let (idx, moved) = match current {
+                Some(i) => (i, false),
+                None => match self
+                    .encoders
+                    .iter()
+                    .position(|e| e.private_for.is_none() && e.makes(plan, d))
+                {
+                    Some(i) => (i, true),
+                    None => {
+                        let plan = plan.clone();
+                        let Some(i) = self.new_encoder(&plan, d, None, now) else {
+                            continue;
+                        };
+                        created.push(self.encoders[i].id);
+                        (i, false)
                     }
                 },
             };
             self.encoders[idx].viewers.push(o);
+            if moved || std::mem::take(&mut self.outputs[o].wants_idr) {
+                need_idr.push((o, idx));
+            }
+        }
+        let mut requested: Vec<u64> = Vec::new();
+        for (o, idx) in need_idr {
+            let e = &mut self.encoders[idx];
+            if created.contains(&e.id) || requested.contains(&e.id) {
+                continue; // its next frame is an IDR anyway
+            }
+            let shared_fresh = e
+                .last_idr
+                .is_none_or(|t| now.duration_since(t) >= SHARED_IDR_INTERVAL);
+            if e.viewers.len() == 1 {
+                e.request_idr(now, SOLO_IDR_INTERVAL);
+                requested.push(e.id);
+            } else if shared_fresh {
+                e.request_idr(now, SHARED_IDR_INTERVAL);
+                requested.push(e.id);
+            } else {
+                // Not everyone's stream for one viewer: a private encoder (IDR first) until
+                // the shared one's next IDR, which is scheduled.
+                if let Some(t) = e.last_idr {
+                    let at = t + SHARED_IDR_INTERVAL;
+                    e.idr_due = Some(e.idr_due.map_or(at, |d| d.min(at)));
+                }
+                e.viewers.retain(|&v| v != o);
+                let (plan, d, viewer) = (
+                    self.outputs[o].plan.clone(),
+                    self.outputs[o].decision,
+                    self.outputs[o].viewer,
+                );
+                match self.new_encoder(&plan, d, Some(viewer), now) {
+                    Some(p) => {
+                        self.encoders[p].viewers.push(o);
+                        created.push(self.encoders[p].id);
+                    }
+                    None => self.encoders[idx].viewers.push(o),
+                }
+            }
         }
         self.encoders.retain(|e| !e.viewers.is_empty());
+        // A private encoder whose shared counterpart is gone becomes the shared one.
+        for i in 0..self.encoders.len() {
+            if self.encoders[i].private_for.is_some()
+                && !self.encoders.iter().any(|s| {
+                    s.private_for.is_none()
+                        && s.rung == self.encoders[i].rung
+                        && s.fps == self.encoders[i].fps
+                        && s.plan == self.encoders[i].plan
+                })
+            {
+                self.encoders[i].private_for = None;
+            }
+        }
+        for e in &mut self.encoders {
+            for &o in &e.viewers {
+                self.outputs[o].encoder = Some(e.id);
+            }
+            if e.idr_due.is_some_and(|t| now >= t) {
+                e.encoder.request_keyframe();
+                e.idr_due = None;
+            }
+        }
         self.stats
             .encoders
             .store(self.encoders.len() as u64, Ordering::Relaxed);
     }
 
     pub fn tick(&mut self, now: Instant, k: u64) {
-        let prev_plans: Vec<(ParticipantId, Plan)> = self
-            .outputs
-            .iter()
-            .map(|o| (o.viewer, o.plan.clone()))
-            .collect();
+        self.choose_rungs(now);
         self.plan();
 
         // 2. Decode what is shown (participants in parallel).
@@ -672,19 +892,12 @@ impl VideoLoop {
         self.tiles.prepare_timed(&jobs, &stats.cpu.composite);
         drop(jobs);
 
-        // 4. One encoder per distinct picture; a viewer whose picture changed needs an IDR.
-        self.assign_encoders();
+        // 4. One encoder per distinct (picture, rung); IDRs for viewers that need them.
+        self.assign_encoders(now);
+        let tick_fps = self.settings.fps;
         for e in &mut self.encoders {
-            let changed = e.viewers.iter().any(|&o| {
-                let out = &self.outputs[o];
-                prev_plans
-                    .iter()
-                    .find(|(v, _)| *v == out.viewer)
-                    .is_none_or(|(_, p)| *p != out.plan)
-            });
-            if changed {
-                e.encoder.request_keyframe();
-            }
+            e.credit += e.fps;
+            e.encoded = None;
         }
         let tiles = &self.tiles;
         let recording = &mut self.recording;
@@ -703,6 +916,10 @@ impl VideoLoop {
         let encoders = &mut self.encoders;
         let pictures = move || {
             encoders.par_iter_mut().for_each(|e| {
+                if e.credit < tick_fps {
+                    return; // a lower frame rate than the tick's: not due this tick
+                }
+                e.credit -= tick_fps;
                 e.encoded = render_picture(
                     &e.plan,
                     tiles,
@@ -710,8 +927,7 @@ impl VideoLoop {
                     &mut e.encoder,
                     &mut e.au,
                     stats,
-                )
-                .is_some();
+                );
             })
         };
         rayon::join(pictures, record);
@@ -731,18 +947,51 @@ impl VideoLoop {
             }
         }
         let ts = ((k as u128 * VIDEO_CLOCK as u128) / self.settings.fps as u128) as u32;
-        let mut encoded = 0;
-        for e in &self.encoders {
-            if e.encoded {
+        let (mut encoded, mut idrs) = (0, 0);
+        for e in &mut self.encoders {
+            if let Some(idr) = e.encoded {
                 encoded += 1;
+                if idr {
+                    idrs += 1;
+                    e.last_idr = Some(now);
+                }
+            }
+        }
+        // A private viewer rejoins its shared encoder when that one sends an IDR.
+        for i in 0..self.encoders.len() {
+            let Some(viewer) = self.encoders[i].private_for else {
+                continue;
+            };
+            let shared = self.encoders.iter().position(|s| {
+                s.private_for.is_none()
+                    && s.encoded == Some(true)
+                    && s.rung == self.encoders[i].rung
+                    && s.fps == self.encoders[i].fps
+                    && s.plan == self.encoders[i].plan
+            });
+            if let Some(s) = shared {
+                if let Some(o) = self.outputs.iter().position(|o| o.viewer == viewer) {
+                    self.encoders[i].viewers.retain(|&v| v != o);
+                    self.encoders[s].viewers.push(o);
+                    self.outputs[o].encoder = Some(self.encoders[s].id);
+                }
+            }
+        }
+        for e in &self.encoders {
+            if let Some(idr) = e.encoded {
                 for &o in &e.viewers {
-                    self.outputs[o].sink.send_frame(ts, &e.au);
+                    let out = &mut self.outputs[o];
+                    out.sink.send_frame(ts, &e.au);
+                    if idr {
+                        out.link.idrs.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
         }
         stats
             .video_frames_encoded
             .fetch_add(encoded, Ordering::Relaxed);
+        stats.video_idrs.fetch_add(idrs, Ordering::Relaxed);
     }
 }
 

@@ -11,8 +11,10 @@ struct Harness {
     events: broadcast::Receiver<RoomEvent>,
     ids: Vec<ParticipantId>,
     outs: Vec<mpsc::Receiver<rtc::rtp::packet::Packet>>,
+    links: Vec<Arc<ViewerLink>>,
     speaker: Arc<AtomicU64>,
     k: u64,
+    t0: Instant,
 }
 
 impl Harness {
@@ -20,6 +22,11 @@ impl Harness {
         let mut config = Config::default();
         config.video.width = 160;
         config.video.height = 90;
+        Self::with_config(layout, n, &config)
+    }
+
+    fn with_config(layout: LayoutSpec, n: usize, config: &Config) -> Self {
+        let config = config.clone();
         let speaker = Arc::new(AtomicU64::new(0));
         let (events_tx, events) = broadcast::channel(64);
         let mut h = Self {
@@ -33,8 +40,10 @@ impl Harness {
             ),
             ids: vec![],
             outs: vec![],
+            links: vec![],
             speaker,
             k: 0,
+            t0: Instant::now(),
         };
         for i in 0..n {
             h.join(&format!("P{i}"));
@@ -46,6 +55,7 @@ impl Harness {
         let id = ParticipantId::next();
         let (tx, rx) = mpsc::channel(100_000);
         let (up, _) = mpsc::channel(8);
+        let link = Arc::new(ViewerLink::default());
         self.video.handle(VideoCmd::Join {
             id,
             name: name.into(),
@@ -55,14 +65,22 @@ impl Harness {
             payload_types: HashMap::new(),
             sink: Some(RtpSink::new(1, 102, Box::new(H264Payloader::default()), tx)),
             upstream: up,
+            link: link.clone(),
         });
         self.ids.push(id);
         self.outs.push(rx);
+        self.links.push(link);
     }
 
+    /// One tick at media time k/fps (a virtual clock: the policy's timing is exact).
     fn tick(&mut self) {
-        self.video.tick(Instant::now(), self.k);
+        let now = self.t0 + self.video.period() * self.k as u32;
+        self.video.tick(now, self.k);
         self.k += 1;
+    }
+
+    fn idrs(&self, i: usize) -> u64 {
+        self.links[i].idrs.load(Ordering::Relaxed)
     }
 
     /// The payload bytes each viewer received in the last tick.
@@ -210,6 +228,7 @@ fn participants_nobody_sees_are_not_decoded_and_get_a_pli_when_shown() {
             payload_types: [(102, VideoCodec::H264)].into(),
             sink: Some(RtpSink::new(1, 102, Box::new(H264Payloader::default()), tx)),
             upstream: up,
+            link: Default::default(),
         });
         h.ids.push(id);
         upstream.push(up_rx);
@@ -315,6 +334,7 @@ fn an_oversize_input_is_refused_for_a_while_and_only_that_participant() {
         payload_types: HashMap::from([(45, VideoCodec::Av1)]),
         sink: None,
         upstream: up_tx,
+        link: Default::default(),
     });
     let t0 = Instant::now();
     let mut seq = 1000u16;
@@ -377,4 +397,178 @@ fn an_oversize_input_is_refused_for_a_while_and_only_that_participant() {
     }
     h.video.tick(later + Duration::from_millis(40), 21);
     assert!(h.video.stats.video_frames_decoded.load(Ordering::Relaxed) >= 1);
+}
+
+/// 160x90@30 300 kbit/s over 80x44@30 100 kbit/s: small enough to encode fast.
+fn two_rungs() -> Config {
+    let mut config = Config::default();
+    config.video.width = 160;
+    config.video.height = 90;
+    config.video.rungs = vec![
+        crate::ladder::Rung {
+            width: 160,
+            height: 90,
+            fps: 30,
+            bitrate_kbps: 300,
+        },
+        crate::ladder::Rung {
+            width: 80,
+            height: 44,
+            fps: 30,
+            bitrate_kbps: 100,
+        },
+    ];
+    config
+}
+
+/// The NAL type of the first payload of each frame a viewer got since the last call.
+fn frame_starts(rx: &mut mpsc::Receiver<rtc::rtp::packet::Packet>) -> Vec<u8> {
+    let mut starts = Vec::new();
+    let mut at_start = true;
+    while let Ok(p) = rx.try_recv() {
+        if at_start {
+            starts.push(p.payload[0] & 0x1f);
+        }
+        at_start = p.header.marker;
+    }
+    starts
+}
+
+fn is_idr_start(nal: u8) -> bool {
+    nal == 24 || nal == 7 || nal == 5
+}
+
+#[test]
+fn encoders_are_shared_per_picture_and_rung_and_a_move_is_an_idr_for_the_mover_only() {
+    // Five people, focus + one strip tile: P2, P3 and P4 all see [P0, P1].
+    let mut h = Harness::with_config(strip_of_one(), 5, &two_rungs());
+    for _ in 0..30 {
+        h.tick();
+    }
+    assert_eq!(h.video.encoder_count(), 3);
+    assert_eq!(h.video.encoders_per_rung(), vec![3, 0]);
+    let before: Vec<u64> = (0..5).map(|i| h.idrs(i)).collect();
+    for rx in &mut h.outs {
+        frame_starts(rx);
+    }
+    // P4's link collapses to 120 kbit/s: 300 + 48 does not fit, 100 + 48 does.
+    h.links[4].set_gcc_bps(160_000.0);
+    for _ in 0..30 {
+        h.tick();
+    }
+    assert_eq!(
+        h.links[4].info(h.ids[4]).rung,
+        Some(1),
+        "moved down within 1 s"
+    );
+    assert_eq!(h.video.encoders_per_rung(), vec![3, 1]);
+    let p4 = frame_starts(&mut h.outs[4]);
+    let moved_at = p4
+        .iter()
+        .position(|&n| is_idr_start(n))
+        .expect("P4 got an IDR");
+    assert!(
+        moved_at <= 16,
+        "P4's move landed on an IDR at frame {moved_at}"
+    );
+    assert_eq!(h.idrs(4), before[4] + 1);
+    for i in 0..4 {
+        assert_eq!(
+            h.idrs(i),
+            before[i],
+            "viewer {i} was sent an IDR for P4's move"
+        );
+    }
+    // P3 follows onto the same rung: it shares P4's picture there, and needs an IDR of its
+    // own without making P4's stream restart (P4's encoder sent one less than 3 s ago): a
+    // private encoder for P3 until that encoder's next IDR, then one shared encoder again.
+    h.links[3].set_gcc_bps(160_000.0);
+    let mut most = 0;
+    for _ in 0..20 {
+        h.tick();
+        most = most.max(h.video.encoder_count());
+    }
+    assert_eq!(h.links[3].info(h.ids[3]).rung, Some(1));
+    assert_eq!(most, 5, "P3 got a private encoder for the move");
+    assert_eq!(h.idrs(3), before[3] + 1);
+    assert_eq!(
+        h.idrs(4),
+        before[4] + 1,
+        "P4 was not sent an IDR for P3's move"
+    );
+    for _ in 0..90 {
+        h.tick();
+    }
+    assert_eq!(
+        h.video.encoders_per_rung(),
+        vec![3, 1],
+        "P3 and P4 share again"
+    );
+    assert_eq!(h.idrs(2), before[2], "P2 never saw an IDR");
+    // Viewers of one (picture, rung) get the same bytes.
+    h.tick();
+    let f = h.last_frames();
+    assert_eq!(f[3], f[4]);
+}
+
+#[test]
+fn a_viewer_that_keeps_sending_pli_does_not_make_the_shared_stream_a_keyframe_stream() {
+    let mut h = Harness::with_config(strip_of_one(), 5, &two_rungs());
+    h.tick();
+    let before: Vec<u64> = (0..5).map(|i| h.idrs(i)).collect();
+    // P4 asks for a keyframe every tick for 9 s.
+    let mut most = 0;
+    for _ in 0..270 {
+        h.video.handle(VideoCmd::KeyframeRequest { id: h.ids[4] });
+        h.tick();
+        most = most.max(h.video.encoder_count());
+    }
+    let (p2, p4) = (h.idrs(2) - before[2], h.idrs(4) - before[4]);
+    // The shared picture's IDRs: at most one per SHARED_IDR_INTERVAL (3 s) in 9 s.
+    assert!(p2 <= 3, "P2 (sharing P4's picture) got {p2} IDRs in 9 s");
+    // P4 itself is served: about one per SOLO_IDR_INTERVAL (1 s), from its own encoder.
+    // (plus the shared IDRs it rejoins on).
+    assert!((6..=12).contains(&p4), "P4 got {p4} IDRs in 9 s");
+    assert_eq!(most, 4, "at most one private encoder");
+    assert_eq!(h.idrs(0) - before[0], 0, "other pictures untouched");
+}
+
+#[test]
+fn below_the_lowest_rung_a_viewer_gets_fewer_frames_not_none() {
+    let mut h = Harness::with_config(
+        LayoutSet::builtin().get("grid").unwrap().clone(),
+        2,
+        &two_rungs(),
+    );
+    h.links[1].set_gcc_bps(70_000.0);
+    for _ in 0..90 {
+        h.tick();
+    }
+    for rx in &mut h.outs {
+        frame_starts(rx);
+    }
+    for _ in 0..60 {
+        h.tick();
+    }
+    let fast = frame_starts(&mut h.outs[0]).len();
+    let slow = frame_starts(&mut h.outs[1]).len();
+    let info = h.links[1].info(h.ids[1]);
+    // 70 - 48 = 22 kbit/s for a 100 kbit/s 30 fps rung: the 5 fps step (16.7).
+    assert_eq!((info.rung, info.fps), (Some(1), 5));
+    assert_eq!(fast, 60);
+    assert_eq!(slow, 10, "5 fps for 2 s");
+}
+
+#[test]
+fn a_viewers_size_cap_holds_it_on_a_smaller_rung() {
+    let mut h = Harness::with_config(
+        LayoutSet::builtin().get("grid").unwrap().clone(),
+        2,
+        &two_rungs(),
+    );
+    h.links[0].set_cap(100, 60);
+    h.tick();
+    assert_eq!(h.links[0].info(h.ids[0]).rung, Some(1));
+    assert_eq!(h.links[1].info(h.ids[1]).rung, Some(0));
+    assert_eq!(h.video.encoders_per_rung(), vec![1, 1]);
 }

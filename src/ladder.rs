@@ -16,7 +16,8 @@
 use std::time::{Duration, Instant};
 
 /// One rung: an output format and the bitrate it is encoded at.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Rung {
     pub width: u32,
     pub height: u32,
@@ -61,6 +62,25 @@ impl Ladder {
             }
         }
         Ok(Self { rungs })
+    }
+
+    /// The ladder under a top rung: the top itself, then each of the default rungs that is
+    /// both smaller and cheaper than it (so `[video]` 1280x720 at 1200 kbit/s gives the
+    /// default ladder, and a 320x180 output a one-rung ladder).
+    pub fn under(top: Rung) -> Vec<Rung> {
+        let mut rungs = vec![top];
+        rungs.extend(Self::default_rungs().into_iter().filter(|r| {
+            r.width < top.width && r.height < top.height && r.bitrate_kbps < top.bitrate_kbps
+        }));
+        for r in &mut rungs[1..] {
+            r.fps = r.fps.min(top.fps);
+        }
+        rungs
+    }
+
+    /// The highest frame rate of any rung (the rate the video thread ticks at).
+    pub fn max_fps(&self) -> u32 {
+        self.rungs.iter().map(|r| r.fps).max().unwrap_or(1)
     }
 
     /// 1280x720@30 1.2 Mbit/s, 640x360@30 500 kbit/s, 320x180@15 150 kbit/s.
@@ -112,19 +132,59 @@ impl Ladder {
     }
 }
 
+/// Frame rates below the lowest rung's, best first: a viewer whose link cannot carry the
+/// lowest rung keeps its resolution and gets fewer frames (never a frozen picture).
+pub const FPS_STEPS: [u32; 5] = [10, 7, 5, 3, 2];
+
+impl Ladder {
+    /// Levels the policy moves between: every rung at its own frame rate, then the lowest
+    /// rung at each of [`FPS_STEPS`] below its rate (down to `min_fps`).
+    fn level_count(&self, min_fps: u32) -> usize {
+        let low = self.rungs[self.lowest()].fps;
+        self.rungs.len()
+            + FPS_STEPS
+                .iter()
+                .filter(|&&f| f < low && f >= min_fps)
+                .count()
+    }
+
+    /// (rung index, fps, video kbit/s) of level `i`.
+    fn level(&self, i: usize, min_fps: u32) -> (usize, u32, u32) {
+        if i < self.rungs.len() {
+            let r = self.rungs[i];
+            return (i, r.fps, r.bitrate_kbps);
+        }
+        let lowest = self.lowest();
+        let r = self.rungs[lowest];
+        let fps = FPS_STEPS
+            .iter()
+            .copied()
+            .filter(|&f| f < r.fps && f >= min_fps)
+            .nth(i - self.rungs.len())
+            .unwrap_or(min_fps.clamp(1, r.fps));
+        (lowest, fps, (r.bitrate_kbps * fps / r.fps).max(1))
+    }
+}
+
 /// Timing and margins of the policy.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PolicyConfig {
     /// Kept free for the viewer's audio (Opus plus RTP/SRTP overhead).
     pub audio_headroom_kbps: u32,
-    /// How long the current rung must not fit before moving down.
+    /// How long the current level must not fit before moving down.
     pub down_after: Duration,
-    /// How long the next better rung must fit (with the margin) before moving up.
+    /// How long the next better rung must fit (with the margin) before moving up. Frame-rate
+    /// steps below the lowest rung are climbed three times faster.
     pub up_after: Duration,
-    /// The next better rung must fit with this factor to count towards moving up.
+    /// The next better level must fit with this factor to count towards moving up.
     pub up_margin: f64,
     /// Lowest frame rate below the lowest rung.
     pub min_fps: u32,
+    /// A move up that has to be undone within this time failed: that level is not tried
+    /// again for `retry_after` (doubling with each failure in a row, up to `retry_max`).
+    pub fail_window: Duration,
+    pub retry_after: Duration,
+    pub retry_max: Duration,
 }
 
 impl Default for PolicyConfig {
@@ -135,6 +195,9 @@ impl Default for PolicyConfig {
             up_after: Duration::from_secs(6),
             up_margin: 1.15,
             min_fps: 2,
+            fail_window: Duration::from_secs(10),
+            retry_after: Duration::from_secs(30),
+            retry_max: Duration::from_secs(300),
         }
     }
 }
@@ -146,7 +209,7 @@ pub struct Decision {
     pub rung: usize,
     /// Frames per second to send: the rung's, or fewer below the lowest rung.
     pub fps: u32,
-    /// The rung changed with this update (the viewer needs an IDR on its new encoder).
+    /// The level changed with this update (the viewer needs an IDR on its new encoder).
     pub moved: bool,
 }
 
@@ -154,28 +217,51 @@ pub struct Decision {
 #[derive(Clone, Debug)]
 pub struct RungPolicy {
     config: PolicyConfig,
-    rung: usize,
+    /// Index into the ladder's levels (rungs, then frame-rate steps of the lowest rung).
+    level: usize,
+    /// Best rung the viewer accepts.
     cap: usize,
-    /// Since when the current rung has not fitted.
+    /// Since when the current level has not fitted.
     short_since: Option<Instant>,
-    /// Since when the next better rung has fitted with the margin.
+    /// Since when the next better level has fitted with the margin.
     room_since: Option<Instant>,
+    /// The last move up: when, and to which level.
+    last_up: Option<(Instant, usize)>,
+    /// A level that failed recently, and until when it is not tried again.
+    blocked: Option<(usize, Instant)>,
+    backoff: Duration,
 }
 
 impl RungPolicy {
-    /// A viewer starting on `start` (e.g. the rung the initial estimate carries).
+    /// A viewer starting on rung `start` (e.g. the best rung its cap allows).
     pub fn new(config: PolicyConfig, start: usize) -> Self {
         Self {
             config,
-            rung: start,
+            level: start,
             cap: 0,
             short_since: None,
             room_since: None,
+            last_up: None,
+            blocked: None,
+            backoff: config.retry_after,
+        }
+    }
+
+    /// The current rung and frame rate, without an update.
+    pub fn current(&self, ladder: &Ladder) -> Decision {
+        let (rung, fps, _) = ladder.level(
+            self.level.min(ladder.level_count(self.config.min_fps) - 1),
+            self.config.min_fps,
+        );
+        Decision {
+            rung,
+            fps,
+            moved: false,
         }
     }
 
     pub fn rung(&self) -> usize {
-        self.rung
+        self.level
     }
 
     /// Caps the viewer at rung `cap` (an index: nothing better than it). Takes effect at
@@ -184,65 +270,81 @@ impl RungPolicy {
         self.cap = cap;
     }
 
-    fn need(&self, ladder: &Ladder, rung: usize) -> u64 {
-        (ladder.get(rung).bitrate_kbps + self.config.audio_headroom_kbps) as u64
+    fn need(&self, ladder: &Ladder, level: usize) -> u64 {
+        (ladder.level(level, self.config.min_fps).2 + self.config.audio_headroom_kbps) as u64
     }
 
     /// Feeds the estimate (kbit/s) at `now`; returns where the viewer is now.
     pub fn update(&mut self, ladder: &Ladder, estimate_kbps: u32, now: Instant) -> Decision {
         let est = estimate_kbps as u64;
-        let before = self.rung;
-        let lowest = ladder.lowest();
-        let cap = self.cap.min(lowest);
-        if self.rung < cap {
+        let before = self.level;
+        let last = ladder.level_count(self.config.min_fps) - 1;
+        let cap = self.cap.min(ladder.lowest());
+        if self.level < cap {
             // Over the viewer's own cap: no reason to wait.
-            self.rung = cap;
-        } else if self.rung > lowest {
-            self.rung = lowest;
+            self.level = cap;
+        } else if self.level > last {
+            self.level = last;
         }
-        // Down: the current rung has not fitted for `down_after`.
-        if self.need(ladder, self.rung) > est {
+        // Down: the current level has not fitted for `down_after`.
+        if self.need(ladder, self.level) > est {
             let since = *self.short_since.get_or_insert(now);
             if now.duration_since(since) >= self.config.down_after {
-                let fits = (self.rung..=lowest).find(|&r| self.need(ladder, r) <= est);
-                self.rung = fits.unwrap_or(lowest);
+                let fits = (self.level..=last).find(|&l| self.need(ladder, l) <= est);
+                self.level = fits.unwrap_or(last);
                 self.short_since = None;
+                if let Some((at, to)) = self.last_up {
+                    if now.duration_since(at) < self.config.fail_window {
+                        // The last move up did not hold: do not try that level again soon.
+                        self.blocked = Some((to, now + self.backoff));
+                        self.backoff = (self.backoff * 2).min(self.config.retry_max);
+                    }
+                    self.last_up = None;
+                }
             }
         } else {
             self.short_since = None;
         }
-        // Up: the next better rung (within the cap) fits with the margin for `up_after`.
-        let up = self.rung.checked_sub(1).filter(|&r| r >= cap);
+        if let Some((at, _)) = self.last_up {
+            if now.duration_since(at) >= self.config.fail_window {
+                // It held: the next failure starts from the initial back-off again.
+                self.last_up = None;
+                self.backoff = self.config.retry_after;
+            }
+        }
+        if self.blocked.is_some_and(|(_, until)| now >= until) {
+            self.blocked = None;
+        }
+        // Up: the next better level (within the cap) fits with the margin for long enough.
+        let up = self
+            .level
+            .checked_sub(1)
+            .filter(|&l| l >= cap)
+            .filter(|&l| self.blocked.is_none_or(|(b, _)| b != l));
         match up {
-            Some(r) if self.need(ladder, r) as f64 * self.config.up_margin <= est as f64 => {
+            Some(l) if self.need(ladder, l) as f64 * self.config.up_margin <= est as f64 => {
                 let since = *self.room_since.get_or_insert(now);
-                if now.duration_since(since) >= self.config.up_after {
-                    self.rung = r;
+                let wait = if l >= ladder.lowest() {
+                    self.config.up_after / 3
+                } else {
+                    self.config.up_after
+                };
+                if now.duration_since(since) >= wait {
+                    self.level = l;
                     self.room_since = None;
+                    self.last_up = Some((now, l));
                 }
             }
             _ => self.room_since = None,
         }
-        let moved = self.rung != before;
+        let moved = self.level != before;
         if moved {
-            // A fresh start on the new rung: no credit carried over either way.
+            // A fresh start on the new level: no credit carried over either way.
             self.short_since = None;
             self.room_since = None;
         }
-        let r = ladder.get(self.rung);
-        let fps = if self.rung == lowest && self.need(ladder, lowest) > est {
-            // Below the lowest rung: fewer frames, never none.
-            let video = est.saturating_sub(self.config.audio_headroom_kbps as u64);
-            ((r.fps as u64 * video) / r.bitrate_kbps as u64)
-                .clamp(self.config.min_fps as u64, r.fps as u64) as u32
-        } else {
-            r.fps
-        };
-        Decision {
-            rung: self.rung,
-            fps,
-            moved,
-        }
+        let (rung, fps, _) = ladder.level(self.level, self.config.min_fps);
+        Decision { rung, fps, moved }
     }
 }
 
@@ -377,5 +479,48 @@ mod tests {
         p.set_cap(l.best_within(640, 400));
         let d = run(&mut p, &l, &mut t, 20.0, |_| 5000);
         assert!(d[0].moved && d.iter().all(|d| d.rung == 1));
+    }
+
+    #[test]
+    fn below_the_lowest_rung_frame_rate_steps_down_and_climbs_back() {
+        let l = ladder();
+        let mut t = Instant::now();
+        let mut p = RungPolicy::new(PolicyConfig::default(), 2);
+        // 100 kbit/s: 52 for video of a 150 kbit/s 15 fps rung -> the 5 fps step (50).
+        let d = run(&mut p, &l, &mut t, 2.0, |_| 100);
+        assert_eq!((d.last().unwrap().rung, d.last().unwrap().fps), (2, 5));
+        assert_eq!(d.iter().filter(|d| d.moved).count(), 1);
+        // Back to plenty: frame-rate steps are climbed every 2 s, then 15 fps.
+        let d = run(&mut p, &l, &mut t, 8.0, |_| 300);
+        let fps: Vec<u32> = d.iter().filter(|d| d.moved).map(|d| d.fps).collect();
+        assert_eq!(fps, vec![7, 10, 15]);
+    }
+
+    #[test]
+    fn a_move_up_that_fails_is_not_retried_for_a_while() {
+        let l = ladder();
+        let mut t = Instant::now();
+        let mut p = RungPolicy::new(PolicyConfig::default(), 1);
+        // An estimate that looks like room for 720p, then collapses when it is tried, and
+        // recovers at once (a path that only looked free while we sent less).
+        let mut tried_at = None;
+        let mut moves_up = 0;
+        for i in 0..1200 {
+            t += Duration::from_millis(100);
+            let est = if p.rung() == 0 { 900 } else { 1600 };
+            let d = p.update(&l, est, t);
+            if d.moved && d.rung == 0 {
+                moves_up += 1;
+                tried_at.get_or_insert(i);
+            }
+        }
+        // Two minutes: first try after 6 s, then 30 s + 6 s, then 60 s + ... : at most 3.
+        assert!(tried_at.is_some_and(|i| i >= 59));
+        assert!((2..=3).contains(&moves_up), "{moves_up} tries in 2 minutes");
+        // A move up that holds resets the back-off and is kept.
+        let mut p = RungPolicy::new(PolicyConfig::default(), 1);
+        let d = run(&mut p, &l, &mut t, 30.0, |_| 1600);
+        assert_eq!(d.iter().filter(|d| d.moved).count(), 1);
+        assert_eq!(p.current(&l).rung, 0);
     }
 }
