@@ -73,6 +73,8 @@ struct RoomSummary {
     room: String,
     layout: String,
     participants: Vec<crate::room::ParticipantInfo>,
+    /// Each viewer's downlink: estimate, rung, frame rate, requested cap, loss, NACKs.
+    links: Vec<crate::room::link::LinkInfo>,
     active_speaker: Option<crate::ids::ParticipantId>,
     video_encoders: u64,
     video_frames_encoded: u64,
@@ -123,6 +125,7 @@ async fn list_rooms(State(state): State<Arc<AppState>>) -> Json<Vec<RoomSummary>
             room: r.id.to_string(),
             layout: r.layout(),
             participants: r.participants(),
+            links: r.links(),
             active_speaker: r.active_speaker(),
             video_encoders: r.stats.encoders.load(Relaxed),
             video_frames_encoded: r.stats.video_frames_encoded.load(Relaxed),

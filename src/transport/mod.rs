@@ -12,9 +12,9 @@ use crate::config::Config;
 use crate::ids::ParticipantId;
 use crate::room::sink::RtpSink;
 use crate::room::{Attachment, Room, Upstream};
-use rtc::interceptor::Slot;
+use rtc::interceptor::{CongestionControlBuilder, Slot, TwccSenderBuilder};
 use rtc::peer_connection::configuration::media_engine::{
-    MIME_TYPE_AV1, MIME_TYPE_H264, MIME_TYPE_OPUS,
+    MIME_TYPE_AV1, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_RTX,
 };
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp::codec::h264::H264Payloader;
@@ -99,7 +99,6 @@ fn video_feedback() -> Vec<RTCPFeedback> {
         ("ccm", "fir"),
         ("nack", ""),
         ("nack", "pli"),
-        ("transport-cc", ""),
     ]
     .iter()
     .map(|(t, p)| RTCPFeedback {
@@ -156,6 +155,15 @@ fn media_engine() -> Result<MediaEngine, TransportError> {
         RtpCodecKind::Video,
     )
     .map_err(webrtc_err)?;
+    // RFC 4588 retransmission, one per video codec: NACKed packets are resent on their own
+    // SSRC, so the viewer can tell repairs from the stream (and count them).
+    for (pt, apt) in [(124, 125), (103, 102), (40, 39), (122, 123), (46, 45)] {
+        m.register_codec(
+            codec(MIME_TYPE_RTX, 90_000, 0, &format!("apt={apt}"), vec![], pt),
+            RtpCodecKind::Video,
+        )
+        .map_err(webrtc_err)?;
+    }
     m.register_header_extension(
         RTCRtpHeaderExtensionCapability {
             uri: sdp::AUDIO_LEVEL_URI.to_owned(),
@@ -334,9 +342,37 @@ fn spawn_local_track(
     }
 }
 
-/// A local track that sends RTP we packetize ourselves, on SSRC `ssrc`.
-pub fn local_track(kind: RtpCodecKind, stream: &str, ssrc: u32) -> Arc<TrackLocalStaticRTP> {
+/// The H.264 format our outputs use (what the track declares, so the stack binds its NACK
+/// responder, sender reports and congestion control to it).
+const OUTPUT_H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+
+/// A local track that sends RTP we packetize ourselves, on SSRC `ssrc` (and `rtx` for
+/// retransmissions where negotiated). The codec must be declared: without it the stack
+/// binds no interceptor to the stream — no NACK answered, no sender report, no TWCC.
+pub fn local_track(
+    kind: RtpCodecKind,
+    stream: &str,
+    ssrc: u32,
+    rtx: Option<u32>,
+) -> Arc<TrackLocalStaticRTP> {
     use rtc::media_stream::MediaStreamTrack;
+    use rtc::rtp_transceiver::rtp_sender::RTCRtpRtxParameters;
+    let codec = match kind {
+        RtpCodecKind::Audio => RTCRtpCodec {
+            mime_type: MIME_TYPE_OPUS.to_owned(),
+            clock_rate: 48_000,
+            channels: 2,
+            sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+            rtcp_feedback: vec![],
+        },
+        _ => RTCRtpCodec {
+            mime_type: MIME_TYPE_H264.to_owned(),
+            clock_rate: 90_000,
+            channels: 0,
+            sdp_fmtp_line: OUTPUT_H264_FMTP.to_owned(),
+            rtcp_feedback: video_feedback(),
+        },
+    };
     Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
         stream.to_owned(),
         format!("{stream}-{kind}"),
@@ -345,8 +381,10 @@ pub fn local_track(kind: RtpCodecKind, stream: &str, ssrc: u32) -> Arc<TrackLoca
         vec![RTCRtpEncodingParameters {
             rtp_coding_parameters: RTCRtpCodingParameters {
                 ssrc: Some(ssrc),
+                rtx: rtx.map(|ssrc| RTCRtpRtxParameters { ssrc }),
                 ..Default::default()
             },
+            codec,
             ..Default::default()
         }],
     )))
@@ -381,13 +419,36 @@ pub async fn connect(
         connected: tokio::sync::watch::channel(false).0,
     });
 
+    let link = room.link(id).ok_or(crate::room::RoomError::NoSuchParticipant)?;
     let mut engine = media_engine()?;
+    // NACK generator and responder, RTCP reports, TWCC receiver (for what we receive; it
+    // also registers `transport-cc` and its header extension for both kinds)...
     let registry =
         register_default_interceptors(Registry::new(), &mut engine).map_err(webrtc_err)?;
-    let registry = registry.with(
-        Slot::from(14_000),
-        keyframe::KeyframeRequestForwarder::default(),
+    // ...plus send-side congestion control over the viewer's TWCC feedback: transport-wide
+    // sequence numbers on what we send, the send history, and GCC publishing its estimate
+    // into the viewer's link. One feedback format only (TWCC; RFC 8888 is not offered). No
+    // stack pacer: it would queue audio behind video in one FIFO; the video thread meets
+    // the estimate by choosing the rung instead.
+    let ladder = config.video.ladder().map_err(webrtc_err)?;
+    let top = ladder.rungs()[0].bitrate_kbps as f64 * 1000.0;
+    let estimator = keyframe::LinkEstimator::new(
+        link.clone(),
+        (top + 48_000.0) * 1.2,
+        30_000.0,
+        (top * 2.0).max(1_000_000.0),
     );
+    let registry = registry
+        .with(
+            Slot::CongestionControl,
+            CongestionControlBuilder::new(estimator).build(),
+        )
+        .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+        .with(Slot::from(500), keyframe::LinkTap::new(link))
+        .with(
+            Slot::from(14_000),
+            keyframe::KeyframeRequestForwarder::default(),
+        );
     let mut settings = SettingEngineBuilder::new()
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
         .with_ice_connection_attempts(Some(Duration::from_millis(20)), Some(50))
@@ -464,11 +525,13 @@ async fn negotiate(
         RtpCodecKind::Audio,
         &format!("tessera-{}", shared.id),
         audio_ssrc,
+        None,
     );
     let video_track = local_track(
         RtpCodecKind::Video,
         &format!("tessera-{}", shared.id),
         video_ssrc,
+        Some(rand::random()),
     );
     if send_audio {
         pc.add_track(audio_track.clone())
@@ -505,10 +568,13 @@ async fn negotiate(
         spawn_local_track(shared, audio_track, rx, false);
     }
     let answer_video = sdp::first(&sections, "video");
-    if let Some(pt) = answer_video
-        .filter(|_| send_video)
-        .and_then(|v| v.payload_type("H264", Some("packetization-mode=1")))
-    {
+    // The payload type the stack bound the track's declared format to: that exact format
+    // if the viewer offered it, else the first H.264 with packetization-mode 1.
+    if let Some(pt) = answer_video.filter(|_| send_video).and_then(|v| {
+        v.payload_type("H264", Some("profile-level-id=42e01f"))
+            .filter(|pt| v.fmtp.get(pt).is_some_and(|f| f.contains("packetization-mode=1")))
+            .or_else(|| v.payload_type("H264", Some("packetization-mode=1")))
+    }) {
         let (tx, rx) = mpsc::channel(1024);
         video_out = Some(RtpSink::new(
             video_ssrc,
