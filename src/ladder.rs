@@ -119,6 +119,15 @@ impl Ladder {
         self.rungs.len() - 1
     }
 
+    /// The smallest rung that still covers a `width`×`height` display (so nothing larger
+    /// is sent than the viewer can show); the best rung if none covers it.
+    pub fn covering(&self, width: u32, height: u32) -> usize {
+        self.rungs
+            .iter()
+            .rposition(|r| r.width >= width && r.height >= height)
+            .unwrap_or(0)
+    }
+
     /// The best rung that fits a `max_width`×`max_height` box (either may be 0 = no cap).
     /// The lowest rung if none does.
     pub fn best_within(&self, max_width: u32, max_height: u32) -> usize {
@@ -176,7 +185,8 @@ pub struct PolicyConfig {
     /// How long the next better rung must fit (with the margin) before moving up. Frame-rate
     /// steps below the lowest rung are climbed three times faster.
     pub up_after: Duration,
-    /// The next better level must fit with this factor to count towards moving up.
+    /// The next better rung must fit with this factor to count towards moving up (frame-rate
+    /// steps below the lowest rung need only fit).
     pub up_margin: f64,
     /// Lowest frame rate below the lowest rung.
     pub min_fps: u32,
@@ -185,6 +195,11 @@ pub struct PolicyConfig {
     pub fail_window: Duration,
     pub retry_after: Duration,
     pub retry_max: Duration,
+    /// Within `congestion_memory` of a move down, a better *rung* (not a frame-rate step)
+    /// must fit for `up_after_congestion` instead of `up_after`: an estimate that grows
+    /// while the viewer receives little is not yet evidence that the link carries more.
+    pub up_after_congestion: Duration,
+    pub congestion_memory: Duration,
 }
 
 impl Default for PolicyConfig {
@@ -198,6 +213,8 @@ impl Default for PolicyConfig {
             fail_window: Duration::from_secs(10),
             retry_after: Duration::from_secs(30),
             retry_max: Duration::from_secs(300),
+            up_after_congestion: Duration::from_secs(20),
+            congestion_memory: Duration::from_secs(60),
         }
     }
 }
@@ -230,6 +247,8 @@ pub struct RungPolicy {
     /// A level that failed recently, and until when it is not tried again.
     blocked: Option<(usize, Instant)>,
     backoff: Duration,
+    /// The last move down.
+    last_down: Option<Instant>,
 }
 
 impl RungPolicy {
@@ -244,6 +263,7 @@ impl RungPolicy {
             last_up: None,
             blocked: None,
             backoff: config.retry_after,
+            last_down: None,
         }
     }
 
@@ -293,6 +313,7 @@ impl RungPolicy {
                 let fits = (self.level..=last).find(|&l| self.need(ladder, l) <= est);
                 self.level = fits.unwrap_or(last);
                 self.short_since = None;
+                self.last_down = Some(now);
                 if let Some((at, to)) = self.last_up {
                     if now.duration_since(at) < self.config.fail_window {
                         // The last move up did not hold: do not try that level again soon.
@@ -321,11 +342,24 @@ impl RungPolicy {
             .checked_sub(1)
             .filter(|&l| l >= cap)
             .filter(|&l| self.blocked.is_none_or(|(b, _)| b != l));
+        // Frame-rate steps need no margin: they keep the resolution and are undone as fast.
+        let margin = |l: usize| {
+            if l >= ladder.lowest() {
+                1.0
+            } else {
+                self.config.up_margin
+            }
+        };
         match up {
-            Some(l) if self.need(ladder, l) as f64 * self.config.up_margin <= est as f64 => {
+            Some(l) if self.need(ladder, l) as f64 * margin(l) <= est as f64 => {
                 let since = *self.room_since.get_or_insert(now);
                 let wait = if l >= ladder.lowest() {
                     self.config.up_after / 3
+                } else if self
+                    .last_down
+                    .is_some_and(|t| now.duration_since(t) < self.config.congestion_memory)
+                {
+                    self.config.up_after_congestion
                 } else {
                     self.config.up_after
                 };
@@ -474,6 +508,10 @@ mod tests {
         assert_eq!(l.best_within(640, 360), 1);
         assert_eq!(l.best_within(0, 0), 0);
         assert_eq!(l.best_within(100, 100), 2);
+        assert_eq!(l.covering(800, 450), 0);
+        assert_eq!(l.covering(640, 360), 1);
+        assert_eq!(l.covering(300, 170), 2);
+        assert_eq!(l.covering(3000, 2000), 0);
         let mut t = Instant::now();
         let mut p = RungPolicy::new(PolicyConfig::default(), 0);
         p.set_cap(l.best_within(640, 400));
@@ -494,6 +532,18 @@ mod tests {
         let d = run(&mut p, &l, &mut t, 8.0, |_| 300);
         let fps: Vec<u32> = d.iter().filter(|d| d.moved).map(|d| d.fps).collect();
         assert_eq!(fps, vec![7, 10, 15]);
+    }
+
+    #[test]
+    fn after_congestion_resolution_is_climbed_more_slowly() {
+        let l = ladder();
+        let mut t = Instant::now();
+        let mut p = RungPolicy::new(PolicyConfig::default(), 1);
+        run(&mut p, &l, &mut t, 1.0, |_| 300); // congested: down to 180p
+        assert_eq!(p.current(&l).rung, 2);
+        let d = run(&mut p, &l, &mut t, 30.0, |_| 3000);
+        let first = d.iter().position(|d| d.moved).expect("climbs back");
+        assert!(first >= 199, "first rung up after {} ms", (first + 1) * 100);
     }
 
     #[test]

@@ -171,6 +171,7 @@ fn the_package_lists_hold_what_the_build_and_the_tests_use() {
         "util-linux",
         "mount",
         "ffmpeg",
+        "python3",
     ] {
         assert!(test.contains(&p.to_owned()), "test set lacks {p}: {test:?}");
         assert!(

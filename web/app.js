@@ -65,8 +65,28 @@ function preferCodec(transceiver, codec) {
   const isAv1 = (c) => c.mimeType === 'video/AV1';
   // H.264 must stay in the list: it is what the server sends back on this transceiver.
   const order = codec === 'av1' ? [isAv1, isH264] : [isH264, isAv1];
-  const prefs = order.flatMap((f) => caps.filter(f));
+  // Keep the retransmission format too: without it the browser offers no RTX and NACKed
+  // packets cannot be repaired on their own stream.
+  const isRtx = (c) => c.mimeType === 'video/rtx';
+  const prefs = [...order, isRtx].flatMap((f) => caps.filter(f));
   if (prefs.length) transceiver.setCodecPreferences(prefs);
+}
+
+// Tell the server how large the composite is shown (device pixels), so it sends no rung
+// larger than needed; again whenever that changes (debounced).
+let sizeTimer = null;
+let sentSize = '';
+function reportVideoSize() {
+  const v = $('remote');
+  const dpr = window.devicePixelRatio || 1;
+  const width = Math.round(v.clientWidth * dpr), height = Math.round(v.clientHeight * dpr);
+  const key = `${width}x${height}`;
+  if (!width || !height || key === sentSize) return;
+  sentSize = key;
+  send({ type: 'videoSize', width, height });
+}
+if (window.ResizeObserver) {
+  new ResizeObserver(() => { clearTimeout(sizeTimer); sizeTimer = setTimeout(reportVideoSize, 300); }).observe($('remote'));
 }
 
 async function startPeer(iceServers) {
@@ -109,6 +129,8 @@ async function onMessage(msg) {
       $('layout').replaceChildren(...msg.layouts.map((l) => new Option(l, l, false, l === msg.layout)));
       $('lobby').hidden = true; $('call').hidden = false;
       renderParticipants();
+      sentSize = '';
+      reportVideoSize();
       await startPeer(msg.iceServers);
       break;
     case 'answer':
@@ -212,8 +234,22 @@ state.receiveStats = async () => {
   const out = { video: null, audio: null, firstFrameMs: state.firstFrameMs ?? null };
   if (!state.pc) return out;
   (await state.pc.getStats()).forEach((r) => {
-    if (r.type === 'inbound-rtp' && r.kind === 'video') out.video = { framesDecoded: r.framesDecoded || 0, frameWidth: r.frameWidth || 0, frameHeight: r.frameHeight || 0 };
-    if (r.type === 'inbound-rtp' && r.kind === 'audio') out.audio = { totalAudioEnergy: r.totalAudioEnergy || 0, packetsReceived: r.packetsReceived || 0 };
+    if (r.type === 'inbound-rtp' && r.kind === 'video') {
+      out.video = {
+        framesDecoded: r.framesDecoded || 0, frameWidth: r.frameWidth || 0, frameHeight: r.frameHeight || 0,
+        bytesReceived: r.bytesReceived || 0, headerBytesReceived: r.headerBytesReceived || 0,
+        keyFramesDecoded: r.keyFramesDecoded || 0, totalFreezesDuration: r.totalFreezesDuration || 0,
+        freezeCount: r.freezeCount || 0, retransmittedPacketsReceived: r.retransmittedPacketsReceived || 0,
+        packetsLost: r.packetsLost || 0, nackCount: r.nackCount || 0, pliCount: r.pliCount || 0,
+      };
+    }
+    if (r.type === 'inbound-rtp' && r.kind === 'audio') {
+      out.audio = {
+        totalAudioEnergy: r.totalAudioEnergy || 0, packetsReceived: r.packetsReceived || 0,
+        bytesReceived: r.bytesReceived || 0, headerBytesReceived: r.headerBytesReceived || 0,
+        concealedSamples: r.concealedSamples || 0, totalSamplesReceived: r.totalSamplesReceived || 0,
+      };
+    }
   });
   return out;
 };

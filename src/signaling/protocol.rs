@@ -40,6 +40,12 @@ pub enum ClientMessage {
         #[serde(default)]
         video: Option<bool>,
     },
+    /// The size (device pixels) the client shows the composite at: the server sends no
+    /// rung larger than the smallest one that covers it.
+    VideoSize {
+        width: u32,
+        height: u32,
+    },
     Leave,
 }
 

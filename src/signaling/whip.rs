@@ -80,6 +80,18 @@ pub fn check_offer<'a>(
     Ok(WhipOffer { room, name, sdp })
 }
 
+/// An optional size query parameter: 0 when absent, else 16..=8192.
+fn dimension(q: &HashMap<String, String>, key: &str) -> Result<u32, String> {
+    match q.get(key) {
+        None => Ok(0),
+        Some(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (16..=8192).contains(n))
+            .ok_or_else(|| format!("{key} must be a number of pixels between 16 and 8192")),
+    }
+}
+
 pub async fn post(
     State(state): State<Arc<AppState>>,
     Path(room): Path<String>,
@@ -100,6 +112,11 @@ pub async fn post(
         Ok(o) => o,
         Err((status, msg)) => return plain(status, msg),
     };
+    // A viewer's own maximum picture (a phone asking for 360p): `?maxWidth=&maxHeight=`.
+    let cap = match (dimension(&q, "maxWidth"), dimension(&q, "maxHeight")) {
+        (Ok(w), Ok(h)) => (w, h),
+        (Err(m), _) | (_, Err(m)) => return plain(StatusCode::BAD_REQUEST, m),
+    };
     let (room, info) = match super::join_room(&state, &room_id, &name).await {
         Ok(joined) => joined,
         Err(e) => {
@@ -109,6 +126,9 @@ pub async fn post(
             return resp;
         }
     };
+    if let Some(link) = room.link(info.id) {
+        link.set_cap(cap.0, cap.1);
+    }
     let (tx, rx) = mpsc::unbounded_channel();
     let peer = match transport::connect(room.clone(), info.id, offer, &state.config, tx, true).await
     {

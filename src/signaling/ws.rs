@@ -295,6 +295,21 @@ async fn handle(
                 send(ServerMessage::error(ErrorCode::Internal, e.to_string()));
             }
         }
+        ClientMessage::VideoSize { width, height } => {
+            let Some(j) = joined.as_ref() else {
+                return send(bad_state("join a room first"));
+            };
+            if !(1..=16_384).contains(&width) || !(1..=16_384).contains(&height) {
+                return send(ServerMessage::error(
+                    ErrorCode::BadMessage,
+                    "videoSize: width and height must be 1..16384".to_owned(),
+                ));
+            }
+            if let (Some(link), Ok(ladder)) = (j.room.link(j.id), state.config.video.ladder()) {
+                let r = ladder.get(ladder.covering(width, height));
+                link.set_cap(r.width, r.height);
+            }
+        }
         ClientMessage::Leave => {}
     }
 }

@@ -344,7 +344,8 @@ fn spawn_local_track(
 
 /// The H.264 format our outputs use (what the track declares, so the stack binds its NACK
 /// responder, sender reports and congestion control to it).
-const OUTPUT_H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+const OUTPUT_H264_FMTP: &str =
+    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
 
 /// A local track that sends RTP we packetize ourselves, on SSRC `ssrc` (and `rtx` for
 /// retransmissions where negotiated). The codec must be declared: without it the stack
@@ -419,7 +420,9 @@ pub async fn connect(
         connected: tokio::sync::watch::channel(false).0,
     });
 
-    let link = room.link(id).ok_or(crate::room::RoomError::NoSuchParticipant)?;
+    let link = room
+        .link(id)
+        .ok_or(crate::room::RoomError::NoSuchParticipant)?;
     let mut engine = media_engine()?;
     // NACK generator and responder, RTCP reports, TWCC receiver (for what we receive; it
     // also registers `transport-cc` and its header extension for both kinds)...
@@ -572,7 +575,11 @@ async fn negotiate(
     // if the viewer offered it, else the first H.264 with packetization-mode 1.
     if let Some(pt) = answer_video.filter(|_| send_video).and_then(|v| {
         v.payload_type("H264", Some("profile-level-id=42e01f"))
-            .filter(|pt| v.fmtp.get(pt).is_some_and(|f| f.contains("packetization-mode=1")))
+            .filter(|pt| {
+                v.fmtp
+                    .get(pt)
+                    .is_some_and(|f| f.contains("packetization-mode=1"))
+            })
             .or_else(|| v.payload_type("H264", Some("packetization-mode=1")))
     }) {
         let (tx, rx) = mpsc::channel(1024);

@@ -1,0 +1,192 @@
+// Weak-link test: three headless Chromium participants in one room; one of them reaches the
+// server over an emulated link, the other two do not. Network namespaces of our own:
+//
+//   [srv: tessera, strong browsers] a1 ==veth== m1 [mid: linkemu.py] m2 ==veth== c1 [weak browser]
+//            10.77.0.1                           delay/loss, server->viewer        10.77.0.2
+//
+// `tbf` on a1 caps the server -> weak viewer rate (this kernel has no netem); linkemu.py adds
+// delay and random loss in that direction. Two cases, each a 35 s call, judged on its last
+// 20 s from the browsers' getStats():
+//  (a) 400 kbit/s + 50 ms: the weak viewer receives <= 400 kbit/s (audio included), decodes
+//      >= 200 frames, freezes < 2 s; the strong viewers keep 1280x720 at >= 25 fps with no
+//      more than one keyframe per 3 s.
+//  (b) 3 % loss + 60 ms: retransmissions arrive, >= 200 frames decoded, freezes < 2 s.
+// Needs root (ip netns). Run from scripts/test.sh; TESSERA_WEAK_CASE=a|b runs one case.
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync, chmodSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const BIN = process.env.TESSERA_BIN || new URL('../../target/release/tessera', import.meta.url).pathname;
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const EMU = new URL('./linkemu.py', import.meta.url).pathname;
+const CALL_S = 35, WINDOW_S = 20;
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const log = (...a) => console.log(`[weak ${new Date().toISOString().slice(11, 23)}]`, ...a);
+function fail(msg) { throw new Error(msg); }
+const sh = (...args) => execFileSync(args[0], args.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
+
+const tag = `tw${process.pid % 100000}`;
+const NS = { srv: `${tag}s`, mid: `${tag}m`, cli: `${tag}c` };
+
+function setupNet() {
+  for (const n of Object.values(NS)) sh('ip', 'netns', 'add', n);
+  sh('ip', 'link', 'add', 'a1', 'netns', NS.srv, 'type', 'veth', 'peer', 'name', 'm1', 'netns', NS.mid);
+  sh('ip', 'link', 'add', 'm2', 'netns', NS.mid, 'type', 'veth', 'peer', 'name', 'c1', 'netns', NS.cli);
+  sh('ip', '-n', NS.srv, 'addr', 'add', '10.77.0.1/24', 'dev', 'a1');
+  sh('ip', '-n', NS.cli, 'addr', 'add', '10.77.0.2/24', 'dev', 'c1');
+  for (const n of Object.values(NS)) sh('ip', '-n', n, 'link', 'set', 'lo', 'up');
+  sh('ip', '-n', NS.srv, 'link', 'set', 'a1', 'up');
+  sh('ip', '-n', NS.mid, 'link', 'set', 'm1', 'up');
+  sh('ip', '-n', NS.mid, 'link', 'set', 'm2', 'up');
+  sh('ip', '-n', NS.cli, 'link', 'set', 'c1', 'up');
+}
+
+function teardownNet() {
+  for (const n of Object.values(NS)) { try { sh('ip', 'netns', 'del', n); } catch { /* gone */ } }
+}
+
+function startEmu(delayMs, loss) {
+  const p = spawn('ip', ['netns', 'exec', NS.mid, 'python3', EMU, 'm1', 'm2', '--delay-ms', String(delayMs), '--loss', String(loss), '--seed', '7'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  p.stdout.on('data', (d) => process.stdout.write(`[linkemu] ${d}`));
+  return p;
+}
+
+function shape(rateKbit) {
+  sh('ip', 'netns', 'exec', NS.srv, 'tc', 'qdisc', 'replace', 'dev', 'a1', 'root', 'tbf', 'rate', `${rateKbit}kbit`, 'burst', '16kb', 'latency', '200ms');
+}
+
+async function startServer() {
+  const dir = mkdtempSync(join(tmpdir(), 'tessera-weak-'));
+  const proc = spawn('ip', ['netns', 'exec', NS.srv, BIN, '--listen', '10.77.0.1:0', '--media-ip', '10.77.0.1', '--recording-dir', dir], {
+    stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info,webrtc=warn,rtc=warn,rtc_ice=error' },
+  });
+  proc.stderr.on('data', (d) => { if (/rung|WARN|ERROR/.test(d)) process.stderr.write(`[server] ${d}`); });
+  const url = await new Promise((resolve, reject) => {
+    let buf = '';
+    proc.stdout.on('data', (d) => {
+      buf += d;
+      const m = buf.match(/listening on (http:\/\/[\d.:]+)/);
+      if (m) resolve(m[1]);
+    });
+    proc.on('exit', (c) => reject(new Error(`server exited early with ${c}`)));
+    setTimeout(() => reject(new Error('server did not start in 20 s')), 20_000);
+  });
+  return { proc, url, dir };
+}
+
+// Chromium inside a namespace: playwright talks to it over a pipe, which crosses namespaces.
+function chromiumIn(ns, dir) {
+  const path = join(dir, `chromium-${ns}`);
+  writeFileSync(path, `#!/bin/sh\nexec ip netns exec ${ns} ${CHROMIUM} "$@"\n`);
+  chmodSync(path, 0o755);
+  return path;
+}
+
+async function launch(ns, dir, url) {
+  return chromium.launch({
+    executablePath: chromiumIn(ns, dir),
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+      '--disable-features=WebRtcHideLocalIpsWithMdns', '--autoplay-policy=no-user-gesture-required',
+      `--unsafely-treat-insecure-origin-as-secure=${url}`],
+  });
+}
+
+const stats = (page) => page.evaluate(async () => ({ ...(await window.tessera.receiveStats()), error: document.getElementById('error').hidden ? null : document.getElementById('error').textContent }));
+
+async function runCase(name, { rateKbit, delayMs, loss }) {
+  log(`case ${name}: ${rateKbit ? `${rateKbit} kbit/s, ` : ''}${delayMs} ms, ${loss * 100} % loss (server -> weak viewer)`);
+  setupNet();
+  const emu = startEmu(delayMs, loss);
+  if (rateKbit) shape(rateKbit);
+  const { proc, url, dir } = await startServer();
+  const browsers = [];
+  try {
+    const strongB = await launch(NS.srv, dir, url);
+    const weakB = await launch(NS.cli, dir, url);
+    browsers.push(strongB, weakB);
+    const who = [['Ada', strongB], ['Bob', strongB], ['Weak', weakB]];
+    const pages = [];
+    for (const [n, b] of who) {
+      const ctx = await b.newContext({ permissions: ['camera', 'microphone'], viewport: { width: 1600, height: 1000 } });
+      const page = await ctx.newPage();
+      page.on('pageerror', (e) => log(`${n} page error:`, e.message));
+      await page.goto(`${url}/?room=weak&name=${n}&autojoin=1`);
+      pages.push({ name: n, page });
+    }
+    const t0 = Date.now();
+    // Wait until everyone decodes something, then take the window's two samples.
+    for (const p of pages) {
+      for (;;) {
+        const s = await stats(p.page);
+        if (s.error) fail(`${p.name}: ${s.error}`);
+        if (s.video && s.video.framesDecoded > 0) break;
+        if (Date.now() - t0 > 30_000) fail(`${p.name} decoded nothing in 30 s`);
+        await sleep(500);
+      }
+    }
+    log(`all decoding after ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    await sleep(Math.max(0, (CALL_S - WINDOW_S) * 1000 - (Date.now() - t0)));
+    const before = await Promise.all(pages.map((p) => stats(p.page)));
+    const w0 = Date.now();
+    await sleep(WINDOW_S * 1000);
+    const after = await Promise.all(pages.map((p) => stats(p.page)));
+    const secs = (Date.now() - w0) / 1000;
+    const rooms = await pages[0].page.evaluate(async () => (await fetch('/api/rooms')).json());
+    log('links', JSON.stringify(rooms[0].links));
+    const res = pages.map((p, i) => {
+      const a = after[i], b = before[i];
+      const bytes = (x) => x.video.bytesReceived + x.video.headerBytesReceived + x.audio.bytesReceived + x.audio.headerBytesReceived;
+      return {
+        name: p.name,
+        kbps: Math.round(((bytes(a) - bytes(b)) * 8) / secs / 1000),
+        frames: a.video.framesDecoded - b.video.framesDecoded,
+        fps: +((a.video.framesDecoded - b.video.framesDecoded) / secs).toFixed(1),
+        size: `${a.video.frameWidth}x${a.video.frameHeight}`,
+        keyframes: a.video.keyFramesDecoded - b.video.keyFramesDecoded,
+        freezeS: +(a.video.totalFreezesDuration - b.video.totalFreezesDuration).toFixed(2),
+        retransmitted: a.video.retransmittedPacketsReceived - b.video.retransmittedPacketsReceived,
+        lost: a.video.packetsLost - b.video.packetsLost,
+        nacks: a.video.nackCount - b.video.nackCount,
+        plis: a.video.pliCount - b.video.pliCount,
+        audioConcealedPct: +(100 * (a.audio.concealedSamples - b.audio.concealedSamples) / Math.max(1, a.audio.totalSamplesReceived - b.audio.totalSamplesReceived)).toFixed(1),
+      };
+    });
+    for (const r of res) log(`case ${name} measured over the last ${secs.toFixed(1)} s:`, JSON.stringify(r));
+    const [ada, bob, weak] = res;
+    const problems = [];
+    if (weak.frames < 200) problems.push(`weak viewer decoded ${weak.frames} frames (< 200)`);
+    if (!(weak.freezeS < 2)) problems.push(`weak viewer froze ${weak.freezeS} s (>= 2)`);
+    if (rateKbit) {
+      if (weak.kbps > rateKbit) problems.push(`weak viewer received ${weak.kbps} kbit/s (> ${rateKbit})`);
+      for (const s of [ada, bob]) {
+        if (s.size !== '1280x720') problems.push(`${s.name} got ${s.size}, not 1280x720`);
+        if (s.fps < 25) problems.push(`${s.name} decoded ${s.fps} fps (< 25)`);
+        if (s.keyframes > Math.floor(secs / 3) + 1) problems.push(`${s.name} got ${s.keyframes} keyframes in ${secs.toFixed(0)} s`);
+      }
+    }
+    if (loss > 0 && !(weak.retransmitted > 0)) problems.push(`no retransmissions arrived (retransmittedPacketsReceived ${weak.retransmitted})`);
+    if (problems.length) fail(`case ${name}: ${problems.join('; ')}`);
+    log(`case ${name}: PASS`);
+    return res;
+  } finally {
+    for (const b of browsers) await b.close().catch(() => {});
+    proc.kill('SIGTERM');
+    await new Promise((r) => { proc.on('exit', r); setTimeout(r, 5000); });
+    emu.kill('SIGTERM');
+    await new Promise((r) => { emu.on('exit', r); setTimeout(r, 3000); });
+    teardownNet();
+  }
+}
+
+async function main() {
+  const only = process.env.TESSERA_WEAK_CASE;
+  if (!only || only === 'a') await runCase('a', { rateKbit: 400, delayMs: 50, loss: 0 });
+  if (!only || only === 'b') await runCase('b', { rateKbit: 0, delayMs: 60, loss: 0.03 });
+  log('PASS: the weak viewer got a stream its link carries; the others kept 720p');
+}
+
+main().catch((e) => { console.error('FAIL:', e.message); teardownNet(); process.exit(1); });
