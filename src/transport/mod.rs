@@ -347,18 +347,10 @@ fn spawn_local_track(
 const OUTPUT_H264_FMTP: &str =
     "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
 
-/// A local track that sends RTP we packetize ourselves, on SSRC `ssrc` (and `rtx` for
-/// retransmissions where negotiated). The codec must be declared: without it the stack
-/// binds no interceptor to the stream — no NACK answered, no sender report, no TWCC.
-pub fn local_track(
-    kind: RtpCodecKind,
-    stream: &str,
-    ssrc: u32,
-    rtx: Option<u32>,
-) -> Arc<TrackLocalStaticRTP> {
-    use rtc::media_stream::MediaStreamTrack;
-    use rtc::rtp_transceiver::rtp_sender::RTCRtpRtxParameters;
-    let codec = match kind {
+/// The format the server sends `kind` in (declared on its tracks, so the stack binds its
+/// NACK responder, sender reports and congestion control to them).
+pub fn output_codec(kind: RtpCodecKind) -> RTCRtpCodec {
+    match kind {
         RtpCodecKind::Audio => RTCRtpCodec {
             mime_type: MIME_TYPE_OPUS.to_owned(),
             clock_rate: 48_000,
@@ -373,7 +365,22 @@ pub fn local_track(
             sdp_fmtp_line: OUTPUT_H264_FMTP.to_owned(),
             rtcp_feedback: video_feedback(),
         },
-    };
+    }
+}
+
+/// A local track that sends RTP we packetize ourselves, on SSRC `ssrc` (and `rtx` for
+/// retransmissions where negotiated). The server's tracks must declare their `codec`:
+/// without one the stack binds no interceptor to the stream — no NACK answered, no sender
+/// report, no TWCC. A track without one offers every registered format (test clients).
+pub fn local_track(
+    kind: RtpCodecKind,
+    stream: &str,
+    ssrc: u32,
+    rtx: Option<u32>,
+    codec: Option<RTCRtpCodec>,
+) -> Arc<TrackLocalStaticRTP> {
+    use rtc::media_stream::MediaStreamTrack;
+    use rtc::rtp_transceiver::rtp_sender::RTCRtpRtxParameters;
     Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
         stream.to_owned(),
         format!("{stream}-{kind}"),
@@ -385,7 +392,7 @@ pub fn local_track(
                 rtx: rtx.map(|ssrc| RTCRtpRtxParameters { ssrc }),
                 ..Default::default()
             },
-            codec,
+            codec: codec.unwrap_or_default(),
             ..Default::default()
         }],
     )))
@@ -529,12 +536,14 @@ async fn negotiate(
         &format!("tessera-{}", shared.id),
         audio_ssrc,
         None,
+        Some(output_codec(RtpCodecKind::Audio)),
     );
     let video_track = local_track(
         RtpCodecKind::Video,
         &format!("tessera-{}", shared.id),
         video_ssrc,
         Some(rand::random()),
+        Some(output_codec(RtpCodecKind::Video)),
     );
     if send_audio {
         pc.add_track(audio_track.clone())

@@ -210,7 +210,7 @@ fn engine() -> MediaEngine {
 }
 
 fn local_track(kind: RtpCodecKind, ssrc: u32) -> Arc<TrackLocalStaticRTP> {
-    tessera::transport::local_track(kind, &format!("client-{ssrc}"), ssrc, None)
+    tessera::transport::local_track(kind, &format!("client-{ssrc}"), ssrc, None, None)
 }
 
 /// A test participant.
