@@ -59,6 +59,7 @@ fn top_k_room_tick(c: &mut Criterion) {
             mix.handle(AudioCmd::Join { id });
             mix.handle(AudioCmd::Attach {
                 id,
+                link: None,
                 sink: Some(RtpSink::new(
                     1,
                     111,

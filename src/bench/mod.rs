@@ -403,12 +403,12 @@ pub fn run(args: &RoomBenchArgs) -> Result<BenchReport, BenchError> {
         room.set_layout(&args.layout)
             .map_err(|_| BenchError::Layout(args.layout.clone()))?;
         let mut ids = Vec::new();
-        for i in 0..n {
+        for (i, &(cap_w, cap_h)) in caps.iter().enumerate() {
             let info = room
                 .join(&format!("P{i}"))
                 .map_err(|e| BenchError::Io(std::io::Error::other(e.to_string())))?;
             if let Some(link) = room.link(info.id) {
-                link.set_cap(caps[i].0, caps[i].1);
+                link.set_cap(cap_w, cap_h);
             }
             let (up, _) = mpsc::channel(64);
             let a = sink(111, Box::new(OpusPayloader), &mut sinks, 4096);
@@ -487,13 +487,14 @@ pub fn run(args: &RoomBenchArgs) -> Result<BenchReport, BenchError> {
         );
         let mut audio = AudioLoop::new(&config, broadcast::channel(1024).0, speaker, stats.clone());
         let mut ids = Vec::new();
-        for i in 0..n {
+        for (i, &(cap_w, cap_h)) in caps.iter().enumerate() {
             let id = ParticipantId::next();
             let (up, _) = mpsc::channel(64);
             audio.handle(AudioCmd::Join { id });
             audio.handle(AudioCmd::Attach {
                 id,
                 sink: Some(sink(111, Box::new(OpusPayloader), &mut sinks, 4096)),
+                link: None,
             });
             if !args.audio_only {
                 video.handle(VideoCmd::Join {
@@ -507,7 +508,7 @@ pub fn run(args: &RoomBenchArgs) -> Result<BenchReport, BenchError> {
                     4096,
                 );
                 let link = Arc::new(crate::room::link::ViewerLink::default());
-                link.set_cap(caps[i].0, caps[i].1);
+                link.set_cap(cap_w, cap_h);
                 video.handle(VideoCmd::Attach {
                     id,
                     payload_types: pt_map.clone(),

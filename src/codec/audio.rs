@@ -29,9 +29,15 @@ impl OpusDecoder {
     }
 }
 
-/// Encodes one output mix.
+/// Loss assumed until the listener's receiver reports say otherwise.
+pub const INITIAL_EXPECTED_LOSS: u8 = 5;
+
+/// Encodes one output mix. In-band FEC is on; how many bits it gets follows the loss its
+/// listeners report ([`OpusEncoder::set_expected_loss`]).
 pub struct OpusEncoder {
     inner: opus::Encoder,
+    /// The packet loss (%) the in-band FEC is sized for.
+    expected_loss: u8,
 }
 
 impl OpusEncoder {
@@ -40,8 +46,25 @@ impl OpusEncoder {
         inner.set_bitrate(opus::Bitrate::Bits(bitrate_bps))?;
         inner.set_complexity(complexity)?;
         inner.set_inband_fec(true)?;
-        inner.set_packet_loss_perc(5)?;
-        Ok(Self { inner })
+        inner.set_packet_loss_perc(INITIAL_EXPECTED_LOSS as i32)?;
+        Ok(Self {
+            inner,
+            expected_loss: INITIAL_EXPECTED_LOSS,
+        })
+    }
+
+    /// Sizes the in-band FEC for `percent` loss (0 = no FEC bits; at most 50).
+    pub fn set_expected_loss(&mut self, percent: u8) -> Result<(), CodecError> {
+        let percent = percent.min(50);
+        if percent != self.expected_loss {
+            self.inner.set_packet_loss_perc(percent as i32)?;
+            self.expected_loss = percent;
+        }
+        Ok(())
+    }
+
+    pub fn expected_loss(&self) -> u8 {
+        self.expected_loss
     }
 
     /// Encoder delay in samples (the Opus "pre-skip" a container must announce).

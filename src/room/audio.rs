@@ -15,6 +15,7 @@
 //! It also runs active-speaker detection for the layouts and clients.
 
 use super::clock::TickClock;
+use super::link::ViewerLink;
 use super::{AudioCmd, RoomEvent, RoomStats, RtpSink};
 use crate::codec::audio::{OpusDecoder, OpusEncoder};
 use crate::config::Config;
@@ -78,7 +79,11 @@ struct Output {
     encoder: OpusEncoder,
     limiter: Limiter,
     sink: RtpSink,
+    link: Option<Arc<ViewerLink>>,
 }
+
+/// Every second, the Opus FEC of each output follows its listeners' reported loss.
+const FEC_UPDATE_TICKS: u64 = 50;
 
 /// Scratch and state for a mix that is encoded once.
 struct MixBuffers {
@@ -247,7 +252,7 @@ impl AudioLoop {
                     out: None,
                 });
             }
-            AudioCmd::Attach { id, sink } => {
+            AudioCmd::Attach { id, sink, link } => {
                 if let Some(p) = self.find(id) {
                     p.attached = true;
                 }
@@ -259,6 +264,7 @@ impl AudioLoop {
                                 encoder,
                                 limiter: Limiter::default(),
                                 sink,
+                                link,
                             })
                         }
                         Err(e) => tracing::error!(%id, "opus encoder: {e}"),
@@ -405,8 +411,37 @@ impl AudioLoop {
         }
     }
 
+    /// Sizes each output's in-band FEC for the loss its listener reports; the shared mix's
+    /// for the worst of the listeners it serves (a talker's own mix serves only itself).
+    fn adapt_fec(&mut self) {
+        let mut shared_loss = None::<u8>;
+        for p in &mut self.participants {
+            let Some(o) = p.out.as_mut() else { continue };
+            let Some(loss) = o.link.as_ref().map(|l| l.loss_percent()) else {
+                continue;
+            };
+            if let Err(e) = o.encoder.set_expected_loss(loss) {
+                tracing::debug!(id = %p.id, "opus fec: {e}");
+            }
+            if !p.talker {
+                shared_loss = Some(shared_loss.map_or(loss, |s| s.max(loss)));
+            }
+        }
+        if let (Some(loss), Some((enc, _))) = (shared_loss, self.shared.as_mut()) {
+            let _ = enc.set_expected_loss(loss);
+        }
+    }
+
+    /// The loss the shared mix's FEC is sized for (tests).
+    pub fn shared_expected_loss(&self) -> Option<u8> {
+        self.shared.as_ref().map(|(e, _)| e.expected_loss())
+    }
+
     /// One 20 ms tick.
     pub fn mix_tick(&mut self) {
+        if self.tick % FEC_UPDATE_TICKS == 0 {
+            self.adapt_fec();
+        }
         let cpu = crate::metrics::thread_cpu_ns;
         let tick_start = cpu();
         let (mut decode_ns, mut encode_ns) = (0u64, 0u64);

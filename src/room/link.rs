@@ -90,6 +90,11 @@ impl ViewerLink {
         self.loss.store(fraction_lost as u32, Relaxed);
     }
 
+    /// The loss the viewer last reported, in whole percent (rounded up), if any.
+    pub fn loss_percent(&self) -> u8 {
+        (self.loss.load(Relaxed) * 100).div_ceil(256) as u8
+    }
+
     /// Written by the video thread.
     pub fn set_rung(&self, rung: usize, fps: u32) {
         self.rung.store(rung as u32 + 1, Relaxed);

@@ -139,6 +139,8 @@ pub enum AudioCmd {
     Attach {
         id: ParticipantId,
         sink: Option<RtpSink>,
+        /// The listener's link (its reported loss sizes the Opus FEC).
+        link: Option<Arc<link::ViewerLink>>,
     },
     Leave {
         id: ParticipantId,
@@ -401,11 +403,12 @@ impl Room {
 
     /// Connects a participant's outputs (after negotiation).
     pub fn attach(&self, id: ParticipantId, a: Attachment) -> Result<(), RoomError> {
+        let link = self.link(id).ok_or(RoomError::NoSuchParticipant)?;
         self.send_audio(AudioCmd::Attach {
             id,
             sink: a.audio_out,
+            link: Some(link.clone()),
         })?;
-        let link = self.link(id).ok_or(RoomError::NoSuchParticipant)?;
         self.send_video(VideoCmd::Attach {
             id,
             payload_types: a.video_payload_types,

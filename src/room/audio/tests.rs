@@ -12,6 +12,7 @@ const TONES: [f32; 4] = [400.0, 650.0, 1000.0, 1300.0];
 struct Harness {
     mix: AudioLoop,
     ids: Vec<ParticipantId>,
+    links: Vec<Arc<ViewerLink>>,
     encoders: Vec<OpusEncoder>,
     outs: Vec<mpsc::Receiver<rtc::rtp::packet::Packet>>,
     decoders: Vec<OpusDecoder>,
@@ -34,21 +35,26 @@ impl Harness {
         );
         let mut ids = Vec::new();
         let mut outs = Vec::new();
+        let mut links = Vec::new();
         for _ in 0..n {
             let id = ParticipantId::next();
             let (tx, rx) = mpsc::channel(10_000);
+            let link = Arc::new(ViewerLink::default());
             mix.handle(AudioCmd::Join { id });
             mix.handle(AudioCmd::Attach {
                 id,
                 sink: Some(RtpSink::new(1, 111, Box::new(OpusPayloader), tx)),
+                link: Some(link.clone()),
             });
             ids.push(id);
             outs.push(rx);
+            links.push(link);
         }
         let _ = std::mem::size_of::<Attachment>();
         Self {
             mix,
             ids,
+            links,
             encoders: (0..n)
                 .map(|_| OpusEncoder::new(32_000, 5).unwrap())
                 .collect(),
@@ -224,4 +230,36 @@ fn participants_without_levels_are_decoded_to_measure_them() {
         h.ids[..2].to_vec(),
         "the two loudest by decoded energy"
     );
+}
+
+#[test]
+fn opus_fec_follows_the_loss_listeners_report() {
+    // Four participants, top-2: P0 and P1 talk (own N-1 mixes), P2 and P3 hear the shared mix.
+    let mut h = Harness::new(4, 2);
+    let levels = [10, 12, 127, 127];
+    for k in 0..60 {
+        h.tick(k, &levels);
+    }
+    // Nobody reported loss: no FEC bits anywhere.
+    assert_eq!(h.mix.shared_expected_loss(), Some(0));
+    // P3 reports 10 % (26/256), P0 3 % (8/256).
+    h.links[3].set_loss(26);
+    h.links[0].set_loss(8);
+    for k in 60..110 {
+        h.tick(k, &levels);
+    }
+    assert_eq!(
+        h.mix.shared_expected_loss(),
+        Some(11),
+        "the worst shared listener"
+    );
+    let own: Vec<u8> = h
+        .mix
+        .participants
+        .iter()
+        .map(|p| p.out.as_ref().unwrap().encoder.expected_loss())
+        .collect();
+    assert_eq!(own, vec![4, 0, 0, 11]);
+    // Everyone still hears what they should.
+    assert!(h.hears(2, 0) && h.hears(2, 1) && h.hears(0, 1) && !h.hears(0, 0));
 }
