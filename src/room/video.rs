@@ -59,6 +59,8 @@ pub const REJECT_FOR: Duration = Duration::from_secs(5);
 const PLI_INTERVAL: Duration = Duration::from_millis(500);
 /// A participant whose last picture is older than this shows the placeholder.
 const STALE_AFTER: Duration = Duration::from_secs(3);
+/// How often each viewer's estimate and rung are logged (debug level; moves at info).
+const LINK_LOG_INTERVAL: Duration = Duration::from_secs(5);
 /// Minimum time between two requested IDRs of an encoder with one viewer.
 pub const SOLO_IDR_INTERVAL: Duration = Duration::from_secs(1);
 /// Minimum time between two requested IDRs of an encoder that several viewers share.
@@ -115,6 +117,8 @@ struct Output {
     encoder: Option<u64>,
     /// It asked for a keyframe (PLI/FIR) since the last tick.
     wants_idr: bool,
+    /// When its link was last logged.
+    logged_at: Option<Instant>,
 }
 
 /// One distinct (picture, rung, frame rate) and the encoder that makes it.
@@ -487,6 +491,7 @@ impl VideoLoop {
                         cap: (w, h),
                         encoder: None,
                         wants_idr: false,
+                        logged_at: None,
                     });
                 }
             }
@@ -669,6 +674,19 @@ impl VideoLoop {
                     out.decision.rung, d.rung, r.width, r.height, d.fps
                 );
                 out.link.set_rung(d.rung, d.fps);
+            }
+            if out
+                .logged_at
+                .is_none_or(|t| now.duration_since(t) >= LINK_LOG_INTERVAL)
+            {
+                out.logged_at = Some(now);
+                tracing::debug!(
+                    viewer = %out.viewer,
+                    estimate_kbps = ?out.link.estimate_kbps(),
+                    rung = d.rung,
+                    fps = d.fps,
+                    "link"
+                );
             }
             out.decision = d;
         }

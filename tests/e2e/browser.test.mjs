@@ -8,6 +8,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
+import { CHROMIUM_ARGS, listeningUrl } from './common.mjs';
 
 // Server CPU seconds (user+system) from /proc, for the closing report.
 function cpuSeconds(pid) {
@@ -32,16 +33,7 @@ async function startServer() {
     stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info,webrtc=warn,rtc=warn' },
   });
   proc.stderr.on('data', (d) => process.stderr.write(`[server] ${d}`));
-  const url = await new Promise((resolve, reject) => {
-    let buf = '';
-    proc.stdout.on('data', (d) => {
-      buf += d;
-      const m = buf.match(/listening on (http:\/\/[\d.:]+)/);
-      if (m) resolve(m[1]);
-    });
-    proc.on('exit', (c) => reject(new Error(`server exited early with ${c}`)));
-    setTimeout(() => reject(new Error('server did not start in 20 s')), 20_000);
-  });
+  const url = await listeningUrl(proc);
   return { proc, url };
 }
 
@@ -62,10 +54,7 @@ async function main() {
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
-      '--allow-loopback-in-peer-connection', '--disable-features=WebRtcHideLocalIpsWithMdns',
-      '--autoplay-policy=no-user-gesture-required'],
+    args: [...CHROMIUM_ARGS, '--allow-loopback-in-peer-connection'],
     // playwright gives every launch a fresh, empty profile directory of its own.
   });
   const pages = [];

@@ -17,6 +17,7 @@ import { mkdtempSync, writeFileSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
+import { CHROMIUM_ARGS, listeningUrl } from './common.mjs';
 
 const BIN = process.env.TESSERA_BIN || new URL('../../target/release/tessera', import.meta.url).pathname;
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
@@ -63,16 +64,7 @@ async function startServer() {
     stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info,webrtc=warn,rtc=warn,rtc_ice=error' },
   });
   proc.stderr.on('data', (d) => { if (/rung|WARN|ERROR/.test(d)) process.stderr.write(`[server] ${d}`); });
-  const url = await new Promise((resolve, reject) => {
-    let buf = '';
-    proc.stdout.on('data', (d) => {
-      buf += d;
-      const m = buf.match(/listening on (http:\/\/[\d.:]+)/);
-      if (m) resolve(m[1]);
-    });
-    proc.on('exit', (c) => reject(new Error(`server exited early with ${c}`)));
-    setTimeout(() => reject(new Error('server did not start in 20 s')), 20_000);
-  });
+  const url = await listeningUrl(proc);
   return { proc, url, dir };
 }
 
@@ -88,10 +80,7 @@ async function launch(ns, dir, url) {
   return chromium.launch({
     executablePath: chromiumIn(ns, dir),
     headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
-      '--disable-features=WebRtcHideLocalIpsWithMdns', '--autoplay-policy=no-user-gesture-required',
-      `--unsafely-treat-insecure-origin-as-secure=${url}`],
+    args: [...CHROMIUM_ARGS, `--unsafely-treat-insecure-origin-as-secure=${url}`],
   });
 }
 
