@@ -786,14 +786,14 @@ mod tests {
         assert!(parse_bitrate("fast").is_err());
     }
 
-    #[test]
-    fn a_tiny_fast_run_produces_a_consistent_report() {
-        let args = RoomBenchArgs {
+    /// A one-second fast run of three participants on small pictures.
+    fn tiny(output: &str, bitrate: &str, rungs: Vec<usize>) -> RoomBenchArgs {
+        RoomBenchArgs {
             participants: 3,
             input: "160x96".into(),
-            output: "320x180".into(),
+            output: output.into(),
             fps: 15,
-            bitrate: "300k".into(),
+            bitrate: bitrate.into(),
             seconds: 1.0,
             layout: "grid".into(),
             audio_only: false,
@@ -801,9 +801,14 @@ mod tests {
             paced: false,
             inputs: vec![],
             write_inputs: None,
-            rungs: vec![],
+            rungs,
             json: false,
-        };
+        }
+    }
+
+    #[test]
+    fn a_tiny_fast_run_produces_a_consistent_report() {
+        let args = tiny("320x180", "300k", vec![]);
         let r = run(&args).unwrap();
         assert_eq!(r.video_encoders, 3);
         assert_eq!(r.rungs.len(), 1, "320x180 has no smaller default rung");
@@ -822,22 +827,7 @@ mod tests {
 
     #[test]
     fn rungs_put_viewers_on_their_rung_with_one_encoder_per_picture_and_rung() {
-        let args = RoomBenchArgs {
-            participants: 3,
-            input: "160x96".into(),
-            output: "640x360".into(),
-            fps: 15,
-            bitrate: "500k".into(),
-            seconds: 1.0,
-            layout: "grid".into(),
-            audio_only: false,
-            top_k: 3,
-            paced: false,
-            inputs: vec![],
-            write_inputs: None,
-            rungs: vec![2, 1],
-            json: false,
-        };
+        let args = tiny("640x360", "500k", vec![2, 1]);
         let r = run(&args).unwrap();
         let got: Vec<(String, usize, Option<usize>)> = r
             .rungs

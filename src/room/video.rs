@@ -148,6 +148,11 @@ impl PictureEncoder {
         self.rung == d.rung && self.fps == d.fps && self.plan == *plan
     }
 
+    /// Makes the same (picture, rung, frame rate) as `other`.
+    fn same_picture(&self, other: &PictureEncoder) -> bool {
+        self.rung == other.rung && self.fps == other.fps && self.plan == other.plan
+    }
+
     /// Asks for an IDR, no sooner than `interval` after the last one.
     fn request_idr(&mut self, now: Instant, interval: Duration) {
         match self.last_idr {
@@ -817,12 +822,10 @@ impl VideoLoop {
         // A private encoder whose shared counterpart is gone becomes the shared one.
         for i in 0..self.encoders.len() {
             if self.encoders[i].private_for.is_some()
-                && !self.encoders.iter().any(|s| {
-                    s.private_for.is_none()
-                        && s.rung == self.encoders[i].rung
-                        && s.fps == self.encoders[i].fps
-                        && s.plan == self.encoders[i].plan
-                })
+                && !self
+                    .encoders
+                    .iter()
+                    .any(|s| s.private_for.is_none() && s.same_picture(&self.encoders[i]))
             {
                 self.encoders[i].private_for = None;
             }
@@ -983,9 +986,7 @@ impl VideoLoop {
             let shared = self.encoders.iter().position(|s| {
                 s.private_for.is_none()
                     && s.encoded == Some(true)
-                    && s.rung == self.encoders[i].rung
-                    && s.fps == self.encoders[i].fps
-                    && s.plan == self.encoders[i].plan
+                    && s.same_picture(&self.encoders[i])
             });
             if let Some(s) = shared {
                 if let Some(o) = self.outputs.iter().position(|o| o.viewer == viewer) {
