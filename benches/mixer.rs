@@ -56,7 +56,11 @@ fn top_k_room_tick(c: &mut Criterion) {
         for _ in 0..n {
             let id = ParticipantId::next();
             let (tx, rx) = tokio::sync::mpsc::channel(64);
-            mix.handle(AudioCmd::Join { id });
+            mix.handle(AudioCmd::Join {
+                id,
+                codec: tessera::codec::voice::AudioCodec::Opus,
+                admitted: true,
+            });
             mix.handle(AudioCmd::Attach {
                 id,
                 link: None,

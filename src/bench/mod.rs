@@ -490,7 +490,11 @@ pub fn run(args: &RoomBenchArgs) -> Result<BenchReport, BenchError> {
         for (i, &(cap_w, cap_h)) in caps.iter().enumerate() {
             let id = ParticipantId::next();
             let (up, _) = mpsc::channel(64);
-            audio.handle(AudioCmd::Join { id });
+            audio.handle(AudioCmd::Join {
+                id,
+                codec: crate::codec::voice::AudioCodec::Opus,
+                admitted: true,
+            });
             audio.handle(AudioCmd::Attach {
                 id,
                 sink: Some(sink(111, Box::new(OpusPayloader), &mut sinks, 4096)),

@@ -5,6 +5,7 @@
 pub mod audio;
 pub mod depack;
 pub mod video;
+pub mod voice;
 
 /// A codec failure, with the library's message.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +21,8 @@ pub enum CodecError {
     /// The input exceeds the configured ingest limits (size, bytes per frame).
     #[error("input over the limits: {0}")]
     OverLimits(String),
+    #[error("resampler: {0}")]
+    Resample(String),
     #[error("unsupported video format: {0}")]
     Unsupported(String),
 }

@@ -13,11 +13,18 @@
 //!    clock.
 //!
 //! It also runs active-speaker detection for the layouts and clients.
+//!
+//! Participants speak any [`AudioCodec`]: WebRTC ones Opus, phones G.711/G.722/Opus; each
+//! is decoded to (and its mix encoded from) the 48 kHz mix, and the shared mix is encoded
+//! once **per codec** in use. A participant may be *waiting* (a caller entering a PIN): it
+//! contributes nothing and hears nothing but its own prompts until admitted. Prompts play
+//! to one participant; tones (join/leave) to everyone.
 
 use super::clock::TickClock;
 use super::link::ViewerLink;
 use super::{AudioCmd, RoomEvent, RoomStats, RtpSink};
-use crate::codec::audio::{OpusDecoder, OpusEncoder};
+use crate::codec::audio::OpusEncoder;
+use crate::codec::voice::{AudioCodec, AudioDecoder, AudioEncoder};
 use crate::config::Config;
 use crate::ids::ParticipantId;
 use crate::media::jitter::{AudioJitter, AudioPop};
@@ -49,7 +56,12 @@ const EXT_LEVEL_FRESH_TICKS: u64 = 5;
 struct Participant {
     id: ParticipantId,
     jitter: AudioJitter,
-    decoder: Option<OpusDecoder>,
+    codec: AudioCodec,
+    decoder: Option<AudioDecoder>,
+    /// Admitted to the conference (false while a caller enters its PIN).
+    admitted: bool,
+    /// A prompt playing to this participant only, and how far it has played.
+    prompt: Option<(Clip, usize)>,
     fifo: Vec<i16>,
     fifo_len: usize,
     /// This tick's decoded samples (valid when `decoded`).
@@ -75,8 +87,11 @@ struct Participant {
     out: Option<Output>,
 }
 
+/// A short 48 kHz clip (prompt or tone), shared by everyone who plays it.
+pub type Clip = Arc<[i16]>;
+
 struct Output {
-    encoder: OpusEncoder,
+    encoder: AudioEncoder,
     limiter: Limiter,
     sink: RtpSink,
     link: Option<Arc<ViewerLink>>,
@@ -85,13 +100,11 @@ struct Output {
 /// Every second, the Opus FEC of each output follows its listeners' reported loss.
 const FEC_UPDATE_TICKS: u64 = 50;
 
-/// Scratch and state for a mix that is encoded once.
+/// Scratch for the outputs.
 struct MixBuffers {
     mix: Vec<i32>,
     pcm: Vec<i16>,
     packet: Vec<u8>,
-    /// This tick's shared-mix packet.
-    shared: bytes::Bytes,
 }
 
 impl MixBuffers {
@@ -100,17 +113,28 @@ impl MixBuffers {
             mix: vec![0; SAMPLES_PER_TICK],
             pcm: vec![0; SAMPLES_PER_TICK],
             packet: vec![0; 1500],
-            shared: bytes::Bytes::new(),
         }
     }
+}
+
+/// The mix every non-talker of one codec hears, encoded once per tick.
+struct SharedMix {
+    encoder: AudioEncoder,
+    limiter: Limiter,
+    /// This tick's packet (empty when the encode failed).
+    packet: bytes::Bytes,
+    /// The tick `packet` was encoded for.
+    encoded_at: Option<u64>,
 }
 
 pub struct AudioLoop {
     participants: Vec<Participant>,
     total: Vec<i32>,
     scratch: MixBuffers,
-    /// The mix every non-talker hears (everyone in the mix), encoded once.
-    shared: Option<(OpusEncoder, Limiter)>,
+    /// The mix every non-talker hears (everyone in the mix), encoded once per codec.
+    shared: Vec<SharedMix>,
+    /// A tone playing to everyone, and how far it has played.
+    announce: Option<(Clip, usize)>,
     challenger: Option<(ParticipantId, u32)>,
     top_k: usize,
     speaker: SpeakerDetector,
@@ -139,9 +163,8 @@ impl AudioLoop {
             participants: Vec::new(),
             total: vec![0; SAMPLES_PER_TICK],
             scratch: MixBuffers::new(),
-            shared: OpusEncoder::new(bitrate, complexity)
-                .ok()
-                .map(|e| (e, Limiter::default())),
+            shared: Vec::new(),
+            announce: None,
             challenger: None,
             top_k: config.audio.top_k,
             speaker: SpeakerDetector::default(),
@@ -226,12 +249,19 @@ impl AudioLoop {
             super::media_dequeued(&self.stats.audio_queued);
         }
         match cmd {
-            AudioCmd::Join { id } => {
-                let decoder = OpusDecoder::new()
-                    .map_err(|e| tracing::error!(%id, "opus decoder: {e}"))
+            AudioCmd::Join {
+                id,
+                codec,
+                admitted,
+            } => {
+                let decoder = AudioDecoder::new(codec)
+                    .map_err(|e| tracing::error!(%id, "{codec:?} decoder: {e}"))
                     .ok();
                 self.participants.push(Participant {
                     id,
+                    codec,
+                    admitted,
+                    prompt: None,
                     jitter: AudioJitter::default(),
                     decoder,
                     fifo: vec![0; FIFO_CAP],
@@ -257,8 +287,22 @@ impl AudioLoop {
                     p.attached = true;
                 }
                 let (bitrate, complexity) = (self.bitrate, self.complexity);
+                let Some(codec) = self.find(id).map(|p| p.codec) else {
+                    return;
+                };
+                if sink.is_some() && !self.shared.iter().any(|m| m.encoder.codec() == codec) {
+                    match AudioEncoder::new(codec, bitrate, complexity) {
+                        Ok(encoder) => self.shared.push(SharedMix {
+                            encoder,
+                            limiter: Limiter::default(),
+                            packet: bytes::Bytes::new(),
+                            encoded_at: None,
+                        }),
+                        Err(e) => tracing::error!("shared {codec:?} encoder: {e}"),
+                    }
+                }
                 if let (Some(p), Some(sink)) = (self.find(id), sink) {
-                    match OpusEncoder::new(bitrate, complexity) {
+                    match AudioEncoder::new(codec, bitrate, complexity) {
                         Ok(encoder) => {
                             p.out = Some(Output {
                                 encoder,
@@ -267,10 +311,21 @@ impl AudioLoop {
                                 link,
                             })
                         }
-                        Err(e) => tracing::error!(%id, "opus encoder: {e}"),
+                        Err(e) => tracing::error!(%id, "{codec:?} encoder: {e}"),
                     }
                 }
             }
+            AudioCmd::Admit { id } => {
+                if let Some(p) = self.find(id) {
+                    p.admitted = true;
+                }
+            }
+            AudioCmd::Play { id: Some(id), clip } => {
+                if let Some(p) = self.find(id) {
+                    p.prompt = Some((clip, 0));
+                }
+            }
+            AudioCmd::Play { id: None, clip } => self.announce = Some((clip, 0)),
             AudioCmd::Leave { id } => {
                 self.participants.retain(|p| p.id != id);
                 self.speaker.remove(id);
@@ -314,23 +369,28 @@ impl AudioLoop {
             return;
         }
         p.decoded = true;
-        while p.fifo_len < SAMPLES_PER_TICK {
+        // A few packets at most (narrowband packets may be shorter than a tick).
+        for _ in 0..4 {
+            if p.fifo_len >= SAMPLES_PER_TICK {
+                break;
+            }
             let Some(dec) = p.decoder.as_mut() else { break };
-            let got = match p.jitter.pop() {
+            let got = dec.drain(&mut p.fifo[p.fifo_len..]).unwrap_or(0);
+            if got > 0 {
+                p.fifo_len += got;
+                continue;
+            }
+            match p.jitter.pop() {
                 AudioPop::Packet(pkt) => {
                     p.plc_run = 0;
-                    dec.decode(&pkt, &mut p.fifo[p.fifo_len..]).unwrap_or(0)
+                    p.fifo_len += dec.decode(&pkt, &mut p.fifo[p.fifo_len..]).unwrap_or(0);
                 }
                 AudioPop::Missing if p.plc_run < MAX_PLC_TICKS => {
                     p.plc_run += 1;
-                    dec.conceal(&mut p.fifo[p.fifo_len..]).unwrap_or(0)
+                    p.fifo_len += dec.conceal(&mut p.fifo[p.fifo_len..]).unwrap_or(0);
                 }
-                AudioPop::Missing | AudioPop::Idle => 0,
-            };
-            if got == 0 {
-                break;
+                AudioPop::Missing | AudioPop::Idle => break,
             }
-            p.fifo_len += got;
         }
         if p.fifo_len >= SAMPLES_PER_TICK {
             p.frame.copy_from_slice(&p.fifo[..SAMPLES_PER_TICK]);
@@ -423,18 +483,25 @@ impl AudioLoop {
             if let Err(e) = o.encoder.set_expected_loss(loss) {
                 tracing::debug!(id = %p.id, "opus fec: {e}");
             }
-            if !p.talker {
+            if !p.talker && p.codec == AudioCodec::Opus {
                 shared_loss = Some(shared_loss.map_or(loss, |s| s.max(loss)));
             }
         }
-        if let (Some(loss), Some((enc, _))) = (shared_loss, self.shared.as_mut()) {
-            let _ = enc.set_expected_loss(loss);
+        if let (Some(loss), Some(m)) = (shared_loss, self.shared_mix(AudioCodec::Opus)) {
+            let _ = m.encoder.set_expected_loss(loss);
         }
     }
 
-    /// The loss the shared mix's FEC is sized for (tests).
+    fn shared_mix(&mut self, codec: AudioCodec) -> Option<&mut SharedMix> {
+        self.shared.iter_mut().find(|m| m.encoder.codec() == codec)
+    }
+
+    /// The loss the shared Opus mix's FEC is sized for (tests).
     pub fn shared_expected_loss(&self) -> Option<u8> {
-        self.shared.as_ref().map(|(e, _)| e.expected_loss())
+        self.shared
+            .iter()
+            .find(|m| m.encoder.codec() == AudioCodec::Opus)
+            .map(|m| m.encoder.expected_loss())
     }
 
     /// One 20 ms tick.
@@ -467,7 +534,11 @@ impl AudioLoop {
                     }
                 }
             };
-            let level = if p.muted { -127.0 } else { level };
+            let level = if p.muted || !p.admitted {
+                -127.0
+            } else {
+                level
+            };
             // Fast attack, smoothed release: a new talker is admitted on its first loud
             // tick (no clipped word starts); a short pause does not drop anyone.
             p.level = if level >= p.level {
@@ -505,7 +576,7 @@ impl AudioLoop {
             }
             // 4. Cross-fade from last tick's gain to this tick's target.
             let g0 = p.gain;
-            let audible = p.active && !p.muted;
+            let audible = p.active && !p.muted && p.admitted;
             for (i, (c, s)) in p.contrib.iter_mut().zip(&p.frame).enumerate() {
                 let g = g0 + (target - g0) * (i as f32 + 1.0) / n;
                 *c = if audible { (*s as f32 * g) as i16 } else { 0 };
@@ -515,16 +586,35 @@ impl AudioLoop {
                 *t += *c as i32;
             }
         }
-        // 5. Outputs: contributors hear total minus themselves; everyone else the shared
-        //    mix, encoded once for all of them.
-        let ts = (tick as u32).wrapping_mul(SAMPLES_PER_TICK as u32);
+        // Tones play to everyone (and the recording).
+        if let Some((clip, pos)) = self.announce.as_mut() {
+            *pos = add_clip(&mut self.total, clip, *pos);
+            if *pos >= clip.len() {
+                self.announce = None;
+            }
+        }
+        // 5. Outputs: contributors hear total minus themselves, a participant with a prompt
+        //    or still waiting its own mix; everyone else the shared mix of its codec,
+        //    encoded once for all of them.
         let b = &mut self.scratch;
         let mut encodes = 0;
-        let mut shared_ready = false;
         for p in &mut self.participants {
             let Some(o) = p.out.as_mut() else { continue };
-            if p.in_mix {
-                mixer::minus_own(&self.total, Some(&p.contrib), &mut b.mix);
+            let ts = (tick as u32).wrapping_mul(p.codec.ts_per_tick());
+            if p.in_mix || p.prompt.is_some() || !p.admitted {
+                if !p.admitted {
+                    b.mix.fill(0);
+                } else if p.in_mix {
+                    mixer::minus_own(&self.total, Some(&p.contrib), &mut b.mix);
+                } else {
+                    b.mix.copy_from_slice(&self.total);
+                }
+                if let Some((clip, pos)) = p.prompt.as_mut() {
+                    *pos = add_clip(&mut b.mix, clip, *pos);
+                    if *pos >= clip.len() {
+                        p.prompt = None;
+                    }
+                }
                 o.limiter.process(&b.mix, &mut b.pcm);
                 encodes += 1;
                 let t = cpu();
@@ -532,25 +622,29 @@ impl AudioLoop {
                 encode_ns += cpu() - t;
                 match r {
                     Ok(len) => o.sink.send_frame(ts, &b.packet[..len]),
-                    Err(e) => tracing::warn!(id = %p.id, "opus encode: {e}"),
+                    Err(e) => tracing::warn!(id = %p.id, "{:?} encode: {e}", p.codec),
                 }
                 continue;
             }
-            if !shared_ready {
-                shared_ready = true;
-                b.shared = bytes::Bytes::new();
-                if let Some((enc, lim)) = self.shared.as_mut() {
-                    lim.process(&self.total, &mut b.pcm);
-                    encodes += 1;
-                    let t = cpu();
-                    let len = enc.encode(&b.pcm, &mut b.packet).unwrap_or(0);
-                    encode_ns += cpu() - t;
-                    // One buffer, reference-counted into every listener's RTP packet.
-                    b.shared = bytes::Bytes::copy_from_slice(&b.packet[..len]);
-                }
+            let Some(m) = self
+                .shared
+                .iter_mut()
+                .find(|m| m.encoder.codec() == p.codec)
+            else {
+                continue;
+            };
+            if m.encoded_at != Some(tick) {
+                m.encoded_at = Some(tick);
+                m.limiter.process(&self.total, &mut b.pcm);
+                encodes += 1;
+                let t = cpu();
+                let len = m.encoder.encode(&b.pcm, &mut b.packet).unwrap_or(0);
+                encode_ns += cpu() - t;
+                // One buffer, reference-counted into every listener's RTP packet.
+                m.packet = bytes::Bytes::copy_from_slice(&b.packet[..len]);
             }
-            if !b.shared.is_empty() {
-                o.sink.send_bytes(ts, b.shared.clone());
+            if !m.packet.is_empty() {
+                o.sink.send_bytes(ts, m.packet.clone());
             }
         }
         // The recording hears everyone in the mix (no N-1).
@@ -581,6 +675,15 @@ impl AudioLoop {
             Ordering::Relaxed,
         );
     }
+}
+
+/// Adds `clip[pos..]` (up to one tick) into `mix`; returns the new position.
+fn add_clip(mix: &mut [i32], clip: &[i16], pos: usize) -> usize {
+    let n = clip.len().saturating_sub(pos).min(mix.len());
+    for (m, &c) in mix.iter_mut().zip(&clip[pos..pos + n]) {
+        *m += c as i32;
+    }
+    pos + n
 }
 
 #[cfg(test)]

@@ -135,6 +135,18 @@ pub struct RoomStats {
 pub enum AudioCmd {
     Join {
         id: ParticipantId,
+        /// What it sends and will be sent.
+        codec: crate::codec::voice::AudioCodec,
+        /// False: waiting (hears only its prompts, is heard by no one) until `Admit`.
+        admitted: bool,
+    },
+    Admit {
+        id: ParticipantId,
+    },
+    /// Plays a 48 kHz clip to one participant (a prompt) or to everyone (a tone).
+    Play {
+        id: Option<ParticipantId>,
+        clip: audio::Clip,
     },
     Attach {
         id: ParticipantId,
@@ -390,7 +402,11 @@ impl Room {
             lock(&self.links).insert(info.id, Arc::default());
             info
         };
-        self.send_audio(AudioCmd::Join { id: info.id })?;
+        self.send_audio(AudioCmd::Join {
+            id: info.id,
+            codec: crate::codec::voice::AudioCodec::Opus,
+            admitted: true,
+        })?;
         self.send_video(VideoCmd::Join {
             id: info.id,
             name: info.name.clone(),

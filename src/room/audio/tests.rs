@@ -2,6 +2,7 @@
 //! tones, and the work done by counting decoders and encoders.
 
 use super::*;
+use crate::codec::audio::OpusDecoder;
 use crate::mixer::tone_power;
 use crate::room::Attachment;
 use rtc::rtp::codec::opus::OpusPayloader;
@@ -40,7 +41,11 @@ impl Harness {
             let id = ParticipantId::next();
             let (tx, rx) = mpsc::channel(10_000);
             let link = Arc::new(ViewerLink::default());
-            mix.handle(AudioCmd::Join { id });
+            mix.handle(AudioCmd::Join {
+                id,
+                codec: crate::codec::voice::AudioCodec::Opus,
+                admitted: true,
+            });
             mix.handle(AudioCmd::Attach {
                 id,
                 sink: Some(RtpSink::new(1, 111, Box::new(OpusPayloader), tx)),
@@ -262,4 +267,141 @@ fn opus_fec_follows_the_loss_listeners_report() {
     assert_eq!(own, vec![4, 0, 0, 11]);
     // Everyone still hears what they should.
     assert!(h.hears(2, 0) && h.hears(2, 1) && h.hears(0, 1) && !h.hears(0, 0));
+}
+
+/// Participants of four codecs (no level extension, as phones send none): each hears every
+/// other tone and not its own; a waiting caller hears only its prompt and nobody hears it;
+/// once admitted it is heard. The shared mix is encoded once per codec in use.
+#[test]
+fn callers_of_every_codec_hear_each_other_and_a_waiting_caller_is_isolated() {
+    use crate::codec::voice::{AudioCodec, AudioDecoder, AudioEncoder};
+    use rtc::rtp::codec::g7xx::G7xxPayloader;
+    let codecs = [
+        AudioCodec::Pcmu,
+        AudioCodec::Pcma,
+        AudioCodec::G722,
+        AudioCodec::Opus,
+        AudioCodec::Pcmu,
+    ];
+    let tones = [400.0f32, 650.0, 1000.0, 1300.0, 1700.0];
+    let waiting = 4;
+    let mut config = Config::default();
+    config.audio.top_k = 5;
+    let stats = Arc::new(RoomStats::default());
+    let mut mix = AudioLoop::new(
+        &config,
+        broadcast::channel(64).0,
+        Arc::new(AtomicU64::new(0)),
+        stats.clone(),
+    );
+    let mut ids = Vec::new();
+    let mut outs = Vec::new();
+    for (i, &codec) in codecs.iter().enumerate() {
+        let id = ParticipantId::next();
+        let (tx, rx) = mpsc::channel(10_000);
+        mix.handle(AudioCmd::Join {
+            id,
+            codec,
+            admitted: i != waiting,
+        });
+        let payloader: Box<dyn rtc::rtp::packetizer::Payloader> = match codec {
+            AudioCodec::Opus => Box::new(OpusPayloader),
+            _ => Box::new(G7xxPayloader),
+        };
+        mix.handle(AudioCmd::Attach {
+            id,
+            sink: Some(RtpSink::new(1, 0, payloader, tx)),
+            link: None,
+        });
+        ids.push(id);
+        outs.push(rx);
+    }
+    let prompt: Clip = (0..48_000)
+        .map(|s| {
+            ((s as f32 * 2.0 * std::f32::consts::PI * 2_200.0 / 48_000.0).sin() * 4000.0) as i16
+        })
+        .collect::<Vec<_>>()
+        .into();
+    mix.handle(AudioCmd::Play {
+        id: Some(ids[waiting]),
+        clip: prompt,
+    });
+    let mut encs: Vec<_> = codecs
+        .iter()
+        .map(|&c| AudioEncoder::new(c, 32_000, 5).unwrap())
+        .collect();
+    let mut decs: Vec<_> = codecs
+        .iter()
+        .map(|&c| AudioDecoder::new(c).unwrap())
+        .collect();
+    let mut heard = vec![Vec::<i16>::new(); codecs.len()];
+    let mut run = |mix: &mut AudioLoop, from: u64, to: u64, heard: &mut Vec<Vec<i16>>| {
+        let mut buf = vec![0u8; 1500];
+        let mut pcm = vec![0i16; 5760];
+        for k in from..to {
+            for (i, id) in ids.iter().enumerate() {
+                let tone: Vec<i16> = (0..960u64)
+                    .map(|s| {
+                        (((k * 960 + s) as f32 * 2.0 * std::f32::consts::PI * tones[i] / 48_000.0)
+                            .sin()
+                            * 5000.0) as i16
+                    })
+                    .collect();
+                let n = encs[i].encode(&tone, &mut buf).unwrap();
+                mix.handle(AudioCmd::Packet {
+                    id: *id,
+                    seq: k as u16,
+                    payload: bytes::Bytes::copy_from_slice(&buf[..n]),
+                    level: None,
+                });
+            }
+            mix.set_tick(k);
+            mix.mix_tick();
+            for (i, rx) in outs.iter_mut().enumerate() {
+                while let Ok(pkt) = rx.try_recv() {
+                    let n = decs[i].decode(&pkt.payload, &mut pcm).unwrap();
+                    heard[i].extend_from_slice(&pcm[..n]);
+                }
+            }
+        }
+    };
+    run(&mut mix, 0, 50, &mut heard);
+    let last = |h: &Vec<i16>| h[h.len() - 24_000..].to_vec();
+    for i in 0..codecs.len() {
+        let h = last(&heard[i]);
+        for (j, &f) in tones.iter().enumerate() {
+            let p = tone_power(&h, f);
+            let expect = i != j && j != waiting && i != waiting;
+            assert_eq!(
+                p > 1e5,
+                expect,
+                "{:?} {i} hears tone {j}: {p:.0}",
+                codecs[i]
+            );
+        }
+        let prompt = tone_power(&h, 2_200.0) > 1e5;
+        assert_eq!(prompt, i == waiting, "{i} hears the prompt");
+    }
+    // Own tone at least 20 dB below the others.
+    for i in 0..waiting {
+        let h = last(&heard[i]);
+        let own = tone_power(&h, tones[i]);
+        let other = tone_power(&h, tones[(i + 1) % waiting]);
+        assert!(other > own * 100.0, "{i}: own {own:.0} other {other:.0}");
+    }
+    mix.handle(AudioCmd::Admit { id: ids[waiting] });
+    for h in heard.iter_mut() {
+        h.clear();
+    }
+    run(&mut mix, 50, 100, &mut heard);
+    let h = last(&heard[0]);
+    assert!(
+        tone_power(&h, tones[waiting]) > 1e5,
+        "the admitted caller is heard"
+    );
+    let h = last(&heard[waiting]);
+    assert!(
+        tone_power(&h, tones[0]) > 1e5,
+        "the admitted caller hears the room"
+    );
 }
