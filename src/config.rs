@@ -247,6 +247,92 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub timeouts: TimeoutsConfig,
     pub http: HttpConfig,
+    /// SIP (UDP and TCP) listen address for phones dialling in; `"off"` disables SIP.
+    #[serde(with = "sip_listen_serde")]
+    pub sip_listen: Option<SocketAddr>,
+    pub sip: SipConfig,
+    /// Rooms declared up front, with their PINs and options.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rooms: Vec<RoomDecl>,
+}
+
+/// `[sip]`: the telephony bridge.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipConfig {
+    /// Dialled number (the Request-URI's user part) → room name, e.g. `"1000" = "standup"`.
+    /// Other users are taken as the room name itself.
+    pub numbers: std::collections::BTreeMap<String, String>,
+    /// New calls accepted per second from one source address (token bucket refill).
+    pub invite_rate: f64,
+    /// Burst of calls one source may place at once.
+    pub invite_burst: u32,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        Self {
+            numbers: Default::default(),
+            invite_rate: 20.0,
+            invite_burst: 200,
+        }
+    }
+}
+
+/// `[[rooms]]`: a room's access and options, known before anyone joins.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomDecl {
+    pub name: String,
+    /// Digits callers (and web participants) must give to join.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<String>,
+    /// Digits that make a participant a moderator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moderator_pin: Option<String>,
+    /// New joins refused.
+    #[serde(default)]
+    pub locked: bool,
+    /// Join and leave tones (default on).
+    #[serde(default = "yes")]
+    pub tones: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A PIN is 1 to 16 digits.
+pub fn valid_pin(pin: &str) -> bool {
+    (1..=16).contains(&pin.len()) && pin.bytes().all(|b| b.is_ascii_digit())
+}
+
+mod sip_listen_serde {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::net::SocketAddr;
+
+    pub fn serialize<S: Serializer>(v: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(a) => s.serialize_str(&a.to_string()),
+            None => s.serialize_str("off"),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+        let text = String::deserialize(d)?;
+        super::parse_sip_listen(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// `ADDR` or `off`.
+pub fn parse_sip_listen(text: &str) -> Result<Option<SocketAddr>, String> {
+    if text.trim().eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    text.trim()
+        .parse()
+        .map(Some)
+        .map_err(|_| format!("`{text}` is not IP:PORT or `off`"))
 }
 
 impl Default for Config {
@@ -269,6 +355,9 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             timeouts: TimeoutsConfig::default(),
             http: HttpConfig::default(),
+            sip_listen: Some("127.0.0.1:5060".parse().expect("literal address")),
+            sip: SipConfig::default(),
+            rooms: Vec::new(),
         }
     }
 }
@@ -297,6 +386,9 @@ pub struct Cli {
     /// HTTP listen address, e.g. 0.0.0.0:8080.
     #[arg(long, env = "TESSERA_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// SIP listen address (UDP and TCP), e.g. 0.0.0.0:5060, or `off`.
+    #[arg(long, env = "TESSERA_SIP_LISTEN")]
+    pub sip_listen: Option<String>,
     /// IP that media (UDP) sockets bind to.
     #[arg(long, env = "TESSERA_MEDIA_IP")]
     pub media_ip: Option<IpAddr>,
@@ -394,6 +486,12 @@ impl Config {
     fn apply_cli(&mut self, cli: &Cli) -> Result<(), ConfigError> {
         if let Some(v) = cli.listen {
             self.listen = v;
+        }
+        if let Some(v) = &cli.sip_listen {
+            self.sip_listen = parse_sip_listen(v).map_err(|message| ConfigError::Invalid {
+                field: "sip_listen",
+                message,
+            })?;
         }
         if let Some(v) = cli.media_ip {
             self.media_ip = v;
@@ -587,6 +685,28 @@ impl Config {
                     "every url must start with stun:, turn: or turns:",
                 );
             }
+        }
+        let mut names = std::collections::HashSet::new();
+        for r in &self.rooms {
+            if crate::ids::RoomId::parse(&r.name).is_err() {
+                return bad("rooms.name", "1 to 64 letters, digits, '-', '_' or '.'");
+            }
+            if !names.insert(r.name.as_str()) {
+                return bad("rooms.name", "each room is declared once");
+            }
+            for pin in [&r.pin, &r.moderator_pin].into_iter().flatten() {
+                if !valid_pin(pin) {
+                    return bad("rooms.pin", "a PIN is 1 to 16 digits");
+                }
+            }
+        }
+        for room in self.sip.numbers.values() {
+            if crate::ids::RoomId::parse(room).is_err() {
+                return bad("sip.numbers", "every value must be a valid room name");
+            }
+        }
+        if !(self.sip.invite_rate > 0.0) || self.sip.invite_burst == 0 {
+            return bad("sip.invite_rate/invite_burst", "must be positive");
         }
         Ok(())
     }

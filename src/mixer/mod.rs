@@ -6,6 +6,7 @@
 
 pub mod limiter;
 pub mod speaker;
+pub mod tones;
 
 pub use limiter::Limiter;
 pub use speaker::{SpeakerDetector, SpeakerEvent};

@@ -12,6 +12,7 @@
 pub mod audio;
 pub mod clock;
 pub mod link;
+pub mod policy;
 pub mod sink;
 pub mod video;
 
@@ -66,6 +67,49 @@ pub struct ParticipantInfo {
     pub name: String,
     pub audio_muted: bool,
     pub video_muted: bool,
+    pub kind: ParticipantKind,
+    pub moderator: bool,
+}
+
+/// How a participant reached the room.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ParticipantKind {
+    /// The web client (WebSocket signaling).
+    #[default]
+    Web,
+    Whip,
+    /// A phone (SIP, plain RTP).
+    Sip,
+}
+
+/// What a joiner is, beyond its name.
+#[derive(Clone, Copy, Debug)]
+pub struct Joiner {
+    pub kind: ParticipantKind,
+    pub codec: crate::codec::voice::AudioCodec,
+    /// Joins waiting (a caller still entering its PIN): heard by nobody, shown to nobody,
+    /// until [`Room::admit`].
+    pub waiting: bool,
+    pub moderator: bool,
+}
+
+impl Default for Joiner {
+    fn default() -> Self {
+        Self {
+            kind: ParticipantKind::Web,
+            codec: crate::codec::voice::AudioCodec::Opus,
+            waiting: false,
+            moderator: false,
+        }
+    }
+}
+
+/// What the room asks of a participant's network side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    /// A moderator removed it: end the session (SIP BYE, WebSocket close).
+    Kick,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -78,6 +122,8 @@ pub enum RoomError {
     NoSuchParticipant,
     #[error("room is closing")]
     Closed,
+    #[error("the room is locked")]
+    Locked,
 }
 
 /// A request from the media threads to a participant's network side.
@@ -233,6 +279,12 @@ pub struct Room {
     video_tx: Sender<VideoCmd>,
     events: broadcast::Sender<RoomEvent>,
     roster: Mutex<Vec<ParticipantInfo>>,
+    /// Joined but not yet admitted (callers entering a PIN): not listed, not heard.
+    waiting: Mutex<Vec<ParticipantInfo>>,
+    /// Each participant's network side, for kicks.
+    controls: Mutex<HashMap<ParticipantId, mpsc::Sender<Control>>>,
+    /// Join/leave tones (from the room's policy).
+    tones: std::sync::atomic::AtomicBool,
     /// Each participant's downlink state (shared with its transport and the video thread).
     links: Mutex<HashMap<ParticipantId, Arc<link::ViewerLink>>>,
     layout: Mutex<String>,
@@ -283,6 +335,9 @@ impl Room {
             video_tx,
             events,
             roster: Mutex::new(Vec::new()),
+            waiting: Mutex::new(Vec::new()),
+            controls: Mutex::new(HashMap::new()),
+            tones: std::sync::atomic::AtomicBool::new(true),
             links: Mutex::new(HashMap::new()),
             layout: Mutex::new(layout_name),
             speaker,
@@ -384,12 +439,18 @@ impl Room {
         self.settings.layouts.names()
     }
 
-    /// Adds a participant (before its media is connected).
+    /// Adds a web participant (before its media is connected).
     pub fn join(&self, name: &str) -> Result<ParticipantInfo, RoomError> {
+        self.join_as(name, Joiner::default())
+    }
+
+    /// Adds a participant of any kind (before its media is connected).
+    pub fn join_as(&self, name: &str, j: Joiner) -> Result<ParticipantInfo, RoomError> {
         let info = {
             let mut roster = lock(&self.roster);
+            let mut waiting = lock(&self.waiting);
             let max = self.settings.config.max_participants;
-            if roster.len() >= max {
+            if roster.len() + waiting.len() >= max {
                 return Err(RoomError::Full(max));
             }
             let info = ParticipantInfo {
@@ -397,24 +458,116 @@ impl Room {
                 name: name.to_owned(),
                 audio_muted: false,
                 video_muted: false,
+                kind: j.kind,
+                moderator: j.moderator,
             };
-            roster.push(info.clone());
+            if j.waiting {
+                waiting.push(info.clone());
+            } else {
+                roster.push(info.clone());
+            }
             lock(&self.links).insert(info.id, Arc::default());
             info
         };
         self.send_audio(AudioCmd::Join {
             id: info.id,
-            codec: crate::codec::voice::AudioCodec::Opus,
-            admitted: true,
+            codec: j.codec,
+            admitted: !j.waiting,
         })?;
+        if !j.waiting {
+            self.announce_joined(&info)?;
+        }
+        Ok(info)
+    }
+
+    fn announce_joined(&self, info: &ParticipantInfo) -> Result<(), RoomError> {
         self.send_video(VideoCmd::Join {
             id: info.id,
             name: info.name.clone(),
         })?;
+        self.tone(&JOIN_TONE);
         let _ = self.events.send(RoomEvent::ParticipantJoined {
             participant: info.clone(),
         });
+        Ok(())
+    }
+
+    /// Admits a waiting participant (its PIN was right): listed, heard, hears the room.
+    pub fn admit(&self, id: ParticipantId, moderator: bool) -> Result<ParticipantInfo, RoomError> {
+        let info = {
+            let mut waiting = lock(&self.waiting);
+            let i = waiting
+                .iter()
+                .position(|p| p.id == id)
+                .ok_or(RoomError::NoSuchParticipant)?;
+            let mut info = waiting.remove(i);
+            info.moderator = moderator;
+            lock(&self.roster).push(info.clone());
+            info
+        };
+        self.send_audio(AudioCmd::Admit { id })?;
+        self.announce_joined(&info)?;
         Ok(info)
+    }
+
+    /// Plays a tone to everyone, when the room has tones on and someone is there to hear.
+    fn tone(&self, clip: &std::sync::LazyLock<audio::Clip>) {
+        if self.tones.load(Ordering::Relaxed) && lock(&self.roster).len() > 1 {
+            let _ = self.send_audio(AudioCmd::Play {
+                id: None,
+                clip: std::sync::LazyLock::force(clip).clone(),
+            });
+        }
+    }
+
+    /// Plays a prompt to one participant.
+    pub fn prompt(&self, id: ParticipantId, clip: audio::Clip) {
+        let _ = self.send_audio(AudioCmd::Play { id: Some(id), clip });
+    }
+
+    pub fn set_tones(&self, on: bool) {
+        self.tones.store(on, Ordering::Relaxed);
+    }
+
+    /// Registers a participant's network side, to be told of kicks.
+    pub fn set_control(&self, id: ParticipantId, tx: mpsc::Sender<Control>) {
+        lock(&self.controls).insert(id, tx);
+    }
+
+    /// Whether `id` is a listed participant with moderator rights.
+    pub fn is_moderator(&self, id: ParticipantId) -> bool {
+        lock(&self.roster).iter().any(|p| p.id == id && p.moderator)
+    }
+
+    /// Tells `id`'s network side to end its session (the caller then leaves as usual).
+    pub fn kick(&self, id: ParticipantId) -> Result<(), RoomError> {
+        let listed = lock(&self.roster).iter().any(|p| p.id == id)
+            || lock(&self.waiting).iter().any(|p| p.id == id);
+        if !listed {
+            return Err(RoomError::NoSuchParticipant);
+        }
+        if let Some(tx) = lock(&self.controls).get(&id) {
+            let _ = tx.try_send(Control::Kick);
+        }
+        Ok(())
+    }
+
+    /// Mutes (or unmutes) everyone except moderators; returns how many changed.
+    pub fn mute_all(&self, muted: bool) -> usize {
+        let ids: Vec<_> = lock(&self.roster)
+            .iter()
+            .filter(|p| !p.moderator && p.audio_muted != muted)
+            .map(|p| p.id)
+            .collect();
+        for &id in &ids {
+            let _ = self.set_muted(id, Some(muted), None);
+        }
+        ids.len()
+    }
+
+    /// Listed plus waiting participants.
+    pub fn occupancy(&self) -> usize {
+        lock(&self.roster).len() + lock(&self.waiting).len()
     }
 
     /// Connects a participant's outputs (after negotiation).
@@ -452,21 +605,31 @@ impl Room {
     /// Removes a participant; returns whether the room is now empty.
     /// Removes `id`; `None` if it was not here, else whether the room is now empty.
     pub fn leave(&self, id: ParticipantId) -> Option<bool> {
-        let (found, empty) = {
+        let (listed, was_waiting, empty) = {
             let mut roster = lock(&self.roster);
-            let before = roster.len();
+            let mut waiting = lock(&self.waiting);
+            let (before, before_waiting) = (roster.len(), waiting.len());
             roster.retain(|p| p.id != id);
+            waiting.retain(|p| p.id != id);
             lock(&self.links).remove(&id);
-            (roster.len() != before, roster.is_empty())
+            lock(&self.controls).remove(&id);
+            (
+                roster.len() != before,
+                waiting.len() != before_waiting,
+                roster.is_empty() && waiting.is_empty(),
+            )
         };
-        if found {
+        if listed || was_waiting {
             let _ = self.send_audio(AudioCmd::Leave { id });
+        }
+        if listed {
             let _ = self.send_video(VideoCmd::Leave { id });
+            self.tone(&LEAVE_TONE);
             let _ = self
                 .events
                 .send(RoomEvent::ParticipantLeft { participant_id: id });
         }
-        found.then_some(empty)
+        (listed || was_waiting).then_some(empty)
     }
 
     pub fn set_muted(
@@ -632,6 +795,12 @@ fn recording_info(
 
 /// A media command admitted by `Room::admit_media` has left the queue (called by the
 /// loops; saturates at zero for commands fed directly, as benchmarks and tests do).
+/// Two rising beeps when someone joins; two falling when someone leaves.
+static JOIN_TONE: std::sync::LazyLock<audio::Clip> =
+    std::sync::LazyLock::new(|| crate::mixer::tones::beeps(&[(660.0, 90), (880.0, 110)]));
+static LEAVE_TONE: std::sync::LazyLock<audio::Clip> =
+    std::sync::LazyLock::new(|| crate::mixer::tones::beeps(&[(880.0, 90), (660.0, 110)]));
+
 pub(crate) fn media_dequeued(queued: &AtomicU64) {
     let _ = queued.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
 }
@@ -680,11 +849,15 @@ pub enum JoinError {
     ServerFull(String),
     #[error("cannot start the room: {0}")]
     Unavailable(String),
+    #[error("the room is locked")]
+    Locked,
 }
 
 /// All running rooms.
 pub struct Rooms {
     settings: Arc<RoomSettings>,
+    /// PINs, locks and tones, per room name (whether or not the room runs).
+    pub policies: policy::Policies,
     rooms: Mutex<HashMap<RoomId, Arc<Room>>>,
     /// Participants in all rooms (joins reserve a place first).
     participants: std::sync::atomic::AtomicUsize,
@@ -696,6 +869,10 @@ pub struct Rooms {
 impl Rooms {
     pub fn new(settings: RoomSettings) -> Self {
         Self {
+            policies: policy::Policies::new(
+                &settings.config.rooms,
+                settings.config.max_rooms.max(settings.config.rooms.len()) * 4,
+            ),
             settings: Arc::new(settings),
             rooms: Mutex::new(HashMap::new()),
             participants: std::sync::atomic::AtomicUsize::new(0),
@@ -720,6 +897,19 @@ impl Rooms {
     /// the server is full, or when the room's threads cannot be started (that join only:
     /// nothing is left half-started and later joins try again).
     pub fn join(&self, id: &RoomId, name: &str) -> Result<(Arc<Room>, ParticipantInfo), JoinError> {
+        self.join_as(id, name, Joiner::default())
+    }
+
+    /// Joins a participant of any kind; a locked room refuses.
+    pub fn join_as(
+        &self,
+        id: &RoomId,
+        name: &str,
+        joiner: Joiner,
+    ) -> Result<(Arc<Room>, ParticipantInfo), JoinError> {
+        if self.policies.get(id).locked {
+            return Err(JoinError::Locked);
+        }
         let c = &self.settings.config;
         use std::sync::atomic::Ordering::SeqCst;
         if self
@@ -734,7 +924,7 @@ impl Rooms {
                 c.max_participants_total
             )));
         }
-        let result = self.join_reserved(id, name);
+        let result = self.join_reserved(id, name, joiner);
         if result.is_err() {
             self.participants.fetch_sub(1, SeqCst);
         }
@@ -745,6 +935,7 @@ impl Rooms {
         &self,
         id: &RoomId,
         name: &str,
+        joiner: Joiner,
     ) -> Result<(Arc<Room>, ParticipantInfo), JoinError> {
         // The join happens under the rooms lock, so the last participant leaving cannot
         // remove the room between finding it and joining it; if that happened just
@@ -756,7 +947,7 @@ impl Rooms {
                 if !rooms.get(id).is_some_and(|r| Arc::ptr_eq(r, &room)) {
                     continue;
                 }
-                room.join(name)
+                room.join_as(name, joiner)
             };
             return self.finish_join(id, room, started, joined);
         }
@@ -787,6 +978,7 @@ impl Rooms {
                 }
                 Err(match e {
                     RoomError::Full(n) => JoinError::RoomFull(n),
+                    RoomError::Locked => JoinError::Locked,
                     other => JoinError::Unavailable(other.to_string()),
                 })
             }
@@ -821,8 +1013,22 @@ impl Rooms {
             self.stop_in_background(room);
             return Err(JoinError::ServerFull(format!("{max_rooms} rooms")));
         }
+        room.set_tones(self.policies.get(id).tones);
         rooms.insert(id.clone(), room.clone());
         Ok((room, true))
+    }
+
+    /// Changes a room's policy (running or not); a running room applies it at once.
+    pub fn patch_policy(
+        &self,
+        id: &RoomId,
+        patch: &policy::PolicyPatch,
+    ) -> Result<policy::RoomPolicy, policy::PolicyError> {
+        let p = self.policies.patch(id, patch)?;
+        if let Some(room) = self.get(id) {
+            room.set_tones(p.tones);
+        }
+        Ok(p)
     }
 
     pub fn list(&self) -> Vec<Arc<Room>> {
@@ -851,9 +1057,7 @@ impl Rooms {
         let removed = {
             let mut rooms = lock(&self.rooms);
             // Only if still empty: someone may have joined meanwhile.
-            if room.participants().is_empty()
-                && rooms.get(&room.id).is_some_and(|r| Arc::ptr_eq(r, room))
-            {
+            if room.occupancy() == 0 && rooms.get(&room.id).is_some_and(|r| Arc::ptr_eq(r, room)) {
                 rooms.remove(&room.id)
             } else {
                 None

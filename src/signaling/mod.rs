@@ -89,10 +89,11 @@ async fn join_room(
     state: &AppState,
     id: &crate::ids::RoomId,
     name: &str,
+    joiner: crate::room::Joiner,
 ) -> Result<(Arc<Room>, ParticipantInfo), JoinError> {
     let rooms = state.rooms.clone();
     let (id, name) = (id.clone(), name.to_owned());
-    tokio::task::spawn_blocking(move || rooms.join(&id, &name))
+    tokio::task::spawn_blocking(move || rooms.join_as(&id, &name, joiner))
         .await
         .unwrap_or_else(|e| Err(JoinError::Unavailable(e.to_string())))
 }

@@ -112,6 +112,8 @@ pub enum ErrorCode {
     InvalidRoom,
     InvalidName,
     RoomFull,
+    /// The room is locked by a moderator: no new joins.
+    RoomLocked,
     /// The server's room or participant limit is reached.
     ServerFull,
     /// The server cannot start the room now (out of OS resources); try again later.

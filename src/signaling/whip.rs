@@ -117,8 +117,15 @@ pub async fn post(
         (Ok(w), Ok(h)) => (w, h),
         (Err(m), _) | (_, Err(m)) => return plain(StatusCode::BAD_REQUEST, m),
     };
-    let (room, info) = match super::join_room(&state, &room_id, &name).await {
+    let joiner = crate::room::Joiner {
+        kind: crate::room::ParticipantKind::Whip,
+        ..Default::default()
+    };
+    let (room, info) = match super::join_room(&state, &room_id, &name, joiner).await {
         Ok(joined) => joined,
+        Err(e @ crate::room::JoinError::Locked) => {
+            return plain(StatusCode::FORBIDDEN, format!("room `{room_id}`: {e}"));
+        }
         Err(e) => {
             let mut resp = plain(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
             resp.headers_mut()

@@ -188,17 +188,19 @@ async fn handle(
                 Ok(n) => n,
                 Err(e) => return send(e),
             };
-            let (room, info) = match super::join_room(state, &room_id, &name).await {
-                Ok(joined) => joined,
-                Err(e) => {
-                    let code = match e {
-                        JoinError::RoomFull(_) => ErrorCode::RoomFull,
-                        JoinError::ServerFull(_) => ErrorCode::ServerFull,
-                        JoinError::Unavailable(_) => ErrorCode::Unavailable,
-                    };
-                    return send(ServerMessage::error(code, format!("room `{room_id}`: {e}")));
-                }
-            };
+            let (room, info) =
+                match super::join_room(state, &room_id, &name, Default::default()).await {
+                    Ok(joined) => joined,
+                    Err(e) => {
+                        let code = match e {
+                            JoinError::RoomFull(_) => ErrorCode::RoomFull,
+                            JoinError::Locked => ErrorCode::RoomLocked,
+                            JoinError::ServerFull(_) => ErrorCode::ServerFull,
+                            JoinError::Unavailable(_) => ErrorCode::Unavailable,
+                        };
+                        return send(ServerMessage::error(code, format!("room `{room_id}`: {e}")));
+                    }
+                };
             let events = room.subscribe();
             tracing::info!(room = %room_id, id = %info.id, name = %info.name, "participant joined");
             let v = &state.config.video;
