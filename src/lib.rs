@@ -59,4 +59,5 @@ pub mod mixer;
 pub mod recording;
 pub mod room;
 pub mod signaling;
+pub mod sip;
 pub mod transport;

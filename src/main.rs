@@ -11,7 +11,7 @@ fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,webrtc=warn,rtc=warn".into()),
+                .unwrap_or_else(|_| "info,webrtc=warn,rtc=warn,rsipstack=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -55,6 +55,16 @@ fn main() -> anyhow::Result<()> {
         println!("Tessera is listening on http://{addr}");
         tracing::info!(media_ip = %config.media_ip, layouts = ?layouts.names(), "open http://{addr} in a browser to join a room");
         let rooms = Arc::new(Rooms::new(RoomSettings { config: config.clone(), layouts }));
+        let _sip = match config.sip_listen {
+            Some(sip_addr) => {
+                let sip = tessera::sip::start(sip_addr, Arc::new(config.clone()), rooms.clone())
+                    .await
+                    .context("starting SIP (`--sip-listen off` disables it)")?;
+                println!("Tessera SIP is listening on sip:{} (udp, tcp)", sip.addr);
+                Some(sip)
+            }
+            None => None,
+        };
         tessera::signaling::serve(listener, config, rooms, shutdown_signal()).await?;
         Ok(())
     })

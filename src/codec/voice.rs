@@ -226,6 +226,28 @@ impl Rate {
     }
 }
 
+/// A whole 16 kHz clip at 48 kHz (prompts; not for the media path).
+pub fn upsample_16k(pcm: &[i16]) -> Vec<i16> {
+    let Ok(mut rate) = Rate::new(16_000, 48_000) else {
+        return Vec::new();
+    };
+    let mut out = Vec::with_capacity(pcm.len() * 3 + SAMPLES_PER_TICK);
+    let mut chunk = vec![0i16; 320];
+    let mut up = vec![0i16; SAMPLES_PER_TICK];
+    // One chunk more than the input, to flush the resampler's delay.
+    for start in (0..pcm.len() + 320).step_by(320) {
+        chunk.fill(0);
+        let part = pcm.get(start..).unwrap_or(&[]);
+        let n = part.len().min(320);
+        chunk[..n].copy_from_slice(&part[..n]);
+        if rate.run(&chunk, &mut up).is_err() {
+            break;
+        }
+        out.extend_from_slice(&up);
+    }
+    out
+}
+
 // ---------------------------------------------------------------------------------------
 // Decoding to 48 kHz.
 

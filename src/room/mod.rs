@@ -534,6 +534,23 @@ impl Room {
         lock(&self.controls).insert(id, tx);
     }
 
+    /// Grants (or takes) moderator rights.
+    pub fn set_moderator(&self, id: ParticipantId, moderator: bool) -> Result<(), RoomError> {
+        let info = {
+            let mut roster = lock(&self.roster);
+            let p = roster
+                .iter_mut()
+                .find(|p| p.id == id)
+                .ok_or(RoomError::NoSuchParticipant)?;
+            p.moderator = moderator;
+            p.clone()
+        };
+        let _ = self
+            .events
+            .send(RoomEvent::ParticipantUpdated { participant: info });
+        Ok(())
+    }
+
     /// Whether `id` is a listed participant with moderator rights.
     pub fn is_moderator(&self, id: ParticipantId) -> bool {
         lock(&self.roster).iter().any(|p| p.id == id && p.moderator)

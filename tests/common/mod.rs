@@ -1005,9 +1005,15 @@ pub fn spawn_tessera(
 ) -> (std::process::Child, SocketAddr) {
     use std::io::BufRead;
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"));
-    cmd.args(["--listen", "127.0.0.1:0", "--config"])
-        .arg(config)
-        .stdout(std::process::Stdio::piped());
+    cmd.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--sip-listen",
+        "127.0.0.1:0",
+        "--config",
+    ])
+    .arg(config)
+    .stdout(std::process::Stdio::piped());
     match log {
         Some(filter) => cmd
             .env("RUST_LOG", filter)
@@ -1026,4 +1032,49 @@ pub fn spawn_tessera(
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("no listen address in {line:?}"));
     (child, addr)
+}
+
+/// [`spawn_tessera`], and the SIP address it printed on its second line.
+#[allow(dead_code)]
+pub fn spawn_tessera_sip(
+    config: &std::path::Path,
+    log: Option<&str>,
+) -> (std::process::Child, SocketAddr, SocketAddr) {
+    use std::io::BufRead;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"));
+    cmd.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--sip-listen",
+        "127.0.0.1:0",
+        "--config",
+    ])
+    .arg(config)
+    .stdout(std::process::Stdio::piped());
+    match log {
+        Some(filter) => cmd
+            .env("RUST_LOG", filter)
+            .stderr(std::process::Stdio::inherit()),
+        None => cmd.stderr(std::process::Stdio::null()),
+    };
+    let mut child = cmd.spawn().expect("starting tessera");
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut http = String::new();
+    out.read_line(&mut http).unwrap();
+    let mut sip = String::new();
+    out.read_line(&mut sip).unwrap();
+    let http = http
+        .trim()
+        .rsplit("http://")
+        .next()
+        .and_then(|a| a.parse().ok());
+    let sip = sip
+        .split("sip:")
+        .nth(1)
+        .and_then(|a| a.split_whitespace().next())
+        .and_then(|a| a.parse().ok());
+    match (http, sip) {
+        (Some(h), Some(s)) => (child, h, s),
+        _ => panic!("no HTTP and SIP addresses printed"),
+    }
 }

@@ -1,0 +1,573 @@
+//! One phone call: answering the INVITE, then its media task — symmetric plain RTP in and
+//! out (RFC 3550, 3551), RTCP sender reports, DTMF (RFC 4733 and INFO) through the keypad,
+//! prompts, hold/resume by re-INVITE, kicks, and the BYE from either side.
+
+use super::keypad::{Action, Keypad};
+use super::prompts::Prompt;
+use super::sdp::{self, AudioOffer};
+use super::{caller_name, Bridge};
+use crate::codec::voice::AudioCodec;
+use crate::ids::ParticipantId;
+use crate::room::{Attachment, Control, JoinError, Joiner, ParticipantKind, Room, RtpSink};
+use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver, TransactionHandle};
+use rsipstack::dialog::invite_dialog::InviteDialog;
+use rsipstack::sip::headers::untyped::ToTypedHeader;
+use rsipstack::sip::prelude::HeadersExt;
+use rsipstack::sip::{Header, Request, StatusCode};
+use rsipstack::transaction::transaction::Transaction;
+use rtc::shared::marshal::{Marshal, Unmarshal};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+/// RTCP every 5 s (RFC 3550's minimum interval).
+const RTCP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Answers a new INVITE: refuses it with the right code, or joins the room and runs the
+/// call until it ends.
+pub async fn incoming(bridge: Arc<Bridge>, mut tx: Transaction) {
+    let _ = tx.send_trying().await;
+    let req = tx.original.clone();
+    let source = source_ip(&req);
+    if let Some(ip) = source {
+        if !bridge.admit(ip) {
+            let _ = tx
+                .reply_with(
+                    StatusCode::ServiceUnavailable,
+                    vec![Header::RetryAfter("5".into())],
+                    None,
+                )
+                .await;
+            return;
+        }
+    }
+    let user = req.uri.auth.as_ref().map(|a| a.user.clone());
+    let Some(room_id) = user.as_deref().and_then(|u| bridge.room_for(u)) else {
+        let _ = tx.reply(StatusCode::NotFound).await;
+        return;
+    };
+    let offer = match sdp::parse_offer(&req.body) {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::info!(room = %room_id, "SIP call refused: {e}");
+            let warning = Header::Warning(format!("399 tessera \"{e}\"").into());
+            let _ = tx
+                .reply_with(StatusCode::NotAcceptableHere, vec![warning], None)
+                .await;
+            return;
+        }
+    };
+    let Some((pt, codec)) = offer.chosen() else {
+        let _ = tx.reply(StatusCode::NotAcceptableHere).await;
+        return;
+    };
+    let policy = bridge.rooms.policies.get(&room_id);
+    if policy.locked {
+        let _ = tx.reply(StatusCode::Forbidden).await;
+        return;
+    }
+    let socket = match bind_rtp(&bridge.config).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("no RTP port for a SIP call: {e}");
+            let _ = tx.reply(StatusCode::ServiceUnavailable).await;
+            return;
+        }
+    };
+    let from = req.from_header().ok().and_then(|f| f.typed().ok());
+    let name = caller_name(
+        from.as_ref().and_then(|f| f.display_name.as_deref()),
+        from.as_ref()
+            .and_then(|f| f.uri.auth.as_ref())
+            .map(|a| a.user.as_str()),
+    );
+    let joiner = Joiner {
+        kind: ParticipantKind::Sip,
+        codec,
+        waiting: policy.needs_pin(),
+        moderator: false,
+    };
+    let rooms = bridge.rooms.clone();
+    let (rid, n) = (room_id.clone(), name.clone());
+    let joined = tokio::task::spawn_blocking(move || rooms.join_as(&rid, &n, joiner))
+        .await
+        .unwrap_or_else(|e| Err(JoinError::Unavailable(e.to_string())));
+    let (room, info) = match joined {
+        Ok(j) => j,
+        Err(e) => {
+            let code = match e {
+                JoinError::Locked => StatusCode::Forbidden,
+                JoinError::RoomFull(_) | JoinError::ServerFull(_) => StatusCode::BusyHere,
+                JoinError::Unavailable(_) => StatusCode::ServiceUnavailable,
+            };
+            tracing::info!(room = %room_id, "SIP call refused: {e}");
+            let _ = tx.reply(code).await;
+            return;
+        }
+    };
+    let (state_tx, state_rx) = bridge.dialogs.new_dialog_state_channel();
+    let contact = format!("sip:{}@{}", room_id, bridge.local);
+    let dialog = match bridge.dialogs.get_or_create_server_invite(
+        &tx,
+        state_tx,
+        None,
+        contact.as_str().try_into().ok(),
+    ) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!("SIP dialog: {e}");
+            bridge.rooms.leave(&room, info.id);
+            let _ = tx.reply(StatusCode::ServerInternalError).await;
+            return;
+        }
+    };
+    let local = match socket.local_addr() {
+        Ok(a) => SocketAddr::new(bridge.local.ip(), a.port()),
+        Err(_) => bridge.local,
+    };
+    let session = (rand::random::<u32>() as u64, 1u64);
+    let answer = sdp::answer(
+        local,
+        session,
+        (pt, codec),
+        offer.dtmf,
+        offer.direction.answer(),
+    );
+    // The sink the audio thread sends our mix into, drained by the call task.
+    let (out_tx, out_rx) = mpsc::channel(64);
+    let ssrc: u32 = rand::random();
+    let payloader: Box<dyn rtc::rtp::packetizer::Payloader> = match codec {
+        AudioCodec::Opus => Box::new(rtc::rtp::codec::opus::OpusPayloader),
+        _ => Box::new(rtc::rtp::codec::g7xx::G7xxPayloader),
+    };
+    let (upstream, _) = mpsc::channel(1);
+    let attached = room.attach(
+        info.id,
+        Attachment {
+            video_payload_types: Default::default(),
+            audio_out: Some(RtpSink::new(ssrc, pt, payloader, out_tx)),
+            video_out: None,
+            upstream,
+        },
+    );
+    let (ctl_tx, ctl_rx) = mpsc::channel(4);
+    room.set_control(info.id, ctl_tx);
+    if attached.is_err()
+        || dialog
+            .accept(
+                Some(vec![Header::ContentType("application/sdp".into())]),
+                Some(answer.into_bytes()),
+            )
+            .is_err()
+    {
+        bridge.rooms.leave(&room, info.id);
+        return;
+    }
+    tracing::info!(room = %room_id, id = %info.id, %name, ?codec, "SIP call answered");
+    let mut handler = dialog.clone();
+    tokio::spawn(async move {
+        let _ = handler.handle(&mut tx).await;
+    });
+    let call = Call {
+        bridge: bridge.clone(),
+        room,
+        id: info.id,
+        dialog,
+        socket,
+        local,
+        offer,
+        pt,
+        codec,
+        ssrc,
+        keypad: Keypad::new(policy.needs_pin()),
+        dtmf: Default::default(),
+        received: Default::default(),
+        sent: Default::default(),
+        latched: None,
+        held: false,
+        hangup_at: None,
+        session,
+        last_rtp: Instant::now(),
+    };
+    call.run(state_rx, out_rx, ctl_rx).await;
+}
+
+/// The caller's address as the transport saw it (Via `received`, else the Via host).
+fn source_ip(req: &Request) -> Option<std::net::IpAddr> {
+    let via = req.via_header().ok()?.value().to_owned();
+    via.split(';')
+        .find_map(|p| p.trim().strip_prefix("received="))
+        .and_then(|v| v.parse().ok())
+        .or_else(|| {
+            let host = via.split_whitespace().nth(1)?.split(';').next()?;
+            host.parse::<SocketAddr>()
+                .map(|a| a.ip())
+                .ok()
+                .or_else(|| host.parse().ok())
+        })
+}
+
+/// An RTP socket on the media IP (in the configured port range when there is one).
+async fn bind_rtp(config: &crate::config::Config) -> std::io::Result<UdpSocket> {
+    let ip = config.media_ip;
+    match (config.udp_port_min, config.udp_port_max) {
+        (Some(a), Some(b)) => {
+            let start = a + rand::random::<u16>() % (b - a + 1);
+            for k in 0..=(b - a) {
+                let port = a + (start - a + k) % (b - a + 1);
+                if let Ok(s) = UdpSocket::bind((ip, port)).await {
+                    return Ok(s);
+                }
+            }
+            Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                "every port in udp_port_min..=udp_port_max is taken",
+            ))
+        }
+        _ => UdpSocket::bind((ip, 0)).await,
+    }
+}
+
+struct Call {
+    bridge: Arc<Bridge>,
+    room: Arc<Room>,
+    id: ParticipantId,
+    dialog: InviteDialog,
+    socket: UdpSocket,
+    local: SocketAddr,
+    offer: AudioOffer,
+    pt: u8,
+    codec: AudioCodec,
+    ssrc: u32,
+    keypad: Keypad,
+    dtmf: super::dtmf::EventReceiver,
+    received: super::rtcp::Received,
+    sent: super::rtcp::Sent,
+    /// Where the caller's RTP comes from (symmetric RTP): we send there.
+    latched: Option<SocketAddr>,
+    held: bool,
+    /// A hang-up scheduled after a prompt (three wrong PINs).
+    hangup_at: Option<tokio::time::Instant>,
+    session: (u64, u64),
+    last_rtp: Instant,
+}
+
+enum End {
+    /// The caller hung up (or cancelled, or the dialog timed out).
+    Remote,
+    /// We end it: BYE.
+    Local(&'static str),
+}
+
+impl Call {
+    async fn run(
+        mut self,
+        mut states: DialogStateReceiver,
+        mut out: mpsc::Receiver<rtc::rtp::packet::Packet>,
+        mut control: mpsc::Receiver<Control>,
+    ) {
+        let mut events = self.room.subscribe();
+        let mut buf = vec![0u8; 2048];
+        let mut rtcp = tokio::time::interval(RTCP_INTERVAL);
+        rtcp.tick().await;
+        let media_timeout = Duration::from_secs(self.bridge.config.timeouts.media_s.max(1) as u64);
+        if self.keypad.waiting() {
+            self.room.prompt(self.id, Prompt::EnterPin.clip());
+        } else {
+            self.admitted();
+        }
+        let end = loop {
+            let hangup = async {
+                match self.hangup_at {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                state = states.recv() => match state {
+                    None | Some(DialogState::Terminated(..)) => break End::Remote,
+                    Some(DialogState::Info(_, req, handle)) => self.info(&req, handle).await,
+                    Some(DialogState::Updated(_, req, handle)) => self.reinvite(&req, handle).await,
+                    Some(DialogState::Options(_, _, handle)) => {
+                        let _ = handle.reply(StatusCode::OK).await;
+                    }
+                    Some(_) => {}
+                },
+                r = self.socket.recv_from(&mut buf) => {
+                    if let Ok((n, from)) = r {
+                        if let Some(end) = self.rtp(&buf[..n], from) {
+                            break end;
+                        }
+                    }
+                }
+                pkt = out.recv() => match pkt {
+                    Some(p) => self.send(p).await,
+                    None => break End::Local("room closed"),
+                },
+                c = control.recv() => if let Some(Control::Kick) = c {
+                    break End::Local("kicked");
+                },
+                e = events.recv() => self.event(e),
+                _ = rtcp.tick() => {
+                    self.send_rtcp().await;
+                    if !self.held && self.last_rtp.elapsed() > media_timeout {
+                        break End::Local("no RTP");
+                    }
+                }
+                _ = hangup => break End::Local("wrong PIN"),
+            }
+        };
+        self.bridge.rooms.leave(&self.room, self.id);
+        if let End::Local(why) = end {
+            tracing::info!(id = %self.id, "ending SIP call: {why}");
+            let _ = self.dialog.bye().await;
+        } else {
+            tracing::info!(id = %self.id, "SIP call ended by the caller");
+        }
+        self.bridge.dialogs.remove_dialog(&self.dialog.id());
+    }
+
+    /// After admission: tell a lone caller it is alone.
+    fn admitted(&self) {
+        if self.room.participants().len() <= 1 {
+            self.room.prompt(self.id, Prompt::Alone.clip());
+        }
+    }
+
+    /// One datagram on the RTP port. RTCP arrives here too when the caller multiplexes it.
+    fn rtp(&mut self, data: &[u8], from: SocketAddr) -> Option<End> {
+        if data.len() >= 2 && (200..=207).contains(&data[1]) {
+            self.rtcp_in(data);
+            return None;
+        }
+        let Ok(pkt) = rtc::rtp::packet::Packet::unmarshal(&mut &data[..]) else {
+            return None;
+        };
+        if pkt.header.version != 2 {
+            return None;
+        }
+        // Symmetric RTP: the first source is the caller; others are ignored.
+        match self.latched {
+            None => self.latched = Some(from),
+            Some(a) if a != from => return None,
+            Some(_) => {}
+        }
+        self.last_rtp = Instant::now();
+        let h = &pkt.header;
+        if Some(h.payload_type) == self.offer.dtmf {
+            if let Some(key) = self.dtmf.packet(h.timestamp, &pkt.payload) {
+                return self.key(key);
+            }
+            return None;
+        }
+        if h.payload_type != self.pt {
+            return None;
+        }
+        self.received.packet(h.ssrc, h.sequence_number);
+        if !self.held {
+            self.room
+                .audio_packet(self.id, h.sequence_number, pkt.payload, None);
+        }
+        None
+    }
+
+    fn rtcp_in(&mut self, data: &[u8]) {
+        let Ok(pkts) = rtc::rtcp::packet::unmarshal(&mut &data[..]) else {
+            return;
+        };
+        for p in pkts {
+            if let Some(sr) = p
+                .as_any()
+                .downcast_ref::<rtc::rtcp::sender_report::SenderReport>()
+            {
+                self.received.sender_report(sr.ntp_time, Instant::now());
+            }
+        }
+    }
+
+    /// A DTMF key (RTP event or INFO).
+    fn key(&mut self, key: char) -> Option<End> {
+        let policy = self.bridge.rooms.policies.get(&self.room.id);
+        let action = self.keypad.key(key, &policy)?;
+        tracing::debug!(id = %self.id, ?action, "keypad");
+        let prompt = |p: Prompt| self.room.prompt(self.id, p.clip());
+        match action {
+            Action::Admit { moderator } => match self.room.admit(self.id, moderator) {
+                Ok(_) => self.admitted(),
+                Err(_) => return Some(End::Local("cannot admit")),
+            },
+            Action::WrongPin => prompt(Prompt::WrongPin),
+            Action::HangUp => {
+                let clip = Prompt::WrongPin.clip();
+                let secs = clip.len() as f64 / 48_000.0 + 0.3;
+                self.room.prompt(self.id, clip);
+                self.hangup_at = Some(tokio::time::Instant::now() + Duration::from_secs_f64(secs));
+            }
+            Action::ToggleMute => {
+                let muted = self
+                    .room
+                    .participants()
+                    .iter()
+                    .find(|p| p.id == self.id)
+                    .is_some_and(|p| p.audio_muted);
+                let _ = self.room.set_muted(self.id, Some(!muted), None);
+            }
+            Action::BecomeModerator => {
+                let _ = self.room.set_moderator(self.id, true);
+                prompt(Prompt::Moderator);
+            }
+            Action::MuteOthers => {
+                self.room.mute_all(true);
+                prompt(Prompt::EveryoneMuted);
+            }
+            Action::UnmuteOthers => {
+                self.room.mute_all(false);
+                prompt(Prompt::EveryoneUnmuted);
+            }
+            Action::ToggleLock => {
+                let locked = !policy.locked;
+                let patch = crate::room::policy::PolicyPatch {
+                    locked: Some(locked),
+                    ..Default::default()
+                };
+                if self
+                    .bridge
+                    .rooms
+                    .patch_policy(&self.room.id, &patch)
+                    .is_ok()
+                {
+                    prompt(if locked {
+                        Prompt::Locked
+                    } else {
+                        Prompt::Unlocked
+                    });
+                }
+            }
+            Action::NotAllowed => prompt(Prompt::NotAllowed),
+        }
+        None
+    }
+
+    /// Room events that concern this caller: being muted or unmuted by anyone.
+    fn event(
+        &mut self,
+        e: Result<crate::room::RoomEvent, tokio::sync::broadcast::error::RecvError>,
+    ) {
+        if let Ok(crate::room::RoomEvent::ParticipantUpdated { participant }) = e {
+            if participant.id == self.id {
+                let p = if participant.audio_muted {
+                    Prompt::Muted
+                } else {
+                    Prompt::Unmuted
+                };
+                self.room.prompt(self.id, p.clip());
+            }
+        }
+    }
+
+    async fn info(&mut self, req: &Request, handle: TransactionHandle) {
+        let ct = req
+            .headers
+            .iter()
+            .find_map(|h| match h {
+                Header::ContentType(c) => Some(c.value().to_owned()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        match super::dtmf::info_key(&ct, &req.body) {
+            Some(key) => {
+                let _ = handle.reply(StatusCode::OK).await;
+                if let Some(End::Local(_)) = self.key(key) {
+                    self.hangup_at = Some(tokio::time::Instant::now());
+                }
+            }
+            None => {
+                let _ = handle.reply(StatusCode::UnsupportedMediaType).await;
+            }
+        }
+    }
+
+    /// re-INVITE (or UPDATE): hold, resume, or a new address; the codec stays.
+    async fn reinvite(&mut self, req: &Request, handle: TransactionHandle) {
+        if req.body.is_empty() {
+            // No offer: answer with our current SDP as an offer would need an ACK answer;
+            // refreshes without SDP are fine.
+            let _ = handle.reply(StatusCode::OK).await;
+            return;
+        }
+        let offer = match sdp::parse_offer(&req.body) {
+            Ok(o)
+                if o.codecs
+                    .iter()
+                    .any(|&(pt, c)| pt == self.pt && c == self.codec) =>
+            {
+                o
+            }
+            _ => {
+                let _ = handle.reply(StatusCode::NotAcceptableHere).await;
+                return;
+            }
+        };
+        let held = offer.is_hold();
+        if held != self.held {
+            tracing::info!(id = %self.id, held, "SIP call hold state");
+            self.held = held;
+            let _ = self.room.set_muted(self.id, Some(held), None);
+        }
+        if offer.remote != self.offer.remote && offer.remote.is_some() {
+            self.latched = None;
+        }
+        let dtmf = offer.dtmf;
+        self.offer = offer;
+        self.session.1 += 1;
+        let answer = sdp::answer(
+            self.local,
+            self.session,
+            (self.pt, self.codec),
+            dtmf,
+            self.offer.direction.answer(),
+        );
+        let _ = handle
+            .respond(
+                StatusCode::OK,
+                Some(vec![Header::ContentType("application/sdp".into())]),
+                Some(answer.into_bytes()),
+            )
+            .await;
+    }
+
+    fn target(&self) -> Option<SocketAddr> {
+        self.latched.or(self.offer.remote)
+    }
+
+    async fn send(&mut self, pkt: rtc::rtp::packet::Packet) {
+        if self.held || !self.offer.direction.offerer_receives() {
+            return;
+        }
+        let Some(to) = self.target() else { return };
+        let (ts, len) = (pkt.header.timestamp, pkt.payload.len());
+        if let Ok(b) = pkt.marshal() {
+            if self.socket.send_to(&b, to).await.is_ok() {
+                self.sent.packet(ts, len, Instant::now());
+            }
+        }
+    }
+
+    async fn send_rtcp(&mut self) {
+        let Some(to) = self.target() else { return };
+        let clock = self.codec.rtp_clock();
+        if let Some(b) = super::rtcp::sender_report(
+            self.ssrc,
+            clock,
+            &self.sent,
+            &mut self.received,
+            Instant::now(),
+        ) {
+            // RTCP on the next port up (RFC 3550 11) unless the caller muxes it.
+            let rtcp_to = SocketAddr::new(to.ip(), to.port().wrapping_add(1));
+            let _ = self.socket.send_to(&b, rtcp_to).await;
+        }
+    }
+}

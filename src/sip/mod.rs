@@ -1,0 +1,236 @@
+//! The telephony bridge: SIP dial-in (UAS, RFC 3261) over UDP and TCP, with plain-RTP audio.
+//!
+//! The SIP stack is `rsipstack` (transactions, retransmissions, dialogs); this module
+//! decides: a call to `sip:{room}@host` (or a number mapped in `[sip] numbers`) joins that
+//! room as an audio participant; OPTIONS is answered; re-INVITE holds and resumes; INFO
+//! carries DTMF; BYE ends the call from either side. Each call's media runs in its own task
+//! ([`call`]), which talks to the room like any other participant.
+//!
+//! Refusals: unknown or invalid room → 404, locked room → 403, full room or server → 486,
+//! no common codec or no SDP offer → 488, too many calls from one source → 503.
+
+pub mod call;
+pub mod dtmf;
+pub mod keypad;
+pub mod prompts;
+pub mod rtcp;
+pub mod sdp;
+
+use crate::config::Config;
+use crate::ids::RoomId;
+use crate::room::Rooms;
+use rsipstack::dialog::dialog::Dialog;
+use rsipstack::dialog::dialog_layer::DialogLayer;
+use rsipstack::dialog::DialogId;
+use rsipstack::sip::{Header, Method, StatusCode};
+use rsipstack::transaction::transaction::Transaction;
+use rsipstack::transport::udp::UdpConnection;
+use rsipstack::transport::{TcpListenerConnection, TransportLayer};
+use rsipstack::EndpointBuilder;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
+
+const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SipError {
+    #[error("SIP listen {0}: {1}")]
+    Bind(SocketAddr, String),
+}
+
+/// The running SIP listener.
+pub struct SipServer {
+    /// Where it listens (UDP and TCP share the port).
+    pub addr: SocketAddr,
+    cancel: CancellationToken,
+}
+
+impl SipServer {
+    pub fn stop(&self) {
+        self.cancel.cancel();
+    }
+}
+
+impl Drop for SipServer {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// What every call's task shares.
+pub struct Bridge {
+    pub config: Arc<Config>,
+    pub rooms: Arc<Rooms>,
+    pub dialogs: Arc<DialogLayer>,
+    /// The address in our Contact and SDP.
+    pub local: SocketAddr,
+    rates: Mutex<crate::signaling::guard::RateLimiter>,
+}
+
+/// Binds `addr` (UDP, then TCP on the same port) and serves calls until stopped.
+pub async fn start(
+    addr: SocketAddr,
+    config: Arc<Config>,
+    rooms: Arc<Rooms>,
+) -> Result<SipServer, SipError> {
+    let cancel = CancellationToken::new();
+    let transport = TransportLayer::new(cancel.clone());
+    let bind_err = |e: rsipstack::Error| SipError::Bind(addr, e.to_string());
+    let udp = UdpConnection::create_connection(addr, None, Some(cancel.child_token()))
+        .await
+        .map_err(bind_err)?;
+    let bound = udp.get_addr().get_socketaddr().map_err(bind_err)?;
+    transport.add_transport(udp.into());
+    let tcp = TcpListenerConnection::new(bound, None)
+        .await
+        .map_err(|e| SipError::Bind(bound, e.to_string()))?;
+    transport.add_transport(tcp.into());
+    let endpoint = EndpointBuilder::new()
+        .with_cancel_token(cancel.clone())
+        .with_transport_layer(transport)
+        .with_user_agent("Tessera")
+        .build();
+    let incoming = endpoint
+        .incoming_transactions()
+        .map_err(|e| SipError::Bind(bound, e.to_string()))?;
+    let dialogs = Arc::new(DialogLayer::new(endpoint.inner.clone()));
+    let local = if bound.ip().is_unspecified() {
+        SocketAddr::new(config.public_ip.unwrap_or(config.media_ip), bound.port())
+    } else {
+        bound
+    };
+    let bridge = Arc::new(Bridge {
+        rates: Mutex::new(crate::signaling::guard::RateLimiter::new(
+            config.sip.invite_rate,
+            config.sip.invite_burst,
+            10_000,
+        )),
+        config,
+        rooms,
+        dialogs,
+        local,
+    });
+    tokio::spawn(async move { endpoint.serve().await });
+    tokio::spawn(accept_loop(bridge, incoming, cancel.clone()));
+    Ok(SipServer {
+        addr: bound,
+        cancel,
+    })
+}
+
+async fn accept_loop(
+    bridge: Arc<Bridge>,
+    mut incoming: rsipstack::transaction::TransactionReceiver,
+    cancel: CancellationToken,
+) {
+    loop {
+        let tx = tokio::select! {
+            _ = cancel.cancelled() => return,
+            tx = incoming.recv() => match tx { Some(tx) => tx, None => return },
+        };
+        let bridge = bridge.clone();
+        tokio::spawn(async move { route(bridge, tx).await });
+    }
+}
+
+/// One new server transaction: a new call, a request inside a call, or out of any call.
+async fn route(bridge: Arc<Bridge>, mut tx: Transaction) {
+    let in_dialog = DialogId::try_from(&tx)
+        .ok()
+        .filter(|id| !id.local_tag.is_empty());
+    if let Some(id) = in_dialog {
+        match bridge.dialogs.get_dialog(&id) {
+            Some(Dialog::Invite(mut d)) => {
+                if let Err(e) = d.handle(&mut tx).await {
+                    tracing::debug!(%id, "in-dialog {}: {e}", tx.original.method);
+                }
+            }
+            _ if tx.original.method == Method::Ack => {}
+            _ => {
+                let _ = tx.reply(StatusCode::CallTransactionDoesNotExist).await;
+            }
+        }
+        return;
+    }
+    match tx.original.method {
+        Method::Invite => call::incoming(bridge, tx).await,
+        Method::Options => {
+            let headers = vec![
+                Header::Allow(ALLOW.into()),
+                Header::Accept("application/sdp".into()),
+            ];
+            let _ = tx.reply_with(StatusCode::OK, headers, None).await;
+        }
+        Method::Ack => {}
+        // A CANCEL whose INVITE is gone (the stack answers those it still holds).
+        Method::Cancel | Method::Bye | Method::Info => {
+            let _ = tx.reply(StatusCode::CallTransactionDoesNotExist).await;
+        }
+        _ => {
+            let _ = tx
+                .reply_with(
+                    StatusCode::MethodNotAllowed,
+                    vec![Header::Allow(ALLOW.into())],
+                    None,
+                )
+                .await;
+        }
+    }
+}
+
+impl Bridge {
+    /// Takes one call from `ip`'s budget, or says it is over it.
+    fn admit(&self, ip: IpAddr) -> bool {
+        self.rates
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .check(ip.into(), std::time::Instant::now())
+            .is_ok()
+    }
+
+    /// The room a Request-URI user part names: a mapped number, else the name itself.
+    pub fn room_for(&self, user: &str) -> Option<RoomId> {
+        let name = self
+            .config
+            .sip
+            .numbers
+            .get(user)
+            .map_or(user, |r| r.as_str());
+        RoomId::parse(name).ok()
+    }
+}
+
+/// The caller's name for the roster: its display name, else "Caller {user}" (bounded,
+/// printable).
+pub fn caller_name(display: Option<&str>, user: Option<&str>) -> String {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .filter(|c| !c.is_control())
+            .take(40)
+            .collect::<String>()
+            .trim()
+            .to_owned()
+    };
+    if let Some(d) = display.map(clean).filter(|d| !d.is_empty()) {
+        return d;
+    }
+    match user.map(clean).filter(|u| !u.is_empty()) {
+        Some(u) => format!("Caller {u}"),
+        None => "Caller".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caller_names() {
+        assert_eq!(caller_name(Some("Alice"), Some("1001")), "Alice");
+        assert_eq!(caller_name(Some(" "), Some("1234")), "Caller 1234");
+        assert_eq!(caller_name(None, None), "Caller");
+        assert_eq!(caller_name(Some("a\u{7}b"), None), "ab");
+        assert_eq!(caller_name(Some(&"x".repeat(500)), None).len(), 40);
+    }
+}

@@ -1,0 +1,252 @@
+//! SDP offer/answer for plain-RTP audio calls (RFC 3264, RFC 4566), on the same SDP model
+//! as the WebRTC side (`rtc::sdp`): read a caller's offer, pick a codec, write the answer.
+
+use crate::codec::voice::AudioCodec;
+use rtc::sdp::description::session::SessionDescription;
+use std::net::{IpAddr, SocketAddr};
+
+/// Largest SDP body read from a peer.
+pub const MAX_SDP_BYTES: usize = 16 * 1024;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SdpError {
+    #[error("SDP over {MAX_SDP_BYTES} bytes")]
+    TooLarge,
+    #[error("unparsable SDP: {0}")]
+    Parse(String),
+    #[error("no audio m-line")]
+    NoAudio,
+    #[error("no audio codec in common (we take PCMU, PCMA, G722, opus)")]
+    NoCodec,
+    #[error("no usable connection address")]
+    NoAddress,
+}
+
+/// Media direction, as the offerer wrote it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    SendRecv,
+    SendOnly,
+    RecvOnly,
+    Inactive,
+}
+
+impl Direction {
+    fn from_attr(key: &str) -> Option<Self> {
+        match key {
+            "sendrecv" => Some(Self::SendRecv),
+            "sendonly" => Some(Self::SendOnly),
+            "recvonly" => Some(Self::RecvOnly),
+            "inactive" => Some(Self::Inactive),
+            _ => None,
+        }
+    }
+
+    /// The answer's direction for this offer (RFC 3264 6.1).
+    pub fn answer(self) -> Self {
+        match self {
+            Self::SendRecv => Self::SendRecv,
+            Self::SendOnly => Self::RecvOnly,
+            Self::RecvOnly => Self::SendOnly,
+            Self::Inactive => Self::Inactive,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SendRecv => "sendrecv",
+            Self::SendOnly => "sendonly",
+            Self::RecvOnly => "recvonly",
+            Self::Inactive => "inactive",
+        }
+    }
+
+    /// Whether the offerer wants to receive our audio.
+    pub fn offerer_receives(self) -> bool {
+        matches!(self, Self::SendRecv | Self::RecvOnly)
+    }
+}
+
+/// What we take from a caller's offer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AudioOffer {
+    /// Where the caller expects our RTP (`None`: hold with 0.0.0.0, or port 0).
+    pub remote: Option<SocketAddr>,
+    /// Supported codecs in the offerer's order of preference.
+    pub codecs: Vec<(u8, AudioCodec)>,
+    /// The `telephone-event/8000` payload type, if offered.
+    pub dtmf: Option<u8>,
+    pub direction: Direction,
+}
+
+impl AudioOffer {
+    /// The codec we answer with: the offerer's first that we support (RFC 3264 6.1).
+    pub fn chosen(&self) -> Option<(u8, AudioCodec)> {
+        self.codecs.first().copied()
+    }
+
+    /// Whether this offer puts the call on hold (RFC 3264 8.4; RFC 2543's 0.0.0.0 too).
+    pub fn is_hold(&self) -> bool {
+        self.remote.is_none() || !self.direction.offerer_receives()
+    }
+}
+
+pub fn parse_offer(body: &[u8]) -> Result<AudioOffer, SdpError> {
+    if body.len() > MAX_SDP_BYTES {
+        return Err(SdpError::TooLarge);
+    }
+    let text = std::str::from_utf8(body).map_err(|_| SdpError::Parse("not UTF-8".into()))?;
+    let sd = SessionDescription::unmarshal(&mut std::io::Cursor::new(text.as_bytes()))
+        .map_err(|e| SdpError::Parse(e.to_string()))?;
+    let m = sd
+        .media_descriptions
+        .iter()
+        .find(|m| m.media_name.media == "audio" && m.media_name.port.value != 0)
+        .ok_or(SdpError::NoAudio)?;
+    let rtpmap = m.codecs();
+    let mut codecs = Vec::new();
+    let mut dtmf = None;
+    for f in &m.media_name.formats {
+        let Ok(pt) = f.parse::<u8>() else { continue };
+        let codec = match rtpmap.get(&pt) {
+            Some(c) if c.name.eq_ignore_ascii_case("telephone-event") && c.clock_rate == 8000 => {
+                dtmf.get_or_insert(pt);
+                continue;
+            }
+            Some(c) => AudioCodec::from_rtpmap(&c.name, c.clock_rate),
+            None => AudioCodec::from_static_payload_type(pt),
+        };
+        if let Some(c) = codec {
+            codecs.push((pt, c));
+        }
+    }
+    if codecs.is_empty() {
+        return Err(SdpError::NoCodec);
+    }
+    let direction = m
+        .attributes
+        .iter()
+        .chain(&sd.attributes)
+        .find_map(|a| Direction::from_attr(&a.key))
+        .unwrap_or(Direction::SendRecv);
+    let address = m
+        .connection_information
+        .as_ref()
+        .or(sd.connection_information.as_ref())
+        .and_then(|c| c.address.as_ref())
+        .ok_or(SdpError::NoAddress)?;
+    let ip: IpAddr = address.address.parse().map_err(|_| SdpError::NoAddress)?;
+    let port = u16::try_from(m.media_name.port.value).map_err(|_| SdpError::NoAddress)?;
+    let remote = (!ip.is_unspecified() && port != 0).then(|| SocketAddr::new(ip, port));
+    Ok(AudioOffer {
+        remote,
+        codecs,
+        dtmf,
+        direction,
+    })
+}
+
+/// Our answer: one audio m-line with the chosen codec (and telephone-event when offered),
+/// 20 ms packets, on `local` (the address we send from and receive on).
+pub fn answer(
+    local: SocketAddr,
+    session: (u64, u64),
+    codec: (u8, AudioCodec),
+    dtmf: Option<u8>,
+    direction: Direction,
+) -> String {
+    let ip = local.ip();
+    let fam = if ip.is_ipv4() { "IP4" } else { "IP6" };
+    let (pt, c) = codec;
+    let mut fmts = pt.to_string();
+    if let Some(d) = dtmf {
+        fmts.push_str(&format!(" {d}"));
+    }
+    let mut s = format!(
+        "v=0\r\no=tessera {} {} IN {fam} {ip}\r\ns=Tessera\r\nc=IN {fam} {ip}\r\nt=0 0\r\n\
+         m=audio {} RTP/AVP {fmts}\r\na=rtpmap:{pt} {}/{}{}\r\n",
+        session.0,
+        session.1,
+        local.port(),
+        c.encoding_name(),
+        c.rtp_clock(),
+        c.rtpmap_suffix(),
+    );
+    if c == AudioCodec::Opus {
+        s.push_str(&format!("a=fmtp:{pt} useinbandfec=1\r\n"));
+    }
+    if let Some(d) = dtmf {
+        s.push_str(&format!(
+            "a=rtpmap:{d} telephone-event/8000\r\na=fmtp:{d} 0-15\r\n"
+        ));
+    }
+    // RTCP to the RTP port (RFC 3605): we tell the two apart by packet type (RFC 5761 4).
+    s.push_str(&format!(
+        "a=rtcp:{}\r\na=ptime:20\r\na={}\r\n",
+        local.port(),
+        direction.as_str()
+    ));
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SIPP_OFFER: &str = "v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\n\
+        c=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 6000 RTP/AVP 8 0 101\r\n\
+        a=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-11,16\r\n";
+
+    #[test]
+    fn reads_a_sipp_offer_and_answers_with_its_first_codec() {
+        let o = parse_offer(SIPP_OFFER.as_bytes()).unwrap();
+        assert_eq!(o.remote, Some("127.0.0.1:6000".parse().unwrap()));
+        assert_eq!(
+            o.codecs,
+            vec![(8, AudioCodec::Pcma), (0, AudioCodec::Pcmu)],
+            "static PT 0 without rtpmap is PCMU"
+        );
+        assert_eq!(o.dtmf, Some(101));
+        assert!(!o.is_hold());
+        let a = answer(
+            "127.0.0.1:7000".parse().unwrap(),
+            (1, 1),
+            o.chosen().unwrap(),
+            o.dtmf,
+            o.direction.answer(),
+        );
+        // Our own answer reads back through the same model.
+        let back = parse_offer(a.as_bytes()).unwrap();
+        assert_eq!(back.codecs, vec![(8, AudioCodec::Pcma)]);
+        assert_eq!(back.dtmf, Some(101));
+        assert_eq!(back.remote, Some("127.0.0.1:7000".parse().unwrap()));
+    }
+
+    #[test]
+    fn hold_offers_and_bad_offers() {
+        let hold = SIPP_OFFER.replace("t=0 0\r\n", "t=0 0\r\na=sendonly\r\n");
+        let o = parse_offer(hold.as_bytes()).unwrap();
+        assert!(o.is_hold());
+        assert_eq!(o.direction.answer(), Direction::RecvOnly);
+        let old_hold = SIPP_OFFER.replace("c=IN IP4 127.0.0.1", "c=IN IP4 0.0.0.0");
+        assert!(parse_offer(old_hold.as_bytes()).unwrap().is_hold());
+        let video_only = SIPP_OFFER.replace("m=audio", "m=video");
+        assert_eq!(parse_offer(video_only.as_bytes()), Err(SdpError::NoAudio));
+        let g729 = SIPP_OFFER.replace("RTP/AVP 8 0 101", "RTP/AVP 18");
+        assert_eq!(parse_offer(g729.as_bytes()), Err(SdpError::NoCodec));
+        assert!(matches!(parse_offer(b"garbage"), Err(SdpError::Parse(_))));
+        assert_eq!(
+            parse_offer(&vec![b'a'; MAX_SDP_BYTES + 1]),
+            Err(SdpError::TooLarge)
+        );
+        let opus = SIPP_OFFER
+            .replace("RTP/AVP 8 0 101", "RTP/AVP 96 9")
+            .replace("a=rtpmap:8 PCMA/8000", "a=rtpmap:96 opus/48000/2");
+        let o = parse_offer(opus.as_bytes()).unwrap();
+        assert_eq!(
+            o.codecs,
+            vec![(96, AudioCodec::Opus), (9, AudioCodec::G722)]
+        );
+        assert_eq!(o.dtmf, None);
+    }
+}
