@@ -50,6 +50,12 @@ pub enum RoomEvent {
     LayoutChanged { layout: String },
     #[serde(rename_all = "camelCase")]
     RecordingChanged { recording: bool },
+    /// The room's lock, PIN presence or tones changed.
+    #[serde(rename_all = "camelCase")]
+    RoomPolicy { policy: policy::RoomPolicy },
+    /// This participant was removed by a moderator (sent before it leaves).
+    #[serde(rename_all = "camelCase")]
+    ParticipantKicked { participant_id: ParticipantId },
     /// A participant's video exceeded the ingest limits and is refused for a while
     /// (its last good picture stays; then a fresh keyframe is requested).
     #[serde(rename_all = "camelCase")]
@@ -563,6 +569,9 @@ impl Room {
         if !listed {
             return Err(RoomError::NoSuchParticipant);
         }
+        let _ = self
+            .events
+            .send(RoomEvent::ParticipantKicked { participant_id: id });
         if let Some(tx) = lock(&self.controls).get(&id) {
             let _ = tx.try_send(Control::Kick);
         }
@@ -1044,6 +1053,9 @@ impl Rooms {
         let p = self.policies.patch(id, patch)?;
         if let Some(room) = self.get(id) {
             room.set_tones(p.tones);
+            let _ = room
+                .events
+                .send(RoomEvent::RoomPolicy { policy: p.clone() });
         }
         Ok(p)
     }

@@ -4,6 +4,7 @@
 //! (clients get `bye`), closes peers and joins the room threads.
 
 pub mod guard;
+pub mod moderation;
 pub mod protocol;
 pub mod recordings;
 pub mod whip;
@@ -254,6 +255,19 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/ws", get(ws_upgrade))
         .route("/api/rooms", get(list_rooms))
+        .route(
+            "/api/rooms/{room}",
+            axum::routing::patch(moderation::patch_room),
+        )
+        .route(
+            "/api/rooms/{room}/participants/{id}",
+            axum::routing::delete(moderation::kick),
+        )
+        .route(
+            "/api/rooms/{room}/participants/{id}/mute",
+            post(moderation::mute),
+        )
+        .route("/api/rooms/{room}/mute-all", post(moderation::mute_all))
         .route(
             "/api/rooms/{room}/recording",
             post(recordings::start).delete(recordings::stop),

@@ -19,7 +19,12 @@ pub enum ClientMessage {
     Join {
         room: String,
         name: String,
+        /// The room's PIN (or its moderator PIN, which makes this participant a moderator).
+        #[serde(default)]
+        pin: Option<String>,
     },
+    /// A moderator's action (`action`: `mute`, `muteAll`, `kick`, `lock`, `setPin`).
+    Moderate(super::moderation::Moderation),
     Offer {
         sdp: String,
     },
@@ -112,6 +117,10 @@ pub enum ErrorCode {
     InvalidRoom,
     InvalidName,
     RoomFull,
+    /// The room has a PIN and none, or a wrong one, was given.
+    PinRequired,
+    /// Only a moderator may do that.
+    NotModerator,
     /// The room is locked by a moderator: no new joins.
     RoomLocked,
     /// The server's room or participant limit is reached.
@@ -170,9 +179,21 @@ mod tests {
             parse_client_message(r#"{"type":"join","room":"r","name":"Ada"}"#).unwrap(),
             ClientMessage::Join {
                 room: "r".into(),
-                name: "Ada".into()
+                name: "Ada".into(),
+                pin: None,
             }
         );
+        assert_eq!(
+            parse_client_message(
+                r#"{"type":"moderate","action":"mute","participantId":3,"muted":true}"#
+            )
+            .unwrap(),
+            ClientMessage::Moderate(super::super::moderation::Moderation::Mute {
+                participant_id: crate::ids::ParticipantId(3),
+                muted: true
+            })
+        );
+        assert!(parse_client_message(r#"{"type":"moderate","action":"explode"}"#).is_err());
         assert_eq!(
             parse_client_message(r#"{"type":"candidate","candidate":"candidate:1 1 udp 1 127.0.0.1 5 typ host","sdpMid":"0","sdpMLineIndex":0}"#).unwrap(),
             ClientMessage::Candidate { candidate: "candidate:1 1 udp 1 127.0.0.1 5 typ host".into(), sdp_mid: Some("0".into()), sdp_mline_index: Some(0) }

@@ -167,7 +167,16 @@ pub async fn post(
             peer,
         },
     );
-    tokio::spawn(watch(state.clone(), session_id, rx));
+    let (ctl_tx, ctl_rx) = mpsc::channel(2);
+    if let Some(s) = state
+        .whip
+        .lock()
+        .expect("whip lock poisoned")
+        .get(&session_id)
+    {
+        s.room.set_control(s.id, ctl_tx);
+    }
+    tokio::spawn(watch(state.clone(), session_id, rx, ctl_rx));
     let mut resp = (StatusCode::CREATED, answer).into_response();
     let h = resp.headers_mut();
     h.insert(
@@ -185,22 +194,33 @@ async fn watch(
     state: Arc<AppState>,
     session_id: String,
     mut rx: mpsc::UnboundedReceiver<PeerEvent>,
+    mut control: mpsc::Receiver<crate::room::Control>,
 ) {
     // A session whose media never connects (a client that POSTed and went away) ends too.
     let connect_by = tokio::time::Instant::now()
         + std::time::Duration::from_secs(state.config.timeouts.connect_s as u64);
     let mut connected = false;
     loop {
-        let ev = if connected {
-            rx.recv().await
-        } else {
-            match tokio::time::timeout_at(connect_by, rx.recv()).await {
+        let next = async {
+            if connected {
+                Ok(rx.recv().await)
+            } else {
+                tokio::time::timeout_at(connect_by, rx.recv()).await
+            }
+        };
+        let ev = tokio::select! {
+            ev = next => match ev {
                 Ok(ev) => ev,
                 Err(_) => {
                     tracing::info!(session = %session_id, "WHIP session never connected");
                     end(&state, &session_id).await;
                     return;
                 }
+            },
+            Some(crate::room::Control::Kick) = control.recv() => {
+                tracing::info!(session = %session_id, "WHIP participant kicked");
+                end(&state, &session_id).await;
+                return;
             }
         };
         match ev {

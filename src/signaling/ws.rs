@@ -113,6 +113,11 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
                 match ev {
                     // The joiner learns about itself from `joined`.
                     Ok(crate::room::RoomEvent::ParticipantJoined { participant }) if joined.as_ref().is_some_and(|j| j.id == participant.id) => {}
+                    // Kicked by a moderator: told, then the session ends (and leaves).
+                    Ok(ev @ crate::room::RoomEvent::ParticipantKicked { participant_id }) if joined.as_ref().is_some_and(|j| j.id == participant_id) => {
+                        send(ServerMessage::Room(ev));
+                        break;
+                    }
                     Ok(ev) => send(ServerMessage::Room(ev)),
                     Err(broadcast::error::RecvError::Lagged(n)) => tracing::warn!("signaling client lagged {n} room events"),
                     Err(broadcast::error::RecvError::Closed) => break,
@@ -172,7 +177,7 @@ async fn handle(
 ) {
     let bad_state = |m: &str| ServerMessage::error(ErrorCode::BadState, m);
     match msg {
-        ClientMessage::Join { room, name } => {
+        ClientMessage::Join { room, name, pin } => {
             if joined.is_some() {
                 return send(bad_state(
                     "already joined; open a new connection to join another room",
@@ -188,19 +193,29 @@ async fn handle(
                 Ok(n) => n,
                 Err(e) => return send(e),
             };
-            let (room, info) =
-                match super::join_room(state, &room_id, &name, Default::default()).await {
-                    Ok(joined) => joined,
-                    Err(e) => {
-                        let code = match e {
-                            JoinError::RoomFull(_) => ErrorCode::RoomFull,
-                            JoinError::Locked => ErrorCode::RoomLocked,
-                            JoinError::ServerFull(_) => ErrorCode::ServerFull,
-                            JoinError::Unavailable(_) => ErrorCode::Unavailable,
-                        };
-                        return send(ServerMessage::error(code, format!("room `{room_id}`: {e}")));
-                    }
-                };
+            let Some(moderator) = state.rooms.policies.get(&room_id).check_pin(pin.as_deref())
+            else {
+                return send(ServerMessage::error(
+                    ErrorCode::PinRequired,
+                    format!("room `{room_id}` needs its PIN"),
+                ));
+            };
+            let joiner = crate::room::Joiner {
+                moderator,
+                ..Default::default()
+            };
+            let (room, info) = match super::join_room(state, &room_id, &name, joiner).await {
+                Ok(joined) => joined,
+                Err(e) => {
+                    let code = match e {
+                        JoinError::RoomFull(_) => ErrorCode::RoomFull,
+                        JoinError::Locked => ErrorCode::RoomLocked,
+                        JoinError::ServerFull(_) => ErrorCode::ServerFull,
+                        JoinError::Unavailable(_) => ErrorCode::Unavailable,
+                    };
+                    return send(ServerMessage::error(code, format!("room `{room_id}`: {e}")));
+                }
+            };
             let events = room.subscribe();
             tracing::info!(room = %room_id, id = %info.id, name = %info.name, "participant joined");
             let v = &state.config.video;
@@ -310,6 +325,20 @@ async fn handle(
             if let (Some(link), Ok(ladder)) = (j.room.link(j.id), state.config.video.ladder()) {
                 let r = ladder.get(ladder.covering(width, height));
                 link.set_cap(r.width, r.height);
+            }
+        }
+        ClientMessage::Moderate(action) => {
+            let Some(j) = joined.as_ref() else {
+                return send(bad_state("join a room first"));
+            };
+            if !j.room.is_moderator(j.id) {
+                return send(ServerMessage::error(
+                    ErrorCode::NotModerator,
+                    "only a moderator may do that",
+                ));
+            }
+            if let Err(e) = super::moderation::apply(&state.rooms, &j.room.id, &action) {
+                send(ServerMessage::error(ErrorCode::BadState, e.to_string()));
             }
         }
         ClientMessage::Leave => {}

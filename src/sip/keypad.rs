@@ -45,6 +45,8 @@ enum State {
     Star,
     /// `*0`: entering the moderator PIN.
     ModeratorPin,
+    /// Too many wrong PINs: the call is ending; no key counts.
+    Closed,
 }
 
 #[derive(Debug)]
@@ -78,6 +80,7 @@ impl Keypad {
     /// One key; the policy is read now (PINs may change while a call runs).
     pub fn key(&mut self, key: char, policy: &RoomPolicy) -> Option<Action> {
         match (self.state, key) {
+            (State::Closed, _) => None,
             (State::Pin | State::ModeratorPin, '0'..='9') => {
                 if self.digits.len() < MAX_DIGITS + 1 {
                     self.digits.push(key);
@@ -102,6 +105,7 @@ impl Keypad {
                     None => {
                         self.tries += 1;
                         Some(if self.tries >= MAX_TRIES {
+                            self.state = State::Closed;
                             Action::HangUp
                         } else {
                             Action::WrongPin

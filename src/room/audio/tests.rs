@@ -405,3 +405,73 @@ fn callers_of_every_codec_hear_each_other_and_a_waiting_caller_is_isolated() {
         "the admitted caller hears the room"
     );
 }
+
+#[test]
+fn narrowband_talkers_stay_coherent_with_a_silent_listener() {
+    use crate::codec::voice::{AudioCodec, AudioDecoder, AudioEncoder};
+    use rtc::rtp::codec::g7xx::G7xxPayloader;
+    let stats = Arc::new(RoomStats::default());
+    let mut mix = AudioLoop::new(
+        &Config::default(),
+        broadcast::channel(64).0,
+        Arc::new(AtomicU64::new(0)),
+        stats.clone(),
+    );
+    let tones = [Some(440.0f32), Some(730.0), None];
+    let mut ids = Vec::new();
+    let mut outs = Vec::new();
+    for _ in 0..3 {
+        let id = ParticipantId::next();
+        let (tx, rx) = mpsc::channel(10_000);
+        mix.handle(AudioCmd::Join {
+            id,
+            codec: AudioCodec::Pcmu,
+            admitted: true,
+        });
+        mix.handle(AudioCmd::Attach {
+            id,
+            sink: Some(RtpSink::new(1, 0, Box::new(G7xxPayloader), tx)),
+            link: None,
+        });
+        ids.push(id);
+        outs.push(rx);
+    }
+    let mut encs: Vec<_> = (0..3)
+        .map(|_| AudioEncoder::new(AudioCodec::Pcmu, 0, 0).unwrap())
+        .collect();
+    let mut dec = AudioDecoder::new(AudioCodec::Pcmu).unwrap();
+    let mut heard = Vec::new();
+    let mut buf = vec![0u8; 1500];
+    let mut pcm = vec![0i16; 5760];
+    for k in 0..100u64 {
+        for i in 0..3 {
+            let tone: Vec<i16> = (0..960u64)
+                .map(|s| match tones[i] {
+                    Some(f) => {
+                        (((k * 960 + s) as f32 * 2.0 * std::f32::consts::PI * f / 48_000.0).sin()
+                            * 5000.0) as i16
+                    }
+                    None => 0,
+                })
+                .collect();
+            let n = encs[i].encode(&tone, &mut buf).unwrap();
+            mix.handle(AudioCmd::Packet {
+                id: ids[i],
+                seq: k as u16,
+                payload: bytes::Bytes::copy_from_slice(&buf[..n]),
+                level: None,
+            });
+        }
+        mix.set_tick(k);
+        mix.mix_tick();
+        while let Ok(pkt) = outs[0].try_recv() {
+            let n = dec.decode(&pkt.payload, &mut pcm).unwrap();
+            heard.extend_from_slice(&pcm[..n]);
+        }
+        for o in outs.iter_mut().skip(1) {
+            while o.try_recv().is_ok() {}
+        }
+    }
+    let p = tone_power(&heard[heard.len() - 24_000..], 730.0);
+    assert!(p > 5e6, "coherent: {p:.0}");
+}

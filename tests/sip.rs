@@ -1,0 +1,641 @@
+//! The telephony bridge against the real server, with callers written here from the RFCs:
+//! plain UDP SIP (RFC 3261) and RTP (RFC 3550) carrying G.711 µ-law, DTMF as RFC 4733
+//! events (without the marker bit) and as SIP INFO. Who hears whom is checked by tone.
+
+mod common;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+use tessera::codec::voice::{ulaw_decode, ulaw_encode};
+
+/// Power of `freq` in 8 kHz samples (Goertzel), ≈ A² for a sine of amplitude A.
+fn power(x: &[i16], freq: f32) -> f64 {
+    if x.is_empty() {
+        return 0.0;
+    }
+    let w = 2.0 * std::f64::consts::PI * freq as f64 / 8_000.0;
+    let c = 2.0 * w.cos();
+    let (mut s1, mut s2) = (0.0f64, 0.0f64);
+    for &v in x {
+        let s0 = v as f64 + c * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    (s1 * s1 + s2 * s2 - c * s1 * s2) / (x.len() as f64 * x.len() as f64 / 4.0)
+}
+
+/// Heard clearly (a -16 dBFS tone through the mix gives ~1e6..1e7).
+const HEARD: f64 = 1e5;
+
+struct Caller {
+    sip: UdpSocket,
+    rtp: UdpSocket,
+    server: SocketAddr,
+    call_id: String,
+    from_tag: String,
+    to_tag: String,
+    cseq: u32,
+    /// Where the server wants our RTP.
+    media: Option<SocketAddr>,
+    /// Tone we send (Hz); `None` = silence.
+    tone: Option<f32>,
+    seq: u16,
+    ts: u32,
+    ssrc: u32,
+    heard: Vec<i16>,
+    /// The server sent BYE.
+    ended: bool,
+    /// Final status of the INVITE.
+    status: u16,
+    /// Responses seen while polling (for in-dialog requests).
+    responses: Vec<String>,
+}
+
+fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
+    msg.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+impl Caller {
+    fn new(server: SocketAddr, tone: Option<f32>) -> Self {
+        let sip = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rtp.set_nonblocking(true).unwrap();
+        Self {
+            sip,
+            rtp,
+            server,
+            call_id: format!("{:016x}@test", rand::random::<u64>()),
+            from_tag: format!("{:08x}", rand::random::<u32>()),
+            to_tag: String::new(),
+            cseq: 1,
+            media: None,
+            tone,
+            seq: rand::random(),
+            ts: rand::random(),
+            ssrc: rand::random(),
+            heard: Vec::new(),
+            ended: false,
+            status: 0,
+            responses: Vec::new(),
+        }
+    }
+
+    fn local(&self) -> SocketAddr {
+        self.sip.local_addr().unwrap()
+    }
+
+    fn request(&self, method: &str, uri: &str, branch: &str, extra: &str, body: &str) -> String {
+        let to_tag = if self.to_tag.is_empty() {
+            String::new()
+        } else {
+            format!(";tag={}", self.to_tag)
+        };
+        format!(
+            "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch=z9hG4bK{branch};rport\r\n\
+             Max-Forwards: 70\r\nFrom: \"Tester {port}\" <sip:{port}@127.0.0.1>;tag={ft}\r\n\
+             To: <{uri}>{to_tag}\r\nCall-ID: {cid}\r\nCSeq: {cseq} {method}\r\n\
+             Contact: <sip:{port}@{l}>\r\n{extra}Content-Length: {len}\r\n\r\n{body}",
+            l = self.local(),
+            port = self.local().port(),
+            ft = self.from_tag,
+            cid = self.call_id,
+            cseq = self.cseq,
+            len = body.len(),
+        )
+    }
+
+    fn send(&self, text: &str) {
+        self.sip.send_to(text.as_bytes(), self.server).unwrap();
+    }
+
+    /// Next SIP message within `secs` (answering any BYE the server sends).
+    /// `secs == 0`: only what has arrived (the socket timeout is in kernel ticks, several
+    /// ms, too coarse for a 20 ms loop).
+    fn recv(&mut self, secs: f64) -> Option<String> {
+        self.sip.set_nonblocking(secs == 0.0).unwrap();
+        if secs > 0.0 {
+            self.sip
+                .set_read_timeout(Some(Duration::from_secs_f64(secs)))
+                .unwrap();
+        }
+        let mut buf = vec![0u8; 65_536];
+        let (n, _) = self.sip.recv_from(&mut buf).ok()?;
+        let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+        if msg.starts_with("BYE ") {
+            self.ended = true;
+            self.reply_ok(&msg);
+        }
+        if msg.starts_with("SIP/2.0 ") {
+            self.responses.push(msg.clone());
+        }
+        Some(msg)
+    }
+
+    fn reply_ok(&self, req: &str) {
+        let mut resp = String::from("SIP/2.0 200 OK\r\n");
+        for h in ["Via", "From", "To", "Call-ID", "CSeq"] {
+            if let Some(v) = header(req, h) {
+                resp += &format!("{h}: {v}\r\n");
+            }
+        }
+        resp += "Content-Length: 0\r\n\r\n";
+        self.send(&resp);
+    }
+
+    /// INVITE `room`; waits for the final answer and ACKs a 2xx. Returns the status.
+    fn call(&mut self, room: &str) -> u16 {
+        let uri = format!("sip:{room}@{}", self.server);
+        let rtp = self.rtp.local_addr().unwrap();
+        let sdp = format!(
+            "v=0\r\no=test 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio {} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n\
+             a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\n",
+            rtp.port()
+        );
+        let branch = format!("{:x}", rand::random::<u64>());
+        let invite = self.request(
+            "INVITE",
+            &uri,
+            &branch,
+            "Content-Type: application/sdp\r\n",
+            &sdp,
+        );
+        self.send(&invite);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let Some(msg) = self.recv(0.5) else {
+                continue;
+            };
+            let Some(code) = msg
+                .strip_prefix("SIP/2.0 ")
+                .and_then(|r| r[..3].parse::<u16>().ok())
+            else {
+                continue;
+            };
+            if code < 200 {
+                continue;
+            }
+            self.status = code;
+            if let Some(tag) = header(&msg, "To").and_then(|t| t.split(";tag=").nth(1)) {
+                self.to_tag = tag.split(';').next().unwrap().to_owned();
+            }
+            let ack_branch = if code < 300 {
+                format!("{:x}", rand::random::<u64>())
+            } else {
+                branch.clone()
+            };
+            let ack = self.request("ACK", &uri, &ack_branch, "", "").replace(
+                &format!("CSeq: {} ACK", self.cseq),
+                &format!("CSeq: {} ACK", self.cseq),
+            );
+            self.send(&ack);
+            if code < 300 {
+                let body = msg.split("\r\n\r\n").nth(1).unwrap_or("");
+                let ip = body
+                    .lines()
+                    .find_map(|l| l.strip_prefix("c=IN IP4 "))
+                    .unwrap()
+                    .trim();
+                let port: u16 = body
+                    .lines()
+                    .find_map(|l| l.strip_prefix("m=audio "))
+                    .and_then(|l| l.split_whitespace().next())
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                self.media = Some(format!("{ip}:{port}").parse().unwrap());
+            }
+            return code;
+        }
+        panic!("no final answer to INVITE");
+    }
+
+    fn rtp_packet(&mut self, pt: u8, marker: bool, ts: u32, payload: &[u8]) {
+        let Some(to) = self.media else { return };
+        let mut p = vec![0x80, pt | if marker { 0x80 } else { 0 }];
+        p.extend_from_slice(&self.seq.to_be_bytes());
+        p.extend_from_slice(&ts.to_be_bytes());
+        p.extend_from_slice(&self.ssrc.to_be_bytes());
+        p.extend_from_slice(payload);
+        self.seq = self.seq.wrapping_add(1);
+        let _ = self.rtp.send_to(&p, to);
+    }
+
+    /// One 20 ms tick: our tone out, whatever arrived in.
+    fn tick(&mut self, k: u64) {
+        if self.ended || self.media.is_none() {
+            return;
+        }
+        let payload: Vec<u8> = (0..160u64)
+            .map(|i| {
+                let s = match self.tone {
+                    Some(f) => {
+                        ((k * 160 + i) as f32 * 2.0 * std::f32::consts::PI * f / 8_000.0).sin()
+                            * 8_000.0
+                    }
+                    None => 0.0,
+                };
+                ulaw_encode(s as i16)
+            })
+            .collect();
+        let ts = self.ts;
+        self.rtp_packet(0, false, ts, &payload);
+        self.ts = self.ts.wrapping_add(160);
+        let mut buf = [0u8; 2048];
+        while let Ok(n) = self.rtp.recv(&mut buf) {
+            if n > 12 && buf[1] & 0x7f == 0 {
+                self.heard
+                    .extend(buf[12..n].iter().map(|&b| ulaw_decode(b)));
+            }
+        }
+    }
+
+    /// A key as RFC 4733 events: three packets sharing a timestamp, no marker bit.
+    fn key_rtp(&mut self, key: char) {
+        let event = match key {
+            '0'..='9' => key as u8 - b'0',
+            '*' => 10,
+            '#' => 11,
+            _ => panic!("key {key}"),
+        };
+        let ts = self.ts;
+        for (i, dur) in [400u16, 800, 800].into_iter().enumerate() {
+            let e = if i == 2 { 0x80 } else { 0 };
+            let [d0, d1] = dur.to_be_bytes();
+            self.rtp_packet(101, false, ts, &[event, e | 10, d0, d1]);
+        }
+        self.ts = self.ts.wrapping_add(800);
+    }
+
+    /// A key as SIP INFO (application/dtmf-relay), retransmitted every 500 ms until
+    /// answered (RFC 3261 17.1.2), while everyone keeps sending audio.
+    fn key_info(callers: &mut [&mut Caller], who: usize, k: &mut u64, key: char) -> u16 {
+        let c = &mut *callers[who];
+        c.cseq += 1;
+        let uri = format!("sip:x@{}", c.server);
+        let branch = format!("{:x}", rand::random::<u64>());
+        let body = format!("Signal={key}\r\nDuration=160\r\n");
+        let req = c.request(
+            "INFO",
+            &uri,
+            &branch,
+            "Content-Type: application/dtmf-relay\r\n",
+            &body,
+        );
+        let cseq = format!("CSeq: {} INFO", c.cseq);
+        for _ in 0..8 {
+            callers[who].send(&req);
+            for _ in 0..5 {
+                run(callers, k, 0.1);
+                if let Some(r) = callers[who].responses.iter().find(|r| r.contains(&cseq)) {
+                    return r[8..11].parse().unwrap_or(0);
+                }
+            }
+        }
+        panic!("INFO never answered");
+    }
+
+    fn bye(&mut self) {
+        self.cseq += 1;
+        let uri = format!("sip:x@{}", self.server);
+        let branch = format!("{:x}", rand::random::<u64>());
+        let req = self.request("BYE", &uri, &branch, "", "");
+        self.send(&req);
+        self.ended = true;
+    }
+
+    fn last(&self, secs: f64) -> &[i16] {
+        let n = (secs * 8_000.0) as usize;
+        &self.heard[self.heard.len().saturating_sub(n)..]
+    }
+}
+
+/// Paces every caller 20 ms at a time for `secs`; keys in flight are handled by the caller.
+fn run(callers: &mut [&mut Caller], k: &mut u64, secs: f64) {
+    let start = Instant::now();
+    let ticks = (secs * 50.0) as u64;
+    for t in 0..ticks {
+        for c in callers.iter_mut() {
+            c.tick(*k);
+            // Requests from the server (BYE) are answered as they come.
+            while c.recv(0.0).is_some() {}
+        }
+        *k += 1;
+        let due = start + Duration::from_millis(20 * (t + 1));
+        if let Some(d) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(d);
+        }
+    }
+}
+
+fn server(rooms: &str) -> (std::process::Child, SocketAddr, SocketAddr, tempdir::Dir) {
+    let dir = tempdir::Dir::new();
+    let cfg = dir.path().join("tessera.toml");
+    std::fs::write(&cfg, rooms).unwrap();
+    let log = std::env::var("TESSERA_TEST_LOG").ok();
+    let (child, http, sip) = common::spawn_tessera_sip(&cfg, log.as_deref());
+    (child, http, sip, dir)
+}
+
+mod tempdir {
+    pub struct Dir(std::path::PathBuf);
+    impl Dir {
+        pub fn new() -> Self {
+            let p = std::env::temp_dir().join(format!("tessera-sip-{:x}", rand::random::<u64>()));
+            std::fs::create_dir_all(&p).unwrap();
+            Self(p)
+        }
+        pub fn path(&self) -> &std::path::Path {
+            &self.0
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let r = rt.block_on(common::http(
+        addr,
+        method,
+        path,
+        body.map(|b| ("application/json", b.as_bytes())),
+    ));
+    (r.status, r.body)
+}
+
+const TONES: [f32; 3] = [440.0, 730.0, 1_170.0];
+
+#[test]
+fn each_caller_hears_every_other_tone_and_not_its_own_and_the_join_tone() {
+    let (mut child, _http, sip, _dir) = server("");
+    let mut a = Caller::new(sip, Some(TONES[0]));
+    let mut b = Caller::new(sip, Some(TONES[1]));
+    let mut c = Caller::new(sip, Some(TONES[2]));
+    let mut k = 0;
+    assert_eq!(a.call("bridge"), 200);
+    run(&mut [&mut a], &mut k, 1.0);
+    let before = a.heard.len();
+    assert_eq!(b.call("bridge"), 200);
+    run(&mut [&mut a, &mut b], &mut k, 0.6);
+    // The join tone (660 then 880 Hz) reaches the caller who was there.
+    let joined = &a.heard[before..];
+    assert!(
+        power(joined, 880.0) > HEARD / 10.0,
+        "join tone: {:.0}",
+        power(joined, 880.0)
+    );
+    assert_eq!(c.call("bridge"), 200);
+    run(&mut [&mut a, &mut b, &mut c], &mut k, 3.0);
+    for (i, caller) in [&a, &b, &c].into_iter().enumerate() {
+        let h = caller.last(1.5);
+        let own = power(h, TONES[i]);
+        let others: Vec<f64> = (0..3)
+            .filter(|&j| j != i)
+            .map(|j| power(h, TONES[j]))
+            .collect();
+        for (j, p) in others.iter().enumerate() {
+            assert!(*p > HEARD, "caller {i} hears other tone {j}: {p:.0}");
+        }
+        let weakest = others.iter().cloned().fold(f64::MAX, f64::min);
+        assert!(
+            weakest > own * 100.0,
+            "caller {i}: own tone {own:.0} not 20 dB below the others ({weakest:.0})"
+        );
+    }
+    for c in [&mut a, &mut b, &mut c] {
+        c.bye();
+    }
+    child.kill().unwrap();
+}
+
+#[test]
+fn a_pin_admits_by_rtp_event_or_info_and_three_wrong_tries_hang_up() {
+    let rooms = "[[rooms]]\nname = \"secure\"\npin = \"4321\"\nmoderator_pin = \"9999\"\n";
+    let (mut child, http_addr, sip, _dir) = server(rooms);
+    let mut a = Caller::new(sip, Some(TONES[0]));
+    let mut b = Caller::new(sip, Some(TONES[1]));
+    let mut c = Caller::new(sip, Some(TONES[2]));
+    let mut k = 0;
+    assert_eq!(a.call("secure"), 200);
+    run(&mut [&mut a], &mut k, 1.0);
+    // The prompt plays to the waiting caller (speech, but anything audible will do).
+    let prompt: f64 =
+        a.heard.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / a.heard.len() as f64;
+    assert!(prompt > 1e4, "enter-PIN prompt heard: {prompt:.0}");
+    for key in "4321#".chars() {
+        a.key_rtp(key);
+        run(&mut [&mut a], &mut k, 0.1);
+    }
+    // a is alone: it hears that (speech, broadband), then quiet.
+    run(&mut [&mut a], &mut k, 3.5);
+    let alone = a.last(3.0).iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / 24_000.0;
+    assert!(alone > 1e4, "the only-participant prompt: {alone:.0}");
+    // b waits without a PIN: nobody hears it and it hears nobody.
+    assert_eq!(b.call("secure"), 200);
+    // Past b's enter-PIN prompt (speech, which has energy at every tone).
+    run(&mut [&mut a, &mut b], &mut k, 5.5);
+    assert!(
+        power(a.last(1.5), TONES[1]) < HEARD / 100.0,
+        "a waiting caller is not heard"
+    );
+    assert!(
+        power(b.last(1.5), TONES[0]) < HEARD / 100.0,
+        "a waiting caller hears nobody"
+    );
+    let (_, rooms_json) = http(http_addr, "GET", "/api/rooms", None);
+    assert_eq!(
+        rooms_json.matches("\"kind\":\"sip\"").count(),
+        1,
+        "{rooms_json}"
+    );
+    // Three wrong PINs: the server hangs up.
+    for pin in ["1#", "2#", "3#"] {
+        for key in pin.chars() {
+            b.key_rtp(key);
+            run(&mut [&mut a, &mut b], &mut k, 0.1);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !b.ended && Instant::now() < deadline {
+        run(&mut [&mut a, &mut b], &mut k, 0.2);
+    }
+    assert!(b.ended, "BYE after three wrong PINs");
+    // c enters the moderator PIN by SIP INFO.
+    assert_eq!(c.call("secure"), 200);
+    for key in "9999#".chars() {
+        assert_eq!(Caller::key_info(&mut [&mut a, &mut c], 1, &mut k, key), 200);
+    }
+    run(&mut [&mut a, &mut c], &mut k, 3.0);
+    assert!(
+        power(a.last(1.5), TONES[2]) > HEARD,
+        "admitted by INFO: heard"
+    );
+    assert!(
+        power(c.last(1.5), TONES[0]) > HEARD,
+        "admitted by INFO: hears"
+    );
+    let (_, rooms_json) = http(http_addr, "GET", "/api/rooms", None);
+    assert!(rooms_json.contains("\"moderator\":true"), "{rooms_json}");
+    a.bye();
+    c.bye();
+    child.kill().unwrap();
+}
+
+#[test]
+fn star6_mutes_kick_sends_bye_and_a_locked_room_answers_403() {
+    let (mut child, http_addr, sip, _dir) = server("");
+    let mut a = Caller::new(sip, Some(TONES[0]));
+    let mut b = Caller::new(sip, Some(TONES[1]));
+    let mut k = 0;
+    assert_eq!(a.call("ops"), 200);
+    assert_eq!(b.call("ops"), 200);
+    run(&mut [&mut a, &mut b], &mut k, 2.0);
+    assert!(power(a.last(1.0), TONES[1]) > HEARD);
+    b.key_rtp('*');
+    b.key_rtp('6');
+    run(&mut [&mut a, &mut b], &mut k, 2.5);
+    assert!(power(a.last(1.0), TONES[1]) < HEARD / 100.0, "*6 muted b");
+    let (_, rooms_json) = http(http_addr, "GET", "/api/rooms", None);
+    assert!(rooms_json.contains("\"audioMuted\":true"), "{rooms_json}");
+    // Kick b through the API: the server sends it a BYE.
+    let v: serde_json::Value = serde_json::from_str(&rooms_json).unwrap();
+    let b_id = v[0]["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["audioMuted"] == true)
+        .unwrap()["id"]
+        .as_u64()
+        .unwrap();
+    let (status, _) = http(
+        http_addr,
+        "DELETE",
+        &format!("/api/rooms/ops/participants/{b_id}"),
+        None,
+    );
+    assert_eq!(status, 204);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !b.ended && Instant::now() < deadline {
+        run(&mut [&mut a, &mut b], &mut k, 0.2);
+    }
+    assert!(b.ended, "kick sends BYE");
+    // Lock: a new call is refused with 403; unlock: accepted.
+    let (status, body) = http(
+        http_addr,
+        "PATCH",
+        "/api/rooms/ops",
+        Some(r#"{"locked": true}"#),
+    );
+    assert_eq!(status, 200, "{body}");
+    let mut c = Caller::new(sip, None);
+    assert_eq!(c.call("ops"), 403);
+    let (status, _) = http(
+        http_addr,
+        "PATCH",
+        "/api/rooms/ops",
+        Some(r#"{"locked": false}"#),
+    );
+    assert_eq!(status, 200);
+    let mut d = Caller::new(sip, None);
+    assert_eq!(d.call("ops"), 200);
+    // A bad PIN in a PATCH is refused.
+    let (status, _) = http(
+        http_addr,
+        "PATCH",
+        "/api/rooms/ops",
+        Some(r#"{"pin": "12ab"}"#),
+    );
+    assert_eq!(status, 400);
+    a.bye();
+    d.bye();
+    child.kill().unwrap();
+}
+
+#[test]
+fn malformed_sip_is_refused_or_dropped_and_calls_keep_their_audio() {
+    let (mut child, _http, sip, _dir) = server("");
+    let mut a = Caller::new(sip, Some(TONES[0]));
+    let mut b = Caller::new(sip, Some(TONES[1]));
+    let mut k = 0;
+    assert_eq!(a.call("steady"), 200);
+    assert_eq!(b.call("steady"), 200);
+    run(&mut [&mut a, &mut b], &mut k, 1.0);
+    let evil = UdpSocket::bind("127.0.0.1:0").unwrap();
+    evil.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let l = evil.local_addr().unwrap();
+    let base = |method: &str, extra: &str, body: &str| {
+        format!(
+            "{method} sip:steady@{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {l};branch=z9hG4bK{:x}\r\n\
+             From: <sip:e@x>;tag=1\r\nTo: <sip:steady@x>\r\nCall-ID: {:x}\r\nCSeq: 1 {method}\r\n\
+             Max-Forwards: 70\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+            rand::random::<u64>(),
+            rand::random::<u64>(),
+            body.len()
+        )
+    };
+    let mut junk: Vec<Vec<u8>> = vec![
+        b"garbage\r\n\r\n".to_vec(),
+        (0..1400).map(|_| rand::random::<u8>()).collect(),
+        b"INVITE sip:steady@x SIP/2.0\r\n\r\n".to_vec(),
+        base("INVITE", "", "").replace("Content-Length: 0", "Content-Length: 99999999").into_bytes(),
+        base("INVITE", "Content-Type: application/sdp\r\n", "v=0\r\nm=audio x\r\n").into_bytes(),
+        base("INVITE", "Content-Type: application/sdp\r\n", "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 18\r\n").into_bytes(),
+        base("REGISTER", "", "").into_bytes(),
+        base("BYE", "", "").into_bytes(),
+    ];
+    junk.push(vec![b'A'; 60_000]);
+    let mut codes = Vec::new();
+    for j in &junk {
+        evil.send_to(j, sip).unwrap();
+        run(&mut [&mut a, &mut b], &mut k, 0.1);
+        let mut buf = vec![0u8; 65_536];
+        let mut code = None;
+        while let Ok((n, _)) = evil.recv_from(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]).to_string();
+            if let Some(c) = text
+                .strip_prefix("SIP/2.0 ")
+                .and_then(|r| r[..3].parse::<u16>().ok())
+            {
+                if c >= 200 {
+                    code = Some(c);
+                    break;
+                }
+            }
+        }
+        codes.push(code);
+    }
+    // Everything answered is a 4xx; nothing is 2xx; the rest was dropped.
+    assert!(
+        codes.iter().flatten().all(|c| (400..500).contains(c)),
+        "answers: {codes:?}"
+    );
+    assert_eq!(codes[5], Some(488), "no codec in common: {codes:?}");
+    assert!(matches!(codes[6], Some(405)), "REGISTER: {codes:?}");
+    run(&mut [&mut a, &mut b], &mut k, 2.0);
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the server is still running"
+    );
+    assert!(
+        power(a.last(1.0), TONES[1]) > HEARD,
+        "calls keep their audio"
+    );
+    assert!(
+        power(b.last(1.0), TONES[0]) > HEARD,
+        "calls keep their audio"
+    );
+    a.bye();
+    b.bye();
+    child.kill().unwrap();
+}
