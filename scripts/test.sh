@@ -31,6 +31,8 @@ cargo test --release --locked --no-run
 
 isolated cargo test --release --locked --offline -- "${privileged[@]}"
 isolated node tests/e2e/browser.test.mjs
+# A browser and two SIP callers in one room.
+isolated node tests/e2e/sip_mixed.test.mjs
 # Shaped links between network namespaces of its own (ip netns; needs root).
 isolated node tests/e2e/weak_link.test.mjs
 echo "all tests passed"

@@ -52,7 +52,7 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let addr = listener.local_addr()?;
-        println!("Tessera is listening on http://{addr}");
+        say(&format!("Tessera is listening on http://{addr}"));
         tracing::info!(media_ip = %config.media_ip, layouts = ?layouts.names(), "open http://{addr} in a browser to join a room");
         let rooms = Arc::new(Rooms::new(RoomSettings { config: config.clone(), layouts }));
         let _sip = match config.sip_listen {
@@ -60,7 +60,7 @@ fn main() -> anyhow::Result<()> {
                 let sip = tessera::sip::start(sip_addr, Arc::new(config.clone()), rooms.clone())
                     .await
                     .context("starting SIP (`--sip-listen off` disables it)")?;
-                println!("Tessera SIP is listening on sip:{} (udp, tcp)", sip.addr);
+                say(&format!("Tessera SIP is listening on sip:{} (udp, tcp)", sip.addr));
                 Some(sip)
             }
             None => None,
@@ -68,6 +68,13 @@ fn main() -> anyhow::Result<()> {
         tessera::signaling::serve(listener, config, rooms, shutdown_signal()).await?;
         Ok(())
     })
+}
+
+/// A line on stdout for whoever started us; a closed stdout is not a reason to stop.
+fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|_| out.flush());
 }
 
 /// Raises the soft limit on open files to the hard limit, so that `[http] max_connections`

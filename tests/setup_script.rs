@@ -172,6 +172,7 @@ fn the_package_lists_hold_what_the_build_and_the_tests_use() {
         "mount",
         "ffmpeg",
         "python3",
+        "sip-tester",
     ] {
         assert!(test.contains(&p.to_owned()), "test set lacks {p}: {test:?}");
         assert!(

@@ -639,3 +639,129 @@ fn malformed_sip_is_refused_or_dropped_and_calls_keep_their_audio() {
     b.bye();
     child.kill().unwrap();
 }
+
+/// SIPp (an independent SIP user agent) places a call with its built-in `uac_pcap`
+/// scenario: INVITE/ACK, 8 s of G.711 A-law from Debian's pcap, an RFC 4733 key, BYE.
+/// A caller of ours in the same room (µ-law) must hear it.
+#[test]
+fn sipp_places_a_pcap_call_that_the_room_hears() {
+    let pcaps = std::path::Path::new("/usr/share/sip-tester");
+    assert!(
+        pcaps.join("g711a.pcap").exists(),
+        "SIPp is missing: install the test packages (scripts/setup.sh --test: sip-tester)"
+    );
+    let (mut child, _http, sip, dir) = server("");
+    let work = dir.path().join("sipp");
+    std::fs::create_dir_all(work.join("pcap")).unwrap();
+    for f in std::fs::read_dir(pcaps).unwrap().flatten() {
+        std::os::unix::fs::symlink(f.path(), work.join("pcap").join(f.file_name())).unwrap();
+    }
+    let mut listener = Caller::new(sip, None);
+    assert_eq!(listener.call("pcapcall"), 200);
+    let mut k = 0;
+    run(&mut [&mut listener], &mut k, 3.5); // past the only-participant prompt
+    let quiet = listener.heard.len();
+    let sipp = std::process::Command::new("sipp")
+        .current_dir(&work)
+        .args([
+            "-sn",
+            "uac_pcap",
+            &sip.to_string(),
+            "-s",
+            "pcapcall",
+            "-m",
+            "1",
+            "-l",
+            "1",
+        ])
+        .args([
+            "-i",
+            "127.0.0.1",
+            "-mi",
+            "127.0.0.1",
+            "-nostdin",
+            "-timeout",
+            "40s",
+        ])
+        .args(["-timeout_error", "-trace_stat", "-stf", "stats.csv"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("running sipp");
+    let sipp = std::thread::spawn(move || sipp.wait_with_output().unwrap());
+    run(&mut [&mut listener], &mut k, 9.0);
+    let out = sipp.join().unwrap();
+    assert!(out.status.success(), "sipp exit: {:?}", out.status);
+    let stats = std::fs::read_to_string(work.join("stats.csv")).unwrap();
+    let last = stats.lines().last().unwrap();
+    let head: Vec<&str> = stats.lines().next().unwrap().split(';').collect();
+    let col = |name: &str| {
+        let i = head.iter().position(|h| *h == name).unwrap();
+        last.split(';').nth(i).unwrap().to_owned()
+    };
+    assert_eq!(col("SuccessfulCall(C)"), "1", "{stats}");
+    assert_eq!(col("FailedCall(C)"), "0", "{stats}");
+    let heard = &listener.heard[quiet..];
+    let rms = (heard.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / heard.len() as f64).sqrt();
+    assert!(rms > 200.0, "the room heard SIPp's audio: rms {rms:.0}");
+    listener.bye();
+    child.kill().unwrap();
+}
+
+/// Audio-only participants cost no video work: with two SIP callers, a WHIP client whose
+/// offer has only an audio m-line and one full WHIP participant, the room runs exactly one
+/// video encoder (the full participant's picture).
+#[test]
+fn audio_only_participants_add_no_video_encoder() {
+    let (mut child, http_addr, sip, _dir) = server("");
+    let mut a = Caller::new(sip, Some(TONES[0]));
+    let mut b = Caller::new(sip, Some(TONES[1]));
+    assert_eq!(a.call("lean"), 200);
+    assert_eq!(b.call("lean"), 200);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let encoders = rt.block_on(async {
+        // Audio only: the offer of a full peer with its video m-section cut off.
+        let (_pc, offer, ..) = common::make_peer(Default::default()).await;
+        let cut = offer.find("m=video").expect("a video section to cut");
+        let audio_only = offer[..cut].replace("BUNDLE 0 1", "BUNDLE 0");
+        let r = common::http(
+            http_addr,
+            "POST",
+            "/whip/lean?name=Ears",
+            Some(("application/sdp", audio_only.as_bytes())),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        assert!(!r.body.contains("m=video"), "answer is audio-only");
+        let full =
+            common::Client::join_whip_at(http_addr, "lean", "Eyes", (200, 30, 30), 500.0).await;
+        let mut last = serde_json::Value::Null;
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let r = common::http(http_addr, "GET", "/api/rooms", None).await;
+            last = serde_json::from_str(&r.body).unwrap();
+            if last[0]["participants"].as_array().map_or(0, |p| p.len()) == 4
+                && last[0]["videoFramesEncoded"].as_u64().unwrap_or(0) > 10
+            {
+                break;
+            }
+        }
+        drop(full);
+        last
+    });
+    let mut k = 0;
+    run(&mut [&mut a, &mut b], &mut k, 0.2);
+    assert_eq!(
+        encoders[0]["participants"].as_array().unwrap().len(),
+        4,
+        "{encoders}"
+    );
+    assert_eq!(encoders[0]["videoEncoders"], 1, "{encoders}");
+    a.bye();
+    b.bye();
+    child.kill().unwrap();
+}

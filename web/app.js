@@ -18,6 +18,8 @@ const ERROR_TEXT = {
   room_full: 'This room is full.', invalid_room: 'Room names may use letters, digits, "-", "_" and ".".',
   invalid_name: 'Please enter a display name (up to 64 characters).', bad_sdp: 'Your browser sent a session description the server could not use.',
   negotiation_failed: 'Could not establish the media connection.', unknown_layout: 'That layout does not exist.',
+  pin_required: 'This room needs its PIN.', room_locked: 'This room is locked by its moderator.',
+  not_moderator: 'Only a moderator can do that.',
 };
 
 async function listDevices() {
@@ -44,16 +46,36 @@ async function getMedia(camera, mic) {
   return navigator.mediaDevices.getUserMedia({ video, audio });
 }
 
+function isModerator() {
+  const me = state.participants.get(state.me);
+  return Boolean(me && me.moderator);
+}
+
+function moderate(action) { send({ type: 'moderate', ...action }); }
+
 function renderParticipants() {
   const ul = $('participants');
+  const mod = isModerator();
+  $('moderator').hidden = !mod;
+  $('lock').textContent = state.locked ? 'Unlock room' : 'Lock room';
   ul.replaceChildren(...[...state.participants.values()].map((p) => {
     const li = document.createElement('li');
     li.textContent = p.name;
     li.dataset.id = p.id;
     if (p.id === state.me) li.classList.add('me');
     if (p.id === state.speaker) li.classList.add('speaker');
-    const flags = [p.audioMuted && 'mic off', p.videoMuted && 'camera off'].filter(Boolean).join(', ');
+    const flags = [p.kind === 'sip' && 'phone', p.moderator && 'moderator', p.audioMuted && 'mic off', p.videoMuted && 'camera off'].filter(Boolean).join(', ');
     if (flags) { const s = document.createElement('span'); s.className = 'flags'; s.textContent = flags; li.append(s); }
+    if (mod && p.id !== state.me) {
+      const mute = document.createElement('button');
+      mute.type = 'button'; mute.className = 'small';
+      mute.textContent = p.audioMuted ? 'Unmute' : 'Mute';
+      mute.onclick = () => moderate({ action: 'mute', participantId: p.id, muted: !p.audioMuted });
+      const kick = document.createElement('button');
+      kick.type = 'button'; kick.className = 'small danger'; kick.textContent = 'Remove';
+      kick.onclick = () => moderate({ action: 'kick', participantId: p.id });
+      li.append(mute, kick);
+    }
     return li;
   }));
 }
@@ -147,6 +169,11 @@ async function onMessage(msg) {
       state.participants.set(msg.participant.id, msg.participant); renderParticipants(); break;
     case 'participantLeft':
       state.participants.delete(msg.participantId); renderParticipants(); break;
+    case 'participantKicked':
+      if (msg.participantId === state.me) { showError('A moderator removed you from the room.'); leave(true); }
+      break;
+    case 'roomPolicy':
+      state.locked = msg.policy.locked; renderParticipants(); break;
     case 'activeSpeaker':
       state.speaker = msg.participantId; renderParticipants(); break;
     case 'layoutChanged':
@@ -164,7 +191,7 @@ async function onMessage(msg) {
   }
 }
 
-async function join(room, name) {
+async function join(room, name, pin) {
   showError('');
   state.leaving = false;
   state.joinStartedAt = performance.now();
@@ -180,7 +207,7 @@ async function join(room, name) {
   setStatus('connecting to server…');
   const ws = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`);
   state.ws = ws;
-  ws.onopen = () => { setStatus('joining…'); send({ type: 'join', room, name }); };
+  ws.onopen = () => { setStatus('joining…'); send(pin ? { type: 'join', room, name, pin } : { type: 'join', room, name }); };
   ws.onmessage = (e) => { let m; try { m = JSON.parse(e.data); } catch { return; } onMessage(m).catch((err) => showError(String(err))); };
   ws.onerror = () => { if (!state.leaving) showError('The server is unreachable.'); };
   ws.onclose = () => { if (!state.leaving) { showError(state.me ? 'Lost the connection to the server.' : 'Could not reach the server.'); leave(true); } };
@@ -211,7 +238,10 @@ async function switchDevice(kind, deviceId) {
   }
 }
 
-$('join-form').addEventListener('submit', (e) => { e.preventDefault(); join($('room').value.trim(), $('name').value.trim()); });
+$('join-form').addEventListener('submit', (e) => { e.preventDefault(); join($('room').value.trim(), $('name').value.trim(), $('pin').value.trim()); });
+$('mute-all').addEventListener('click', () => moderate({ action: 'muteAll', muted: true }));
+$('unmute-all').addEventListener('click', () => moderate({ action: 'muteAll', muted: false }));
+$('lock').addEventListener('click', () => moderate({ action: 'lock', locked: !state.locked }));
 $('leave').onclick = () => leave(false);
 $('layout').onchange = (e) => send({ type: 'setLayout', layout: e.target.value });
 $('mute-mic').onclick = (e) => {

@@ -75,6 +75,8 @@ struct Participant {
     /// Its media is connected (packets may come), whether or not it receives a mix.
     attached: bool,
     plc_run: u32,
+    /// Frames concealed since the last tick's count.
+    concealed: u64,
     /// Last RFC 6464 level (0..=127 -dBov) and the tick it came in.
     ext_level: Option<(u8, u64)>,
     level: f32,
@@ -273,6 +275,7 @@ impl AudioLoop {
                     muted: false,
                     attached: false,
                     plc_run: 0,
+                    concealed: 0,
                     ext_level: None,
                     level: -127.0,
                     talker: false,
@@ -387,6 +390,7 @@ impl AudioLoop {
                 }
                 AudioPop::Missing if p.plc_run < MAX_PLC_TICKS => {
                     p.plc_run += 1;
+                    p.concealed += 1;
                     p.fifo_len += dec.conceal(&mut p.fifo[p.fifo_len..]).unwrap_or(0);
                 }
                 AudioPop::Missing | AudioPop::Idle => break,
@@ -667,6 +671,16 @@ impl AudioLoop {
         }
         self.stats.audio_encoders.store(encodes, Ordering::Relaxed);
         self.stats.audio_decoders.store(decodes, Ordering::Relaxed);
+        let concealed: u64 = self
+            .participants
+            .iter_mut()
+            .map(|p| std::mem::take(&mut p.concealed))
+            .sum();
+        if concealed > 0 {
+            self.stats
+                .audio_concealed
+                .fetch_add(concealed, Ordering::Relaxed);
+        }
         let c = &self.stats.cpu;
         c.decode.fetch_add(decode_ns, Ordering::Relaxed);
         c.encode.fetch_add(encode_ns, Ordering::Relaxed);

@@ -171,6 +171,8 @@ pub struct RoomStats {
     pub audio_encoders: AtomicU64,
     /// Opus decodes in the last audio tick.
     pub audio_decoders: AtomicU64,
+    /// Audio frames concealed because their packet was missing at its turn.
+    pub audio_concealed: AtomicU64,
     pub keyframe_requests_sent: AtomicU64,
     /// Media commands (packets, keyframe requests) waiting for the audio/video thread.
     pub audio_queued: AtomicU64,

@@ -69,6 +69,12 @@ fn asset(body: &'static str, ct: &'static str) -> Response {
 }
 
 #[derive(Serialize)]
+struct Lateness {
+    p50: f64,
+    p99: f64,
+}
+
+#[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct RoomSummary {
     room: String,
@@ -81,6 +87,13 @@ struct RoomSummary {
     video_frames_encoded: u64,
     video_frames_decoded: u64,
     dropped_inputs: u64,
+    /// Audio ticks so far, and how late they started (since the room started).
+    audio_ticks: u64,
+    audio_tick_lateness_ms: Lateness,
+    /// 20 ms frames concealed (packet missing at its turn), all participants.
+    audio_concealed: u64,
+    /// Opus/G.711/G.722 encodes in the last audio tick.
+    audio_encoders: u64,
     recording: Option<crate::recording::RecordingInfo>,
 }
 
@@ -133,6 +146,13 @@ async fn list_rooms(State(state): State<Arc<AppState>>) -> Json<Vec<RoomSummary>
             video_frames_encoded: r.stats.video_frames_encoded.load(Relaxed),
             video_frames_decoded: r.stats.video_frames_decoded.load(Relaxed),
             dropped_inputs: r.stats.dropped_inputs.load(Relaxed),
+            audio_ticks: r.stats.audio_ticks.load(Relaxed),
+            audio_tick_lateness_ms: Lateness {
+                p50: r.stats.audio_lateness.quantile(0.5).as_secs_f64() * 1e3,
+                p99: r.stats.audio_lateness.quantile(0.99).as_secs_f64() * 1e3,
+            },
+            audio_concealed: r.stats.audio_concealed.load(Relaxed),
+            audio_encoders: r.stats.audio_encoders.load(Relaxed),
             recording: r.recording_info(),
         })
         .collect();

@@ -1,8 +1,9 @@
 //! Just enough SDP reading for the MCU's decisions (the `webrtc` stack does the real
 //! negotiation): per m-section its kind, mid, direction, payload types and header-extension
-//! ids. Pure string processing, tolerant of anything it does not understand.
+//! ids, read from `rtc::sdp`'s session description (one SDP model for WebRTC and SIP).
 
 use crate::codec::VideoCodec;
+use rtc::sdp::description::session::SessionDescription;
 use std::collections::HashMap;
 
 pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
@@ -69,9 +70,12 @@ pub enum SdpError {
     NotSdp,
     #[error("SDP has no audio or video m-section")]
     NoMedia,
+    #[error("unparsable SDP: {0}")]
+    Parse(String),
 }
 
-/// Parses the m-sections of an SDP.
+/// Parses the m-sections of an SDP (with `rtc::sdp`, the model the WebRTC stack and the
+/// SIP bridge use too).
 pub fn parse(sdp: &str) -> Result<Vec<MediaSection>, SdpError> {
     if sdp.trim().is_empty() {
         return Err(SdpError::Empty);
@@ -82,60 +86,57 @@ pub fn parse(sdp: &str) -> Result<Vec<MediaSection>, SdpError> {
     if !sdp.trim_start().starts_with("v=0") {
         return Err(SdpError::NotSdp);
     }
-    let mut sections: Vec<MediaSection> = Vec::new();
-    let mut session_direction = "sendrecv".to_owned();
-    for line in sdp.lines().map(str::trim) {
-        if let Some(m) = line.strip_prefix("m=") {
-            let mut parts = m.split_whitespace();
-            let kind = parts.next().unwrap_or("").to_owned();
-            let port = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
-            sections.push(MediaSection {
-                kind,
-                port,
-                direction: session_direction.clone(),
-                ..Default::default()
+    let sd = SessionDescription::unmarshal(&mut std::io::Cursor::new(sdp.trim_start().as_bytes()))
+        .map_err(|e| SdpError::Parse(e.to_string()))?;
+    let direction_of = |attrs: &[rtc::sdp::description::common::Attribute]| {
+        attrs
+            .iter()
+            .map(|a| a.key.as_str())
+            .find(|k| matches!(*k, "sendrecv" | "sendonly" | "recvonly" | "inactive"))
+            .map(str::to_owned)
+    };
+    let session_direction = direction_of(&sd.attributes).unwrap_or_else(|| "sendrecv".into());
+    let sections: Vec<MediaSection> = sd
+        .media_descriptions
+        .iter()
+        .map(|m| {
+            let mut codecs: Vec<_> = m.codecs().into_values().collect();
+            codecs.sort_by_key(|c| {
+                m.media_name
+                    .formats
+                    .iter()
+                    .position(|f| f.parse() == Ok(c.payload_type))
+                    .unwrap_or(usize::MAX)
             });
-            continue;
-        }
-        let Some(attr) = line.strip_prefix("a=") else {
-            continue;
-        };
-        let (name, value) = attr.split_once(':').unwrap_or((attr, ""));
-        let Some(cur) = sections.last_mut() else {
-            if matches!(name, "sendrecv" | "sendonly" | "recvonly" | "inactive") {
-                session_direction = name.to_owned();
+            let extmap = m
+                .attributes
+                .iter()
+                .filter(|a| a.key == "extmap")
+                .filter_map(|a| {
+                    let v = a.value.as_deref()?;
+                    let (id, rest) = v.split_once(' ')?;
+                    let id = id.split('/').next()?.parse().ok()?;
+                    Some((rest.split_whitespace().next()?.to_owned(), id))
+                })
+                .collect();
+            MediaSection {
+                kind: m.media_name.media.clone(),
+                mid: m.attribute("mid").flatten().map(str::to_owned),
+                direction: direction_of(&m.attributes).unwrap_or_else(|| session_direction.clone()),
+                port: u32::try_from(m.media_name.port.value).unwrap_or(0),
+                fmtp: codecs
+                    .iter()
+                    .filter(|c| !c.fmtp.is_empty())
+                    .map(|c| (c.payload_type, c.fmtp.clone()))
+                    .collect(),
+                rtpmap: codecs
+                    .into_iter()
+                    .map(|c| (c.payload_type, c.name, c.clock_rate.to_string()))
+                    .collect(),
+                extmap,
             }
-            continue;
-        };
-        match name {
-            "mid" => cur.mid = Some(value.to_owned()),
-            "sendrecv" | "sendonly" | "recvonly" | "inactive" => cur.direction = name.to_owned(),
-            "rtpmap" => {
-                if let Some((pt, rest)) = value.split_once(' ') {
-                    if let Ok(pt) = pt.parse() {
-                        let (enc, clock) = rest.split_once('/').unwrap_or((rest, ""));
-                        cur.rtpmap.push((pt, enc.to_owned(), clock.to_owned()));
-                    }
-                }
-            }
-            "fmtp" => {
-                if let Some((pt, rest)) = value.split_once(' ') {
-                    if let Ok(pt) = pt.parse() {
-                        cur.fmtp.insert(pt, rest.to_owned());
-                    }
-                }
-            }
-            "extmap" => {
-                if let Some((id, rest)) = value.split_once(' ') {
-                    let id = id.split('/').next().and_then(|i| i.parse().ok());
-                    if let (Some(id), Some(uri)) = (id, rest.split_whitespace().next()) {
-                        cur.extmap.insert(uri.to_owned(), id);
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
+        })
+        .collect();
     if !sections
         .iter()
         .any(|s| s.kind == "audio" || s.kind == "video")
@@ -183,7 +184,11 @@ m=video 9 UDP/TLS/RTP/SAVPF 96 102 45\r\na=mid:1\r\na=sendonly\r\na=rtpmap:96 VP
     fn rejects_garbage() {
         assert_eq!(parse(""), Err(SdpError::Empty));
         assert_eq!(parse("hello"), Err(SdpError::NotSdp));
-        assert_eq!(parse("v=0\r\ns=-\r\n"), Err(SdpError::NoMedia));
+        assert_eq!(
+            parse("v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"),
+            Err(SdpError::NoMedia)
+        );
+        assert!(matches!(parse("v=0\r\ns=-\r\n"), Err(SdpError::Parse(_))));
         assert!(matches!(
             parse(&format!("v=0\n{}", "a".repeat(70_000))),
             Err(SdpError::TooLarge(_))

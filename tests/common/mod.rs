@@ -1022,9 +1022,10 @@ pub fn spawn_tessera(
     };
     let mut child = cmd.spawn().expect("starting tessera");
     let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    out.read_line(&mut line).unwrap();
+    // Keep reading (the SIP line, anything later) so the server never writes to a closed pipe.
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
     let addr = line
         .trim()
         .rsplit("http://")
@@ -1068,6 +1069,7 @@ pub fn spawn_tessera_sip(
         .rsplit("http://")
         .next()
         .and_then(|a| a.parse().ok());
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
     let sip = sip
         .split("sip:")
         .nth(1)
