@@ -138,7 +138,7 @@ async function main() {
     for (const c of callers) { await c.bind(); await c.call(); }
     log('two callers in the room');
     // The browser analyses what it receives (the remote stream) with WebAudio.
-    await page.waitForFunction(() => document.getElementById('remote').srcObject, null, { timeout: 30_000 });
+    await page.waitForFunction(() => { const s = document.getElementById('remote').srcObject; return s && s.getAudioTracks().length > 0; }, null, { timeout: 30_000 });
     await page.evaluate(() => {
       const ac = new AudioContext();
       const src = ac.createMediaStreamSource(document.getElementById('remote').srcObject);
