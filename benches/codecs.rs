@@ -192,6 +192,21 @@ fn decode(c: &mut Criterion) {
     g.bench_function("opus_encode_20ms_complexity5", |b| {
         b.iter(|| enc.encode(&pcm, &mut pkt).unwrap())
     });
+    // The telephony codecs through the resamplers, 20 ms at a time (one caller per tick):
+    // packet → 48 kHz for the mix, and 48 kHz mix → packet.
+    use tessera::codec::voice::{AudioCodec, AudioDecoder, AudioEncoder};
+    for codec in [AudioCodec::Pcmu, AudioCodec::G722] {
+        let mut e = AudioEncoder::new(codec, 0, 0).unwrap();
+        let mut d = AudioDecoder::new(codec).unwrap();
+        let n = e.encode(&pcm, &mut pkt).unwrap();
+        g.bench_function(format!("{codec:?}_decode_to_48k_20ms"), |b| {
+            b.iter(|| d.decode(&pkt[..n], &mut buf).unwrap())
+        });
+        let mut out = vec![0u8; 1500];
+        g.bench_function(format!("{codec:?}_encode_from_48k_20ms"), |b| {
+            b.iter(|| e.encode(&pcm, &mut out).unwrap())
+        });
+    }
     g.finish();
 }
 

@@ -48,16 +48,16 @@ TOML
   done
   sleep 3
   sipp_pid=$(pgrep -n -x sipp)
-  s0=$(curl -s "$http/api/rooms"); t0=$(ticks "$srv"); p0=$(ticks "$sipp_pid"); w0=$(date +%s.%N)
+  curl -s "$http/api/rooms" > "$work/s0.json"; t0=$(ticks "$srv"); p0=$(ticks "$sipp_pid"); w0=$(date +%s.%N)
   sleep "$WINDOW"
-  s1=$(curl -s "$http/api/rooms"); t1=$(ticks "$srv"); p1=$(ticks "$sipp_pid"); w1=$(date +%s.%N)
+  curl -s "$http/api/rooms" > "$work/s1.json"; t1=$(ticks "$srv"); p1=$(ticks "$sipp_pid"); w1=$(date +%s.%N)
   rss1=$(rss_kb "$srv")
-  python3 - "$n" "$t0" "$t1" "$p0" "$p1" "$w0" "$w1" "$hz" "$rss0" "$rss1" "$s0" "$s1" <<'PY'
+  python3 - "$n" "$t0" "$t1" "$p0" "$p1" "$w0" "$w1" "$hz" "$rss0" "$rss1" "$work/s0.json" "$work/s1.json" <<'PY'
 import json, sys
 n, t0, t1, p0, p1 = (int(x) for x in sys.argv[1:6])
 w0, w1 = float(sys.argv[6]), float(sys.argv[7])
 hz, rss0, rss1 = int(sys.argv[8]), int(sys.argv[9]), int(sys.argv[10])
-r0, r1 = json.loads(sys.argv[11])[0], json.loads(sys.argv[12])[0]
+r0, r1 = (json.load(open(f))[0] for f in sys.argv[11:13])
 secs = w1 - w0
 cpu = (t1 - t0) / hz / secs * 100
 sipp = (p1 - p0) / hz / secs * 100

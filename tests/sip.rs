@@ -765,3 +765,83 @@ fn audio_only_participants_add_no_video_encoder() {
     b.bye();
     child.kill().unwrap();
 }
+
+/// re-INVITE with `a=sendonly` holds the call (the answer is `recvonly`, the held caller is
+/// no longer heard), `sendrecv` resumes it; OPTIONS is answered over UDP and over TCP.
+#[test]
+fn reinvite_holds_and_resumes_and_options_work_over_udp_and_tcp() {
+    let (mut child, _http, sip, _dir) = server("");
+    let mut a = Caller::new(sip, Some(TONES[0]));
+    let mut b = Caller::new(sip, Some(TONES[1]));
+    let mut k = 0;
+    assert_eq!(a.call("hold"), 200);
+    assert_eq!(b.call("hold"), 200);
+    run(&mut [&mut a, &mut b], &mut k, 2.0);
+    assert!(power(b.last(1.0), TONES[0]) > HEARD);
+    let reinvite = |c: &mut Caller, dir: &str| -> String {
+        c.cseq += 1;
+        let uri = format!("sip:hold@{}", c.server);
+        let rtp = c.rtp.local_addr().unwrap().port();
+        let sdp = format!(
+            "v=0\r\no=test 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio {rtp} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n\
+             a=rtpmap:101 telephone-event/8000\r\na={dir}\r\n"
+        );
+        let branch = format!("{:x}", rand::random::<u64>());
+        let req = c.request(
+            "INVITE",
+            &uri,
+            &branch,
+            "Content-Type: application/sdp\r\n",
+            &sdp,
+        );
+        c.send(&req);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Some(m) = c.recv(0.5).filter(|m| m.starts_with("SIP/2.0 200")) {
+                let ack = c.request("ACK", &uri, &format!("{:x}", rand::random::<u64>()), "", "");
+                c.send(&ack);
+                return m;
+            }
+        }
+        panic!("re-INVITE not answered");
+    };
+    let answer = reinvite(&mut a, "sendonly");
+    assert!(answer.contains("a=recvonly"), "{answer}");
+    run(&mut [&mut a, &mut b], &mut k, 2.0);
+    assert!(
+        power(b.last(1.0), TONES[0]) < HEARD / 100.0,
+        "a held: not heard"
+    );
+    let answer = reinvite(&mut a, "sendrecv");
+    assert!(answer.contains("a=sendrecv"), "{answer}");
+    run(&mut [&mut a, &mut b], &mut k, 2.0);
+    assert!(
+        power(b.last(1.0), TONES[0]) > HEARD,
+        "a resumed: heard again"
+    );
+    // OPTIONS out of any call, over UDP and over TCP.
+    let mut o = Caller::new(sip, None);
+    let options = o.request("OPTIONS", &format!("sip:hold@{sip}"), "opt1", "", "");
+    o.send(&options);
+    let r = o.recv(2.0).unwrap_or_default();
+    assert!(r.starts_with("SIP/2.0 200") && r.contains("INVITE"), "{r}");
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(sip).unwrap();
+    let l = tcp.local_addr().unwrap();
+    let tcp_options = format!(
+        "OPTIONS sip:hold@{sip};transport=tcp SIP/2.0\r\nVia: SIP/2.0/TCP {l};branch=z9hG4bKtcp1\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:t@127.0.0.1>;tag=9\r\nTo: <sip:hold@{sip}>\r\n\
+         Call-ID: tcp-{:x}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+        rand::random::<u64>()
+    );
+    tcp.write_all(tcp_options.as_bytes()).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = tcp.read(&mut buf).unwrap();
+    let r = String::from_utf8_lossy(&buf[..n]);
+    assert!(r.starts_with("SIP/2.0 200"), "TCP: {r}");
+    a.bye();
+    b.bye();
+    child.kill().unwrap();
+}
