@@ -299,4 +299,4 @@ state.pixelSpread = () => {
 navigator.mediaDevices && listDevices().catch(() => {});
 if (params.get('room')) $('room').value = params.get('room');
 if (params.get('name')) $('name').value = params.get('name');
-if (params.get('autojoin') && params.get('room') && params.get('name')) join(params.get('room'), params.get('name'));
+if (params.get('autojoin') && params.get('room') && params.get('name')) join(params.get('room'), params.get('name'), params.get('pin') || '');

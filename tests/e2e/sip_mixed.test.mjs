@@ -134,7 +134,10 @@ async function main() {
       };
     }, BROWSER_TONE);
     page.on('pageerror', (e) => log('page error:', e.message));
-    await page.goto(`${url}/?room=mixed&name=Web&autojoin=1`);
+    // The room gets a moderator PIN before anyone joins; the browser joins with it.
+    const patch = await fetch(`${url}/api/rooms/mixed`, { method: 'PATCH', body: JSON.stringify({ moderatorPin: '9999' }) });
+    if (patch.status !== 200) fail(`PATCH: ${patch.status} ${await patch.text()}`);
+    await page.goto(`${url}/?room=mixed&name=Web&autojoin=1&pin=9999`);
     for (const c of callers) { await c.bind(); await c.call(); }
     log('two callers in the room');
     // The browser analyses what it receives (the remote stream) with WebAudio.
@@ -178,7 +181,17 @@ async function main() {
       if (!(p(TONES[1 - i]) > 1e5)) fail(`caller ${i} does not hear the other caller`);
       if (!(p(TONES[i]) * 100 < Math.min(p(BROWSER_TONE), p(TONES[1 - i])))) fail(`caller ${i} hears itself`);
     });
-    log('PASS: Chromium hears both callers; each caller hears the browser and the other caller, not itself');
+    // The browser is a moderator: it mutes the 440 Hz caller from its participant list.
+    await page.waitForSelector('#moderator:not([hidden])', { timeout: 10_000 });
+    const row = page.locator('#participants li', { hasText: 'Phone 440' });
+    await row.locator('button', { hasText: 'Mute' }).click();
+    await sleep(2500);
+    const after = callers[1].last(1);
+    log(`after the web moderator muted caller 440: caller 730 hears 440 at ${power(after, 440).toFixed(0)}`);
+    if (!(power(after, 440) < 1e3)) fail('the web moderator could not mute a caller');
+    const muted = (await (await fetch(`${url}/api/rooms`)).json())[0].participants.find((p) => p.name === 'Phone 440');
+    if (!muted.audioMuted) fail(`caller not shown muted: ${JSON.stringify(muted)}`);
+    log('PASS: Chromium hears both callers; each caller hears the browser and the other caller, not itself; the web moderator mutes a caller');
   } finally {
     callers.forEach((c) => { try { c.hangUp(); } catch { /* already gone */ } });
     await sleep(300);
