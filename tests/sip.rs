@@ -8,20 +8,9 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 use tessera::codec::voice::{ulaw_decode, ulaw_encode};
 
-/// Power of `freq` in 8 kHz samples (Goertzel), ≈ A² for a sine of amplitude A.
+/// Power of `freq` in 8 kHz samples (≈ A² for a sine of amplitude A).
 fn power(x: &[i16], freq: f32) -> f64 {
-    if x.is_empty() {
-        return 0.0;
-    }
-    let w = 2.0 * std::f64::consts::PI * freq as f64 / 8_000.0;
-    let c = 2.0 * w.cos();
-    let (mut s1, mut s2) = (0.0f64, 0.0f64);
-    for &v in x {
-        let s0 = v as f64 + c * s1 - s2;
-        s2 = s1;
-        s1 = s0;
-    }
-    (s1 * s1 + s2 * s2 - c * s1 * s2) / (x.len() as f64 * x.len() as f64 / 4.0)
+    tessera::mixer::tone_power_at(x, freq, 8_000.0)
 }
 
 /// Heard clearly (a -16 dBFS tone through the mix gives ~1e6..1e7).

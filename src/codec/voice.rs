@@ -499,19 +499,6 @@ mod tests {
             .collect()
     }
 
-    /// Energy of `x` at `freq` (Goertzel), normalised per sample.
-    fn power_at(x: &[i16], freq: f32, rate: usize) -> f64 {
-        let w = 2.0 * std::f64::consts::PI * freq as f64 / rate as f64;
-        let c = 2.0 * w.cos();
-        let (mut s1, mut s2) = (0.0f64, 0.0f64);
-        for &v in x {
-            let s0 = v as f64 + c * s1 - s2;
-            s2 = s1;
-            s1 = s0;
-        }
-        (s1 * s1 + s2 * s2 - c * s1 * s2) / (x.len() as f64).powi(2)
-    }
-
     #[test]
     fn g711_reference_values() {
         assert_eq!(ulaw_decode(0xff), 0);
@@ -582,9 +569,9 @@ mod tests {
             }
             assert!(got.len() >= 47 * 960, "{codec:?}: {}", got.len());
             let tail = &got[got.len() - 20 * 960..];
-            let on = power_at(tail, 1_000.0, 48_000);
-            let off = power_at(tail, 1_700.0, 48_000);
-            let expected = (8_000.0f64 / 2.0).powi(2); // a sine of amplitude A: (A/2)^2
+            let on = crate::mixer::tone_power(tail, 1_000.0);
+            let off = crate::mixer::tone_power(tail, 1_700.0);
+            let expected = 8_000.0f64.powi(2); // a sine of amplitude A: A²
             assert!(
                 on > expected * 0.5 && on < expected * 1.5,
                 "{codec:?}: {on} vs {expected}"

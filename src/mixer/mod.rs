@@ -72,10 +72,15 @@ pub fn level_dbfs(samples: &[i16]) -> f32 {
 /// Power of one frequency in 48 kHz samples (Goertzel), normalised so a full-length sine
 /// of amplitude A gives about A². Used to check who hears whom (tests, recordings).
 pub fn tone_power(x: &[i16], freq: f32) -> f64 {
+    tone_power_at(x, freq, 48_000.0)
+}
+
+/// [`tone_power`] for samples at `rate` Hz (e.g. 8 kHz telephony audio).
+pub fn tone_power_at(x: &[i16], freq: f32, rate: f32) -> f64 {
     if x.is_empty() {
         return 0.0;
     }
-    let w = 2.0 * std::f64::consts::PI * freq as f64 / 48_000.0;
+    let w = 2.0 * std::f64::consts::PI * freq as f64 / rate as f64;
     let c = 2.0 * w.cos();
     let (mut s1, mut s2) = (0.0f64, 0.0f64);
     for &v in x {

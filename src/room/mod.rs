@@ -544,13 +544,22 @@ impl Room {
 
     /// Grants (or takes) moderator rights.
     pub fn set_moderator(&self, id: ParticipantId, moderator: bool) -> Result<(), RoomError> {
+        self.update(id, |p| p.moderator = moderator)
+    }
+
+    /// Changes a listed participant's info and tells every client.
+    fn update(
+        &self,
+        id: ParticipantId,
+        change: impl FnOnce(&mut ParticipantInfo),
+    ) -> Result<(), RoomError> {
         let info = {
             let mut roster = lock(&self.roster);
             let p = roster
                 .iter_mut()
                 .find(|p| p.id == id)
                 .ok_or(RoomError::NoSuchParticipant)?;
-            p.moderator = moderator;
+            change(p);
             p.clone()
         };
         let _ = self
@@ -666,29 +675,20 @@ impl Room {
         audio: Option<bool>,
         video: Option<bool>,
     ) -> Result<(), RoomError> {
-        let info = {
-            let mut roster = lock(&self.roster);
-            let p = roster
-                .iter_mut()
-                .find(|p| p.id == id)
-                .ok_or(RoomError::NoSuchParticipant)?;
+        self.update(id, |p| {
             if let Some(a) = audio {
                 p.audio_muted = a;
             }
             if let Some(v) = video {
                 p.video_muted = v;
             }
-            p.clone()
-        };
+        })?;
         if let Some(a) = audio {
             self.send_audio(AudioCmd::Mute { id, muted: a })?;
         }
         if let Some(v) = video {
             self.send_video(VideoCmd::Mute { id, muted: v })?;
         }
-        let _ = self
-            .events
-            .send(RoomEvent::ParticipantUpdated { participant: info });
         Ok(())
     }
 

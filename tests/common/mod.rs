@@ -1003,39 +1003,11 @@ pub fn spawn_tessera(
     config: &std::path::Path,
     log: Option<&str>,
 ) -> (std::process::Child, SocketAddr) {
-    use std::io::BufRead;
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"));
-    cmd.args([
-        "--listen",
-        "127.0.0.1:0",
-        "--sip-listen",
-        "127.0.0.1:0",
-        "--config",
-    ])
-    .arg(config)
-    .stdout(std::process::Stdio::piped());
-    match log {
-        Some(filter) => cmd
-            .env("RUST_LOG", filter)
-            .stderr(std::process::Stdio::inherit()),
-        None => cmd.stderr(std::process::Stdio::null()),
-    };
-    let mut child = cmd.spawn().expect("starting tessera");
-    let mut line = String::new();
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    out.read_line(&mut line).unwrap();
-    // Keep reading (the SIP line, anything later) so the server never writes to a closed pipe.
-    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-    let addr = line
-        .trim()
-        .rsplit("http://")
-        .next()
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no listen address in {line:?}"));
-    (child, addr)
+    let (child, http, _sip) = spawn_tessera_sip(config, log);
+    (child, http)
 }
 
-/// [`spawn_tessera`], and the SIP address it printed on its second line.
+/// [`spawn_tessera`], and the SIP address (also `127.0.0.1:0`) it printed on its second line.
 #[allow(dead_code)]
 pub fn spawn_tessera_sip(
     config: &std::path::Path,
@@ -1060,23 +1032,23 @@ pub fn spawn_tessera_sip(
     };
     let mut child = cmd.spawn().expect("starting tessera");
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut http = String::new();
+    let (mut http, mut sip) = (String::new(), String::new());
     out.read_line(&mut http).unwrap();
-    let mut sip = String::new();
     out.read_line(&mut sip).unwrap();
-    let http = http
+    // Keep reading (anything later) so the server never writes to a closed pipe.
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    let http_addr = http
         .trim()
         .rsplit("http://")
         .next()
         .and_then(|a| a.parse().ok());
-    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-    let sip = sip
+    let sip_addr = sip
         .split("sip:")
         .nth(1)
         .and_then(|a| a.split_whitespace().next())
         .and_then(|a| a.parse().ok());
-    match (http, sip) {
+    match (http_addr, sip_addr) {
         (Some(h), Some(s)) => (child, h, s),
-        _ => panic!("no HTTP and SIP addresses printed"),
+        _ => panic!("no HTTP and SIP addresses printed: {http:?} {sip:?}"),
     }
 }
