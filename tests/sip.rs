@@ -834,3 +834,77 @@ fn reinvite_holds_and_resumes_and_options_work_over_udp_and_tcp() {
     b.bye();
     child.kill().unwrap();
 }
+
+/// The 200 OK is retransmitted until the ACK comes (RFC 3261 13.3.1.4), and a CANCEL
+/// after the answer is answered without ending the call (9.2); BYE then ends it.
+#[test]
+fn the_answer_is_retransmitted_until_acked_and_a_late_cancel_is_harmless() {
+    let (mut child, _http, sip, _dir) = server("");
+    let mut a = Caller::new(sip, None);
+    let uri = format!("sip:retx@{sip}");
+    let rtp = a.rtp.local_addr().unwrap().port();
+    let sdp = format!(
+        "v=0\r\no=test 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {rtp} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+    );
+    let branch = "retx1";
+    let invite = a.request(
+        "INVITE",
+        &uri,
+        branch,
+        "Content-Type: application/sdp\r\n",
+        &sdp,
+    );
+    a.send(&invite);
+    // No ACK: count the 200s for 2.5 s (T1 = 500 ms, doubling: 0, 0.5, 1.5 s).
+    let start = Instant::now();
+    let mut oks = 0;
+    while start.elapsed() < Duration::from_millis(2_500) {
+        if let Some(m) = a.recv(0.2) {
+            if m.starts_with("SIP/2.0 200") {
+                oks += 1;
+                if a.to_tag.is_empty() {
+                    let tag = header(&m, "To")
+                        .and_then(|t| t.split(";tag=").nth(1))
+                        .unwrap();
+                    a.to_tag = tag.split(';').next().unwrap().to_owned();
+                }
+            }
+        }
+    }
+    assert!(oks >= 3, "200 OK sent {oks} times without an ACK");
+    // A CANCEL of the answered INVITE (same branch): answered, the call stays.
+    let cancel = a
+        .request("CANCEL", &uri, branch, "", "")
+        .replace(&format!(";tag={}", a.to_tag), "")
+        .replace("CSeq: 1 CANCEL", "CSeq: 1 CANCEL");
+    a.send(&cancel);
+    let ack = a.request("ACK", &uri, "retx2", "", "");
+    a.send(&ack);
+    let mut cancel_answer = None;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline && cancel_answer.is_none() {
+        if let Some(m) = a.recv(0.3) {
+            if m.contains("CANCEL") && m.starts_with("SIP/2.0 ") {
+                cancel_answer = Some(m[8..11].to_owned());
+            }
+        }
+    }
+    let code = cancel_answer.expect("CANCEL answered");
+    assert!(
+        code == "200" || code == "481",
+        "CANCEL after the answer: {code}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!a.ended, "a late CANCEL does not end the call");
+    a.bye();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut bye_ok = false;
+    while Instant::now() < deadline && !bye_ok {
+        bye_ok = a
+            .recv(0.3)
+            .is_some_and(|m| m.starts_with("SIP/2.0 200") && m.contains("BYE"));
+    }
+    assert!(bye_ok, "BYE answered 200");
+    child.kill().unwrap();
+}

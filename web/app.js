@@ -242,6 +242,7 @@ $('join-form').addEventListener('submit', (e) => { e.preventDefault(); join($('r
 $('mute-all').addEventListener('click', () => moderate({ action: 'muteAll', muted: true }));
 $('unmute-all').addEventListener('click', () => moderate({ action: 'muteAll', muted: false }));
 $('lock').addEventListener('click', () => moderate({ action: 'lock', locked: !state.locked }));
+$('set-pin').addEventListener('click', () => moderate({ action: 'setPin', pin: $('new-pin').value.trim() || null }));
 $('leave').onclick = () => leave(false);
 $('layout').onchange = (e) => send({ type: 'setLayout', layout: e.target.value });
 $('mute-mic').onclick = (e) => {

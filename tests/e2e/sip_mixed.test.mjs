@@ -191,7 +191,13 @@ async function main() {
     if (!(power(after, 440) < 1e3)) fail('the web moderator could not mute a caller');
     const muted = (await (await fetch(`${url}/api/rooms`)).json())[0].participants.find((p) => p.name === 'Phone 440');
     if (!muted.audioMuted) fail(`caller not shown muted: ${JSON.stringify(muted)}`);
-    log('PASS: Chromium hears both callers; each caller hears the browser and the other caller, not itself; the web moderator mutes a caller');
+    // ...and sets a room PIN from the page: the room's policy then has one.
+    await page.fill('#new-pin', '2468');
+    await page.click('#set-pin');
+    await sleep(500);
+    const policy = await (await fetch(`${url}/api/rooms/mixed`, { method: 'PATCH', body: '{}' })).json();
+    if (!policy.hasPin) fail(`the web moderator could not set a PIN: ${JSON.stringify(policy)}`);
+    log('PASS: Chromium hears both callers; each caller hears the browser and the other caller, not itself; the web moderator mutes a caller and sets a PIN');
   } finally {
     callers.forEach((c) => { try { c.hangUp(); } catch { /* already gone */ } });
     await sleep(300);
