@@ -55,7 +55,7 @@ fn main() -> anyhow::Result<()> {
         say(&format!("Tessera is listening on http://{addr}"));
         tracing::info!(media_ip = %config.media_ip, layouts = ?layouts.names(), "open http://{addr} in a browser to join a room");
         let rooms = Arc::new(Rooms::new(RoomSettings { config: config.clone(), layouts }));
-        let _sip = match config.sip_listen {
+        let sip = match config.sip_listen {
             Some(sip_addr) => {
                 let sip = tessera::sip::start(sip_addr, Arc::new(config.clone()), rooms.clone())
                     .await
@@ -65,7 +65,14 @@ fn main() -> anyhow::Result<()> {
             }
             None => None,
         };
-        tessera::signaling::serve(listener, config, rooms, shutdown_signal()).await?;
+        // On SIGINT/SIGTERM, callers get their BYE before the rooms stop.
+        let stop = async move {
+            shutdown_signal().await;
+            if let Some(sip) = &sip {
+                sip.shutdown().await;
+            }
+        };
+        tessera::signaling::serve(listener, config, rooms, stop).await?;
         Ok(())
     })
 }

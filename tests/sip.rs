@@ -908,3 +908,28 @@ fn the_answer_is_retransmitted_until_acked_and_a_late_cancel_is_harmless() {
     assert!(bye_ok, "BYE answered 200");
     child.kill().unwrap();
 }
+
+/// SIGTERM ends calls properly: every caller gets a BYE before the server exits.
+#[test]
+fn sigterm_sends_every_caller_a_bye() {
+    let (mut child, _http, sip, _dir) = server("");
+    let mut a = Caller::new(sip, Some(TONES[0]));
+    let mut b = Caller::new(sip, Some(TONES[1]));
+    let mut k = 0;
+    assert_eq!(a.call("closing"), 200);
+    assert_eq!(b.call("closing"), 200);
+    run(&mut [&mut a, &mut b], &mut k, 1.0);
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while (!a.ended || !b.ended) && Instant::now() < deadline {
+        run(&mut [&mut a, &mut b], &mut k, 0.1);
+    }
+    assert!(
+        a.ended && b.ended,
+        "BYE on shutdown: a {} b {}",
+        a.ended,
+        b.ended
+    );
+    let status = child.wait().unwrap();
+    assert!(status.success(), "graceful exit: {status:?}");
+}

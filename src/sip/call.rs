@@ -166,6 +166,9 @@ pub async fn incoming(bridge: Arc<Bridge>, mut tx: Transaction) {
         return;
     }
     tracing::info!(room = %room_id, id = %info.id, %name, ?codec, "SIP call answered");
+    bridge
+        .calls
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let mut handler = dialog.clone();
     tokio::spawn(async move {
         let _ = handler.handle(&mut tx).await;
@@ -317,16 +320,21 @@ impl Call {
                     }
                 }
                 _ = hangup => break End::Local("wrong PIN"),
+                _ = self.bridge.closing.cancelled() => break End::Local("server shutting down"),
             }
         };
         self.bridge.rooms.leave(&self.room, self.id);
         if let End::Local(why) = end {
             tracing::info!(id = %self.id, "ending SIP call: {why}");
-            let _ = self.dialog.bye().await;
+            // The BYE goes out at once; its answer is not waited for beyond 2 s.
+            let _ = tokio::time::timeout(Duration::from_secs(2), self.dialog.bye()).await;
         } else {
             tracing::info!(id = %self.id, "SIP call ended by the caller");
         }
         self.bridge.dialogs.remove_dialog(&self.dialog.id());
+        self.bridge
+            .calls
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// After admission: tell a lone caller it is alone.

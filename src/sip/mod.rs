@@ -44,10 +44,27 @@ pub struct SipServer {
     /// Where it listens (UDP and TCP share the port).
     pub addr: SocketAddr,
     cancel: CancellationToken,
+    bridge: Arc<Bridge>,
 }
+
+/// How long shutdown waits for calls to send their BYE.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl SipServer {
     pub fn stop(&self) {
+        self.cancel.cancel();
+    }
+
+    /// Ends every call with a BYE (new calls are refused from now on), waits up to 3 s for
+    /// them to finish, then stops the listener.
+    pub async fn shutdown(&self) {
+        self.bridge.closing.cancel();
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        while self.bridge.calls.load(std::sync::atomic::Ordering::SeqCst) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         self.cancel.cancel();
     }
 }
@@ -66,6 +83,10 @@ pub struct Bridge {
     /// The address in our Contact and SDP.
     pub local: SocketAddr,
     rates: Mutex<crate::signaling::guard::RateLimiter>,
+    /// Cancelled when the server shuts down: calls end with a BYE, new ones are refused.
+    pub closing: CancellationToken,
+    /// Calls running now.
+    pub calls: std::sync::atomic::AtomicUsize,
 }
 
 /// Binds `addr` (UDP, then TCP on the same port) and serves calls until stopped.
@@ -110,12 +131,15 @@ pub async fn start(
         rooms,
         dialogs,
         local,
+        closing: CancellationToken::new(),
+        calls: Default::default(),
     });
     tokio::spawn(async move { endpoint.serve().await });
-    tokio::spawn(accept_loop(bridge, incoming, cancel.clone()));
+    tokio::spawn(accept_loop(bridge.clone(), incoming, cancel.clone()));
     Ok(SipServer {
         addr: bound,
         cancel,
+        bridge,
     })
 }
 
@@ -182,6 +206,9 @@ async fn route(bridge: Arc<Bridge>, mut tx: Transaction) {
 impl Bridge {
     /// Takes one call from `ip`'s budget, or says it is over it.
     fn admit(&self, ip: IpAddr) -> bool {
+        if self.closing.is_cancelled() {
+            return false;
+        }
         self.rates
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
