@@ -103,7 +103,17 @@ async function runCase(name, { rateKbit, delayMs, loss }) {
       const ctx = await b.newContext({ permissions: ['camera', 'microphone'], viewport: { width: 1600, height: 1000 } });
       const page = await ctx.newPage();
       page.on('pageerror', (e) => log(`${n} page error:`, e.message));
-      await page.goto(`${url}/?room=weak&name=${n}&autojoin=1`);
+      page.on('requestfailed', (r) => log(`${n} request failed: ${r.url()} ${r.failure() && r.failure().errorText}`));
+      page.on('response', (r) => { if (r.status() >= 400) log(`${n} got ${r.status()} for ${r.url()}`); });
+      // Over the lossy link a page can reach 'load' without its script (a failed fetch is
+      // logged above): wait for the client to be there, and load the page once more if not.
+      for (let attempt = 1; ; attempt++) {
+        await page.goto(`${url}/?room=weak&name=${n}&autojoin=1`);
+        const ready = await page.waitForFunction(() => window.tessera && window.tessera.receiveStats, null, { timeout: 15_000 }).then(() => true, () => false);
+        if (ready) break;
+        if (attempt === 2) fail(`${n}: the web client did not load twice`);
+        log(`${n}: the web client did not load; loading the page again`);
+      }
       pages.push({ name: n, page });
     }
     const t0 = Date.now();
