@@ -105,14 +105,16 @@ async function runCase(name, { rateKbit, delayMs, loss }) {
       page.on('pageerror', (e) => log(`${n} page error:`, e.message));
       page.on('requestfailed', (r) => log(`${n} request failed: ${r.url()} ${r.failure() && r.failure().errorText}`));
       page.on('response', (r) => { if (r.status() >= 400) log(`${n} got ${r.status()} for ${r.url()}`); });
-      // Over the lossy link a page can reach 'load' without its script (a failed fetch is
-      // logged above): wait for the client to be there, and load the page once more if not.
+      // A browser started just after its namespace's links were made can see them settle
+      // (net::ERR_NETWORK_CHANGED), and over the lossy link a page can reach 'load' without
+      // its script (failed fetches are logged above): wait for the client to be there, and
+      // load the page again (at most twice more) if not.
       for (let attempt = 1; ; attempt++) {
-        await page.goto(`${url}/?room=weak&name=${n}&autojoin=1`);
-        const ready = await page.waitForFunction(() => window.tessera && window.tessera.receiveStats, null, { timeout: 15_000 }).then(() => true, () => false);
+        const ready = await page.goto(`${url}/?room=weak&name=${n}&autojoin=1`)
+          .then(() => page.waitForFunction(() => window.tessera && window.tessera.receiveStats, null, { timeout: 15_000 }))
+          .then(() => true, (e) => { log(`${n}: page load attempt ${attempt}: ${e.message.split('\n')[0]}`); return false; });
         if (ready) break;
-        if (attempt === 2) fail(`${n}: the web client did not load twice`);
-        log(`${n}: the web client did not load; loading the page again`);
+        if (attempt === 3) fail(`${n}: the web client did not load in 3 attempts`);
       }
       pages.push({ name: n, page });
     }
