@@ -33,16 +33,6 @@ impl AudioCodec {
         }
     }
 
-    /// The RFC 3551 static payload type, if it has one.
-    pub fn static_payload_type(self) -> Option<u8> {
-        match self {
-            Self::Pcmu => Some(0),
-            Self::Pcma => Some(8),
-            Self::G722 => Some(9),
-            Self::Opus => None,
-        }
-    }
-
     /// From a static payload type (RFC 3551 table 4).
     pub fn from_static_payload_type(pt: u8) -> Option<Self> {
         match pt {

@@ -80,31 +80,27 @@ impl From<RoomError> for ModError {
 /// Applies one moderator action to room `id`.
 pub fn apply(rooms: &Rooms, id: &RoomId, m: &Moderation) -> Result<(), ModError> {
     let policy = |patch: PolicyPatch| rooms.patch_policy(id, &patch).map(|_| ());
+    // Access rules apply whether or not the room runs; the rest needs the running room.
+    let room = || rooms.get(id).ok_or_else(|| ModError::NoRoom(id.clone()));
     match m {
-        Moderation::Lock { locked } => Ok(policy(PolicyPatch {
+        Moderation::Lock { locked } => policy(PolicyPatch {
             locked: Some(*locked),
             ..Default::default()
-        })?),
-        Moderation::SetPin { pin } => Ok(policy(PolicyPatch {
+        })?,
+        Moderation::SetPin { pin } => policy(PolicyPatch {
             pin: Some(pin.clone().filter(|p| !p.is_empty())),
             ..Default::default()
-        })?),
-        other => {
-            let room = rooms.get(id).ok_or_else(|| ModError::NoRoom(id.clone()))?;
-            match other {
-                Moderation::Mute {
-                    participant_id,
-                    muted,
-                } => room.set_muted(*participant_id, Some(*muted), None)?,
-                Moderation::MuteAll { muted } => {
-                    room.mute_all(*muted);
-                }
-                Moderation::Kick { participant_id } => room.kick(*participant_id)?,
-                Moderation::Lock { .. } | Moderation::SetPin { .. } => unreachable!(),
-            }
-            Ok(())
+        })?,
+        Moderation::Mute {
+            participant_id,
+            muted,
+        } => room()?.set_muted(*participant_id, Some(*muted), None)?,
+        Moderation::MuteAll { muted } => {
+            room()?.mute_all(*muted);
         }
+        Moderation::Kick { participant_id } => room()?.kick(*participant_id)?,
     }
+    Ok(())
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {

@@ -64,10 +64,6 @@ pub async fn incoming(bridge: Arc<Bridge>, mut tx: Transaction) {
         return;
     };
     let policy = bridge.rooms.policies.get(&room_id);
-    if policy.locked {
-        let _ = tx.reply(StatusCode::Forbidden).await;
-        return;
-    }
     let socket = match bind_rtp(&bridge.config).await {
         Ok(s) => s,
         Err(e) => {
@@ -408,10 +404,12 @@ impl Call {
             },
             Action::WrongPin => prompt(Prompt::WrongPin),
             Action::HangUp => {
-                let clip = Prompt::WrongPin.clip();
-                let secs = clip.len() as f64 / 48_000.0 + 0.3;
-                self.room.prompt(self.id, clip);
-                self.hangup_at = Some(tokio::time::Instant::now() + Duration::from_secs_f64(secs));
+                self.room.prompt(self.id, Prompt::WrongPin.clip());
+                self.hangup_at = Some(
+                    tokio::time::Instant::now()
+                        + Prompt::WrongPin.duration()
+                        + Duration::from_millis(300),
+                );
             }
             Action::ToggleMute => {
                 let muted = self

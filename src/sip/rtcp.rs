@@ -53,10 +53,6 @@ impl Received {
         self.last_sr = Some(((ntp >> 16) as u32, now));
     }
 
-    pub fn ssrc(&self) -> Option<u32> {
-        self.started.then_some(self.ssrc)
-    }
-
     /// Our report block about the caller's stream (and resets the interval counters).
     pub fn report(&mut self, now: Instant) -> Option<ReceptionReport> {
         if !self.started {
