@@ -254,6 +254,26 @@ pub struct Config {
     /// Rooms declared up front, with their PINs and options.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rooms: Vec<RoomDecl>,
+    /// Secret that signs access tokens (at least 32 bytes). Set: joins need a token and the
+    /// control API an admin credential. Unset: open mode, allowed on loopback only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_secret: Option<String>,
+    /// Key (at least 24 bytes) that the control API, `/metrics` and the dashboard accept as
+    /// a bearer, besides admin tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_key: Option<String>,
+    /// Web origins (`https://host[:port]`, or `*`) besides the server's own whose pages may
+    /// open WebSockets and call the API.
+    pub allowed_origins: Vec<String>,
+    /// Run open (no API secret) on a non-loopback address anyway.
+    pub insecure: bool,
+    /// HTTPS: certificate chain and private key (PEM).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// HTTPS with a certificate made at start for this host's names (LAN tests).
+    pub tls_self_signed: bool,
 }
 
 /// `[sip]`: the telephony bridge.
@@ -358,6 +378,13 @@ impl Default for Config {
             sip_listen: Some("127.0.0.1:5060".parse().expect("literal address")),
             sip: SipConfig::default(),
             rooms: Vec::new(),
+            api_secret: None,
+            admin_key: None,
+            allowed_origins: Vec::new(),
+            insecure: false,
+            tls_cert: None,
+            tls_key: None,
+            tls_self_signed: false,
         }
     }
 }
@@ -378,8 +405,6 @@ pub enum ConfigError {
 #[derive(Parser, Debug, Default)]
 #[command(name = "tessera", version, about = "Tessera WebRTC MCU")]
 pub struct Cli {
-    #[command(subcommand)]
-    pub command: Option<Command>,
     /// TOML configuration file.
     #[arg(long, env = "TESSERA_CONFIG")]
     pub config: Option<PathBuf>,
@@ -440,22 +465,27 @@ pub struct Cli {
     /// Record every room automatically.
     #[arg(long, env = "TESSERA_RECORD_ALL")]
     pub record_all: bool,
-}
-
-/// Subcommands (no subcommand = run the server).
-#[derive(clap::Subcommand, Debug)]
-pub enum Command {
-    /// Benchmarks.
-    Bench {
-        #[command(subcommand)]
-        what: BenchCommand,
-    },
-}
-
-#[derive(clap::Subcommand, Debug)]
-pub enum BenchCommand {
-    /// Runs N synthetic participants through the real media pipeline without a network.
-    Room(crate::bench::RoomBenchArgs),
+    /// Secret (≥ 32 bytes) that signs access tokens; turns access control on.
+    #[arg(long, env = "TESSERA_API_SECRET", hide_env_values = true)]
+    pub api_secret: Option<String>,
+    /// Admin key (≥ 24 bytes) accepted as a bearer by the control API and /metrics.
+    #[arg(long, env = "TESSERA_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+    /// Extra web origin allowed to use the server (repeatable), or `*`.
+    #[arg(long = "allowed-origin", env = "TESSERA_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// Run without an API secret on a non-loopback address (anyone who reaches it may use it).
+    #[arg(long, env = "TESSERA_INSECURE")]
+    pub insecure: bool,
+    /// HTTPS certificate chain (PEM).
+    #[arg(long, env = "TESSERA_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// HTTPS private key (PEM).
+    #[arg(long, env = "TESSERA_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// HTTPS with a self-signed certificate made at start (LAN tests only).
+    #[arg(long, env = "TESSERA_TLS_SELF_SIGNED")]
+    pub tls_self_signed: bool,
 }
 
 impl Config {
@@ -554,6 +584,23 @@ impl Config {
         if cli.record_all {
             self.recording.auto = true;
         }
+        if cli.api_secret.is_some() {
+            self.api_secret = cli.api_secret.clone();
+        }
+        if cli.admin_key.is_some() {
+            self.admin_key = cli.admin_key.clone();
+        }
+        if !cli.allowed_origins.is_empty() {
+            self.allowed_origins = cli.allowed_origins.clone();
+        }
+        self.insecure |= cli.insecure;
+        if cli.tls_cert.is_some() {
+            self.tls_cert = cli.tls_cert.clone();
+        }
+        if cli.tls_key.is_some() {
+            self.tls_key = cli.tls_key.clone();
+        }
+        self.tls_self_signed |= cli.tls_self_signed;
         Ok(())
     }
 
@@ -708,7 +755,89 @@ impl Config {
         if !(self.sip.invite_rate > 0.0) || self.sip.invite_burst == 0 {
             return bad("sip.invite_rate/invite_burst", "must be positive");
         }
+        self.validate_access()
+    }
+
+    /// The access-control and TLS settings: secrets long enough, TLS given whole, and no
+    /// open server on a network address unless `insecure` says so.
+    fn validate_access(&self) -> Result<(), ConfigError> {
+        let bad = |field, message: String| Err(ConfigError::Invalid { field, message });
+        if let Some(s) = &self.api_secret {
+            if s.len() < crate::auth::MIN_SECRET_BYTES {
+                return bad(
+                    "api_secret",
+                    format!(
+                        "must be at least {} bytes (e.g. `openssl rand -hex 32`)",
+                        crate::auth::MIN_SECRET_BYTES
+                    ),
+                );
+            }
+        }
+        if let Some(k) = &self.admin_key {
+            if k.len() < crate::auth::MIN_ADMIN_KEY_BYTES {
+                return bad(
+                    "admin_key",
+                    format!(
+                        "must be at least {} bytes",
+                        crate::auth::MIN_ADMIN_KEY_BYTES
+                    ),
+                );
+            }
+            if self.api_secret.is_none() {
+                return bad(
+                    "admin_key",
+                    "only means something with api_secret (open mode asks for nothing)".into(),
+                );
+            }
+        }
+        for o in &self.allowed_origins {
+            let ok = o == "*"
+                || ((o.starts_with("http://") || o.starts_with("https://"))
+                    && !o.contains(char::is_whitespace)
+                    && o.splitn(4, '/').nth(3).is_none_or(str::is_empty));
+            if !ok {
+                return bad(
+                    "allowed_origins",
+                    format!("`{o}` is not `*` or scheme://host[:port]"),
+                );
+            }
+        }
+        match (&self.tls_cert, &self.tls_key, self.tls_self_signed) {
+            (Some(_), Some(_), false) | (None, None, _) => {}
+            (Some(_), Some(_), true) => {
+                return bad(
+                    "tls_self_signed",
+                    "give either tls_cert/tls_key or tls_self_signed".into(),
+                )
+            }
+            _ => return bad("tls_cert/tls_key", "give both".into()),
+        }
+        if self.api_secret.is_none() && !self.insecure {
+            let exposed = std::iter::once(self.listen)
+                .chain(self.sip_listen)
+                .find(|a| !a.ip().is_loopback());
+            if let Some(addr) = exposed {
+                return bad(
+                    "api_secret",
+                    format!(
+                        "{addr} is not a loopback address: without an API secret anyone who \
+                         reaches it could join any room and use the control API. Set \
+                         --api-secret / TESSERA_API_SECRET (and --admin-key), or pass \
+                         --insecure to run open anyway"
+                    ),
+                );
+            }
+        }
         Ok(())
+    }
+
+    /// Access control built from this configuration.
+    pub fn access(&self) -> crate::auth::Access {
+        crate::auth::Access::new(
+            self.api_secret.as_deref(),
+            self.admin_key.as_deref(),
+            &self.allowed_origins,
+        )
     }
 }
 
@@ -771,5 +900,32 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("udp_port"));
+    }
+
+    #[test]
+    fn a_network_address_needs_a_secret_or_insecure() {
+        let load = |args: &[&str]| {
+            let mut all = vec!["tessera"];
+            all.extend_from_slice(args);
+            Config::load(&Cli::parse_from(all)).map_err(|e| e.to_string())
+        };
+        let e = load(&["--listen", "0.0.0.0:8080"]).unwrap_err();
+        assert!(e.contains("api_secret") && e.contains("--insecure"), "{e}");
+        let e = load(&["--sip-listen", "0.0.0.0:5060"]).unwrap_err();
+        assert!(e.contains("0.0.0.0:5060"), "{e}");
+        load(&["--listen", "0.0.0.0:8080", "--insecure"]).unwrap();
+        let secret = "s".repeat(32);
+        load(&["--listen", "0.0.0.0:8080", "--api-secret", &secret]).unwrap();
+        let e = load(&["--api-secret", "short"]).unwrap_err();
+        assert!(e.contains("32 bytes"), "{e}");
+        let e = load(&["--admin-key", &"k".repeat(24)]).unwrap_err();
+        assert!(e.contains("admin_key"), "{e}");
+        let e = load(&["--allowed-origin", "evil.example"]).unwrap_err();
+        assert!(e.contains("allowed_origins"), "{e}");
+        load(&["--allowed-origin", "https://app.example:8443,*"]).unwrap();
+        let e = load(&["--tls-cert", "/x.pem"]).unwrap_err();
+        assert!(e.contains("tls_cert"), "{e}");
+        // Loopback stays zero-config.
+        assert!(load(&[]).unwrap().access().is_open());
     }
 }

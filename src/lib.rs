@@ -46,6 +46,7 @@
 //! failing participant only loses its own session. Every `expect` states why it cannot
 //! fail.
 
+pub mod auth;
 pub mod bench;
 pub mod codec;
 pub mod compositor;

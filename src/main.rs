@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::Parser;
 use std::sync::Arc;
-use tessera::config::{BenchCommand, Cli, Command, Config};
+use tessera::config::{Cli, Config};
 use tessera::layout::LayoutSet;
 use tessera::room::{RoomSettings, Rooms};
 
@@ -16,24 +16,165 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     tessera::room::tune_allocator();
-    let cli = Cli::parse();
-    if let Some(Command::Bench {
-        what: BenchCommand::Room(args),
-    }) = &cli.command
-    {
-        if let Some(dir) = &args.write_inputs {
-            tessera::bench::write_inputs(args, dir)?;
-            return Ok(());
+    let args = Args::parse();
+    match args.command {
+        None => serve(&args.server),
+        Some(Command::Bench {
+            what: BenchCommand::Room(args),
+        }) => {
+            if let Some(dir) = &args.write_inputs {
+                tessera::bench::write_inputs(&args, dir)?;
+                return Ok(());
+            }
+            let report = tessera::bench::run(&args)?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                tessera::bench::print_table(&report);
+            }
+            Ok(())
         }
-        let report = tessera::bench::run(args)?;
-        if args.json {
-            println!("{}", serde_json::to_string_pretty(&report)?);
-        } else {
-            tessera::bench::print_table(&report);
-        }
-        return Ok(());
+        Some(Command::Token(t)) => token(&t),
     }
-    let config = Config::load(&cli)?;
+}
+
+/// The command line: server flags, or a subcommand.
+#[derive(Parser, Debug)]
+#[command(name = "tessera", version, about = "Tessera WebRTC MCU")]
+struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    server: Cli,
+}
+
+/// Subcommands (no subcommand = run the server).
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
+    /// Prints a signed access token (the token alone on the last line).
+    Token(TokenArgs),
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum BenchCommand {
+    /// Runs N synthetic participants through the real media pipeline without a network.
+    Room(tessera::bench::RoomBenchArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct TokenArgs {
+    /// The room the token opens (not needed with --admin).
+    #[arg(long)]
+    room: Option<String>,
+    /// Display name the participant gets.
+    #[arg(long)]
+    name: Option<String>,
+    /// Identity (`sub`); defaults to the name, or `admin`.
+    #[arg(long)]
+    identity: Option<String>,
+    /// Makes the holder a moderator of the room.
+    #[arg(long)]
+    moderator: bool,
+    /// Lets the holder start and stop the room's recording.
+    #[arg(long)]
+    record: bool,
+    /// An admin token: every room, the control API, /metrics and the dashboard.
+    #[arg(long)]
+    admin: bool,
+    /// The holder's audio and video do not reach the room (watch only).
+    #[arg(long)]
+    no_publish: bool,
+    /// The holder receives no composite or mix (send only).
+    #[arg(long)]
+    no_subscribe: bool,
+    /// Lifetime: 90s, 30m, 12h, 7d.
+    #[arg(long, default_value = "1h")]
+    ttl: String,
+    /// Configuration file to read `api_secret` (and `listen`) from.
+    #[arg(long, env = "TESSERA_CONFIG")]
+    config: Option<std::path::PathBuf>,
+    /// The API secret (as the server's).
+    #[arg(long, env = "TESSERA_API_SECRET", hide_env_values = true)]
+    api_secret: Option<String>,
+}
+
+fn token(t: &TokenArgs) -> anyhow::Result<()> {
+    use tessera::auth::{Claims, Grants};
+    let config = Config::load(&Cli {
+        config: t.config.clone(),
+        api_secret: t.api_secret.clone(),
+        insecure: true,
+        ..Default::default()
+    })?;
+    if config.api_secret.is_none() {
+        anyhow::bail!(
+            "no API secret: give --api-secret, TESSERA_API_SECRET or `api_secret` in the config"
+        );
+    }
+    let room = match (&t.room, t.admin) {
+        (Some(r), _) => Some(
+            tessera::ids::RoomId::parse(r)
+                .map_err(|e| anyhow::anyhow!("--room: {e}"))?
+                .to_string(),
+        ),
+        (None, true) => None,
+        (None, false) => anyhow::bail!("--room is required (or --admin for every room)"),
+    };
+    if let Some(n) = &t.name {
+        if n.trim().is_empty() || n.chars().count() > 64 || n.chars().any(char::is_control) {
+            anyhow::bail!("--name: 1 to 64 printable characters");
+        }
+    }
+    let ttl = tessera::auth::parse_ttl(&t.ttl).map_err(|e| anyhow::anyhow!("--ttl: {e}"))?;
+    let now = tessera::auth::unix_now();
+    let claims = Claims {
+        sub: t
+            .identity
+            .clone()
+            .or_else(|| t.name.clone())
+            .unwrap_or_else(|| if t.admin { "admin" } else { "participant" }.into()),
+        name: t.name.clone(),
+        room: room.clone(),
+        iat: now,
+        exp: now + ttl.as_secs(),
+        grants: Grants {
+            join: room.is_some(),
+            publish: !t.no_publish,
+            subscribe: !t.no_subscribe,
+            moderator: t.moderator,
+            record: t.record,
+            admin: t.admin,
+        },
+    };
+    let token = config
+        .access()
+        .issue(&claims)
+        .ok_or_else(|| anyhow::anyhow!("signing failed"))?;
+    let scheme = if config.tls_cert.is_some() || config.tls_self_signed {
+        "https"
+    } else {
+        "http"
+    };
+    println!(
+        "# {} token for {}, expires in {} s",
+        if t.admin { "admin" } else { "join" },
+        room.as_deref().unwrap_or("every room"),
+        ttl.as_secs()
+    );
+    if let Some(r) = &room {
+        println!("# web client: {scheme}://{}/?room={r}&token=…", config.listen);
+    }
+    println!("{token}");
+    Ok(())
+}
+
+fn serve(cli: &Cli) -> anyhow::Result<()> {
+    let config = Config::load(cli)?;
     let layouts = match &config.layouts_dir {
         Some(dir) => LayoutSet::load_dir(dir)?,
         None => LayoutSet::builtin(),
@@ -65,6 +206,11 @@ fn main() -> anyhow::Result<()> {
             }
             None => None,
         };
+        if config.api_secret.is_some() {
+            say("Access control is on: joins need a token (`tessera token`), the API an admin credential");
+        } else {
+            say("Open mode (no API secret): anyone who can reach the listeners may join rooms and use the API; for loopback use only");
+        }
         // On SIGINT/SIGTERM, callers get their BYE before the rooms stop.
         let stop = async move {
             shutdown_signal().await;

@@ -4,6 +4,14 @@
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
+// An access token may come in the page URL (`?token=…`, from `tessera token`); it is kept in
+// memory and taken out of the address bar so that it does not end up in screenshots.
+const accessToken = params.get('token') || '';
+if (accessToken) {
+  const clean = new URL(location.href);
+  clean.searchParams.delete('token');
+  history.replaceState(null, '', clean);
+}
 const state = {
   ws: null, pc: null, local: null, me: null, participants: new Map(),
   speaker: null, leaving: false, micMuted: false, camMuted: false, pendingCandidates: [],
@@ -20,6 +28,7 @@ const ERROR_TEXT = {
   negotiation_failed: 'Could not establish the media connection.', unknown_layout: 'That layout does not exist.',
   pin_required: 'This room needs its PIN.', room_locked: 'This room is locked by its moderator.',
   not_moderator: 'Only a moderator can do that.',
+  unauthorized: 'This server needs an invitation link (access token) for this room.',
 };
 
 async function listDevices() {
@@ -207,7 +216,11 @@ async function join(room, name, pin) {
   setStatus('connecting to server…');
   const ws = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`);
   state.ws = ws;
-  ws.onopen = () => { setStatus('joining…'); send(pin ? { type: 'join', room, name, pin } : { type: 'join', room, name }); };
+  ws.onopen = () => { setStatus('joining…'); const msg = { type: 'join', room, name };
+    if (pin) msg.pin = pin;
+    if (accessToken) msg.token = accessToken;
+    send(msg);
+  };
   ws.onmessage = (e) => { let m; try { m = JSON.parse(e.data); } catch { return; } onMessage(m).catch((err) => showError(String(err))); };
   ws.onerror = () => { if (!state.leaving) showError('The server is unreachable.'); };
   ws.onclose = () => { if (!state.leaving) { showError(state.me ? 'Lost the connection to the server.' : 'Could not reach the server.'); leave(true); } };

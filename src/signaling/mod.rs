@@ -3,6 +3,7 @@
 //! router. `serve` runs it until the shutdown future resolves, then ends every session
 //! (clients get `bye`), closes peers and joins the room threads.
 
+pub mod access;
 pub mod guard;
 pub mod moderation;
 pub mod protocol;
@@ -33,6 +34,8 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// Request rates per source (joins, other API calls).
     pub rates: Mutex<Rates>,
+    /// Tokens, admin key and allowed origins.
+    pub access: crate::auth::Access,
 }
 
 /// The per-source token buckets, one per request class.
@@ -309,7 +312,12 @@ pub fn router(state: Arc<AppState>) -> Router {
             }
         })
         // Outermost last: CORS headers go on every WHIP answer, 429 and 408 included, so a
-        // browser on another origin can read why it was refused.
+        // browser on another origin can read why it was refused. Rates are counted before
+        // credentials are checked (a guessing client is slowed down too).
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access::authorize,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             limit_requests,
@@ -331,6 +339,7 @@ pub async fn serve(
         whip: Mutex::new(HashMap::new()),
         shutdown: stop_rx,
         rates: Mutex::new(Rates::new(&config.http)),
+        access: config.access(),
         config: Arc::new(config),
     });
     let app = router(state.clone());

@@ -22,6 +22,9 @@ pub enum ClientMessage {
         /// The room's PIN (or its moderator PIN, which makes this participant a moderator).
         #[serde(default)]
         pin: Option<String>,
+        /// Access token (required when the server has an API secret).
+        #[serde(default)]
+        token: Option<String>,
     },
     /// A moderator's action (`action`: `mute`, `muteAll`, `kick`, `lock`, `setPin`).
     Moderate(super::moderation::Moderation),
@@ -121,6 +124,8 @@ pub enum ErrorCode {
     PinRequired,
     /// Only a moderator may do that.
     NotModerator,
+    /// No access token, or one that is forged, expired or for another room.
+    Unauthorized,
     /// The room is locked by a moderator: no new joins.
     RoomLocked,
     /// The server's room or participant limit is reached.
@@ -181,6 +186,7 @@ mod tests {
                 room: "r".into(),
                 name: "Ada".into(),
                 pin: None,
+                token: None,
             }
         );
         assert_eq!(

@@ -96,9 +96,14 @@ pub async fn post(
     State(state): State<Arc<AppState>>,
     Path(room): Path<String>,
     Query(q): Query<HashMap<String, String>>,
+    grant: Option<axum::Extension<crate::auth::JoinGrant>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    // `access::authorize` has checked the bearer token (or that the server is open).
+    let Some(axum::Extension(grant)) = grant else {
+        return plain(StatusCode::INTERNAL_SERVER_ERROR, "no access decision");
+    };
     let WhipOffer {
         room: room_id,
         name,
@@ -106,7 +111,7 @@ pub async fn post(
     } = match check_offer(
         headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes()),
         &room,
-        q.get("name").map(String::as_str),
+        grant.name.as_deref().or(q.get("name").map(String::as_str)),
         &body,
     ) {
         Ok(o) => o,
@@ -117,8 +122,25 @@ pub async fn post(
         (Ok(w), Ok(h)) => (w, h),
         (Err(m), _) | (_, Err(m)) => return plain(StatusCode::BAD_REQUEST, m),
     };
+    // A token for the room stands in for its PIN; without one, `?pin=` gives it.
+    let moderator = if grant.skips_pin {
+        Some(grant.moderator)
+    } else {
+        state
+            .rooms
+            .policies
+            .get(&room_id)
+            .check_pin(q.get("pin").map(String::as_str))
+    };
+    let Some(moderator) = moderator else {
+        return plain(
+            StatusCode::FORBIDDEN,
+            format!("room `{room_id}` needs its PIN (`?pin=`) or an access token"),
+        );
+    };
     let joiner = crate::room::Joiner {
         kind: crate::room::ParticipantKind::Whip,
+        moderator,
         ..Default::default()
     };
     let (room, info) = match super::join_room(&state, &room_id, &name, joiner).await {
@@ -137,7 +159,12 @@ pub async fn post(
         link.set_cap(cap.0, cap.1);
     }
     let (tx, rx) = mpsc::unbounded_channel();
-    let peer = match transport::connect(room.clone(), info.id, offer, &state.config, tx, true).await
+    let opts = transport::ConnectOptions {
+        wait_for_gathering: true,
+        publish: grant.publish,
+        subscribe: grant.subscribe,
+    };
+    let peer = match transport::connect(room.clone(), info.id, offer, &state.config, tx, opts).await
     {
         Ok(p) => p,
         Err(e) => {
@@ -258,9 +285,16 @@ async fn end(state: &AppState, session_id: &str) -> bool {
 
 pub async fn delete(
     State(state): State<Arc<AppState>>,
-    Path((_room, session)): Path<(String, String)>,
+    Path((room, session)): Path<(String, String)>,
 ) -> Response {
-    if end(&state, &session).await {
+    // The token was checked for `room`: only that room's sessions may be ended with it.
+    let in_room = state
+        .whip
+        .lock()
+        .expect("whip lock poisoned")
+        .get(&session)
+        .is_some_and(|s| s.room.id.as_str() == room);
+    if in_room && end(&state, &session).await {
         StatusCode::OK.into_response()
     } else {
         plain(StatusCode::NOT_FOUND, "no such WHIP session")

@@ -22,6 +22,8 @@ struct Joined {
     peer: Option<PeerSession>,
     /// The media connection has been established.
     connected: bool,
+    /// What the token allows (everything in open mode).
+    grant: crate::auth::JoinGrant,
 }
 
 pub async fn run(socket: WebSocket, state: Arc<AppState>) {
@@ -177,7 +179,12 @@ async fn handle(
 ) {
     let bad_state = |m: &str| ServerMessage::error(ErrorCode::BadState, m);
     match msg {
-        ClientMessage::Join { room, name, pin } => {
+        ClientMessage::Join {
+            room,
+            name,
+            pin,
+            token,
+        } => {
             if joined.is_some() {
                 return send(bad_state(
                     "already joined; open a new connection to join another room",
@@ -189,12 +196,33 @@ async fn handle(
                     "room name must be 1 to 64 characters of letters, digits, '-', '_' or '.'",
                 ));
             };
-            let name = match validate_name(&name) {
+            let grant = match state.access.authorize_join(
+                token.as_deref(),
+                room_id.as_str(),
+                crate::auth::unix_now(),
+            ) {
+                Ok(g) => g,
+                Err(e) => {
+                    tracing::info!(room = %room_id, "join refused: {e}");
+                    return send(ServerMessage::error(ErrorCode::Unauthorized, e.to_string()));
+                }
+            };
+            // A name carried by the token wins over the one typed in.
+            let name = match validate_name(grant.name.as_deref().unwrap_or(&name)) {
                 Ok(n) => n,
                 Err(e) => return send(e),
             };
-            let Some(moderator) = state.rooms.policies.get(&room_id).check_pin(pin.as_deref())
-            else {
+            // A token for this room stands in for its PIN.
+            let moderator = if grant.skips_pin {
+                Some(grant.moderator)
+            } else {
+                state
+                    .rooms
+                    .policies
+                    .get(&room_id)
+                    .check_pin(pin.as_deref())
+            };
+            let Some(moderator) = moderator else {
                 return send(ServerMessage::error(
                     ErrorCode::PinRequired,
                     format!("room `{room_id}` needs its PIN"),
@@ -240,6 +268,7 @@ async fn handle(
                 events,
                 peer: None,
                 connected: false,
+                grant,
             });
         }
         ClientMessage::Offer { sdp } => {
@@ -255,7 +284,11 @@ async fn handle(
                 &sdp,
                 &state.config,
                 peer_tx.clone(),
-                false,
+                transport::ConnectOptions {
+                    wait_for_gathering: false,
+                    publish: j.grant.publish,
+                    subscribe: j.grant.subscribe,
+                },
             )
             .await
             {

@@ -64,6 +64,18 @@ pub async fn incoming(bridge: Arc<Bridge>, mut tx: Transaction) {
         return;
     };
     let policy = bridge.rooms.policies.get(&room_id);
+    // Phones carry no access token: with access control on, the PIN is the credential,
+    // so a room without one is not reachable by phone.
+    if bridge.config.api_secret.is_some() && !policy.needs_pin() {
+        tracing::info!(room = %room_id, "SIP call refused: access control is on and the room has no PIN");
+        let warning = Header::Warning(
+            "399 tessera \"access control is on: phones reach only rooms with a PIN\"".into(),
+        );
+        let _ = tx
+            .reply_with(StatusCode::Forbidden, vec![warning], None)
+            .await;
+        return;
+    }
     let socket = match bind_rtp(&bridge.config).await {
         Ok(s) => s,
         Err(e) => {

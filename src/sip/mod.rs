@@ -6,7 +6,8 @@
 //! carries DTMF; BYE ends the call from either side. Each call's media runs in its own task
 //! ([`call`]), which talks to the room like any other participant.
 //!
-//! Refusals: unknown or invalid room → 404, locked room → 403, full room or server → 486,
+//! Refusals: unknown or invalid room → 404, locked room (or, with access control on, a room
+//! without a PIN: phones carry no token) → 403, full room or server → 486,
 //! no common codec or no SDP offer → 488, too many calls from one source → 503.
 
 pub mod call;

@@ -205,6 +205,19 @@ struct Shared {
     gathered: Notify,
     /// True once DTLS/SRTP is up: media written before that would be dropped by the stack.
     connected: tokio::sync::watch::Sender<bool>,
+    /// The participant's media reaches the room (its token grants `publish`).
+    publish: bool,
+}
+
+/// How [`connect`] sets a session up.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectOptions {
+    /// Answer only once every local candidate is in the SDP (WHIP has no trickle).
+    pub wait_for_gathering: bool,
+    /// What the participant receives is forwarded into the room.
+    pub publish: bool,
+    /// The room's composite and mix are sent on the participant's sendrecv transceivers.
+    pub subscribe: bool,
 }
 
 struct Handler(Arc<Shared>);
@@ -258,6 +271,9 @@ async fn read_remote_track(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
             }
             continue;
         };
+        if !shared.publish {
+            continue; // read (so the stack's queue drains) but not forwarded
+        }
         let h = &pkt.header;
         match kind {
             RtpCodecKind::Audio => {
@@ -407,7 +423,7 @@ pub async fn connect(
     offer: &str,
     config: &Config,
     events: mpsc::UnboundedSender<PeerEvent>,
-    wait_for_gathering: bool,
+    opts: ConnectOptions,
 ) -> Result<PeerSession, TransportError> {
     let sections = sdp::parse(offer)?;
     let audio = sdp::first(&sections, "audio");
@@ -425,6 +441,7 @@ pub async fn connect(
         remote_video: Mutex::new(None),
         gathered: Notify::new(),
         connected: tokio::sync::watch::channel(false).0,
+        publish: opts.publish,
     });
 
     let link = room
@@ -506,9 +523,9 @@ pub async fn connect(
         &shared,
         &pc,
         offer,
-        audio.is_some_and(|a| a.writer_receives()),
-        video.is_some_and(|v| v.writer_receives()),
-        wait_for_gathering,
+        opts.subscribe && audio.is_some_and(|a| a.writer_receives()),
+        opts.subscribe && video.is_some_and(|v| v.writer_receives()),
+        opts.wait_for_gathering,
     )
     .await
     {

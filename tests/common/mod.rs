@@ -545,6 +545,17 @@ impl Client {
 
     /// Joins the server at `addr` over the WebSocket protocol, sending `media`.
     pub async fn join_ws_at(addr: SocketAddr, room: &str, name: &str, media: Media) -> Client {
+        Self::join_ws_token(addr, room, name, media, None).await
+    }
+
+    /// [`Client::join_ws_at`] with an access token in the `join`.
+    pub async fn join_ws_token(
+        addr: SocketAddr,
+        room: &str,
+        name: &str,
+        media: Media,
+        token: Option<&str>,
+    ) -> Client {
         let received = Arc::new(Received::default());
         let (pc, offer, at, vt, assrc, vssrc) = make_peer(received.clone()).await;
         let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
@@ -563,9 +574,11 @@ impl Client {
                 }
             }
         });
-        out_tx
-            .send(serde_json::json!({"type":"join","room":room,"name":name}).to_string())
-            .unwrap();
+        let mut join = serde_json::json!({"type":"join","room":room,"name":name});
+        if let Some(t) = token {
+            join["token"] = t.into();
+        }
+        out_tx.send(join.to_string()).unwrap();
         let (msg_tx, mut msg_rx) = mpsc::unbounded_channel();
         let (answer_tx, answer_rx) = oneshot::channel::<String>();
         let pc2 = pc.clone();
@@ -656,12 +669,31 @@ impl Client {
         rgb: (u8, u8, u8),
         tone_hz: f32,
     ) -> Client {
+        Self::join_whip_token(addr, room, name, rgb, tone_hz, None).await
+    }
+
+    /// [`Client::join_whip_at`] with `Authorization: Bearer {token}`.
+    pub async fn join_whip_token(
+        addr: SocketAddr,
+        room: &str,
+        name: &str,
+        rgb: (u8, u8, u8),
+        tone_hz: f32,
+        token: Option<&str>,
+    ) -> Client {
         let received = Arc::new(Received::default());
         let (pc, offer, at, vt, assrc, vssrc) = make_peer(received.clone()).await;
-        let resp = http(
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = auth
+            .as_deref()
+            .map(|a| ("Authorization", a))
+            .into_iter()
+            .collect();
+        let resp = http_with(
             addr,
             "POST",
             &format!("/whip/{room}?name={name}"),
+            &headers,
             Some(("application/sdp", offer.as_bytes())),
         )
         .await;
@@ -785,9 +817,23 @@ pub async fn http(
     path: &str,
     body: Option<(&str, &[u8])>,
 ) -> HttpResponse {
+    http_with(addr, method, path, &[], body).await
+}
+
+/// [`http`] with extra request headers (`Authorization`, `Origin`, …).
+pub async fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<(&str, &[u8])>,
+) -> HttpResponse {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req += &format!("{k}: {v}\r\n");
+    }
     if let Some((ct, b)) = body {
         req += &format!("Content-Type: {ct}\r\nContent-Length: {}\r\n", b.len());
     } else {
