@@ -476,7 +476,11 @@ mod tests {
         pub fn encode(data: &[u8]) -> String {
             let mut out = String::new();
             for chunk in data.chunks(3) {
-                let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+                let b = [
+                    chunk[0],
+                    *chunk.get(1).unwrap_or(&0),
+                    *chunk.get(2).unwrap_or(&0),
+                ];
                 let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
                 for i in 0..=chunk.len() {
                     out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
@@ -550,7 +554,11 @@ mod tests {
             .authorize_room(Some(&admin), "s", RoomRight::Record, NOW)
             .is_ok());
         // An admin token joins any room as a moderator.
-        assert!(a.authorize_join(Some(&admin), "any", NOW).unwrap().moderator);
+        assert!(
+            a.authorize_join(Some(&admin), "any", NOW)
+                .unwrap()
+                .moderator
+        );
         // A roomless token without admin is not a join token.
         let roomless = token(&a, None, join(), NOW + 60);
         assert!(a.authorize_join(Some(&roomless), "r", NOW).is_err());
@@ -580,7 +588,9 @@ mod tests {
         assert!(a
             .check_origin(Some("http://127.0.0.1:8081"), Some("127.0.0.1:8080"))
             .is_err());
-        assert!(a.check_origin(Some("null"), Some("127.0.0.1:8080")).is_err());
+        assert!(a
+            .check_origin(Some("null"), Some("127.0.0.1:8080"))
+            .is_err());
         assert!(a.check_origin(Some("http://x"), None).is_err());
         let any = Access::new(None, None, &["*".into()]);
         assert!(any.check_origin(Some("http://evil.example"), None).is_ok());

@@ -472,7 +472,11 @@ pub struct Cli {
     #[arg(long, env = "TESSERA_ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,
     /// Extra web origin allowed to use the server (repeatable), or `*`.
-    #[arg(long = "allowed-origin", env = "TESSERA_ALLOWED_ORIGINS", value_delimiter = ',')]
+    #[arg(
+        long = "allowed-origin",
+        env = "TESSERA_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
     pub allowed_origins: Vec<String>,
     /// Run without an API secret on a non-loopback address (anyone who reaches it may use it).
     #[arg(long, env = "TESSERA_INSECURE")]

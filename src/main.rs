@@ -167,7 +167,10 @@ fn token(t: &TokenArgs) -> anyhow::Result<()> {
         ttl.as_secs()
     );
     if let Some(r) = &room {
-        println!("# web client: {scheme}://{}/?room={r}&token=…", config.listen);
+        println!(
+            "# web client: {scheme}://{}/?room={r}&token=…",
+            config.listen
+        );
     }
     println!("{token}");
     Ok(())

@@ -43,10 +43,12 @@ pub struct PhaseCpu {
     pub mix: AtomicU64,
 }
 
-/// Histogram of tick lateness (how long after its deadline a tick started), 100 µs
-/// buckets up to 100 ms, the last bucket catching everything beyond.
+/// Histogram of tick lateness (how long after its deadline a tick started) or of tick
+/// duration: 100 µs buckets up to 100 ms, the last bucket catching everything beyond, and
+/// the sum (for Prometheus).
 pub struct Lateness {
     buckets: Vec<AtomicU64>,
+    sum_ns: AtomicU64,
 }
 
 const BUCKET_NS: u64 = 100_000;
@@ -56,6 +58,7 @@ impl Default for Lateness {
     fn default() -> Self {
         Self {
             buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            sum_ns: AtomicU64::new(0),
         }
     }
 }
@@ -75,6 +78,41 @@ impl Lateness {
     pub fn record(&self, late: Duration) {
         let i = ((late.as_nanos() as u64) / BUCKET_NS).min(BUCKETS as u64 - 1) as usize;
         self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_ns.fetch_add(
+            late.as_nanos().min(u64::MAX as u128) as u64,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Sum of all recorded values.
+    pub fn sum(&self) -> Duration {
+        Duration::from_nanos(self.sum_ns.load(Ordering::Relaxed))
+    }
+
+    /// Cumulative counts at each upper bound in `edges` (ascending), as Prometheus
+    /// histogram buckets (seconds, count ≤ bound); `+Inf` is added last. A bound falls on
+    /// a bucket edge (multiples of 100 µs) or is rounded down to one.
+    pub fn cumulative(&self, edges: &[Duration]) -> Vec<(f64, u64)> {
+        let counts: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        let mut out = Vec::with_capacity(edges.len() + 1);
+        let mut acc = 0u64;
+        let mut i = 0usize;
+        for e in edges {
+            // Bucket i holds values in [i, i+1) × 100 µs: it is ≤ e when (i+1)·100 µs ≤ e.
+            let upto = ((e.as_nanos() as u64) / BUCKET_NS).min(BUCKETS as u64 - 1) as usize;
+            while i < upto {
+                acc += counts[i];
+                i += 1;
+            }
+            out.push((e.as_secs_f64(), acc));
+        }
+        let total: u64 = counts.iter().sum();
+        out.push((f64::INFINITY, total));
+        out
     }
 
     pub fn count(&self) -> u64 {
@@ -117,6 +155,9 @@ mod tests {
             h.quantile(1.0),
             Duration::from_millis(100) + Duration::from_micros(100)
         );
+        let c = h.cumulative(&[Duration::from_millis(1), Duration::from_millis(50)]);
+        assert_eq!(c, vec![(0.001, 1), (0.05, 50), (f64::INFINITY, 101)]);
+        assert!(h.sum() > Duration::from_secs(9));
     }
 
     #[test]

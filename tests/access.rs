@@ -102,7 +102,11 @@ async fn every_protected_route_refuses_anonymous_and_under_granted_callers() {
         }
         let auth = format!("Bearer {other_room}");
         let r = http_with(a, method, path, &[("Authorization", &auth)], None).await;
-        assert_eq!(r.status, 403, "other room's token {method} {path}: {}", r.body);
+        assert_eq!(
+            r.status, 403,
+            "other room's token {method} {path}: {}",
+            r.body
+        );
     }
     // The admin key passes every check (what follows is the handler's own answer).
     let auth = format!("Bearer {ADMIN_KEY}");
@@ -259,10 +263,9 @@ async fn other_origins_cannot_post_or_open_websockets() {
     .await;
     assert_eq!(r.status, 200, "allow-listed origin: {}", r.body);
     // WebSocket upgrades from a foreign origin are refused before the upgrade.
-    let mut req = tungstenite::client::IntoClientRequest::into_client_request(format!(
-        "ws://{a}/ws"
-    ))
-    .unwrap();
+    let mut req =
+        tungstenite::client::IntoClientRequest::into_client_request(format!("ws://{a}/ws"))
+            .unwrap();
     req.headers_mut()
         .insert("Origin", "http://evil.example".parse().unwrap());
     match tokio_tungstenite::connect_async(req).await {
@@ -270,10 +273,9 @@ async fn other_origins_cannot_post_or_open_websockets() {
         Err(e) => panic!("expected an HTTP 403, got {e}"),
         Ok(_) => panic!("a foreign-origin WebSocket was upgraded"),
     }
-    let mut req = tungstenite::client::IntoClientRequest::into_client_request(format!(
-        "ws://{a}/ws"
-    ))
-    .unwrap();
+    let mut req =
+        tungstenite::client::IntoClientRequest::into_client_request(format!("ws://{a}/ws"))
+            .unwrap();
     req.headers_mut().insert("Origin", own.parse().unwrap());
     assert!(tokio_tungstenite::connect_async(req).await.is_ok());
     server.stop().await;
@@ -342,7 +344,9 @@ async fn valid_tokens_join_with_their_name_moderator_and_publish_grants() {
     assert!(people.iter().all(|p| p.name == "Mona" || !p.moderator));
     // Media flows; the listener (no `publish`) is heard by nobody but hears everyone.
     wait_until("audio mixes", 20, || {
-        [&m, &l].iter().all(|c| c.last_audio(48_000).len() >= 48_000)
+        [&m, &l]
+            .iter()
+            .all(|c| c.last_audio(48_000).len() >= 48_000)
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -409,7 +413,9 @@ fn the_binary_refuses_an_open_network_listener_and_prints_tokens() {
     assert!(g.moderator);
     let c = access.verify(token, unix_now()).unwrap();
     assert!((7100..=7200).contains(&(c.exp - c.iat)), "2 h lifetime");
-    assert!(access.authorize_join(Some(token), "other", unix_now()).is_err());
+    assert!(access
+        .authorize_join(Some(token), "other", unix_now())
+        .is_err());
     // Without a secret it says what is missing.
     let out = std::process::Command::new(bin)
         .args(["token", "--room", "r"])

@@ -328,7 +328,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 /// A finished or running recording file as the API lists it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RecordingInfo {
     pub id: String,

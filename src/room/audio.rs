@@ -211,6 +211,10 @@ impl AudioLoop {
                     .record(now.saturating_duration_since(clock.deadline() - clock.period()));
                 self.tick = k;
                 self.mix_tick();
+                self.stats.audio_tick_duration.record(now.elapsed());
+                self.stats
+                    .audio_ticks_skipped
+                    .store(clock.skipped, Ordering::Relaxed);
                 self.stats.audio_ticks.fetch_add(1, Ordering::Relaxed);
                 continue;
             }

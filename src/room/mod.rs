@@ -13,6 +13,7 @@ pub mod audio;
 pub mod clock;
 pub mod link;
 pub mod policy;
+pub mod server_events;
 pub mod sink;
 pub mod video;
 
@@ -75,6 +76,8 @@ pub struct ParticipantInfo {
     pub video_muted: bool,
     pub kind: ParticipantKind,
     pub moderator: bool,
+    /// The audio codec it sends and receives (Opus for WebRTC; phones vary).
+    pub audio_codec: crate::codec::voice::AudioCodec,
 }
 
 /// How a participant reached the room.
@@ -183,6 +186,32 @@ pub struct RoomStats {
     pub cpu: crate::metrics::PhaseCpu,
     pub video_lateness: crate::metrics::Lateness,
     pub audio_lateness: crate::metrics::Lateness,
+    /// How long each tick's work took (wall clock).
+    pub video_tick_duration: crate::metrics::Lateness,
+    pub audio_tick_duration: crate::metrics::Lateness,
+    /// Ticks the clocks skipped because a loop fell behind.
+    pub video_ticks_skipped: AtomicU64,
+    pub audio_ticks_skipped: AtomicU64,
+    /// RTP received from and sent to participants (payload bytes), all transports.
+    pub packets_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub packets_out: AtomicU64,
+    pub bytes_out: AtomicU64,
+}
+
+impl RoomStats {
+    /// Counts one packet sent to a participant.
+    pub fn sent(&self, payload_bytes: usize) {
+        self.packets_out.fetch_add(1, Ordering::Relaxed);
+        self.bytes_out
+            .fetch_add(payload_bytes as u64, Ordering::Relaxed);
+    }
+
+    fn received(&self, payload_bytes: usize) {
+        self.packets_in.fetch_add(1, Ordering::Relaxed);
+        self.bytes_in
+            .fetch_add(payload_bytes as u64, Ordering::Relaxed);
+    }
 }
 
 /// Commands and media for the audio thread.
@@ -302,6 +331,8 @@ pub struct Room {
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// The running recording, if any (control plane only).
     recording: Mutex<Option<crate::recording::Recording>>,
+    /// The server's event bus, once the room is registered with [`Rooms`].
+    server: std::sync::OnceLock<Arc<server_events::ServerEvents>>,
 }
 
 impl Room {
@@ -352,6 +383,7 @@ impl Room {
             stats,
             threads: Mutex::new(vec![audio, video]),
             recording: Mutex::new(None),
+            server: std::sync::OnceLock::new(),
         }))
     }
 
@@ -410,7 +442,18 @@ impl Room {
         let _ = self
             .events
             .send(RoomEvent::RecordingChanged { recording: false });
-        Some(recording_info(&rec, false))
+        let info = recording_info(&rec, false);
+        self.recording_finished(&info);
+        Some(info)
+    }
+
+    fn recording_finished(&self, info: &crate::recording::RecordingInfo) {
+        if let Some(bus) = self.server.get() {
+            bus.emit(server_events::ServerEvent::RecordingFinished {
+                room: self.id.to_string(),
+                recording: info.clone(),
+            });
+        }
     }
 
     pub fn is_recording(&self) -> bool {
@@ -468,6 +511,7 @@ impl Room {
                 video_muted: false,
                 kind: j.kind,
                 moderator: j.moderator,
+                audio_codec: j.codec,
             };
             if j.waiting {
                 waiting.push(info.clone());
@@ -710,6 +754,7 @@ impl Room {
 
     /// An incoming audio packet (from a network task; never blocks).
     pub fn audio_packet(&self, id: ParticipantId, seq: u16, payload: Bytes, level: Option<u8>) {
+        self.stats.received(payload.len());
         self.try_audio(AudioCmd::Packet {
             id,
             seq,
@@ -729,6 +774,7 @@ impl Room {
         marker: bool,
         payload: Bytes,
     ) {
+        self.stats.received(payload.len());
         self.try_video(VideoCmd::Packet {
             id,
             arrival: Instant::now(),
@@ -785,6 +831,7 @@ impl Room {
         let rec = lock(&self.recording).take();
         if let Some(mut rec) = rec {
             rec.join(std::time::Duration::from_secs(10));
+            self.recording_finished(&recording_info(&rec, false));
         }
     }
 }
@@ -892,6 +939,8 @@ pub struct Rooms {
     /// Rooms that emptied and are stopping (threads joining, recordings finalising);
     /// `stop_all` waits for them so a shutdown never cuts a recording short.
     stopping: Mutex<Vec<JoinHandle<()>>>,
+    /// Rooms started/finished, participants joined/left, recordings finished.
+    pub events: Arc<server_events::ServerEvents>,
 }
 
 impl Rooms {
@@ -905,6 +954,7 @@ impl Rooms {
             rooms: Mutex::new(HashMap::new()),
             participants: std::sync::atomic::AtomicUsize::new(0),
             stopping: Mutex::new(Vec::new()),
+            events: Arc::default(),
         }
     }
 
@@ -993,6 +1043,11 @@ impl Rooms {
     ) -> Result<(Arc<Room>, ParticipantInfo), JoinError> {
         match joined {
             Ok(info) => {
+                self.events
+                    .emit(server_events::ServerEvent::ParticipantJoined {
+                        room: id.to_string(),
+                        participant: info.clone(),
+                    });
                 if started && self.settings.config.recording.auto {
                     if let Err(e) = room.start_recording() {
                         tracing::error!(room = %id, "automatic recording did not start: {e}");
@@ -1042,7 +1097,11 @@ impl Rooms {
             return Err(JoinError::ServerFull(format!("{max_rooms} rooms")));
         }
         room.set_tones(self.policies.get(id).tones);
+        let _ = room.server.set(self.events.clone());
         rooms.insert(id.clone(), room.clone());
+        self.events.emit(server_events::ServerEvent::RoomStarted {
+            room: id.to_string(),
+        });
         Ok((room, true))
     }
 
@@ -1076,6 +1135,11 @@ impl Rooms {
         match room.leave(id) {
             Some(empty) => {
                 self.participants.fetch_sub(1, Ordering::SeqCst);
+                self.events
+                    .emit(server_events::ServerEvent::ParticipantLeft {
+                        room: room.id.to_string(),
+                        participant_id: id,
+                    });
                 if empty {
                     self.remove_if_empty(room);
                 }
@@ -1095,6 +1159,9 @@ impl Rooms {
             }
         };
         if let Some(r) = removed {
+            self.events.emit(server_events::ServerEvent::RoomFinished {
+                room: r.id.to_string(),
+            });
             self.stop_in_background(r);
         }
     }
@@ -1125,6 +1192,9 @@ impl Rooms {
         let rooms: Vec<_> = lock(&self.rooms).drain().map(|(_, r)| r).collect();
         for r in rooms {
             r.stop();
+            self.events.emit(server_events::ServerEvent::RoomFinished {
+                room: r.id.to_string(),
+            });
         }
         let stopping = std::mem::take(&mut *lock(&self.stopping));
         for h in stopping {

@@ -408,6 +408,10 @@ impl VideoLoop {
                     .video_lateness
                     .record(now.saturating_duration_since(clock.deadline() - clock.period()));
                 self.tick(now, k);
+                self.stats.video_tick_duration.record(now.elapsed());
+                self.stats
+                    .video_ticks_skipped
+                    .store(clock.skipped, Ordering::Relaxed);
                 self.stats.video_ticks.fetch_add(1, Ordering::Relaxed);
                 continue;
             }

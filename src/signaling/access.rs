@@ -168,7 +168,10 @@ mod tests {
     fn which_requests_must_come_from_an_allowed_origin() {
         assert!(origin_checked(&Method::GET, "/ws"));
         assert!(origin_checked(&Method::POST, "/api/rooms/r/recording"));
-        assert!(origin_checked(&Method::DELETE, "/api/rooms/r/participants/1"));
+        assert!(origin_checked(
+            &Method::DELETE,
+            "/api/rooms/r/participants/1"
+        ));
         assert!(!origin_checked(&Method::GET, "/api/rooms"));
         assert!(!origin_checked(&Method::POST, "/whip/r"));
     }

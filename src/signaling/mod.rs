@@ -4,8 +4,10 @@
 //! (clients get `bye`), closes peers and joins the room threads.
 
 pub mod access;
+pub mod dashboard;
 pub mod guard;
 pub mod moderation;
+pub mod prometheus;
 pub mod protocol;
 pub mod recordings;
 pub mod whip;
@@ -133,6 +135,60 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
+/// `GET /api/events` (admin): server events as Server-Sent Events — `event:` the type
+/// (`roomStarted`, `roomFinished`, `participantJoined`, `participantLeft`,
+/// `recordingFinished`), `id:` its sequence number, `data:` the JSON. A subscriber too slow
+/// to keep up gets a `lagged` event with the number it missed. Ends at shutdown.
+async fn events(State(state): State<Arc<AppState>>) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use tokio::sync::broadcast::error::RecvError;
+    let rx = state.rooms.events.subscribe();
+    let stop = state.shutdown.clone();
+    let stream = futures_util::stream::unfold((rx, stop), |(mut rx, mut stop)| async move {
+        if *stop.borrow() {
+            return None;
+        }
+        let ev = tokio::select! {
+            r = rx.recv() => match r {
+                Ok(e) => {
+                    let name = serde_json::to_value(&e.event)
+                        .ok()
+                        .and_then(|v| v["type"].as_str().map(str::to_owned))
+                        .unwrap_or_default();
+                    Event::default()
+                        .id(e.seq.to_string())
+                        .event(name)
+                        .json_data(&e)
+                        .unwrap_or_default()
+                }
+                Err(RecvError::Lagged(n)) => Event::default().event("lagged").data(n.to_string()),
+                Err(RecvError::Closed) => return None,
+            },
+            _ = stop.changed() => return None,
+        };
+        Some((Ok::<_, std::convert::Infallible>(ev), (rx, stop)))
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
+        .into_response()
+}
+
+/// Prometheus scrape (admin): encoded off the runtime (it walks every room).
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let rooms = state.rooms.clone();
+    match tokio::task::spawn_blocking(move || prometheus::Snapshot::take(&rooms).encode()).await {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
 async fn list_rooms(State(state): State<Arc<AppState>>) -> Json<Vec<RoomSummary>> {
     use std::sync::atomic::Ordering::Relaxed;
     let mut out: Vec<RoomSummary> = state
@@ -180,7 +236,8 @@ async fn ws_upgrade(
 /// Which rate a request is counted against; `None` = not rate-limited.
 fn rate_class(method: &Method, path: &str) -> Option<RateClass> {
     match path {
-        "/healthz" | "/" | "/app.js" | "/style.css" => None,
+        "/healthz" | "/" | "/app.js" | "/style.css" | "/dashboard.js" | "/vendor/uplot.js"
+        | "/vendor/uplot.css" => None,
         "/ws" => Some(RateClass::Join),
         p if p.starts_with("/whip/") && method == Method::POST => Some(RateClass::Join),
         _ => Some(RateClass::Api),
@@ -276,6 +333,13 @@ pub fn router(state: Arc<AppState>) -> Router {
             get(|| async { asset(STYLE_CSS, "text/css; charset=utf-8") }),
         )
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/api/events", get(events))
+        .route("/api/stats", get(dashboard::stats))
+        .route("/dashboard", get(dashboard::page))
+        .route("/dashboard.js", get(dashboard::script))
+        .route("/vendor/uplot.js", get(dashboard::uplot_js))
+        .route("/vendor/uplot.css", get(dashboard::uplot_css))
         .route("/ws", get(ws_upgrade))
         .route("/api/rooms", get(list_rooms))
         .route(

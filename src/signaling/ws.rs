@@ -216,11 +216,7 @@ async fn handle(
             let moderator = if grant.skips_pin {
                 Some(grant.moderator)
             } else {
-                state
-                    .rooms
-                    .policies
-                    .get(&room_id)
-                    .check_pin(pin.as_deref())
+                state.rooms.policies.get(&room_id).check_pin(pin.as_deref())
             };
             let Some(moderator) = moderator else {
                 return send(ServerMessage::error(

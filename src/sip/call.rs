@@ -569,6 +569,7 @@ impl Call {
         if let Ok(b) = pkt.marshal() {
             if self.socket.send_to(&b, to).await.is_ok() {
                 self.sent.packet(ts, len, Instant::now());
+                self.room.stats.sent(len);
             }
         }
     }

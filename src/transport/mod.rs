@@ -330,13 +330,16 @@ fn spawn_local_track(
     let t = track.clone();
     let id = shared.id;
     let connected = shared.connected.subscribe();
+    let room = shared.room.clone();
     tokio::spawn(async move {
         while let Some(pkt) = rx.recv().await {
             if !*connected.borrow() {
                 continue; // not connected (yet, or any more): drop
             }
-            if let Err(e) = t.write_rtp(pkt).await {
-                tracing::trace!(%id, "write_rtp: {e}");
+            let len = pkt.payload.len();
+            match t.write_rtp(pkt).await {
+                Ok(()) => room.stats.sent(len),
+                Err(e) => tracing::trace!(%id, "write_rtp: {e}"),
             }
         }
     });
