@@ -31,6 +31,9 @@ cargo test --release --locked --no-run
 
 isolated cargo test --release --locked --offline -- "${privileged[@]}"
 isolated node tests/e2e/browser.test.mjs
+# HTTPS + access tokens + the web client's layout + the dashboard (screenshots kept in
+# target/e2e-artifacts/).
+isolated node tests/e2e/secure.test.mjs
 # A browser and two SIP callers in one room.
 isolated node tests/e2e/sip_mixed.test.mjs
 # Shaped links between network namespaces of its own (ip netns; needs root).

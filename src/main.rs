@@ -189,6 +189,8 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
             layouts.names().join(", ")
         );
     }
+    // A bad certificate or key stops the start here, before anything listens.
+    tessera::signaling::tls::server_config(&config)?;
     raise_fd_limit();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -196,7 +198,8 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let addr = listener.local_addr()?;
-        say(&format!("Tessera is listening on http://{addr}"));
+        let scheme = if config.tls_cert.is_some() || config.tls_self_signed { "https" } else { "http" };
+        say(&format!("Tessera is listening on {scheme}://{addr}"));
         tracing::info!(media_ip = %config.media_ip, layouts = ?layouts.names(), "open http://{addr} in a browser to join a room");
         let rooms = Arc::new(Rooms::new(RoomSettings { config: config.clone(), layouts }));
         let sip = match config.sip_listen {

@@ -273,6 +273,33 @@ $('mute-cam').onclick = (e) => {
 $('camera-in-call').onchange = (e) => switchDevice('video', e.target.value).catch((err) => showError(String(err)));
 $('mic-in-call').onchange = (e) => switchDevice('audio', e.target.value).catch((err) => showError(String(err)));
 
+// Connection quality, from the receive side every 2 s: bitrate, loss, picture and frame rate.
+let lastQuality = null;
+async function updateQuality() {
+  const el = $('quality');
+  if (!state.pc) { lastQuality = null; return; }
+  const s = await state.receiveStats();
+  const now = performance.now();
+  const bytes = (s.video ? s.video.bytesReceived + s.video.headerBytesReceived : 0) + (s.audio ? s.audio.bytesReceived + s.audio.headerBytesReceived : 0);
+  const lost = s.video ? s.video.packetsLost : 0;
+  const got = (s.video ? s.video.packetsReceived : 0);
+  const frames = s.video ? s.video.framesDecoded : 0;
+  if (lastQuality) {
+    const dt = (now - lastQuality.at) / 1000;
+    const kbps = Math.max(0, (bytes - lastQuality.bytes) * 8 / dt / 1000);
+    const dLost = Math.max(0, lost - lastQuality.lost), dGot = Math.max(0, got - lastQuality.got);
+    const loss = dLost + dGot > 0 ? (100 * dLost) / (dLost + dGot) : 0;
+    const fps = Math.max(0, (frames - lastQuality.frames) / dt);
+    const level = kbps < 1 ? 'poor' : loss < 2 && fps >= 20 ? 'good' : loss < 8 && fps >= 10 ? 'fair' : 'poor';
+    const size = s.video && s.video.frameHeight ? `${s.video.frameWidth}×${s.video.frameHeight}` : 'no video';
+    el.textContent = `● ${level} · ${kbps.toFixed(0)} kbit/s · ${loss.toFixed(1)} % loss · ${size} @ ${fps.toFixed(0)} fps`;
+    el.className = `quality ${level}`;
+    state.quality = { level, kbps, loss, fps, size };
+  }
+  lastQuality = { at: now, bytes, lost, got, frames };
+}
+setInterval(() => { updateQuality().catch(() => {}); }, 2000);
+
 // Test/automation helpers: receive-side stats and a pixel check of the composite.
 state.receiveStats = async () => {
   const out = { video: null, audio: null, firstFrameMs: state.firstFrameMs ?? null };
@@ -284,7 +311,8 @@ state.receiveStats = async () => {
         bytesReceived: r.bytesReceived || 0, headerBytesReceived: r.headerBytesReceived || 0,
         keyFramesDecoded: r.keyFramesDecoded || 0, totalFreezesDuration: r.totalFreezesDuration || 0,
         freezeCount: r.freezeCount || 0, retransmittedPacketsReceived: r.retransmittedPacketsReceived || 0,
-        packetsLost: r.packetsLost || 0, nackCount: r.nackCount || 0, pliCount: r.pliCount || 0,
+        packetsLost: r.packetsLost || 0, packetsReceived: r.packetsReceived || 0,
+        nackCount: r.nackCount || 0, pliCount: r.pliCount || 0,
       };
     }
     if (r.type === 'inbound-rtp' && r.kind === 'audio') {

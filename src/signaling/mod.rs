@@ -10,6 +10,7 @@ pub mod moderation;
 pub mod prometheus;
 pub mod protocol;
 pub mod recordings;
+pub mod tls;
 pub mod whip;
 pub mod ws;
 
@@ -397,6 +398,7 @@ pub async fn serve(
     rooms: Arc<Rooms>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let tls = tls::server_config(&config).map_err(std::io::Error::other)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let state = Arc::new(AppState {
         rooms: rooms.clone(),
@@ -424,6 +426,7 @@ pub async fn serve(
         listener,
         app,
         state.config.http.clone(),
+        tls,
         state.shutdown.clone(),
     ));
     shutdown.await;
@@ -446,16 +449,19 @@ async fn accept_loop(
     listener: TcpListener,
     app: Router,
     http: crate::config::HttpConfig,
+    tls: Option<Arc<rustls::ServerConfig>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    use hyper_util::rt::{TokioIo, TokioTimer};
-    use tower::ServiceExt;
+    use hyper_util::rt::TokioTimer;
     let gate = guard::ConnectionGate::new(http.max_connections, http.max_connections_per_ip);
     let mut builder = hyper::server::conn::http1::Builder::new();
+    let header_timeout = std::time::Duration::from_secs(http.header_timeout_s.into());
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(std::time::Duration::from_secs(http.header_timeout_s.into()))
+        .header_read_timeout(header_timeout)
         .max_buf_size(64 * 1024);
+    let builder = Arc::new(builder);
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let mut conns = tokio::task::JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -477,42 +483,71 @@ async fn accept_loop(
             Ok(p) => Arc::new(p),
             Err(refusal) => {
                 tracing::debug!(%peer, %refusal, "connection refused");
-                refuse(stream, refusal);
+                if tls.is_some() {
+                    drop(stream); // no plain-text answer inside a TLS port
+                } else {
+                    refuse(stream, refusal);
+                }
                 continue;
             }
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let conn_permit = permit.clone();
-        let svc =
-            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                req.extensions_mut()
-                    .insert(axum::extract::ConnectInfo(peer));
-                req.extensions_mut()
-                    .insert(axum::Extension(conn_permit.clone()));
-                app.clone().oneshot(req.map(axum::body::Body::new))
-            });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), svc)
-            .with_upgrades();
-        let mut stop = stop.clone();
+        let (app, builder, stop, tls) = (app.clone(), builder.clone(), stop.clone(), tls.clone());
         conns.spawn(async move {
-            let _permit = permit;
-            tokio::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(%peer, error = %e, "HTTP connection ended");
+            let _permit = permit.clone();
+            match tls {
+                None => serve_connection(stream, peer, app, permit, &builder, stop).await,
+                Some(acceptor) => {
+                    // The handshake is bounded like a request head.
+                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => {
+                            serve_connection(tls_stream, peer, app, permit, &builder, stop).await
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
-                }
-                _ = stop.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
                 }
             }
         });
     }
     while conns.join_next().await.is_some() {}
+}
+
+/// Serves one connection (plain or TLS) with HTTP/1.1 and upgrades; on shutdown asks it to
+/// finish its current request.
+async fn serve_connection<I>(
+    io: I,
+    peer: std::net::SocketAddr,
+    app: Router,
+    permit: Arc<guard::ConnPermit>,
+    builder: &hyper::server::conn::http1::Builder,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use hyper_util::rt::TokioIo;
+    use tower::ServiceExt;
+    let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        req.extensions_mut().insert(axum::Extension(permit.clone()));
+        app.clone().oneshot(req.map(axum::body::Body::new))
+    });
+    let conn = builder
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(%peer, error = %e, "HTTP connection ended");
+            }
+        }
+        _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
 }
 
 /// Tells a refused client why, if its socket takes the bytes now, and closes it

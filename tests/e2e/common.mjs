@@ -1,13 +1,13 @@
 // Shared by the browser tests: waiting for the server to listen, and the Chromium flags
 // that work on this kind of machine (headless Debian chromium, fake camera and microphone).
 
-// Resolves to the server's base URL once it prints `listening on http://…`.
+// Resolves to the server's base URL once it prints `listening on http(s)://…`.
 export function listeningUrl(proc, timeoutMs = 20_000) {
   return new Promise((resolve, reject) => {
     let buf = '';
     proc.stdout.on('data', (d) => {
       buf += d;
-      const m = buf.match(/listening on (http:\/\/[\d.:]+)/);
+      const m = buf.match(/listening on (https?:\/\/[\d.:]+)/);
       if (m) resolve(m[1]);
     });
     proc.on('exit', (c) => reject(new Error(`server exited early with ${c}`)));
