@@ -859,6 +859,7 @@ mod tests {
         let c = Config::from_toml(
             r#"
             listen = "0.0.0.0:9000"
+            api_secret = "0123456789abcdef0123456789abcdef"
             public_ip = "203.0.113.7"
             udp_port_min = 40000
             udp_port_max = 40100
