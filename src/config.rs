@@ -554,9 +554,9 @@ impl Config {
                 field: "video_size",
                 message: format!("`{s}` is not WIDTHxHEIGHT"),
             };
-            let (w, h) = s.split_once('x').ok_or_else(bad)?;
-            self.video.width = w.parse().map_err(|_| bad())?;
-            self.video.height = h.parse().map_err(|_| bad())?;
+            let (w, h) = crate::media::parse_size(s).ok_or_else(bad)?;
+            self.video.width = w;
+            self.video.height = h;
         }
         if let Some(v) = cli.video_fps {
             self.video.fps = v;

@@ -54,6 +54,7 @@ pub mod config;
 pub mod ids;
 pub mod ladder;
 pub mod layout;
+pub mod load;
 pub mod media;
 pub mod metrics;
 pub mod mixer;

@@ -8,15 +8,21 @@ use tessera::layout::LayoutSet;
 use tessera::room::{RoomSettings, Rooms};
 
 fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    // The load generator's own WebRTC stack warns about every early packet: errors only.
+    let default_filter = if matches!(args.command, Some(Command::Load(_))) {
+        "warn,webrtc=error,rtc=error,rtc_ice=error"
+    } else {
+        "info,webrtc=warn,rtc=warn,rsipstack=warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,webrtc=warn,rtc=warn,rsipstack=warn".into()),
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .init();
     tessera::room::tune_allocator();
-    let args = Args::parse();
     match args.command {
         None => serve(&args.server),
         Some(Command::Bench {
@@ -35,6 +41,19 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Token(t)) => token(&t),
+        Some(Command::Load(l)) => {
+            let json = l.json;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let summary = rt.block_on(tessera::load::run(l))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                tessera::load::print_summary(&summary);
+            }
+            Ok(())
+        }
     }
 }
 
@@ -58,6 +77,8 @@ enum Command {
     },
     /// Prints a signed access token (the token alone on the last line).
     Token(TokenArgs),
+    /// Joins synthetic WebRTC participants to a running server and reports what they got.
+    Load(tessera::load::LoadArgs),
 }
 
 #[derive(clap::Subcommand, Debug)]

@@ -96,8 +96,7 @@ pub enum BenchError {
 
 fn parse_size(flag: &'static str, s: &str) -> Result<(u32, u32), BenchError> {
     let bad = || BenchError::Size(flag, s.to_owned());
-    let (w, h) = s.split_once('x').ok_or_else(bad)?;
-    let (w, h): (u32, u32) = (w.parse().map_err(|_| bad())?, h.parse().map_err(|_| bad())?);
+    let (w, h) = crate::media::parse_size(s).ok_or_else(bad)?;
     if w < 16 || h < 16 || w % 2 != 0 || h % 2 != 0 {
         return Err(bad());
     }

@@ -110,7 +110,8 @@ fn video_feedback() -> Vec<RTCPFeedback> {
 
 /// Codecs Tessera negotiates: Opus; H.264 (packetization-mode 1: constrained baseline,
 /// baseline, main) and AV1 for ingest. Our outputs are always H.264.
-fn media_engine() -> Result<MediaEngine, TransportError> {
+/// The codecs the server (and `tessera load`'s participants) negotiate.
+pub fn media_engine() -> Result<MediaEngine, TransportError> {
     let mut m = MediaEngine::default();
     let codec = |mime: &str, clock, channels, fmtp: &str, fb: Vec<RTCPFeedback>, pt| {
         RTCRtpCodecParameters {
