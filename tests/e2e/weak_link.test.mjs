@@ -60,7 +60,9 @@ function shape(rateKbit) {
 
 async function startServer() {
   const dir = mkdtempSync(join(tmpdir(), 'tessera-weak-'));
-  const proc = spawn('ip', ['netns', 'exec', NS.srv, BIN, '--listen', '10.77.0.1:0', '--media-ip', '10.77.0.1', '--recording-dir', dir], {
+  // A non-loopback address, but on a private network of the test's own namespaces: open
+  // mode is allowed there only with --insecure (and SIP stays off).
+  const proc = spawn('ip', ['netns', 'exec', NS.srv, BIN, '--listen', '10.77.0.1:0', '--media-ip', '10.77.0.1', '--sip-listen', 'off', '--insecure', '--recording-dir', dir], {
     stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info,webrtc=warn,rtc=warn,rtc_ice=error' },
   });
   proc.stderr.on('data', (d) => { if (/rung|WARN|ERROR/.test(d)) process.stderr.write(`[server] ${d}`); });
