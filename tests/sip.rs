@@ -933,3 +933,22 @@ fn sigterm_sends_every_caller_a_bye() {
     let status = child.wait().unwrap();
     assert!(status.success(), "graceful exit: {status:?}");
 }
+
+#[test]
+fn with_access_control_on_phones_reach_only_rooms_with_a_pin() {
+    // Phones carry no token: the room's PIN is their credential.
+    let (mut child, _http, sip, _dir) = server(
+        r#"
+        api_secret = "sip-access-secret-sip-access-secret-0"
+        [[rooms]]
+        name = "pinned"
+        pin = "2468"
+        "#,
+    );
+    let mut open = Caller::new(sip, None);
+    assert_eq!(open.call("open"), 403, "a room without a PIN");
+    let mut pinned = Caller::new(sip, None);
+    assert_eq!(pinned.call("pinned"), 200, "a room with a PIN answers (and asks for it)");
+    let _ = child.kill();
+    let _ = child.wait();
+}
