@@ -361,6 +361,28 @@ async fn join(
     })
 }
 
+fn rtp(
+    pt: u8,
+    seq: u16,
+    ts: u32,
+    ssrc: u32,
+    marker: bool,
+    payload: Bytes,
+) -> rtc::rtp::packet::Packet {
+    rtc::rtp::packet::Packet {
+        header: rtc::rtp::header::Header {
+            version: 2,
+            marker,
+            payload_type: pt,
+            sequence_number: seq,
+            timestamp: ts,
+            ssrc,
+            ..Default::default()
+        },
+        payload,
+    }
+}
+
 async fn send_audio(
     t: Arc<TrackLocalStaticRTP>,
     ssrc: u32,
@@ -376,18 +398,8 @@ async fn send_audio(
     let (mut seq, mut ts) = (rand::random::<u16>(), rand::random::<u32>());
     for k in 0usize.. {
         tick.tick().await;
-        let pkt = rtc::rtp::packet::Packet {
-            header: rtc::rtp::header::Header {
-                version: 2,
-                payload_type: pt,
-                sequence_number: seq,
-                timestamp: ts,
-                ssrc,
-                ..Default::default()
-            },
-            payload: content.audio[k % content.audio.len()].clone(),
-        };
-        let _ = t.write_rtp(pkt).await;
+        let payload = content.audio[k % content.audio.len()].clone();
+        let _ = t.write_rtp(rtp(pt, seq, ts, ssrc, false, payload)).await;
         seq = seq.wrapping_add(1);
         ts = ts.wrapping_add(960);
     }
@@ -413,20 +425,8 @@ async fn send_video(
         let payloads = pay.payload(1100, au).unwrap_or_default();
         let n = payloads.len();
         for (i, p) in payloads.into_iter().enumerate() {
-            let pkt = rtc::rtp::packet::Packet {
-                header: rtc::rtp::header::Header {
-                    version: 2,
-                    marker: i + 1 == n,
-                    payload_type: pt,
-                    sequence_number: seq,
-                    timestamp: ts,
-                    ssrc,
-                    ..Default::default()
-                },
-                payload: p,
-            };
+            let _ = t.write_rtp(rtp(pt, seq, ts, ssrc, i + 1 == n, p)).await;
             seq = seq.wrapping_add(1);
-            let _ = t.write_rtp(pkt).await;
         }
         ts = ts.wrapping_add(3000);
     }

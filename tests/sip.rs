@@ -948,7 +948,11 @@ fn with_access_control_on_phones_reach_only_rooms_with_a_pin() {
     let mut open = Caller::new(sip, None);
     assert_eq!(open.call("open"), 403, "a room without a PIN");
     let mut pinned = Caller::new(sip, None);
-    assert_eq!(pinned.call("pinned"), 200, "a room with a PIN answers (and asks for it)");
+    assert_eq!(
+        pinned.call("pinned"),
+        200,
+        "a room with a PIN answers (and asks for it)"
+    );
     let _ = child.kill();
     let _ = child.wait();
 }

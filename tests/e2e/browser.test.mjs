@@ -8,7 +8,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
-import { CHROMIUM_ARGS, listeningUrl } from './common.mjs';
+import { CHROMIUM_ARGS, listeningUrl, waiter } from './common.mjs';
 
 // Server CPU seconds (user+system) from /proc, for the closing report.
 function cpuSeconds(pid) {
@@ -37,16 +37,7 @@ async function startServer() {
   return { proc, url };
 }
 
-async function waitFor(what, fn, timeoutMs = 60_000) {
-  const until = Math.min(Date.now() + timeoutMs, deadline);
-  let last;
-  while (Date.now() < until) {
-    last = await fn();
-    if (last && last.ok) return last;
-    await sleep(500);
-  }
-  fail(`timed out waiting for ${what}; last: ${JSON.stringify(last)}`);
-}
+const waitFor = waiter(deadline);
 
 async function main() {
   const { proc, url } = await startServer();

@@ -19,3 +19,18 @@ export const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic',
   '--disable-background-networking', '--disable-component-update', '--disable-sync',
   '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
   '--disable-features=WebRtcHideLocalIpsWithMdns', '--autoplay-policy=no-user-gesture-required'];
+
+// Polls `fn` every 500 ms until it returns `{ ok: true, … }` (returned), or throws after
+// `timeoutMs` (or the test's overall `deadline`, whichever is first) with the last result.
+export function waiter(deadline) {
+  return async function waitFor(what, fn, timeoutMs = 60_000) {
+    const until = Math.min(Date.now() + timeoutMs, deadline);
+    let last;
+    while (Date.now() < until) {
+      last = await fn();
+      if (last && last.ok) return last;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    throw new Error(`timed out waiting for ${what}; last: ${JSON.stringify(last)}`);
+  };
+}

@@ -9,7 +9,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, statSync } from 'node:fs';
 import { chromium } from 'playwright-core';
-import { CHROMIUM_ARGS, listeningUrl } from './common.mjs';
+import { CHROMIUM_ARGS, listeningUrl, waiter } from './common.mjs';
 
 const BIN = process.env.TESSERA_BIN || new URL('../../target/release/tessera', import.meta.url).pathname;
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
@@ -18,20 +18,10 @@ const SECRET = 'e2e-secret-e2e-secret-e2e-secret-0123';
 const ADMIN_KEY = 'e2e-admin-key-e2e-admin-key';
 const VIEWPORT = { width: 1280, height: 800 };
 const deadline = Date.now() + 150_000;
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const log = (...a) => console.log(`[secure ${new Date().toISOString().slice(11, 23)}]`, ...a);
 function fail(msg) { throw new Error(msg); }
 
-async function waitFor(what, fn, timeoutMs = 60_000) {
-  const until = Math.min(Date.now() + timeoutMs, deadline);
-  let last;
-  while (Date.now() < until) {
-    last = await fn();
-    if (last && last.ok) return last;
-    await sleep(500);
-  }
-  fail(`timed out waiting for ${what}; last: ${JSON.stringify(last)}`);
-}
+const waitFor = waiter(deadline);
 
 // `tessera token …`: the token is the last line of its output.
 function token(...args) {
