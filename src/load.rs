@@ -334,10 +334,11 @@ async fn join(
     let apt = crate::transport::sdp::first(&sections, "audio")
         .and_then(|a| a.payload_type("opus", None))
         .ok_or("no Opus in the answer")?;
-    let mut tasks = vec![tokio::spawn(send_audio(
+    let mut tasks = vec![tokio::spawn(send(
         at,
         assrc,
         apt,
+        false,
         content.clone(),
         connected.subscribe(),
     ))];
@@ -345,10 +346,11 @@ async fn join(
         let vpt = crate::transport::sdp::first(&sections, "video")
             .and_then(|v| v.payload_type("H264", Some("packetization-mode=1")))
             .ok_or("no H.264 in the answer")?;
-        tasks.push(tokio::spawn(send_video(
+        tasks.push(tokio::spawn(send(
             vt,
             vssrc,
             vpt,
+            true,
             content.clone(),
             connected.subscribe(),
         )));
@@ -383,52 +385,45 @@ fn rtp(
     }
 }
 
-async fn send_audio(
+/// Sends the shared content on `t` once the connection is up, in real time: video
+/// frames every 1/30 s (H.264 payloaded, marker on each frame's last packet), audio packets
+/// every 20 ms.
+async fn send(
     t: Arc<TrackLocalStaticRTP>,
     ssrc: u32,
     pt: u8,
+    video: bool,
     content: Arc<Content>,
     mut up: tokio::sync::watch::Receiver<bool>,
 ) {
     if up.wait_for(|c| *c).await.is_err() {
         return;
     }
-    let mut tick = tokio::time::interval(Duration::from_millis(20));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let (mut seq, mut ts) = (rand::random::<u16>(), rand::random::<u32>());
-    for k in 0usize.. {
-        tick.tick().await;
-        let payload = content.audio[k % content.audio.len()].clone();
-        let _ = t.write_rtp(rtp(pt, seq, ts, ssrc, false, payload)).await;
-        seq = seq.wrapping_add(1);
-        ts = ts.wrapping_add(960);
-    }
-}
-
-async fn send_video(
-    t: Arc<TrackLocalStaticRTP>,
-    ssrc: u32,
-    pt: u8,
-    content: Arc<Content>,
-    mut up: tokio::sync::watch::Receiver<bool>,
-) {
-    if up.wait_for(|c| *c).await.is_err() {
-        return;
-    }
-    let mut tick = tokio::time::interval(Duration::from_micros(33_333));
+    let (frames, period, ts_step) = if video {
+        (&content.video, Duration::from_micros(33_333), 3000)
+    } else {
+        (&content.audio, Duration::from_millis(20), 960)
+    };
+    let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let (mut seq, mut ts) = (rand::random::<u16>(), rand::random::<u32>());
     let mut pay = H264Payloader::default();
     for k in 0usize.. {
         tick.tick().await;
-        let au = &content.video[k % content.video.len()];
-        let payloads = pay.payload(1100, au).unwrap_or_default();
-        let n = payloads.len();
-        for (i, p) in payloads.into_iter().enumerate() {
-            let _ = t.write_rtp(rtp(pt, seq, ts, ssrc, i + 1 == n, p)).await;
+        let frame = &frames[k % frames.len()];
+        let packets = if video {
+            pay.payload(1100, frame).unwrap_or_default()
+        } else {
+            vec![frame.clone()]
+        };
+        let n = packets.len();
+        for (i, p) in packets.into_iter().enumerate() {
+            let _ = t
+                .write_rtp(rtp(pt, seq, ts, ssrc, video && i + 1 == n, p))
+                .await;
             seq = seq.wrapping_add(1);
         }
-        ts = ts.wrapping_add(3000);
+        ts = ts.wrapping_add(ts_step);
     }
 }
 
