@@ -99,7 +99,6 @@ async function main() {
     });
     log('layout', JSON.stringify(layout));
     if (await ada.isVisible('#lobby')) fail('the join form is still on screen during the call');
-    if (await ada.isVisible('#preview')) fail('the lobby preview is still on screen during the call');
     const { pic, self } = layout;
     if (pic.y < 0 || pic.y + pic.height > VIEWPORT.height + 0.5 || pic.x < 0 || pic.x + pic.width > VIEWPORT.width + 0.5) fail(`the composite is not fully visible: ${JSON.stringify(pic)}`);
     if (pic.width < 0.6 * VIEWPORT.width) fail(`the composite does not fill the stage: ${pic.width} px wide of ${VIEWPORT.width}`);
