@@ -69,6 +69,15 @@ async function main() {
         return { ok, ...s };
       });
       log(p.name, 'first check', JSON.stringify(first));
+      // What the camera really sends (negotiated, not just preferred): AV1 for Cy, H.264 else.
+      const sent = await p.page.evaluate(async () => {
+        const stats = await window.tessera.pc.getStats();
+        let mime = null;
+        stats.forEach((r) => { if (r.type === 'outbound-rtp' && r.kind === 'video' && r.codecId) mime = stats.get(r.codecId)?.mimeType; });
+        return mime;
+      });
+      const want = p.name === 'Cy' ? 'video/AV1' : 'video/H264';
+      if (sent !== want) fail(`${p.name} sends ${sent}, expected ${want}`);
       if (first.video.frameWidth !== WIDTH || first.video.frameHeight !== HEIGHT) fail(`${p.name}: composite is ${first.video.frameWidth}x${first.video.frameHeight}, expected ${WIDTH}x${HEIGHT}`);
       const px = await waitFor(`${p.name} composite pixels`, async () => { const s = await stats(p); return { ok: s.pixels && s.pixels.distinctColours > 8, ...s.pixels }; }, 20_000);
       log(p.name, 'pixels', JSON.stringify(px));
