@@ -835,6 +835,15 @@ impl Config {
         Ok(())
     }
 
+    /// `https` when the listener serves TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls_cert.is_some() || self.tls_self_signed {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
     /// Access control built from this configuration.
     pub fn access(&self) -> crate::auth::Access {
         crate::auth::Access::new(

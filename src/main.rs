@@ -176,11 +176,7 @@ fn token(t: &TokenArgs) -> anyhow::Result<()> {
         .access()
         .issue(&claims)
         .ok_or_else(|| anyhow::anyhow!("signing failed"))?;
-    let scheme = if config.tls_cert.is_some() || config.tls_self_signed {
-        "https"
-    } else {
-        "http"
-    };
+    let scheme = config.scheme();
     println!(
         "# {} token for {}, expires in {} s",
         if t.admin { "admin" } else { "join" },
@@ -219,8 +215,7 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
         let addr = listener.local_addr()?;
-        let scheme = if config.tls_cert.is_some() || config.tls_self_signed { "https" } else { "http" };
-        say(&format!("Tessera is listening on {scheme}://{addr}"));
+        say(&format!("Tessera is listening on {}://{addr}", config.scheme()));
         tracing::info!(media_ip = %config.media_ip, layouts = ?layouts.names(), "open http://{addr} in a browser to join a room");
         let rooms = Arc::new(Rooms::new(RoomSettings { config: config.clone(), layouts }));
         let sip = match config.sip_listen {

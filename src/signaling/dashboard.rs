@@ -3,7 +3,7 @@
 //! charting library, and `GET /api/stats` (admin), the server-wide figures the page polls
 //! and turns into rates and windowed percentiles itself.
 
-use super::AppState;
+use super::{asset, AppState};
 use crate::room::ParticipantKind;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -111,17 +111,6 @@ pub async fn stats(State(state): State<Arc<AppState>>) -> Response {
         Ok(s) => Json(s).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
-}
-
-fn asset(body: &'static str, ct: &'static str) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, ct),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        body,
-    )
-        .into_response()
 }
 
 pub async fn page() -> Response {

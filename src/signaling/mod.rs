@@ -63,6 +63,7 @@ const INDEX_HTML: &str = include_str!("../../web/index.html");
 const APP_JS: &str = include_str!("../../web/app.js");
 const STYLE_CSS: &str = include_str!("../../web/style.css");
 
+/// A compiled-in file, revalidated on every load.
 fn asset(body: &'static str, ct: &'static str) -> Response {
     (
         [
