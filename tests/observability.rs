@@ -122,9 +122,23 @@ async fn metrics_parse_and_move_with_a_real_call() {
         Some(&join_token(room, "B")),
     )
     .await;
-    wait_until("both receive media", 20, || {
-        a.frames() > 10 && b.frames() > 10 && a.audio_packets() > 20
-    })
+    // Composites can reach the clients (name tiles) before any input is decoded: wait for
+    // both, so that every counter has started before the first scrape.
+    wait_until(
+        "both receive media and the server decodes theirs",
+        20,
+        || {
+            a.frames() > 10
+                && b.frames() > 10
+                && a.audio_packets() > 20
+                && server.rooms.list().first().is_some_and(|r| {
+                    r.stats
+                        .video_frames_decoded
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                        > 10
+                })
+        },
+    )
     .await;
     let first = scrape(&server).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
