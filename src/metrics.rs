@@ -121,14 +121,36 @@ impl Lateness {
 
     /// Upper edge of the bucket holding quantile `q` (0..=1); zero when empty.
     pub fn quantile(&self, q: f64) -> Duration {
-        let n = self.count();
+        self.quantile_since(&[], q)
+    }
+
+    /// The bucket counts now (to measure a later interval with [`Self::quantile_since`]).
+    pub fn counts(&self) -> Vec<u64> {
+        self.buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// `quantile` of what was recorded since `before` (from [`Self::counts`]; empty: all).
+    pub fn quantile_since(&self, before: &[u64], q: f64) -> Duration {
+        let count = |i: usize, b: &AtomicU64| {
+            b.load(Ordering::Relaxed)
+                .saturating_sub(before.get(i).copied().unwrap_or(0))
+        };
+        let n: u64 = self
+            .buckets
+            .iter()
+            .enumerate()
+            .map(|(i, b)| count(i, b))
+            .sum();
         if n == 0 {
             return Duration::ZERO;
         }
         let target = ((n as f64) * q).ceil().max(1.0) as u64;
         let mut seen = 0;
         for (i, b) in self.buckets.iter().enumerate() {
-            seen += b.load(Ordering::Relaxed);
+            seen += count(i, b);
             if seen >= target {
                 return Duration::from_nanos((i as u64 + 1) * BUCKET_NS);
             }

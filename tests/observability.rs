@@ -148,6 +148,20 @@ async fn metrics_parse_and_move_with_a_real_call() {
     assert_eq!(get(&second, "tessera_participants{kind=\"web\"}"), 2.0);
     assert_eq!(get(&second, "tessera_participants_joined_total{}"), 2.0);
     assert_eq!(get(&second, &format!("tessera_video_encoders{{{r}}}")), 2.0);
+    // The output frame rate is exported: the configured 30, or a step down from it.
+    let fps = get(&second, &format!("tessera_video_output_fps{{{r}}}"));
+    let steps = get(
+        &second,
+        &format!("tessera_video_fps_steps_down_total{{{r}}}"),
+    );
+    assert!([30.0, 20.0, 15.0].contains(&fps), "fps {fps}");
+    if steps == 0.0 {
+        assert_eq!(fps, 30.0, "lowered without a step counted");
+    }
+    get(
+        &second,
+        &format!("tessera_video_encoder_waits_total{{{r}}}"),
+    );
     for counter in [
         "tessera_rtp_packets_received_total",
         "tessera_rtp_payload_bytes_received_total",

@@ -158,9 +158,28 @@ pub struct BenchReport {
     pub video_tick_lateness: Option<Lateness>,
     pub audio_tick_lateness: Option<Lateness>,
     pub video_frames_encoded: u64,
+    /// Paced mode: what the room's video thread delivered over the measured seconds.
+    pub video_pacing: Option<Pacing>,
+    /// Times a viewer waited a tick for a ready encoder (the pool had none).
+    pub encoder_waits: u64,
     /// Viewers and encoders per rung (best first), with the rungs' formats.
     pub rungs: Vec<RungReport>,
     pub threads: usize,
+}
+
+/// What a paced run's video thread delivered: a paced run always takes its wall time, so
+/// its "realtime factor" says nothing; these say whether it kept up.
+#[derive(Debug, Serialize)]
+pub struct Pacing {
+    /// Video ticks done (each one a frame for every picture due).
+    pub ticks: u64,
+    /// Ticks the clock skipped because the thread fell behind.
+    pub skipped: u64,
+    /// Ticks done per media second.
+    pub fps: f64,
+    /// The output frame rate at the end, and how many times it was stepped down.
+    pub fps_now: u64,
+    pub fps_steps_down: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -391,6 +410,7 @@ pub fn run(args: &RoomBenchArgs) -> Result<BenchReport, BenchError> {
         .map_err(|e| BenchError::Rungs(e.to_string()))?;
     let caps = rung_caps(args, &ladder, n)?;
     let mut per_rung: Vec<usize> = Vec::new();
+    let mut pacing = None;
     let (wall, cpu, phases, lateness) = if args.paced {
         let room = Room::start(
             crate::ids::RoomId::parse("bench").expect("valid literal"),
@@ -435,10 +455,21 @@ pub fn run(args: &RoomBenchArgs) -> Result<BenchReport, BenchError> {
         let start = Instant::now();
         let total_ticks = video_ticks + warmup_ticks;
         let mut snap = None;
+        let mut ticks0 = (0, 0);
+        // Lateness over the measured seconds only (not the warm-up).
+        let mut late0 = (Vec::new(), Vec::new());
         let mut audio_tick = 0u64;
         for k in 0..total_ticks {
             if k == warmup_ticks {
                 snap = Some((Instant::now(), process_cpu_ns(), snapshot(&room_stats)));
+                ticks0 = (
+                    room_stats.video_ticks.load(Ordering::Relaxed),
+                    room_stats.video_ticks_skipped.load(Ordering::Relaxed),
+                );
+                late0 = (
+                    room_stats.video_lateness.counts(),
+                    room_stats.audio_lateness.counts(),
+                );
             }
             let due = start + period * k as u32;
             if let Some(d) = due.checked_duration_since(Instant::now()) {
@@ -459,13 +490,21 @@ pub fn run(args: &RoomBenchArgs) -> Result<BenchReport, BenchError> {
         let wall = t0.elapsed();
         let cpu = process_cpu_ns() - c0;
         let p1 = snapshot(&room_stats);
-        let q = |h: &crate::metrics::Lateness| Lateness {
-            p50_ms: h.quantile(0.5).as_secs_f64() * 1e3,
-            p99_ms: h.quantile(0.99).as_secs_f64() * 1e3,
+        let ticks = room_stats.video_ticks.load(Ordering::Relaxed) - ticks0.0;
+        pacing = (!args.audio_only).then(|| Pacing {
+            ticks,
+            skipped: room_stats.video_ticks_skipped.load(Ordering::Relaxed) - ticks0.1,
+            fps: ticks as f64 / wall.as_secs_f64(),
+            fps_now: room_stats.video_fps.load(Ordering::Relaxed),
+            fps_steps_down: room_stats.video_fps_steps_down.load(Ordering::Relaxed),
+        });
+        let q = |h: &crate::metrics::Lateness, before: &[u64]| Lateness {
+            p50_ms: h.quantile_since(before, 0.5).as_secs_f64() * 1e3,
+            p99_ms: h.quantile_since(before, 0.99).as_secs_f64() * 1e3,
         };
         let lateness = (
-            Some(q(&room_stats.video_lateness)).filter(|_| !args.audio_only),
-            Some(q(&room_stats.audio_lateness)),
+            Some(q(&room_stats.video_lateness, &late0.0)).filter(|_| !args.audio_only),
+            Some(q(&room_stats.audio_lateness, &late0.1)),
         );
         copy_counts(&room_stats, &stats);
         room.stop();
@@ -522,6 +561,8 @@ pub fn run(args: &RoomBenchArgs) -> Result<BenchReport, BenchError> {
             }
             ids.push(id);
         }
+        // Encoders come from the pool's factory thread: have them ready before timing.
+        video.settle_encoders();
         let t_start = Instant::now();
         let mut snap = None;
         let mut audio_tick = 0u64;
@@ -570,6 +611,9 @@ pub fn run(args: &RoomBenchArgs) -> Result<BenchReport, BenchError> {
         let (t0, c0, p0) = snap.expect("warm-up shorter than the run");
         let p1 = snapshot(&stats);
         per_rung = video.encoders_per_rung();
+        stats
+            .video_encoder_waits
+            .store(video.encoder_waits(), Ordering::Relaxed);
         (
             t0.elapsed(),
             process_cpu_ns() - c0,
@@ -620,6 +664,8 @@ pub fn run(args: &RoomBenchArgs) -> Result<BenchReport, BenchError> {
         video_tick_lateness: lateness.0,
         audio_tick_lateness: lateness.1,
         video_frames_encoded: stats.video_frames_encoded.load(Ordering::Relaxed),
+        video_pacing: pacing,
+        encoder_waits: stats.video_encoder_waits.load(Ordering::Relaxed),
         rungs: ladder
             .rungs()
             .iter()
@@ -651,6 +697,7 @@ fn copy_counts(from: &RoomStats, to: &RoomStats) {
         (&from.audio_encoders, &to.audio_encoders),
         (&from.audio_decoders, &to.audio_decoders),
         (&from.video_frames_encoded, &to.video_frames_encoded),
+        (&from.video_encoder_waits, &to.video_encoder_waits),
     ] {
         b.store(a.load(Ordering::Relaxed), Ordering::Relaxed);
     }
@@ -735,7 +782,14 @@ pub fn print_table(r: &BenchReport) {
             "media / wall seconds",
             format!("{:.1} / {:.2}", r.media_seconds, r.wall_seconds),
         ),
-        ("realtime factor", format!("{:.2}x", r.realtime_factor)),
+        (
+            "realtime factor",
+            match &r.video_pacing {
+                // Paced runs take their wall time by design.
+                Some(_) => "- (paced: see video ticks)".to_owned(),
+                None => format!("{:.2}x", r.realtime_factor),
+            },
+        ),
         (
             "CPU s per media s",
             format!("{:.2}", r.cpu_seconds_per_media_second),
@@ -768,6 +822,16 @@ pub fn print_table(r: &BenchReport) {
                 .map_or("-".into(), |v| format!("{v:.3} ms")),
         ),
         ("video tick lateness", late(&r.video_tick_lateness)),
+        (
+            "video ticks done / skipped",
+            r.video_pacing.as_ref().map_or("-".into(), |p| {
+                format!(
+                    "{} / {} ({:.1} per s; output now {} fps, {} step(s) down)",
+                    p.ticks, p.skipped, p.fps, p.fps_now, p.fps_steps_down
+                )
+            }),
+        ),
+        ("encoder waits", r.encoder_waits.to_string()),
         ("audio tick lateness", late(&r.audio_tick_lateness)),
         ("rayon threads", r.threads.to_string()),
     ];
@@ -838,6 +902,31 @@ mod tests {
             "phases {phases:.3} of the process CPU: {s:?}"
         );
         assert!((phases + s.other - 1.0).abs() < 0.02, "{s:?}");
+    }
+
+    #[test]
+    fn a_paced_run_reports_what_the_video_thread_delivered() {
+        let args = RoomBenchArgs {
+            paced: true,
+            ..tiny("320x180", "300k", vec![])
+        };
+        let r = run(&args).unwrap();
+        let p = r
+            .video_pacing
+            .as_ref()
+            .expect("paced runs report their ticks");
+        // The clock's books balance: every due tick was either done or counted skipped
+        // (15 fps over the measured wall time, ±2 for the edges).
+        let due = r.wall_seconds * 15.0;
+        assert!(
+            ((p.ticks + p.skipped) as f64 - due).abs() <= 2.0,
+            "{p:?} over {:.2} s",
+            r.wall_seconds
+        );
+        assert!(p.ticks > 0 && p.fps > 0.0);
+        assert!([15, 10, 7].contains(&p.fps_now), "{p:?}");
+        assert!(r.video_tick_lateness.is_some() && r.audio_tick_lateness.is_some());
+        assert!(r.video_frames_encoded > 0);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod audio;
 pub mod depack;
+pub mod pack;
 pub mod video;
 pub mod voice;
 

@@ -413,6 +413,9 @@ impl From<EncoderComplexity> for openh264::encoder::Complexity {
 pub struct H264Encoder {
     enc: Encoder,
     force_idr: bool,
+    settings: EncoderSettings,
+    /// openh264 initialises on the first frame; `warm_up` does it ahead of time.
+    initialised: bool,
 }
 
 impl H264Encoder {
@@ -433,7 +436,86 @@ impl H264Encoder {
         Ok(Self {
             enc,
             force_idr: true,
+            settings,
+            initialised: false,
         })
+    }
+
+    pub fn settings(&self) -> EncoderSettings {
+        self.settings
+    }
+
+    /// Does openh264's initialisation now (it happens on the first frame otherwise) by
+    /// encoding one black frame, so that a ready encoder costs a media tick nothing. The
+    /// next real frame is still an IDR.
+    pub fn warm_up(&mut self) -> Result<(), CodecError> {
+        if !self.initialised {
+            let black = I420Frame::new(self.settings.width as usize, self.settings.height as usize);
+            let mut out = Vec::new();
+            self.encode(&black, &mut out)?;
+            self.force_idr = true;
+        }
+        Ok(())
+    }
+
+    /// Changes the frame rate and bitrate of a running encoder (no re-initialisation, no
+    /// IDR): used when a picture's rate changes (output frame-rate steps under load, a
+    /// viewer's rate below the lowest rung). Initialises the encoder first if needed.
+    pub fn set_rate(&mut self, fps: u32, bitrate_bps: u32) -> Result<(), CodecError> {
+        use openh264_sys2::{
+            SBitrateInfo, ENCODER_OPTION_BITRATE, ENCODER_OPTION_FRAME_RATE, SPATIAL_LAYER_ALL,
+        };
+        if fps == self.settings.fps && bitrate_bps == self.settings.bitrate_bps {
+            return Ok(());
+        }
+        self.warm_up()?;
+        let mut rate = fps.max(1) as f32;
+        let mut bitrate = SBitrateInfo {
+            iLayer: SPATIAL_LAYER_ALL,
+            iBitrate: bitrate_bps.min(i32::MAX as u32) as i32,
+        };
+        // SAFETY: FRAME_RATE reads one f32, BITRATE one SBitrateInfo, from the pointers.
+        let rc = unsafe {
+            let api = self.enc.raw_api();
+            let a = api.set_option(ENCODER_OPTION_FRAME_RATE, (&mut rate as *mut f32).cast());
+            let b = api.set_option(
+                ENCODER_OPTION_BITRATE,
+                (&mut bitrate as *mut SBitrateInfo).cast(),
+            );
+            a | b
+        };
+        if rc != 0 {
+            return Err(CodecError::H264(format!("SetOption(rate) returned {rc}")));
+        }
+        self.settings.fps = fps;
+        self.settings.bitrate_bps = bitrate_bps;
+        Ok(())
+    }
+
+    /// The frame rate and bitrate openh264 runs with, read back through its raw API.
+    pub fn effective_rate(&mut self) -> Result<(f32, u32), CodecError> {
+        use openh264_sys2::{
+            SBitrateInfo, ENCODER_OPTION_BITRATE, ENCODER_OPTION_FRAME_RATE, SPATIAL_LAYER_ALL,
+        };
+        let mut rate: f32 = 0.0;
+        let mut bitrate = SBitrateInfo {
+            iLayer: SPATIAL_LAYER_ALL,
+            iBitrate: 0,
+        };
+        // SAFETY: as in `set_option`, GetOption writes one f32 / one SBitrateInfo.
+        let rc = unsafe {
+            let api = self.enc.raw_api();
+            let a = api.get_option(ENCODER_OPTION_FRAME_RATE, (&mut rate as *mut f32).cast());
+            let b = api.get_option(
+                ENCODER_OPTION_BITRATE,
+                (&mut bitrate as *mut SBitrateInfo).cast(),
+            );
+            a | b
+        };
+        if rc != 0 {
+            return Err(CodecError::H264(format!("GetOption(rate) returned {rc}")));
+        }
+        Ok((rate, bitrate.iBitrate.max(0) as u32))
     }
 
     /// The complexity mode openh264 is actually running with, read back through its raw
@@ -476,6 +558,7 @@ impl H264Encoder {
             .enc
             .encode(frame)
             .map_err(|e| CodecError::H264(e.to_string()))?;
+        self.initialised = true;
         out.clear();
         bs.write_vec(out);
         Ok(matches!(bs.frame_type(), FrameType::IDR))
@@ -633,11 +716,28 @@ mod tests {
     }
 
     #[test]
-    fn garbage_does_not_crash_decoders() {
+    fn garbage_does_not_crash_decoders_or_break_them() {
         let mut out = I420Frame::default();
+        // A real H.264 stream to feed after the garbage: the decoder must still work.
+        let mut enc = H264Encoder::new(EncoderSettings {
+            width: 160,
+            height: 90,
+            fps: 30,
+            bitrate_bps: 300_000,
+            idr_interval_frames: 300,
+            complexity: EncoderComplexity::Low,
+        })
+        .unwrap();
+        let mut au = Vec::new();
+        enc.encode(&I420Frame::solid(160, 90, (200, 80, 160)), &mut au)
+            .unwrap();
+        let payloads = H264Payloader::default()
+            .payload(1100, &Bytes::copy_from_slice(&au))
+            .unwrap();
         for codec in [VideoCodec::H264, VideoCodec::Av1] {
             let mut dec = VideoDecoder::new(codec).unwrap();
             let mut seed = 12345u32;
+            let mut pictures = 0;
             for _ in 0..50 {
                 let len = (seed % 300) as usize + 2;
                 let data: Vec<u8> = (0..len)
@@ -646,9 +746,50 @@ mod tests {
                         (seed >> 24) as u8
                     })
                     .collect();
-                let _ = dec.decode(&[Bytes::from(data)], false, &mut out);
+                // Waiting for a keyframe, as the room does: garbage is never a picture.
+                if let Ok(Decoded::Picture { .. }) =
+                    dec.decode(&[Bytes::from(data)], true, &mut out)
+                {
+                    pictures += 1;
+                }
+            }
+            assert_eq!(pictures, 0, "{codec:?} made a picture out of garbage");
+            if codec == VideoCodec::H264 {
+                // And then a real keyframe decodes, with its colour.
+                let got = dec.decode(&payloads, true, &mut out).unwrap();
+                assert!(matches!(got, Decoded::Picture { .. }), "{got:?}");
+                assert_eq!((out.width, out.height), (160, 90));
+                assert!((out.y[160 * 45 + 80] as i32 - 200).abs() < 12);
             }
         }
+    }
+
+    #[test]
+    fn a_running_encoder_changes_rate_without_restarting() {
+        let mut enc = H264Encoder::new(EncoderSettings {
+            width: 320,
+            height: 180,
+            fps: 30,
+            bitrate_bps: 600_000,
+            idr_interval_frames: 300,
+            complexity: EncoderComplexity::Low,
+        })
+        .unwrap();
+        enc.warm_up().unwrap();
+        assert_eq!(enc.effective_rate().unwrap(), (30.0, 600_000));
+        enc.set_rate(20, 400_000).unwrap();
+        assert_eq!(enc.effective_rate().unwrap(), (20.0, 400_000));
+        assert_eq!(
+            (enc.settings().fps, enc.settings().bitrate_bps),
+            (20, 400_000)
+        );
+        // The first real frame after warm-up is an IDR, the next ones are not: a rate
+        // change does not restart the stream.
+        let (mut au, f) = (Vec::new(), I420Frame::solid(320, 180, (90, 100, 140)));
+        assert!(enc.encode(&f, &mut au).unwrap());
+        enc.set_rate(15, 300_000).unwrap();
+        assert!(!enc.encode(&f, &mut au).unwrap());
+        assert_eq!(enc.effective_rate().unwrap(), (15.0, 300_000));
     }
 
     #[test]

@@ -17,7 +17,6 @@ use crate::ids::ParticipantId;
 use crate::layout::Rect;
 use crate::media::I420Frame;
 use rayon::prelude::*;
-use std::collections::HashMap;
 
 /// Canvas background (dark grey).
 pub const BACKGROUND: (u8, u8, u8) = (24, 128, 128);
@@ -82,6 +81,14 @@ pub fn blit(canvas: &mut I420Frame, tile: &I420Frame, x: usize, y: usize) {
 
 /// Fills `canvas` with the background and draws `tiles` in order.
 pub fn compose(canvas: &mut I420Frame, tiles: &[(Rect, &I420Frame)]) {
+    compose_iter(canvas, tiles.iter().map(|(r, t)| (*r, *t)));
+}
+
+/// `compose` from an iterator (the media loop's form: no list to build).
+pub fn compose_iter<'a>(
+    canvas: &mut I420Frame,
+    tiles: impl IntoIterator<Item = (Rect, &'a I420Frame)>,
+) {
     canvas.fill(BACKGROUND);
     for (r, t) in tiles {
         blit(canvas, t, r.x as usize, r.y as usize);
@@ -98,15 +105,20 @@ pub struct TileKey {
 }
 
 struct CachedTile {
+    key: TileKey,
     version: u64,
     used: bool,
+    /// To be rendered this call, from this need's source.
+    dirty: Option<usize>,
     frame: I420Frame,
 }
 
-/// Rendered tiles shared by all outputs, keyed by participant and size.
+/// Rendered tiles shared by all outputs, keyed by participant and size. Kept in a vector
+/// that lives as long as the room: once the tiles exist, preparing a tick allocates
+/// nothing (a new tile size allocates its frame once).
 #[derive(Default)]
 pub struct TileCache {
-    tiles: HashMap<TileKey, CachedTile>,
+    tiles: Vec<CachedTile>,
 }
 
 /// One tile the current tick needs.
@@ -115,6 +127,15 @@ pub struct TileJob<'a> {
     pub version: u64,
     pub source: Option<&'a I420Frame>,
     pub name: &'a str,
+}
+
+/// One tile the current tick needs, its picture and name found through `source` (an index
+/// the caller resolves), so the caller can keep its list of needs from tick to tick.
+#[derive(Clone, Copy, Debug)]
+pub struct TileNeed {
+    pub key: TileKey,
+    pub version: u64,
+    pub source: usize,
 }
 
 impl TileCache {
@@ -130,48 +151,71 @@ impl TileCache {
         jobs: &[TileJob<'_>],
         cpu_ns: &std::sync::atomic::AtomicU64,
     ) -> usize {
-        for t in self.tiles.values_mut() {
+        let needs: Vec<TileNeed> = jobs
+            .iter()
+            .enumerate()
+            .map(|(i, j)| TileNeed {
+                key: j.key,
+                version: j.version,
+                source: i,
+            })
+            .collect();
+        self.prepare_needs(&needs, |i| (jobs[i].source, jobs[i].name), cpu_ns)
+    }
+
+    /// Renders (in parallel) every needed tile that is missing or stale, drops tiles no
+    /// need asked for, and adds the rendering CPU time to `cpu_ns`. `source(i)` gives the
+    /// picture (`None`: placeholder) and name for a need's `source` index. Returns how
+    /// many tiles were rendered.
+    pub fn prepare_needs<'a, F>(
+        &mut self,
+        needs: &[TileNeed],
+        source: F,
+        cpu_ns: &std::sync::atomic::AtomicU64,
+    ) -> usize
+    where
+        F: Fn(usize) -> (Option<&'a I420Frame>, &'a str) + Sync,
+    {
+        for t in &mut self.tiles {
             t.used = false;
+            t.dirty = None;
         }
-        let mut stale: Vec<(&TileJob<'_>, CachedTile)> = Vec::new();
-        for job in jobs {
-            match self.tiles.get_mut(&job.key) {
-                Some(t) if t.version == job.version => t.used = true,
-                _ => {
-                    // Reuse the old buffer when there is one.
-                    let frame = self
-                        .tiles
-                        .remove(&job.key)
-                        .map(|t| t.frame)
-                        .unwrap_or_else(|| I420Frame::new(job.key.w as usize, job.key.h as usize));
-                    if !stale.iter().any(|(j, _)| j.key == job.key) {
-                        stale.push((
-                            job,
-                            CachedTile {
-                                version: job.version,
-                                used: true,
-                                frame,
-                            },
-                        ));
+        let mut rendered = 0;
+        for n in needs {
+            match self.tiles.iter_mut().find(|t| t.key == n.key) {
+                Some(t) if t.used => {} // asked twice this call
+                Some(t) => {
+                    t.used = true;
+                    if t.version != n.version {
+                        t.version = n.version;
+                        t.dirty = Some(n.source);
+                        rendered += 1;
                     }
+                }
+                None => {
+                    self.tiles.push(CachedTile {
+                        key: n.key,
+                        version: n.version,
+                        used: true,
+                        dirty: Some(n.source),
+                        frame: I420Frame::new(n.key.w as usize, n.key.h as usize),
+                    });
+                    rendered += 1;
                 }
             }
         }
-        let rendered = stale.len();
-        stale.par_iter_mut().for_each(|(job, tile)| {
-            crate::metrics::timed(cpu_ns, || {
-                render_tile(job.source, job.name, &mut tile.frame)
-            });
+        self.tiles.retain(|t| t.used);
+        self.tiles.par_iter_mut().for_each(|t| {
+            if let Some(i) = t.dirty {
+                let (src, name) = source(i);
+                crate::metrics::timed(cpu_ns, || render_tile(src, name, &mut t.frame));
+            }
         });
-        for (job, tile) in stale {
-            self.tiles.insert(job.key, tile);
-        }
-        self.tiles.retain(|_, t| t.used);
         rendered
     }
 
     pub fn get(&self, key: &TileKey) -> Option<&I420Frame> {
-        self.tiles.get(key).map(|t| &t.frame)
+        self.tiles.iter().find(|t| t.key == *key).map(|t| &t.frame)
     }
 
     pub fn len(&self) -> usize {

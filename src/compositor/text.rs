@@ -78,15 +78,19 @@ pub fn draw_label(tile: &mut I420Frame, name: &str) {
     if max_chars == 0 {
         return;
     }
-    let shown: String = name.chars().take(max_chars).collect();
-    let w = text_width(&shown, scale) + 2 * pad;
+    let end = name
+        .char_indices()
+        .nth(max_chars)
+        .map_or(name.len(), |(i, _)| i);
+    let shown = &name[..end];
+    let w = text_width(shown, scale) + 2 * pad;
     let h = 8 * scale + 2 * pad;
     if h >= tile.height {
         return;
     }
     let y = tile.height - h;
     shade_box(tile, 0, y, w.min(tile.width), h);
-    draw_text(tile, pad, y + pad, scale, &shown, 235);
+    draw_text(tile, pad, y + pad, scale, shown, 235);
 }
 
 #[cfg(test)]

@@ -44,13 +44,12 @@ pub fn grid_shape(n: usize) -> (u32, u32) {
 }
 
 /// `count` equal cells in a `cols`×`rows` grid inside the area; a short last row is centred.
-fn cells(count: usize, cols: u32, rows: u32, area: Rect, gap: u32) -> Vec<Rect> {
+fn cells(count: usize, cols: u32, rows: u32, area: Rect, gap: u32, out: &mut Vec<Rect>) {
     if count == 0 {
-        return Vec::new();
+        return;
     }
     let cw = (area.w.saturating_sub(gap * (cols - 1))) / cols;
     let ch = (area.h.saturating_sub(gap * (rows - 1))) / rows;
-    let mut out = Vec::with_capacity(count);
     for i in 0..count as u32 {
         let (r, c) = (i / cols, i % cols);
         let in_row = if r == rows - 1 {
@@ -67,10 +66,10 @@ fn cells(count: usize, cols: u32, rows: u32, area: Rect, gap: u32) -> Vec<Rect> 
             ch,
         ));
     }
-    out
 }
 
-pub fn grid(n: usize, width: u32, height: u32, gap: u32) -> Vec<Rect> {
+/// Appends the rectangles of an `n`-tile grid to `out`.
+pub fn grid(n: usize, width: u32, height: u32, gap: u32, out: &mut Vec<Rect>) {
     let (cols, rows) = grid_shape(n);
     let area = Rect {
         x: 0,
@@ -78,7 +77,7 @@ pub fn grid(n: usize, width: u32, height: u32, gap: u32) -> Vec<Rect> {
         w: width,
         h: height,
     };
-    cells(n, cols, rows, area, gap)
+    cells(n, cols, rows, area, gap, out)
 }
 
 pub fn focus(
@@ -88,9 +87,10 @@ pub fn focus(
     side: StripSide,
     fraction: f32,
     gap: u32,
-) -> Vec<Rect> {
+    out: &mut Vec<Rect>,
+) {
     if n <= 1 {
-        return grid(n, width, height, 0);
+        return grid(n, width, height, 0, out);
     }
     let others = (n - 1) as u32;
     let horizontal = matches!(side, StripSide::Bottom | StripSide::Top);
@@ -154,7 +154,7 @@ pub fn focus(
             },
         ),
     };
-    let mut out = vec![Rect::even(main.x, main.y, main.w, main.h)];
+    out.push(Rect::even(main.x, main.y, main.w, main.h));
     // Strip tiles keep a 16:9 shape where they can, centred along the strip.
     let (cols, rows) = if horizontal { (others, 1) } else { (1, others) };
     let (mut area, tile_w, tile_h);
@@ -180,8 +180,7 @@ pub fn focus(
         };
     }
     area.w = area.w.max(2);
-    out.extend(cells(others as usize, cols, rows, area, gap));
-    out
+    cells(others as usize, cols, rows, area, gap, out);
 }
 
 pub fn pip(
@@ -191,11 +190,12 @@ pub fn pip(
     corner: Corner,
     fraction: f32,
     margin: u32,
-) -> Vec<Rect> {
+    out: &mut Vec<Rect>,
+) {
     if n == 0 {
-        return Vec::new();
+        return;
     }
-    let mut out = vec![Rect::even(0, 0, width, height)];
+    out.push(Rect::even(0, 0, width, height));
     let iw = ((width as f32 * fraction) as u32) & !1;
     let ih = (iw * 9 / 16) & !1;
     for i in 0..(n - 1) as u32 {
@@ -211,7 +211,6 @@ pub fn pip(
         };
         out.push(Rect::even(x, y, iw, ih));
     }
-    out
 }
 
 #[cfg(test)]
@@ -282,7 +281,8 @@ mod tests {
 
     #[test]
     fn two_tiles_side_by_side_in_grid() {
-        let r = grid(2, 1280, 720, 4);
+        let mut r = Vec::new();
+        grid(2, 1280, 720, 4, &mut r);
         assert_eq!(r[0].y, r[1].y);
         assert!(r[0].x < r[1].x);
     }

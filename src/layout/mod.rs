@@ -20,8 +20,22 @@ pub struct LayoutSpec {
     pub name: String,
     #[serde(default)]
     pub description: String,
+    /// Whose picture is whose: `personal` (default: everyone sees the others, not
+    /// themself — one picture per viewer) or `shared` (everyone, self included, sees the
+    /// same picture — one encode per rung of the ladder whatever the room's size).
+    #[serde(default)]
+    pub canvas: Canvas,
     #[serde(flatten)]
     pub kind: LayoutKind,
+}
+
+/// See [`LayoutSpec::canvas`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Canvas {
+    #[default]
+    Personal,
+    Shared,
 }
 
 /// The placement rule and its parameters.
@@ -207,22 +221,35 @@ impl LayoutSpec {
     /// the focus for `focus` and `pip`. Returns `min(n, capacity)` rectangles, all inside
     /// the canvas, with even coordinates and sizes (I420 chroma alignment).
     pub fn place(&self, n: usize, width: u32, height: u32) -> Vec<Rect> {
+        let mut out = Vec::new();
+        self.place_into(n, width, height, &mut out);
+        out
+    }
+
+    /// `place` into a reused vector (cleared first): the media loop's allocation-free form.
+    pub fn place_into(&self, n: usize, width: u32, height: u32, out: &mut Vec<Rect>) {
+        out.clear();
         let n = n.min(self.capacity());
         match self.kind {
-            LayoutKind::Grid { gap, .. } => geometry::grid(n, width, height, gap),
+            LayoutKind::Grid { gap, .. } => geometry::grid(n, width, height, gap, out),
             LayoutKind::Focus {
                 strip,
                 strip_fraction,
                 gap,
                 ..
-            } => geometry::focus(n, width, height, strip, strip_fraction, gap),
+            } => geometry::focus(n, width, height, strip, strip_fraction, gap, out),
             LayoutKind::Pip {
                 corner,
                 inset_fraction,
                 margin,
                 ..
-            } => geometry::pip(n, width, height, corner, inset_fraction, margin),
+            } => geometry::pip(n, width, height, corner, inset_fraction, margin, out),
         }
+    }
+
+    /// Everyone sees the same picture, themself included.
+    pub fn shared(&self) -> bool {
+        self.canvas == Canvas::Shared
     }
 
     /// Whether tile 0 should be the active speaker (focus and pip) rather than join order.
@@ -238,8 +265,12 @@ pub struct LayoutSet {
     layouts: BTreeMap<String, LayoutSpec>,
 }
 
-const BUILTIN: [(&str, &str); 3] = [
+const BUILTIN: [(&str, &str); 4] = [
     ("layouts/grid.json", include_str!("../../layouts/grid.json")),
+    (
+        "layouts/grid-shared.json",
+        include_str!("../../layouts/grid-shared.json"),
+    ),
     (
         "layouts/speaker.json",
         include_str!("../../layouts/speaker.json"),
@@ -308,7 +339,16 @@ mod tests {
     #[test]
     fn builtins_load() {
         let set = LayoutSet::builtin();
-        assert_eq!(set.names(), vec!["grid", "pip", "speaker"]);
+        assert_eq!(set.names(), vec!["grid", "grid-shared", "pip", "speaker"]);
+        assert!(set.get("grid-shared").unwrap().shared());
+        assert!(!set.get("grid").unwrap().shared());
+    }
+
+    #[test]
+    fn the_canvas_field_is_checked() {
+        let e = LayoutSpec::from_json("x.json", r#"{"name":"g","type":"grid","canvas":"mine"}"#)
+            .unwrap_err();
+        assert!(e.to_string().contains("unknown variant `mine`"), "{e}");
     }
 
     #[test]

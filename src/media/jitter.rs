@@ -217,6 +217,9 @@ pub struct VideoAssembler {
     pub late: u64,
     /// Frames abandoned because of loss.
     pub lost_events: u64,
+    /// A frame's payload list handed back by the consumer ([`Self::recycle`]), reused
+    /// for the next frame instead of allocating one.
+    spare: Vec<Bytes>,
 }
 
 impl Default for VideoAssembler {
@@ -236,6 +239,15 @@ impl VideoAssembler {
             started: false,
             late: 0,
             lost_events: 0,
+            spare: Vec::new(),
+        }
+    }
+
+    /// Gives a popped frame's payload list back for reuse (its packets are dropped).
+    pub fn recycle(&mut self, mut payloads: Vec<Bytes>) {
+        if payloads.capacity() > self.spare.capacity() {
+            payloads.clear();
+            self.spare = payloads;
         }
     }
 
@@ -282,7 +294,10 @@ impl VideoAssembler {
     pub fn pop(&mut self, now: Instant) -> Option<VideoPop> {
         loop {
             match self.pop_one(now)? {
-                VideoPop::Frame { payloads, .. } if payloads.is_empty() => continue,
+                VideoPop::Frame { payloads, .. } if payloads.is_empty() => {
+                    self.recycle(payloads);
+                    continue;
+                }
                 other => return Some(other),
             }
         }
@@ -338,7 +353,9 @@ impl VideoAssembler {
     }
 
     fn take_frame(&mut self, from: u64, to: u64) -> VideoPop {
-        let mut payloads = Vec::with_capacity((to - from) as usize);
+        let mut payloads = std::mem::take(&mut self.spare);
+        payloads.clear();
+        payloads.reserve((to - from) as usize);
         let mut timestamp = 0;
         for x in from..to {
             if let Some(p) = self.slots[(x % VIDEO_RING as u64) as usize].take() {

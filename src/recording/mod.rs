@@ -35,8 +35,8 @@ const MIN_FREE_BYTES: u64 = 4 * 1024 * 1024;
 /// An encoded frame for the recorder. `at` is the frame's scheduled tick time on the
 /// room's media clock, shared by audio and video.
 pub enum RecMsg {
-    Video { at: Instant, data: Vec<u8> },
-    Audio { at: Instant, data: Vec<u8> },
+    Video { at: Instant, data: bytes::Bytes },
+    Audio { at: Instant, data: bytes::Bytes },
 }
 
 #[derive(Debug, thiserror::Error)]

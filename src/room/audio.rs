@@ -24,6 +24,7 @@ use super::clock::TickClock;
 use super::link::ViewerLink;
 use super::{AudioCmd, RoomEvent, RoomStats, RtpSink};
 use crate::codec::audio::OpusEncoder;
+use crate::codec::pack::SharedBuf;
 use crate::codec::voice::{AudioCodec, AudioDecoder, AudioEncoder};
 use crate::config::Config;
 use crate::ids::ParticipantId;
@@ -97,6 +98,8 @@ struct Output {
     limiter: Limiter,
     sink: RtpSink,
     link: Option<Arc<ViewerLink>>,
+    /// Its packets, from one reclaimed buffer (no allocation per tick).
+    buf: SharedBuf,
 }
 
 /// Every second, the Opus FEC of each output follows its listeners' reported loss.
@@ -127,6 +130,7 @@ struct SharedMix {
     packet: bytes::Bytes,
     /// The tick `packet` was encoded for.
     encoded_at: Option<u64>,
+    buf: SharedBuf,
 }
 
 pub struct AudioLoop {
@@ -149,7 +153,7 @@ pub struct AudioLoop {
     /// When tick 0 was due; tick k's time is `clock_start + 20 ms · k` (recording timestamps).
     clock_start: Instant,
     /// The full room mix, encoded once more for the recorder.
-    recording: Option<(OpusEncoder, Limiter, crate::recording::RecSender)>,
+    recording: Option<(OpusEncoder, Limiter, crate::recording::RecSender, SharedBuf)>,
 }
 
 impl AudioLoop {
@@ -304,6 +308,7 @@ impl AudioLoop {
                             limiter: Limiter::default(),
                             packet: bytes::Bytes::new(),
                             encoded_at: None,
+                            buf: SharedBuf::default(),
                         }),
                         Err(e) => tracing::error!("shared {codec:?} encoder: {e}"),
                     }
@@ -316,6 +321,7 @@ impl AudioLoop {
                                 limiter: Limiter::default(),
                                 sink,
                                 link,
+                                buf: SharedBuf::default(),
                             })
                         }
                         Err(e) => tracing::error!(%id, "{codec:?} encoder: {e}"),
@@ -363,7 +369,7 @@ impl AudioLoop {
                 }
             }
             AudioCmd::StartRecording { encoder, tx } => {
-                self.recording = Some((encoder, Limiter::default(), tx))
+                self.recording = Some((encoder, Limiter::default(), tx, SharedBuf::default()))
             }
             AudioCmd::StopRecording => self.recording = None,
             AudioCmd::Stop => {}
@@ -629,7 +635,10 @@ impl AudioLoop {
                 let r = o.encoder.encode(&b.pcm, &mut b.packet);
                 encode_ns += cpu() - t;
                 match r {
-                    Ok(len) => o.sink.send_frame(ts, &b.packet[..len]),
+                    Ok(len) => {
+                        let pkt = o.buf.share(&b.packet[..len]);
+                        o.sink.send_packet(ts, pkt)
+                    }
                     Err(e) => tracing::warn!(id = %p.id, "{:?} encode: {e}", p.codec),
                 }
                 continue;
@@ -648,15 +657,17 @@ impl AudioLoop {
                 let t = cpu();
                 let len = m.encoder.encode(&b.pcm, &mut b.packet).unwrap_or(0);
                 encode_ns += cpu() - t;
-                // One buffer, reference-counted into every listener's RTP packet.
-                m.packet = bytes::Bytes::copy_from_slice(&b.packet[..len]);
+                // One buffer, reference-counted into every listener's RTP packet (the
+                // last tick's view released first, so its storage can be reused).
+                m.packet = bytes::Bytes::new();
+                m.packet = m.buf.share(&b.packet[..len]);
             }
             if !m.packet.is_empty() {
-                o.sink.send_bytes(ts, m.packet.clone());
+                o.sink.send_packet(ts, m.packet.clone());
             }
         }
         // The recording hears everyone in the mix (no N-1).
-        if let Some((enc, lim, tx)) = self.recording.as_mut() {
+        if let Some((enc, lim, tx, buf)) = self.recording.as_mut() {
             lim.process(&self.total, &mut b.pcm);
             let t = cpu();
             if let Ok(len) = enc.encode(&b.pcm, &mut b.packet) {
@@ -667,7 +678,7 @@ impl AudioLoop {
                     .unwrap_or(self.clock_start);
                 tx.send(crate::recording::RecMsg::Audio {
                     at,
-                    data: b.packet[..len].to_vec(),
+                    data: buf.share(&b.packet[..len]),
                 });
             }
             encode_ns += cpu() - t;

@@ -9,6 +9,8 @@ pub struct TickClock {
     start: Instant,
     period: Duration,
     next: u64,
+    /// Ticks counted before the last period change.
+    base: u64,
     /// Ticks skipped because the loop fell more than `MAX_BEHIND` periods behind.
     pub skipped: u64,
 }
@@ -21,6 +23,7 @@ impl TickClock {
             start,
             period,
             next: 0,
+            base: 0,
             skipped: 0,
         }
     }
@@ -32,6 +35,15 @@ impl TickClock {
     /// When the next tick is due.
     pub fn deadline(&self) -> Instant {
         self.start + self.period * self.next as u32
+    }
+
+    /// From the next deadline on, ticks come every `period` (the output frame rate
+    /// changed). Tick indices keep counting.
+    pub fn set_period(&mut self, period: Duration) {
+        self.start = self.deadline();
+        self.base += self.next;
+        self.next = 0;
+        self.period = period;
     }
 
     /// After an idle spell (the loop waited without ticking): the next tick is the first
@@ -55,7 +67,7 @@ impl TickClock {
             self.skipped += behind as u64;
             self.next += behind as u64;
         }
-        let k = self.next;
+        let k = self.base + self.next;
         self.next += 1;
         Some(k)
     }
@@ -89,6 +101,20 @@ mod tests {
         // Late by 7 ms: the following deadline is still t0 + 40 ms, not +47.
         assert_eq!(c.take_due(t0 + Duration::from_millis(27)), Some(1));
         assert_eq!(c.deadline(), t0 + Duration::from_millis(40));
+    }
+
+    #[test]
+    fn a_new_period_applies_from_the_next_deadline() {
+        let t0 = Instant::now();
+        let mut c = TickClock::new(t0, Duration::from_millis(20));
+        assert_eq!(c.take_due(t0), Some(0));
+        assert_eq!(c.take_due(t0 + Duration::from_millis(20)), Some(1));
+        c.set_period(Duration::from_millis(50));
+        assert_eq!(c.deadline(), t0 + Duration::from_millis(40));
+        assert_eq!(c.take_due(t0 + Duration::from_millis(40)), Some(2));
+        assert_eq!(c.deadline(), t0 + Duration::from_millis(90));
+        assert_eq!(c.take_due(t0 + Duration::from_millis(89)), None);
+        assert_eq!(c.take_due(t0 + Duration::from_millis(90)), Some(3));
     }
 
     #[test]

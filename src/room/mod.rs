@@ -12,6 +12,7 @@
 pub mod audio;
 pub mod clock;
 pub mod link;
+pub mod overload;
 pub mod policy;
 pub mod server_events;
 pub mod sink;
@@ -192,6 +193,12 @@ pub struct RoomStats {
     /// Ticks the clocks skipped because a loop fell behind.
     pub video_ticks_skipped: AtomicU64,
     pub audio_ticks_skipped: AtomicU64,
+    /// The video output frame rate now (lowered in steps under overload).
+    pub video_fps: AtomicU64,
+    /// Times the output frame rate was lowered.
+    pub video_fps_steps_down: AtomicU64,
+    /// Times a viewer waited a tick because no ready encoder was there yet.
+    pub video_encoder_waits: AtomicU64,
     /// RTP received from and sent to participants (payload bytes), all transports.
     pub packets_in: AtomicU64,
     pub bytes_in: AtomicU64,
@@ -339,6 +346,7 @@ impl Room {
     /// Starts the room's two media threads. Fails only when the OS refuses a thread;
     /// then nothing of the room is left running.
     pub fn start(id: RoomId, settings: Arc<RoomSettings>) -> Result<Arc<Self>, std::io::Error> {
+        init_media_pool();
         let (audio_tx, audio_rx) = channel();
         let (video_tx, video_rx) = channel();
         let (events, _) = broadcast::channel(256);
@@ -875,6 +883,34 @@ static JOIN_TONE: std::sync::LazyLock<audio::Clip> =
     std::sync::LazyLock::new(|| crate::mixer::tones::beeps(&[(660.0, 90), (880.0, 110)]));
 static LEAVE_TONE: std::sync::LazyLock<audio::Clip> =
     std::sync::LazyLock::new(|| crate::mixer::tones::beeps(&[(880.0, 90), (660.0, 110)]));
+
+/// Lowers the calling thread's scheduling priority (nice 5): video work (the video thread,
+/// the rayon pool that composes and encodes, the encoder factory) yields to the audio
+/// threads and the network, so an overloaded room loses video frames, not audio ticks.
+pub fn lower_thread_priority() {
+    // SAFETY: setpriority on this thread's own id; a failure only leaves the priority.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, VIDEO_NICE);
+    }
+}
+
+const VIDEO_NICE: i32 = 5;
+
+/// The process-wide rayon pool with video priority (see [`lower_thread_priority`]);
+/// built once, before the first room uses it.
+pub fn init_media_pool() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let built = rayon::ThreadPoolBuilder::new()
+            .thread_name(|i| format!("media-{i}"))
+            .start_handler(|_| lower_thread_priority())
+            .build_global();
+        if let Err(e) = built {
+            tracing::debug!("rayon pool already built: {e}");
+        }
+    });
+}
 
 pub(crate) fn media_dequeued(queued: &AtomicU64) {
     let _ = queued.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));

@@ -46,6 +46,41 @@ impl RtpSink {
         self.send_bytes(ts, Bytes::copy_from_slice(frame));
     }
 
+    /// Sends a frame packetised once for all its viewers (`codec::pack`): only the header
+    /// (this sink's SSRC, sequence numbers, timestamp offset) is per viewer; the payloads
+    /// are shared views, not copies.
+    pub fn send_packetized(&mut self, ts: u32, frame: &crate::codec::pack::PacketizedFrame) {
+        let n = frame.len();
+        for (i, payload) in frame.payloads().enumerate() {
+            self.push(ts, i + 1 == n, payload);
+        }
+    }
+
+    /// Sends one payload as one packet (audio: every codec's 20 ms frame fits one packet,
+    /// which is what the payloaders would make of it, marker set as they set it).
+    pub fn send_packet(&mut self, ts: u32, payload: Bytes) {
+        self.push(ts, true, payload);
+    }
+
+    fn push(&mut self, ts: u32, marker: bool, payload: Bytes) {
+        let pkt = Packet {
+            header: Header {
+                version: 2,
+                marker,
+                payload_type: self.payload_type,
+                sequence_number: self.seq,
+                timestamp: ts.wrapping_add(self.ts_offset),
+                ssrc: self.ssrc,
+                ..Default::default()
+            },
+            payload,
+        };
+        self.seq = self.seq.wrapping_add(1);
+        if self.tx.try_send(pkt).is_err() {
+            self.dropped += 1;
+        }
+    }
+
     /// `send_frame` for a frame already in a shared buffer (no copy for single-packet
     /// frames such as Opus: every sink's packet references the same bytes).
     pub fn send_bytes(&mut self, ts: u32, frame: Bytes) {
@@ -55,22 +90,7 @@ impl RtpSink {
         };
         let n = payloads.len();
         for (i, payload) in payloads.into_iter().enumerate() {
-            let pkt = Packet {
-                header: Header {
-                    version: 2,
-                    marker: i + 1 == n,
-                    payload_type: self.payload_type,
-                    sequence_number: self.seq,
-                    timestamp: ts.wrapping_add(self.ts_offset),
-                    ssrc: self.ssrc,
-                    ..Default::default()
-                },
-                payload,
-            };
-            self.seq = self.seq.wrapping_add(1);
-            if self.tx.try_send(pkt).is_err() {
-                self.dropped += 1;
-            }
+            self.push(ts, i + 1 == n, payload);
         }
     }
 }
@@ -97,5 +117,46 @@ mod tests {
         assert_eq!(b.header.timestamp.wrapping_sub(a.header.timestamp), 960);
         assert_eq!((a.header.ssrc, a.header.payload_type), (7, 111));
         assert!(a.header.marker);
+    }
+
+    #[test]
+    fn one_packetised_frame_goes_to_many_viewers_with_their_own_headers() {
+        use crate::codec::pack::{H264Packetizer, PacketizedFrame};
+        let mut frame = PacketizedFrame::default();
+        let mut au = vec![0, 0, 0, 1, 0x65];
+        au.extend(std::iter::repeat_n(0xab, 3000));
+        H264Packetizer::default().packetize(&au, RTP_MTU, &mut frame);
+        assert_eq!(frame.len(), 3);
+        let (tx1, mut rx1) = mpsc::channel(8);
+        let (tx2, mut rx2) = mpsc::channel(8);
+        let mut a = RtpSink::new(
+            1,
+            102,
+            Box::new(rtc::rtp::codec::h264::H264Payloader::default()),
+            tx1,
+        );
+        let mut b = RtpSink::new(
+            2,
+            102,
+            Box::new(rtc::rtp::codec::h264::H264Payloader::default()),
+            tx2,
+        );
+        a.send_packetized(3000, &frame);
+        b.send_packetized(3000, &frame);
+        let (pa, pb): (Vec<Packet>, Vec<Packet>) = (
+            std::iter::from_fn(|| rx1.try_recv().ok()).collect(),
+            std::iter::from_fn(|| rx2.try_recv().ok()).collect(),
+        );
+        assert_eq!((pa.len(), pb.len()), (3, 3));
+        for (i, (x, y)) in pa.iter().zip(&pb).enumerate() {
+            assert_eq!((x.header.ssrc, y.header.ssrc), (1, 2));
+            assert_eq!(x.header.marker, i == 2);
+            assert_eq!(
+                x.header.sequence_number,
+                pa[0].header.sequence_number.wrapping_add(i as u16)
+            );
+            // The same bytes, not a copy.
+            assert_eq!(x.payload.as_ptr(), y.payload.as_ptr());
+        }
     }
 }

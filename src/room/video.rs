@@ -24,6 +24,19 @@
 //! `SHARED_IDR_INTERVAL` after its last). A viewer's own losses are repaired by NACK
 //! retransmission in its transport, not by keyframes.
 //!
+//! **Nothing in the tick that can be done before it.** Encoders come ready from a pool
+//! (built and initialised on another thread, [`pool`]); a viewer whose picture changes
+//! keeps its encoder, which simply encodes the new picture (no IDR: its decoder's state
+//! stays valid), and only a viewer that moves to *another* encoder's stream needs an IDR.
+//! Each encoded frame is packetised once per encoder and sent to its viewers as shared
+//! payloads with per-viewer headers ([`RtpSink::send_packetized`]). Plans, tile lists and
+//! groupings live in buffers reused from tick to tick: a steady room allocates nothing per
+//! tick (`tests/allocations.rs`).
+//!
+//! **Overload.** The run loop measures every tick; when ticks run late it lowers the
+//! output frame rate of every picture in steps ([`FrameRateGovernor`]: 30 → 20 → 15) and
+//! raises it again when the load falls, instead of skipping random ticks.
+//!
 //! Loss or an undecodable frame makes a participant wait for a keyframe (its last good
 //! picture stays on screen) and sends a rate-limited PLI upstream.
 //!
@@ -32,12 +45,18 @@
 //! (`inputRejected`), and afterwards a PLI asks for a fresh keyframe. Only that
 //! participant's tile is affected.
 
+mod pool;
+
+pub use pool::EncoderPool;
+use pool::Spare;
+
 use super::clock::TickClock;
 use super::link::ViewerLink;
+use super::overload::FrameRateGovernor;
 use super::{RoomEvent, RoomStats, RtpSink, Upstream, VideoCmd};
 use crate::codec::video::{Decoded, EncoderSettings, H264Encoder, IngestLimits, VideoDecoder};
 use crate::codec::{CodecError, VideoCodec};
-use crate::compositor::{self, TileCache, TileJob, TileKey};
+use crate::compositor::{self, TileCache, TileKey, TileNeed};
 use crate::config::Config;
 use crate::ids::ParticipantId;
 use crate::ladder::{Decision, Ladder, PolicyConfig, RungPolicy};
@@ -126,14 +145,19 @@ struct PictureEncoder {
     id: u64,
     plan: Plan,
     rung: usize,
+    /// The frame rate it runs at: the viewers' rate, capped by the room's output rate.
     fps: u32,
+    /// The viewers' rate (their decision); a change of it means another encoder, with a
+    /// fresh rate control, as a change of rung does.
+    want_fps: u32,
     /// Made for this viewer alone until the shared encoder of the same picture sends an IDR.
     private_for: Option<ParticipantId>,
-    encoder: H264Encoder,
-    canvas: I420Frame,
-    au: Vec<u8>,
+    /// Encoder, canvas, encoded frame and its packets (from the pool, back to it).
+    parts: Spare,
     /// Indices into `outputs` of the viewers receiving this picture this tick.
     viewers: Vec<usize>,
+    /// Taken by a group of viewers this tick.
+    claimed: bool,
     /// Frame-rate accumulator: a frame is due when it reaches the tick rate.
     credit: u32,
     /// `Some(idr)` when a frame was encoded this tick.
@@ -144,13 +168,9 @@ struct PictureEncoder {
 }
 
 impl PictureEncoder {
-    fn makes(&self, plan: &Plan, d: Decision) -> bool {
-        self.rung == d.rung && self.fps == d.fps && self.plan == *plan
-    }
-
     /// Makes the same (picture, rung, frame rate) as `other`.
     fn same_picture(&self, other: &PictureEncoder) -> bool {
-        self.rung == other.rung && self.fps == other.fps && self.plan == other.plan
+        self.rung == other.rung && self.want_fps == other.want_fps && self.plan == other.plan
     }
 
     /// Asks for an IDR, no sooner than `interval` after the last one.
@@ -161,11 +181,21 @@ impl PictureEncoder {
                 self.idr_due = Some(self.idr_due.map_or(at, |d| d.min(at)));
             }
             _ => {
-                self.encoder.request_keyframe();
+                self.parts.encoder.request_keyframe();
                 self.idr_due = None;
             }
         }
     }
+}
+
+/// Viewers that see the same picture on the same rung at the same rate this tick.
+#[derive(Default)]
+struct Group {
+    /// An output whose plan and decision are the group's.
+    lead: usize,
+    members: Vec<usize>,
+    /// Index into `encoders` of the encoder it runs on this tick.
+    encoder: Option<usize>,
 }
 
 /// The recorder's picture: everyone, in the recording layout, at the recording size.
@@ -176,6 +206,8 @@ struct RecordingPicture {
     encoder: H264Encoder,
     canvas: I420Frame,
     au: Vec<u8>,
+    /// Frames handed to the recorder, from one reclaimed buffer.
+    out: crate::codec::pack::SharedBuf,
     plan: Plan,
     tx: crate::recording::RecSender,
     /// A frame was dropped: only an IDR may follow.
@@ -183,10 +215,28 @@ struct RecordingPicture {
     encoded: Option<bool>,
 }
 
+/// Buffers the tick reuses instead of allocating.
+#[derive(Default)]
+struct Scratch {
+    order: Vec<usize>,
+    rects: Vec<Rect>,
+    groups: Vec<Group>,
+    groups_used: usize,
+    /// (viewers already on it, group, encoder) candidates for keeping an encoder.
+    votes: Vec<(usize, usize, usize)>,
+    /// (output, encoder index) pairs that need an IDR from that encoder.
+    need_idr: Vec<(usize, usize)>,
+    /// Encoder ids that start with an IDR anyway this tick.
+    fresh: Vec<u64>,
+    needs: Vec<TileNeed>,
+    sizes: Vec<pool::Shape>,
+}
+
 pub struct VideoLoop {
     participants: Vec<Participant>,
     outputs: Vec<Output>,
     encoders: Vec<PictureEncoder>,
+    pool: EncoderPool,
     next_encoder_id: u64,
     ladder: Ladder,
     policy: PolicyConfig,
@@ -197,12 +247,15 @@ pub struct VideoLoop {
     last_speakers: Vec<ParticipantId>,
     stats: Arc<RoomStats>,
     settings: EncoderSettings,
-    /// When tick 0 was due (recording timestamps: tick k at clock_start + k/fps).
+    /// The output frame rate now (the configured one, lower under overload).
+    tick_fps: u32,
+    /// When tick 0 was due (RTP and recording timestamps count from it).
     clock_start: Instant,
     recording: Option<RecordingPicture>,
     events: broadcast::Sender<RoomEvent>,
     limits: IngestLimits,
     max_input_fps: u32,
+    scratch: Scratch,
 }
 
 impl Input {
@@ -301,7 +354,9 @@ impl Input {
                         self.need_keyframe = true;
                     }
                     let dec = self.decoder.as_mut().expect("created above");
-                    match dec.decode(&payloads, self.need_keyframe, &mut self.frame) {
+                    let result = dec.decode(&payloads, self.need_keyframe, &mut self.frame);
+                    self.assembler.recycle(payloads);
+                    match result {
                         Ok(Decoded::Picture { .. }) if !self.frame_rate_ok(now) => {
                             let max = self.max_fps;
                             self.reject(now, format!("frame rate above {max} fps"));
@@ -347,10 +402,20 @@ impl VideoLoop {
         stats: Arc<RoomStats>,
     ) -> Self {
         let v = &config.video;
+        let settings = EncoderSettings {
+            width: v.width,
+            height: v.height,
+            fps: v.fps,
+            bitrate_bps: v.bitrate_kbps * 1000,
+            idr_interval_frames: v.fps * v.idr_interval_s,
+            complexity: v.complexity,
+        };
+        stats.video_fps.store(v.fps as u64, Ordering::Relaxed);
         Self {
             participants: Vec::new(),
             outputs: Vec::new(),
             encoders: Vec::new(),
+            pool: EncoderPool::new(settings),
             next_encoder_id: 0,
             ladder: v.ladder().expect("ladder validated at start-up"),
             policy: PolicyConfig::default(),
@@ -359,29 +424,27 @@ impl VideoLoop {
             speaker,
             last_speakers: Vec::new(),
             stats,
-            settings: EncoderSettings {
-                width: v.width,
-                height: v.height,
-                fps: v.fps,
-                bitrate_bps: v.bitrate_kbps * 1000,
-                idr_interval_frames: v.fps * v.idr_interval_s,
-                complexity: v.complexity,
-            },
+            settings,
+            tick_fps: v.fps,
             clock_start: Instant::now(),
             recording: None,
             events,
             limits: config.ingest.limits(),
             max_input_fps: config.ingest.max_fps,
+            scratch: Scratch::default(),
         }
     }
 
+    /// The tick interval at the configured frame rate.
     pub fn period(&self) -> Duration {
         Duration::from_secs(1) / self.settings.fps
     }
 
     pub fn run(mut self, rx: Receiver<VideoCmd>) {
+        super::lower_thread_priority();
         self.clock_start = Instant::now();
         let mut clock = TickClock::new(self.clock_start, self.period());
+        let mut governor = FrameRateGovernor::new(self.settings.fps);
         loop {
             // Everything queued first (at most a queue's worth, so a flood cannot keep the
             // loop here): commands are handled within a tick even when ticks are overdue.
@@ -403,16 +466,29 @@ impl VideoLoop {
                 continue;
             }
             let now = Instant::now();
-            if let Some(k) = clock.take_due(now) {
-                self.stats
-                    .video_lateness
-                    .record(now.saturating_duration_since(clock.deadline() - clock.period()));
-                self.tick(now, k);
-                self.stats.video_tick_duration.record(now.elapsed());
+            if clock.take_due(now).is_some() {
+                let due = clock.deadline() - clock.period();
+                let late = now.saturating_duration_since(due);
+                self.stats.video_lateness.record(late);
+                self.tick_at(now, due);
+                let busy = now.elapsed();
+                self.stats.video_tick_duration.record(busy);
                 self.stats
                     .video_ticks_skipped
                     .store(clock.skipped, Ordering::Relaxed);
                 self.stats.video_ticks.fetch_add(1, Ordering::Relaxed);
+                if let Some(fps) = governor.observe(Instant::now(), busy, late) {
+                    tracing::info!(
+                        "video output {} -> {fps} fps (tick work {:.1} ms)",
+                        self.tick_fps,
+                        busy.as_secs_f64() * 1e3
+                    );
+                    self.set_output_fps(fps);
+                    clock.set_period(governor.period());
+                    self.stats
+                        .video_fps_steps_down
+                        .store(governor.steps_down, Ordering::Relaxed);
+                }
                 continue;
             }
             match rx.recv_timeout(clock.deadline().saturating_duration_since(now)) {
@@ -421,6 +497,15 @@ impl VideoLoop {
                 Err(RecvTimeoutError::Timeout) => {}
             }
         }
+    }
+
+    /// The output frame rate of every picture (the tick rate); encoders follow at their
+    /// next frame, without restarting.
+    pub fn set_output_fps(&mut self, fps: u32) {
+        self.tick_fps = fps.clamp(1, self.settings.fps);
+        self.stats
+            .video_fps
+            .store(self.tick_fps as u64, Ordering::Relaxed);
     }
 
     /// No participant's media is attached (so no packet can come), nobody is sent a
@@ -452,6 +537,35 @@ impl VideoLoop {
     /// The policy timing (tests shorten it).
     pub fn set_policy(&mut self, policy: PolicyConfig) {
         self.policy = policy;
+    }
+
+    /// Makes sure every attached viewer can get an encoder at the next tick, waiting for
+    /// the pool (the benchmark and tests call it before ticking; the room's thread never
+    /// waits, it serves a viewer a tick later instead).
+    pub fn settle_encoders(&mut self) {
+        self.scratch.sizes.clear();
+        for i in 0..self.outputs.len() {
+            let d = self.outputs[i].decision;
+            let r = self.ladder.get(d.rung);
+            let shape = (r.width, r.height, self.rate_for(d).1);
+            self.scratch.sizes.push(shape);
+        }
+        for &shape in &self.scratch.sizes {
+            let n = self.scratch.sizes.iter().filter(|s| **s == shape).count();
+            self.pool.reserve(shape, n);
+        }
+        if !self.outputs.is_empty() {
+            for r in self.ladder.rungs() {
+                self.pool
+                    .reserve((r.width, r.height, r.bitrate_kbps * 1000), 1);
+            }
+        }
+        self.pool.settle();
+    }
+
+    /// Times a viewer waited a tick for a ready encoder.
+    pub fn encoder_waits(&self) -> u64 {
+        self.pool.waits
     }
 
     pub fn handle(&mut self, cmd: VideoCmd) {
@@ -490,6 +604,15 @@ impl VideoLoop {
                     policy.set_cap(cap);
                     let decision = policy.current(&self.ladder);
                     link.set_rung(decision.rung, decision.fps);
+                    // Its encoder is being built while it finishes connecting.
+                    let r = self.ladder.get(decision.rung);
+                    let on_rung = self
+                        .outputs
+                        .iter()
+                        .filter(|o| o.decision.rung == decision.rung)
+                        .count();
+                    let shape = (r.width, r.height, self.rate_for(decision).1);
+                    self.pool.reserve(shape, on_rung + 1);
                     self.outputs.push(Output {
                         viewer: id,
                         sink,
@@ -543,6 +666,7 @@ impl VideoLoop {
                 tx,
             } => {
                 // An IDR every second lets the recorder cut fragments of about a second.
+                // (Built here, once per recording, not per tick.)
                 let settings = EncoderSettings {
                     width,
                     height,
@@ -559,6 +683,7 @@ impl VideoLoop {
                             encoder,
                             canvas: I420Frame::new(width as usize, height as usize),
                             au: Vec::with_capacity(512 * 1024),
+                            out: Default::default(),
                             plan: Vec::new(),
                             tx,
                             awaiting_idr: false,
@@ -573,33 +698,7 @@ impl VideoLoop {
         }
     }
 
-    /// The participants `viewer` sees, in tile order.
-    fn visible_for(&self, viewer: ParticipantId, speaker: Option<ParticipantId>) -> Vec<usize> {
-        let mut order: Vec<usize> = (0..self.participants.len())
-            .filter(|&i| self.participants[i].id != viewer)
-            .collect();
-        if self.layout.speaker_first() {
-            // The focus is the active speaker, or for the speaker themself the one before.
-            let focus = match speaker {
-                Some(s) if s != viewer => Some(s),
-                _ => self
-                    .last_speakers
-                    .iter()
-                    .rev()
-                    .copied()
-                    .find(|&p| p != viewer),
-            };
-            if let Some(pos) =
-                focus.and_then(|f| order.iter().position(|&i| self.participants[i].id == f))
-            {
-                let i = order.remove(pos);
-                order.insert(0, i);
-            }
-        }
-        order
-    }
-
-    /// Step 1: every viewer's plan; marks who is visible.
+    /// Step 1: every viewer's plan (and the recording's); marks who is visible.
     fn plan(&mut self) {
         let speaker = match self.speaker.load(Ordering::Relaxed) {
             0 => None,
@@ -614,52 +713,37 @@ impl VideoLoop {
         for p in &mut self.participants {
             p.visible = false;
         }
-        for o in 0..self.outputs.len() {
-            let rung = self.ladder.get(self.outputs[o].decision.rung);
-            let visible = self.visible_for(self.outputs[o].viewer, speaker);
-            let rects = self.layout.place(visible.len(), rung.width, rung.height);
-            let mut plan = std::mem::take(&mut self.outputs[o].plan);
-            plan.clear();
-            for (r, &i) in rects.iter().zip(&visible) {
-                let p = &mut self.participants[i];
-                p.visible = true;
-                plan.push((
-                    *r,
-                    TileKey {
-                        participant: p.id,
-                        w: r.w,
-                        h: r.h,
-                    },
-                ));
-            }
-            self.outputs[o].plan = plan;
+        let shared = self.layout.shared();
+        let Scratch { order, rects, .. } = &mut self.scratch;
+        for out in &mut self.outputs {
+            let rung = self.ladder.get(out.decision.rung);
+            // A shared canvas has no viewer to leave out.
+            let viewer = (!shared).then_some(out.viewer);
+            visible_for(
+                &self.participants,
+                &self.last_speakers,
+                self.layout.speaker_first(),
+                viewer,
+                speaker,
+                order,
+            );
+            self.layout
+                .place_into(order.len(), rung.width, rung.height, rects);
+            fill_plan(&mut out.plan, rects, order, &mut self.participants);
         }
-        if let Some(mut rec) = self.recording.take() {
+        if let Some(rec) = self.recording.as_mut() {
             // Everyone, join order (speaker first for focus layouts).
-            let mut order: Vec<usize> = (0..self.participants.len()).collect();
-            if rec.layout.speaker_first() {
-                if let Some(pos) =
-                    speaker.and_then(|s| order.iter().position(|&i| self.participants[i].id == s))
-                {
-                    let i = order.remove(pos);
-                    order.insert(0, i);
-                }
-            }
-            let rects = rec.layout.place(order.len(), rec.width, rec.height);
-            rec.plan.clear();
-            for (r, &i) in rects.iter().zip(&order) {
-                let p = &mut self.participants[i];
-                p.visible = true;
-                rec.plan.push((
-                    *r,
-                    TileKey {
-                        participant: p.id,
-                        w: r.w,
-                        h: r.h,
-                    },
-                ));
-            }
-            self.recording = Some(rec);
+            visible_for(
+                &self.participants,
+                &[],
+                rec.layout.speaker_first(),
+                None,
+                speaker,
+                order,
+            );
+            rec.layout
+                .place_into(order.len(), rec.width, rec.height, rects);
+            fill_plan(&mut rec.plan, rects, order, &mut self.participants);
         }
     }
 
@@ -701,7 +785,20 @@ impl VideoLoop {
         }
     }
 
-    /// A new encoder for (plan, rung, fps); its first frame is an IDR.
+    /// The frame rate and bitrate of a picture for decision `d`: the rung's bitrate (the
+    /// same bits per frame below the rung's rate), at most the room's output rate.
+    fn rate_for(&self, d: Decision) -> (u32, u32) {
+        let r = self.ladder.get(d.rung);
+        let bitrate = if d.fps < r.fps {
+            r.bitrate_kbps * 1000 / r.fps * d.fps
+        } else {
+            r.bitrate_kbps * 1000
+        };
+        (d.fps.min(self.tick_fps), bitrate)
+    }
+
+    /// A ready encoder for `plan` at decision `d` (its first frame an IDR), or `None` when
+    /// the pool has none ready yet.
     fn new_encoder(
         &mut self,
         plan: &Plan,
@@ -710,120 +807,296 @@ impl VideoLoop {
         now: Instant,
     ) -> Option<usize> {
         let r = self.ladder.get(d.rung);
-        let settings = EncoderSettings {
-            width: r.width,
-            height: r.height,
-            fps: d.fps,
-            // Fewer frames below the lowest rung: the same bits per frame.
-            bitrate_bps: r.bitrate_kbps * 1000 / r.fps * d.fps,
-            idr_interval_frames: d.fps * self.settings.idr_interval_frames / self.settings.fps,
-            complexity: self.settings.complexity,
+        let (fps, bitrate) = self.rate_for(d);
+        let parts = self.pool.take((r.width, r.height, bitrate), fps)?;
+        self.next_encoder_id += 1;
+        let mut e = PictureEncoder {
+            id: self.next_encoder_id,
+            plan: Vec::new(),
+            rung: d.rung,
+            fps,
+            want_fps: d.fps,
+            private_for,
+            parts,
+            viewers: Vec::new(),
+            claimed: true,
+            credit: self.tick_fps,
+            encoded: None,
+            last_idr: Some(now),
+            idr_due: None,
         };
-        match H264Encoder::new(settings) {
-            Ok(encoder) => {
-                self.next_encoder_id += 1;
-                self.encoders.push(PictureEncoder {
-                    id: self.next_encoder_id,
-                    plan: plan.clone(),
-                    rung: d.rung,
-                    fps: d.fps,
-                    private_for,
-                    encoder,
-                    canvas: I420Frame::new(r.width as usize, r.height as usize),
-                    au: Vec::with_capacity(256 * 1024),
-                    viewers: Vec::new(),
-                    credit: self.settings.fps,
-                    encoded: None,
-                    last_idr: Some(now),
-                    idr_due: None,
-                });
-                Some(self.encoders.len() - 1)
+        e.plan.clone_from(plan);
+        self.encoders.push(e);
+        self.scratch.fresh.push(self.next_encoder_id);
+        Some(self.encoders.len() - 1)
+    }
+
+    /// Step 4's bookkeeping: one encoder per distinct (plan, rung, fps). A group of viewers
+    /// keeps the encoder most of them were already on (it just encodes the new picture);
+    /// viewers that move to another encoder's stream, or asked for a keyframe, get an IDR
+    /// without making everyone else's stream a keyframe stream (see the module doc).
+    fn assign_encoders(&mut self, now: Instant) {
+        for e in &mut self.encoders {
+            e.viewers.clear();
+            e.claimed = false;
+        }
+        self.scratch.fresh.clear();
+        self.scratch.need_idr.clear();
+        self.group_outputs();
+        let groups = self.scratch.groups_used;
+
+        // Viewers on a private encoder of their own stay there (it follows the picture).
+        for g in 0..groups {
+            let lead = self.scratch.groups[g].lead;
+            let rung = self.outputs[lead].decision.rung;
+            for m in 0..self.scratch.groups[g].members.len() {
+                let o = self.scratch.groups[g].members[m];
+                let Some(i) = self.private_of(o, rung) else {
+                    continue;
+                };
+                let e = &mut self.encoders[i];
+                e.claimed = true;
+                e.viewers.push(o);
+                if e.plan != self.outputs[lead].plan {
+                    e.plan.clone_from(&self.outputs[lead].plan);
+                }
             }
-            Err(e) => {
-                tracing::error!("h264 encoder: {e}");
-                None
+        }
+        // Each group keeps the shared encoder most of its viewers were on.
+        self.scratch.votes.clear();
+        for g in 0..groups {
+            let lead = self.scratch.groups[g].lead;
+            let (rung, want_fps) = (
+                self.outputs[lead].decision.rung,
+                self.outputs[lead].decision.fps,
+            );
+            let first = self.scratch.votes.len();
+            for m in 0..self.scratch.groups[g].members.len() {
+                let o = self.scratch.groups[g].members[m];
+                let Some(i) = self.encoder_of(o) else {
+                    continue;
+                };
+                let e = &self.encoders[i];
+                if e.private_for.is_some() || e.rung != rung || e.want_fps != want_fps {
+                    continue;
+                }
+                match self.scratch.votes[first..].iter_mut().find(|v| v.2 == i) {
+                    Some(v) => v.0 += 1,
+                    None => self.scratch.votes.push((1, g, i)),
+                }
+            }
+        }
+        self.scratch
+            .votes
+            .sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        for v in 0..self.scratch.votes.len() {
+            let (_, g, i) = self.scratch.votes[v];
+            if self.scratch.groups[g].encoder.is_none() && !self.encoders[i].claimed {
+                self.encoders[i].claimed = true;
+                self.scratch.groups[g].encoder = Some(i);
+            }
+        }
+        // Retarget kept encoders; new ones for groups that have none.
+        for g in 0..groups {
+            let lead = self.scratch.groups[g].lead;
+            let d = self.outputs[lead].decision;
+            let idx = match self.scratch.groups[g].encoder {
+                Some(i) => {
+                    let (fps, bitrate) = self.rate_for(d);
+                    let e = &mut self.encoders[i];
+                    if e.plan != self.outputs[lead].plan {
+                        e.plan.clone_from(&self.outputs[lead].plan);
+                    }
+                    if e.fps != fps || e.parts.encoder.settings().bitrate_bps != bitrate {
+                        e.fps = fps;
+                        if let Err(err) = e.parts.encoder.set_rate(fps, bitrate) {
+                            tracing::warn!("h264 encoder rate: {err}");
+                        }
+                    }
+                    i
+                }
+                None => {
+                    // Everyone on a private encoder already: nothing shared to run.
+                    let all_private = self.scratch.groups[g]
+                        .members
+                        .iter()
+                        .all(|&o| self.private_of(o, d.rung).is_some());
+                    if all_private {
+                        continue;
+                    }
+                    let plan = std::mem::take(&mut self.outputs[lead].plan);
+                    let made = self.new_encoder(&plan, d, None, now);
+                    self.outputs[lead].plan = plan;
+                    match made {
+                        Some(i) => {
+                            self.scratch.groups[g].encoder = Some(i);
+                            i
+                        }
+                        // No encoder ready: these viewers wait a tick.
+                        None => continue,
+                    }
+                }
+            };
+            let id = self.encoders[idx].id;
+            for m in 0..self.scratch.groups[g].members.len() {
+                let o = self.scratch.groups[g].members[m];
+                if self.private_of(o, d.rung).is_some() {
+                    continue; // kept on its private encoder above
+                }
+                let moved = self.outputs[o].encoder != Some(id);
+                let wants = std::mem::take(&mut self.outputs[o].wants_idr);
+                if self.scratch.fresh.contains(&id) {
+                    self.encoders[idx].viewers.push(o);
+                } else if moved || wants {
+                    self.scratch.need_idr.push((o, idx));
+                } else {
+                    self.encoders[idx].viewers.push(o);
+                }
+            }
+        }
+        // Keyframe requests of viewers on private encoders.
+        for i in 0..self.encoders.len() {
+            if self.encoders[i].private_for.is_some() && self.encoders[i].viewers.len() == 1 {
+                let o = self.encoders[i].viewers[0];
+                if std::mem::take(&mut self.outputs[o].wants_idr) {
+                    self.encoders[i].request_idr(now, SOLO_IDR_INTERVAL);
+                }
+            }
+        }
+        self.serve_idr_requests(now);
+        self.retire_unused();
+        for e in &mut self.encoders {
+            for &o in &e.viewers {
+                self.outputs[o].encoder = Some(e.id);
+            }
+            if e.idr_due.is_some_and(|t| now >= t) {
+                e.parts.encoder.request_keyframe();
+                e.idr_due = None;
+            }
+        }
+        self.stats
+            .encoders
+            .store(self.encoders.len() as u64, Ordering::Relaxed);
+        self.stats
+            .video_encoder_waits
+            .store(self.pool.waits, Ordering::Relaxed);
+    }
+
+    /// The index of the encoder output `o` received from last tick.
+    fn encoder_of(&self, o: usize) -> Option<usize> {
+        let id = self.outputs[o].encoder?;
+        self.encoders.iter().position(|e| e.id == id)
+    }
+
+    /// The private encoder output `o` is on, if it makes pictures of `rung`.
+    fn private_of(&self, o: usize, rung: usize) -> Option<usize> {
+        let i = self.encoder_of(o)?;
+        let e = &self.encoders[i];
+        let d = self.outputs[o].decision;
+        (e.private_for == Some(self.outputs[o].viewer) && e.rung == rung && e.want_fps == d.fps)
+            .then_some(i)
+    }
+
+    /// Groups outputs by (plan, rung, frame rate) into `scratch.groups[..groups_used]`.
+    fn group_outputs(&mut self) {
+        let Scratch {
+            groups,
+            groups_used,
+            ..
+        } = &mut self.scratch;
+        *groups_used = 0;
+        for o in 0..self.outputs.len() {
+            let (plan, d) = (&self.outputs[o].plan, self.outputs[o].decision);
+            let found = groups[..*groups_used].iter_mut().find(|g| {
+                let lead = &self.outputs[g.lead];
+                lead.decision.rung == d.rung && lead.decision.fps == d.fps && lead.plan == *plan
+            });
+            match found {
+                Some(g) => g.members.push(o),
+                None => {
+                    if *groups_used == groups.len() {
+                        groups.push(Group::default());
+                    }
+                    let g = &mut groups[*groups_used];
+                    g.lead = o;
+                    g.members.clear();
+                    g.members.push(o);
+                    g.encoder = None;
+                    *groups_used += 1;
+                }
             }
         }
     }
 
-    /// Step 4's bookkeeping: one encoder per distinct (plan, rung, fps); viewers that moved
-    /// or asked for a keyframe get an IDR without making everyone else's stream a keyframe
-    /// stream (see the module doc).
-    fn assign_encoders(&mut self, now: Instant) {
-        for e in &mut self.encoders {
-            e.viewers.clear();
-        }
-        // Viewers (index) that need an IDR from the encoder they are put on.
-        let mut need_idr: Vec<(usize, usize)> = Vec::new();
-        let mut created: Vec<u64> = Vec::new();
-        for o in 0..self.outputs.len() {
-            let (plan, d) = (&self.outputs[o].plan, self.outputs[o].decision);
-            let current = self.outputs[o]
-                .encoder
-                .and_then(|id| self.encoders.iter().position(|e| e.id == id))
-                .filter(|&i| self.encoders[i].makes(plan, d));
-            let (idx, moved) = match current {
-                Some(i) => (i, false),
-                None => match self
-                    .encoders
-                    .iter()
-                    .position(|e| e.private_for.is_none() && e.makes(plan, d))
-                {
-                    Some(i) => (i, true),
-                    None => {
-                        let plan = plan.clone();
-                        let Some(i) = self.new_encoder(&plan, d, None, now) else {
-                            continue;
-                        };
-                        created.push(self.encoders[i].id);
-                        (i, false)
-                    }
-                },
-            };
-            self.encoders[idx].viewers.push(o);
-            if moved || std::mem::take(&mut self.outputs[o].wants_idr) {
-                need_idr.push((o, idx));
+    /// Viewers that need an IDR from the encoder they were put on: from that encoder when
+    /// nobody else is on it or its last IDR is old enough, else from a private encoder of
+    /// the same picture until the shared one's next IDR (scheduled).
+    fn serve_idr_requests(&mut self, now: Instant) {
+        let need = &self.scratch.need_idr;
+        for n in 0..need.len() {
+            let (_, idx) = self.scratch.need_idr[n];
+            if self.scratch.need_idr[..n].iter().any(|&(_, i)| i == idx) {
+                continue; // this encoder was served with its first requester
             }
-        }
-        let mut requested: Vec<u64> = Vec::new();
-        for (o, idx) in need_idr {
             let e = &mut self.encoders[idx];
-            if created.contains(&e.id) || requested.contains(&e.id) {
-                continue; // its next frame is an IDR anyway
-            }
             let shared_fresh = e
                 .last_idr
                 .is_none_or(|t| now.duration_since(t) >= SHARED_IDR_INTERVAL);
-            if e.viewers.len() == 1 {
-                e.request_idr(now, SOLO_IDR_INTERVAL);
-                requested.push(e.id);
+            let interval = if e.viewers.is_empty() {
+                Some(SOLO_IDR_INTERVAL)
             } else if shared_fresh {
-                e.request_idr(now, SHARED_IDR_INTERVAL);
-                requested.push(e.id);
+                Some(SHARED_IDR_INTERVAL)
             } else {
-                // Not everyone's stream for one viewer: a private encoder (IDR first) until
-                // the shared one's next IDR, which is scheduled.
-                if let Some(t) = e.last_idr {
-                    let at = t + SHARED_IDR_INTERVAL;
-                    e.idr_due = Some(e.idr_due.map_or(at, |d| d.min(at)));
-                }
-                e.viewers.retain(|&v| v != o);
-                let (plan, d, viewer) = (
-                    self.outputs[o].plan.clone(),
-                    self.outputs[o].decision,
-                    self.outputs[o].viewer,
-                );
-                match self.new_encoder(&plan, d, Some(viewer), now) {
-                    Some(p) => {
-                        self.encoders[p].viewers.push(o);
-                        created.push(self.encoders[p].id);
+                None
+            };
+            if let Some(interval) = interval {
+                e.request_idr(now, interval);
+                for m in n..self.scratch.need_idr.len() {
+                    let (o, i) = self.scratch.need_idr[m];
+                    if i == idx {
+                        self.encoders[idx].viewers.push(o);
                     }
-                    None => self.encoders[idx].viewers.push(o),
+                }
+                continue;
+            }
+            // Not everyone's stream for a few viewers: each gets a private encoder (IDR
+            // first) until the shared one's next IDR, which is scheduled.
+            if let Some(t) = e.last_idr {
+                let at = t + SHARED_IDR_INTERVAL;
+                e.idr_due = Some(e.idr_due.map_or(at, |d| d.min(at)));
+            }
+            for m in n..self.scratch.need_idr.len() {
+                let (o, i) = self.scratch.need_idr[m];
+                if i != idx {
+                    continue;
+                }
+                let (d, viewer) = (self.outputs[o].decision, self.outputs[o].viewer);
+                let plan = std::mem::take(&mut self.outputs[o].plan);
+                let made = self.new_encoder(&plan, d, Some(viewer), now);
+                self.outputs[o].plan = plan;
+                match made {
+                    Some(p) => self.encoders[p].viewers.push(o),
+                    // None ready: it waits (and keeps asking) rather than get a stream it
+                    // cannot decode.
+                    None => self.outputs[o].wants_idr = true,
                 }
             }
         }
-        self.encoders.retain(|e| !e.viewers.is_empty());
-        // A private encoder whose shared counterpart is gone becomes the shared one.
+    }
+
+    /// Encoders nobody receives from and no group kept go back to the pool (a kept one
+    /// whose viewers all wait for a private encoder stays); a private encoder whose shared
+    /// counterpart is gone becomes the shared one.
+    fn retire_unused(&mut self) {
+        let mut i = 0;
+        while i < self.encoders.len() {
+            if self.encoders[i].viewers.is_empty() && !self.encoders[i].claimed {
+                let e = self.encoders.swap_remove(i);
+                self.pool.give_back(e.parts);
+            } else {
+                i += 1;
+            }
+        }
         for i in 0..self.encoders.len() {
             if self.encoders[i].private_for.is_some()
                 && !self
@@ -834,27 +1107,23 @@ impl VideoLoop {
                 self.encoders[i].private_for = None;
             }
         }
-        for e in &mut self.encoders {
-            for &o in &e.viewers {
-                self.outputs[o].encoder = Some(e.id);
-            }
-            if e.idr_due.is_some_and(|t| now >= t) {
-                e.encoder.request_keyframe();
-                e.idr_due = None;
-            }
-        }
-        self.stats
-            .encoders
-            .store(self.encoders.len() as u64, Ordering::Relaxed);
     }
 
+    /// One tick at media time `k` periods after the start (the benchmark and tests drive
+    /// ticks this way; the room's thread uses [`Self::tick_at`]).
     pub fn tick(&mut self, now: Instant, k: u64) {
+        let at = self.clock_start + Duration::from_secs(1) * k as u32 / self.tick_fps;
+        self.tick_at(now, at)
+    }
+
+    /// One tick whose scheduled time is `at` (RTP and recording timestamps follow it).
+    pub fn tick_at(&mut self, now: Instant, at: Instant) {
+        self.pool.poll();
         self.choose_rungs(now);
         self.plan();
 
         // 2. Decode what is shown (participants in parallel).
-        let stats = self.stats.clone();
-        let stats = &stats;
+        let stats = &*self.stats;
         let decoded: u64 = self
             .participants
             .par_iter_mut()
@@ -897,29 +1166,41 @@ impl VideoLoop {
         }
 
         // 3. Render each distinct tile once.
-        let mut jobs: Vec<TileJob<'_>> = Vec::new();
+        let needs = &mut self.scratch.needs;
+        needs.clear();
         let rec_plan = self.recording.as_ref().map(|r| &r.plan);
         for plan in self.outputs.iter().map(|o| &o.plan).chain(rec_plan) {
             for (_, key) in plan {
-                if jobs.iter().any(|j| j.key == *key) {
+                if needs.iter().any(|n| n.key == *key) {
                     continue;
                 }
-                if let Some(p) = self.participants.iter().find(|p| p.id == key.participant) {
-                    jobs.push(TileJob {
+                if let Some(i) = self
+                    .participants
+                    .iter()
+                    .position(|p| p.id == key.participant)
+                {
+                    needs.push(TileNeed {
                         key: *key,
-                        version: p.version,
-                        source: p.showing_video.then_some(&p.input.frame),
-                        name: &p.name,
+                        version: self.participants[i].version,
+                        source: i,
                     });
                 }
             }
         }
-        self.tiles.prepare_timed(&jobs, &stats.cpu.composite);
-        drop(jobs);
+        let participants = &self.participants;
+        self.tiles.prepare_needs(
+            needs,
+            |i| {
+                let p = &participants[i];
+                (p.showing_video.then_some(&p.input.frame), p.name.as_str())
+            },
+            &stats.cpu.composite,
+        );
 
         // 4. One encoder per distinct (picture, rung); IDRs for viewers that need them.
         self.assign_encoders(now);
-        let tick_fps = self.settings.fps;
+        let stats = &*self.stats;
+        let tick_fps = self.tick_fps;
         for e in &mut self.encoders {
             e.credit += e.fps;
             e.encoded = None;
@@ -941,29 +1222,36 @@ impl VideoLoop {
         let encoders = &mut self.encoders;
         let pictures = move || {
             encoders.par_iter_mut().for_each(|e| {
-                if e.credit < tick_fps {
+                if e.credit < tick_fps || e.viewers.is_empty() {
                     return; // a lower frame rate than the tick's: not due this tick
                 }
                 e.credit -= tick_fps;
+                let p = &mut e.parts;
                 e.encoded = render_picture(
                     &e.plan,
                     tiles,
-                    &mut e.canvas,
-                    &mut e.encoder,
-                    &mut e.au,
+                    &mut p.canvas,
+                    &mut p.encoder,
+                    &mut p.au,
                     stats,
                 );
+                if e.encoded.is_some() {
+                    // Once per encoder, shared by its viewers.
+                    p.packetizer
+                        .packetize(&p.au, super::sink::RTP_MTU, &mut p.packets);
+                }
             })
         };
         rayon::join(pictures, record);
-        let at = self.clock_start + self.period() * k as u32;
         if let Some(rec) = self.recording.as_mut() {
             if let Some(idr) = rec.encoded.take() {
                 // After a frame was lost to a full queue, only an IDR may follow.
                 if !rec.awaiting_idr || idr {
+                    // The recorder releases the previous frame long before: its storage is
+                    // reused instead of allocating.
                     rec.awaiting_idr = !rec.tx.send(crate::recording::RecMsg::Video {
                         at,
-                        data: rec.au.clone(),
+                        data: rec.out.share(&rec.au),
                     });
                     if rec.awaiting_idr {
                         rec.encoder.request_keyframe();
@@ -971,7 +1259,8 @@ impl VideoLoop {
                 }
             }
         }
-        let ts = ((k as u128 * VIDEO_CLOCK as u128) / self.settings.fps as u128) as u32;
+        let media = at.saturating_duration_since(self.clock_start);
+        let ts = (media.as_nanos() * VIDEO_CLOCK as u128 / 1_000_000_000) as u32;
         let (mut encoded, mut idrs) = (0, 0);
         for e in &mut self.encoders {
             if let Some(idr) = e.encoded {
@@ -1004,7 +1293,7 @@ impl VideoLoop {
             if let Some(idr) = e.encoded {
                 for &o in &e.viewers {
                     let out = &mut self.outputs[o];
-                    out.sink.send_frame(ts, &e.au);
+                    out.sink.send_packetized(ts, &e.parts.packets);
                     if idr {
                         out.link.idrs.fetch_add(1, Ordering::Relaxed);
                     }
@@ -1015,6 +1304,66 @@ impl VideoLoop {
             .video_frames_encoded
             .fetch_add(encoded, Ordering::Relaxed);
         stats.video_idrs.fetch_add(idrs, Ordering::Relaxed);
+
+        // A spare of every rung's size while anyone watches: new viewers, moves between
+        // rungs and keyframe requests never wait for a build.
+        let sizes = &mut self.scratch.sizes;
+        sizes.clear();
+        if !self.outputs.is_empty() {
+            sizes.extend(
+                self.ladder
+                    .rungs()
+                    .iter()
+                    .map(|r| (r.width, r.height, r.bitrate_kbps * 1000)),
+            );
+        }
+        self.pool.want(sizes);
+    }
+}
+
+/// The participants (indices) a viewer sees, in tile order, into `order`. `viewer`:
+/// the one left out (`None` on a shared canvas or the recording). For focus layouts the
+/// active speaker comes first — for the speaker themself (personal canvas) the one before.
+fn visible_for(
+    participants: &[Participant],
+    last_speakers: &[ParticipantId],
+    speaker_first: bool,
+    viewer: Option<ParticipantId>,
+    speaker: Option<ParticipantId>,
+    order: &mut Vec<usize>,
+) {
+    order.clear();
+    order.extend((0..participants.len()).filter(|&i| Some(participants[i].id) != viewer));
+    if !speaker_first {
+        return;
+    }
+    let focus = match speaker {
+        Some(s) if Some(s) != viewer => Some(s),
+        _ => last_speakers
+            .iter()
+            .rev()
+            .copied()
+            .find(|&p| Some(p) != viewer),
+    };
+    if let Some(pos) = focus.and_then(|f| order.iter().position(|&i| participants[i].id == f)) {
+        order[..=pos].rotate_right(1);
+    }
+}
+
+/// Writes a plan from placed rectangles and the participants shown; marks them visible.
+fn fill_plan(plan: &mut Plan, rects: &[Rect], order: &[usize], participants: &mut [Participant]) {
+    plan.clear();
+    for (r, &i) in rects.iter().zip(order) {
+        let p = &mut participants[i];
+        p.visible = true;
+        plan.push((
+            *r,
+            TileKey {
+                participant: p.id,
+                w: r.w,
+                h: r.h,
+            },
+        ));
     }
 }
 
@@ -1029,11 +1378,11 @@ fn render_picture(
     stats: &RoomStats,
 ) -> Option<bool> {
     timed(&stats.cpu.composite, || {
-        let pairs: Vec<(Rect, &I420Frame)> = plan
-            .iter()
-            .filter_map(|(r, key)| tiles.get(key).map(|t| (*r, t)))
-            .collect();
-        compositor::compose(canvas, &pairs);
+        compositor::compose_iter(
+            canvas,
+            plan.iter()
+                .filter_map(|(r, key)| tiles.get(key).map(|t| (*r, t))),
+        );
     });
     match timed(&stats.cpu.encode, || encoder.encode(canvas, au)) {
         Ok(idr) if !au.is_empty() => Some(idr),

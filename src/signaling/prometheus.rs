@@ -194,6 +194,16 @@ impl Snapshot {
                     "PLI sent to publishers",
                     s.keyframe_requests_sent.load(Relaxed),
                 ),
+                (
+                    "tessera_video_fps_steps_down",
+                    "Times the video output frame rate was lowered because ticks ran late",
+                    s.video_fps_steps_down.load(Relaxed),
+                ),
+                (
+                    "tessera_video_encoder_waits",
+                    "Times a viewer waited a tick because no ready encoder was there",
+                    s.video_encoder_waits.load(Relaxed),
+                ),
             ];
             let rec = r.recording_info();
             snap.gauges = vec![
@@ -201,6 +211,11 @@ impl Snapshot {
                     "tessera_video_encoders",
                     "Video encoders running (distinct pictures)",
                     s.encoders.load(Relaxed) as f64,
+                ),
+                (
+                    "tessera_video_output_fps",
+                    "The room's video output frame rate now (lowered in steps under overload)",
+                    s.video_fps.load(Relaxed) as f64,
                 ),
                 (
                     "tessera_audio_encoders",

@@ -74,6 +74,9 @@ impl Harness {
 
     /// One tick at media time k/fps (a virtual clock: the policy's timing is exact).
     fn tick(&mut self) {
+        // Ready encoders for everyone (the room's thread never waits; a test wants each
+        // tick's outcome to be the same on a loaded machine).
+        self.video.settle_encoders();
         let now = self.t0 + self.video.period() * self.k as u32;
         self.video.tick(now, self.k);
         self.k += 1;
@@ -137,15 +140,34 @@ fn viewers_who_see_the_same_picture_share_an_encoder() {
     assert_ne!(f[0], f[2]);
 
     // P3 becomes the active speaker: P3 sees [P0, P1]; P0 sees [P3, P1]; P1, P2, P4
-    // see [P3, P0] -> still three pictures, different groups.
+    // see [P3, P0] -> still three pictures, different groups. Each group keeps the encoder
+    // most of its viewers were on, which just encodes the new picture: P0 keeps its own,
+    // P2 and P4 keep theirs (no IDR). P3 leaves that stream for a new encoder (IDR first),
+    // and P1 moves onto P2's and P4's stream: it needs an IDR, from a private encoder, so
+    // that the others' stream does not restart.
+    let before: Vec<u64> = (0..5).map(|i| h.idrs(i)).collect();
     h.speaker.store(h.ids[3].0, Ordering::Relaxed);
     h.tick();
+    assert_eq!(
+        h.video.encoder_count(),
+        4,
+        "three pictures + P1's private one"
+    );
+    let idrs: Vec<u64> = (0..5).map(|i| h.idrs(i) - before[i]).collect();
+    assert_eq!(idrs, vec![0, 1, 0, 1, 0], "only the movers get an IDR");
+    let f = h.last_frames();
+    assert_eq!(f[2], f[4], "P2 and P4 still share");
+    assert_ne!(f[1], f[2], "P1's private stream");
+    // At the shared encoder's next IDR (at most SHARED_IDR_INTERVAL after its last) P1
+    // rejoins it: three encoders again, and the same bytes for P1, P2 and P4.
+    for _ in 0..(SHARED_IDR_INTERVAL.as_millis() / 33 + 2) {
+        h.tick();
+    }
     assert_eq!(h.video.encoder_count(), 3);
-    // Everyone moved to another picture, so this tick's frames are IDRs again.
+    h.tick();
     let f = h.last_frames();
     assert_eq!(f[1], f[2]);
     assert_eq!(f[2], f[4]);
-    assert_ne!(f[0], f[1]);
 
     // Leaving shrinks the count: with three people, everyone sees the other two.
     h.video.handle(VideoCmd::Leave { id: h.ids[4] });
@@ -159,24 +181,34 @@ fn viewers_who_see_the_same_picture_share_an_encoder() {
 
 #[test]
 fn a_viewer_moving_to_another_picture_gets_an_idr() {
+    // Four people, focus + one strip tile: P2 and P3 share [P0, P1].
     let mut h = Harness::new(strip_of_one(), 4);
     for _ in 0..5 {
         h.tick();
     }
+    assert_eq!(h.video.encoder_count(), 3);
     h.last_frames();
-    // Speaker change regroups viewers; every regrouped viewer's next frame is an IDR.
+    let before: Vec<u64> = (0..4).map(|i| h.idrs(i)).collect();
+    // P2 speaks: P0 sees [P2, P1], P1 and P3 see [P2, P0], P2 still sees [P0, P1]. P1's
+    // encoder just encodes P1's new picture; P3 moves onto that stream, which is not its
+    // decoder's: it must start with an IDR (here from a private encoder, since P1's
+    // encoder sent its IDR 5 ticks ago), and P1's stream must not restart for it.
     h.speaker.store(h.ids[2].0, Ordering::Relaxed);
     h.tick();
     let frames = h.last_frames();
     for (i, f) in frames.iter().enumerate() {
         assert!(!f.is_empty(), "viewer {i} got a frame");
     }
-    // P3 moved from [P0,P1] to [P2,P0]: its frame must start with an IDR (STAP-A or NAL 5/7).
     let first_nal = frames[3][0] & 0x1f;
     assert!(
-        first_nal == 24 || first_nal == 7 || first_nal == 5,
+        is_idr_start(first_nal),
         "P3's first packet after regrouping: NAL type {first_nal}"
     );
+    let idrs: Vec<u64> = (0..4).map(|i| h.idrs(i) - before[i]).collect();
+    assert_eq!(idrs, vec![0, 0, 0, 1], "an IDR for the mover only");
+    let p1 = frames[1][0] & 0x1f;
+    assert!(!is_idr_start(p1), "P1 kept its stream: NAL type {p1}");
+    assert_eq!(h.video.encoder_count(), 4, "P3's private encoder");
 }
 
 /// Feeds one H.264 frame (solid colour) from every participant.
@@ -341,6 +373,7 @@ fn an_oversize_input_is_refused_for_a_while_and_only_that_participant() {
     for (i, tu) in huge.iter().enumerate() {
         send_av1(&mut h, bad, tu, &mut seq, i as u32 * 3000, t0);
     }
+    h.video.settle_encoders();
     h.video.tick(t0, 0);
     let event = h.events.try_recv().expect("the room is told");
     match event {
@@ -571,4 +604,82 @@ fn a_viewers_size_cap_holds_it_on_a_smaller_rung() {
     assert_eq!(h.links[0].info(h.ids[0]).rung, Some(1));
     assert_eq!(h.links[1].info(h.ids[1]).rung, Some(0));
     assert_eq!(h.video.encoders_per_rung(), vec![1, 1]);
+}
+
+#[test]
+fn a_shared_canvas_is_one_encoder_per_rung_whatever_the_room_size() {
+    let shared = LayoutSet::builtin().get("grid-shared").unwrap().clone();
+    let mut h = Harness::with_config(shared, 16, &two_rungs());
+    h.tick();
+    assert_eq!(h.video.encoder_count(), 1, "16 viewers, one picture");
+    // Everyone gets the same bytes, and the picture shows all 16 (self included).
+    let f = h.last_frames();
+    assert!(!f[0].is_empty());
+    assert!(f.iter().all(|x| *x == f[0]));
+    assert!(h.video.outputs.iter().all(|o| o.plan.len() == 16));
+    assert!(h
+        .video
+        .outputs
+        .iter()
+        .all(|o| o.plan.iter().any(|(_, k)| k.participant == o.viewer)));
+    // A viewer held on the lower rung: one encoder per rung in use.
+    h.links[5].set_cap(100, 60);
+    h.tick();
+    assert_eq!(h.video.encoders_per_rung(), vec![1, 1]);
+    // A newcomer sees the same picture. The others keep their stream (no IDR); the
+    // newcomer starts on an IDR from a private encoder, and shares from the shared
+    // encoder's next IDR on.
+    let before: Vec<u64> = (0..16).map(|i| h.idrs(i)).collect();
+    h.join("P16");
+    for _ in 0..3 {
+        h.tick();
+    }
+    assert_eq!(h.video.encoders_per_rung(), vec![2, 1]);
+    assert!(
+        h.video.outputs.iter().all(|o| o.plan.len() == 16),
+        "max_tiles"
+    );
+    assert_eq!(h.idrs(16), 1, "the newcomer starts on an IDR");
+    assert!(
+        (0..16).all(|i| h.idrs(i) == before[i]),
+        "nobody else got an IDR"
+    );
+    for _ in 0..(SHARED_IDR_INTERVAL.as_millis() / 33 + 2) {
+        h.tick();
+    }
+    assert_eq!(h.video.encoders_per_rung(), vec![1, 1]);
+}
+
+#[test]
+fn the_output_frame_rate_applies_to_every_picture() {
+    let mut h = Harness::with_config(
+        LayoutSet::builtin().get("grid").unwrap().clone(),
+        3,
+        &two_rungs(),
+    );
+    h.links[2].set_cap(100, 60);
+    for _ in 0..30 {
+        h.tick();
+    }
+    for rx in &mut h.outs {
+        frame_starts(rx);
+    }
+    let before: Vec<u64> = (0..3).map(|i| h.idrs(i)).collect();
+    // 30 → 15 fps: the tick interval doubles; every picture gets a frame each tick and no
+    // stream restarts.
+    h.video.set_output_fps(15);
+    for _ in 0..30 {
+        h.tick();
+    }
+    for (i, rx) in h.outs.iter_mut().enumerate() {
+        assert_eq!(frame_starts(rx).len(), 30, "viewer {i}: one frame per tick");
+    }
+    assert_eq!((0..3).map(|i| h.idrs(i)).collect::<Vec<_>>(), before);
+    assert_eq!(h.video.stats.video_fps.load(Ordering::Relaxed), 15);
+    assert!(h.video.encoders.iter().all(|e| e.fps == 15));
+    assert!(h
+        .video
+        .encoders
+        .iter_mut()
+        .all(|e| e.parts.encoder.effective_rate().unwrap().0 == 15.0));
 }
