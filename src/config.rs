@@ -36,6 +36,11 @@ pub struct VideoConfig {
     /// 320x180@15 150 kbit/s rungs that are smaller and cheaper than it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rungs: Vec<crate::ladder::Rung>,
+    /// Encode the pictures of tick t-1 while tick t decodes and renders tiles, so that
+    /// decode and tile work fill the cores during the encodes' uneven tail, at the cost of
+    /// one frame interval more video delay. Off by default: on 2 cores it measured within
+    /// noise of the serial tick (BENCHMARKS.md, "Pipelining").
+    pub pipeline: bool,
 }
 
 impl VideoConfig {
@@ -64,6 +69,7 @@ impl Default for VideoConfig {
             bitrate_kbps: 1200,
             idr_interval_s: 10,
             complexity: Default::default(),
+            pipeline: false,
             rungs: Vec::new(),
         }
     }

@@ -100,9 +100,16 @@ fn clips(n: usize, frames: usize) -> Vec<Vec<Vec<Bytes>>> {
         .collect()
 }
 
+/// One test (the counter is process-wide): the serial tick, then the pipelined one.
 #[test]
 fn steady_media_ticks_do_not_allocate() {
+    steady_ticks(false);
+    steady_ticks(true);
+}
+
+fn steady_ticks(pipeline: bool) {
     let mut config = Config::default();
+    config.video.pipeline = pipeline;
     config.video.width = 320;
     config.video.height = 180;
     let n = 4;

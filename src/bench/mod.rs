@@ -74,6 +74,10 @@ pub struct RoomBenchArgs {
     /// Print the summary as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Encode tick t-1's pictures while tick t decodes (`[video] pipeline = true`), to
+    /// measure what pipelining gives.
+    #[arg(long)]
+    pub pipeline: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -322,6 +326,7 @@ fn config_for(args: &RoomBenchArgs) -> Result<(Config, crate::layout::LayoutSpec
     c.video.fps = args.fps;
     c.video.bitrate_kbps = parse_bitrate(&args.bitrate)? / 1000;
     c.audio.top_k = args.top_k;
+    c.video.pipeline = args.pipeline;
     c.max_participants = args.participants.max(1);
     c.validate()?;
     let layout = LayoutSet::builtin()
@@ -870,6 +875,7 @@ mod tests {
             write_inputs: None,
             rungs,
             json: false,
+            pipeline: false,
         }
     }
 

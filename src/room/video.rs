@@ -208,7 +208,10 @@ struct RecordingPicture {
     au: Vec<u8>,
     /// Frames handed to the recorder, from one reclaimed buffer.
     out: crate::codec::pack::SharedBuf,
+    /// The recording's plan for this tick, and the one its picture is encoded from (the
+    /// same when not pipelined; last tick's when pipelined).
     plan: Plan,
+    encode_plan: Plan,
     tx: crate::recording::RecSender,
     /// A frame was dropped: only an IDR may follow.
     awaiting_idr: bool,
@@ -256,6 +259,10 @@ pub struct VideoLoop {
     limits: IngestLimits,
     max_input_fps: u32,
     scratch: Scratch,
+    /// `[video] pipeline`: encode tick t-1's pictures while tick t decodes (see `tick_at`).
+    pipeline: bool,
+    /// Pipelined: the tiles being rendered for the next tick's encodes.
+    next_tiles: TileCache,
 }
 
 impl Input {
@@ -432,6 +439,8 @@ impl VideoLoop {
             limits: config.ingest.limits(),
             max_input_fps: config.ingest.max_fps,
             scratch: Scratch::default(),
+            pipeline: v.pipeline,
+            next_tiles: TileCache::default(),
         }
     }
 
@@ -685,6 +694,7 @@ impl VideoLoop {
                             au: Vec::with_capacity(512 * 1024),
                             out: Default::default(),
                             plan: Vec::new(),
+                            encode_plan: Vec::new(),
                             tx,
                             awaiting_idr: false,
                             encoded: None,
@@ -1117,46 +1127,106 @@ impl VideoLoop {
     }
 
     /// One tick whose scheduled time is `at` (RTP and recording timestamps follow it).
+    ///
+    /// Serial (the default): plan, decode, render tiles, then compose and encode every
+    /// picture. With `[video] pipeline` the pictures encoded at tick t are those planned
+    /// and rendered at tick t-1, while tick t's decodes and tiles run on the same pool
+    /// *at the same time* — the cores stay busy through the encodes' uneven tail, for one
+    /// frame interval of added video delay.
     pub fn tick_at(&mut self, now: Instant, at: Instant) {
         self.pool.poll();
-        self.choose_rungs(now);
-        self.plan();
+        if self.pipeline {
+            // Encoders take the plans made last tick (their tiles are ready).
+            self.assign_encoders(now);
+            if let Some(rec) = self.recording.as_mut() {
+                rec.encode_plan.clone_from(&rec.plan);
+            }
+            self.choose_rungs(now);
+            self.plan();
+            self.start_encodes();
+            let Self {
+                participants,
+                outputs,
+                encoders,
+                tiles,
+                next_tiles,
+                recording,
+                scratch,
+                stats,
+                tick_fps,
+                ..
+            } = self;
+            let stats = &**stats;
+            let tick_fps = *tick_fps;
+            let tiles_now = &*tiles;
+            // The recording's new plan is read by the tile side while its picture is
+            // encoded from `encode_plan`: lent out for the join (a move, no copy).
+            let rec_plan = recording.as_mut().map(|r| std::mem::take(&mut r.plan));
+            rayon::join(
+                || encode_pictures(encoders, recording, tiles_now, tick_fps, stats),
+                || {
+                    decode_inputs(participants, now, stats);
+                    build_needs(
+                        &mut scratch.needs,
+                        outputs,
+                        rec_plan.as_deref(),
+                        participants,
+                    );
+                    prepare_tiles(next_tiles, &scratch.needs, participants, stats);
+                },
+            );
+            if let (Some(rec), Some(plan)) = (self.recording.as_mut(), rec_plan) {
+                rec.plan = plan;
+            }
+            std::mem::swap(&mut self.tiles, &mut self.next_tiles);
+        } else {
+            self.choose_rungs(now);
+            self.plan();
+            decode_inputs(&mut self.participants, now, &self.stats);
+            let rec_plan = self.recording.as_ref().map(|r| r.plan.as_slice());
+            build_needs(
+                &mut self.scratch.needs,
+                &self.outputs,
+                rec_plan,
+                &self.participants,
+            );
+            prepare_tiles(
+                &mut self.tiles,
+                &self.scratch.needs,
+                &self.participants,
+                &self.stats,
+            );
+            self.assign_encoders(now);
+            if let Some(rec) = self.recording.as_mut() {
+                rec.encode_plan.clone_from(&rec.plan);
+            }
+            self.start_encodes();
+            encode_pictures(
+                &mut self.encoders,
+                &mut self.recording,
+                &self.tiles,
+                self.tick_fps,
+                &self.stats,
+            );
+        }
+        self.report_rejections();
+        self.finish_tick(now, at);
+    }
 
-        // 2. Decode what is shown (participants in parallel).
-        let stats = &*self.stats;
-        let decoded: u64 = self
-            .participants
-            .par_iter_mut()
-            .map(|p| {
-                timed(&stats.cpu.decode, || {
-                    let got = if p.visible {
-                        p.input.decode_pending(now)
-                    } else {
-                        p.input.discard_pending(now);
-                        false
-                    };
-                    let showing = !p.muted
-                        && p.input
-                            .last_picture
-                            .is_some_and(|t| now.duration_since(t) < STALE_AFTER);
-                    if got || showing != p.showing_video {
-                        p.version += 1;
-                    }
-                    p.showing_video = showing;
-                    got as u64
-                })
-            })
-            .sum();
-        stats
-            .video_frames_decoded
-            .fetch_add(decoded, Ordering::Relaxed);
-        stats.keyframe_requests_sent.store(
-            self.participants.iter().map(|p| p.input.pli_sent).sum(),
-            Ordering::Relaxed,
-        );
+    /// Frame-rate credits for this tick; nothing encoded yet.
+    fn start_encodes(&mut self) {
+        for e in &mut self.encoders {
+            e.credit += e.fps;
+            e.encoded = None;
+        }
+    }
+
+    fn report_rejections(&mut self) {
         for p in &mut self.participants {
             if let Some(reason) = p.input.rejection_to_report.take() {
-                stats.video_inputs_rejected.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .video_inputs_rejected
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(participant = %p.id, "video input refused for {}s: {reason}", REJECT_FOR.as_secs());
                 let _ = self.events.send(RoomEvent::InputRejected {
                     participant_id: p.id,
@@ -1164,85 +1234,16 @@ impl VideoLoop {
                 });
             }
         }
+    }
 
-        // 3. Render each distinct tile once.
-        let needs = &mut self.scratch.needs;
-        needs.clear();
-        let rec_plan = self.recording.as_ref().map(|r| &r.plan);
-        for plan in self.outputs.iter().map(|o| &o.plan).chain(rec_plan) {
-            for (_, key) in plan {
-                if needs.iter().any(|n| n.key == *key) {
-                    continue;
-                }
-                if let Some(i) = self
-                    .participants
-                    .iter()
-                    .position(|p| p.id == key.participant)
-                {
-                    needs.push(TileNeed {
-                        key: *key,
-                        version: self.participants[i].version,
-                        source: i,
-                    });
-                }
-            }
-        }
-        let participants = &self.participants;
-        self.tiles.prepare_needs(
-            needs,
-            |i| {
-                let p = &participants[i];
-                (p.showing_video.then_some(&p.input.frame), p.name.as_str())
-            },
-            &stats.cpu.composite,
-        );
-
-        // 4. One encoder per distinct (picture, rung); IDRs for viewers that need them.
-        self.assign_encoders(now);
+    /// Sends what was encoded, moves private viewers back to shared encoders, and keeps
+    /// spares coming.
+    fn finish_tick(&mut self, now: Instant, at: Instant) {
         let stats = &*self.stats;
-        let tick_fps = self.tick_fps;
-        for e in &mut self.encoders {
-            e.credit += e.fps;
-            e.encoded = None;
-        }
-        let tiles = &self.tiles;
-        let recording = &mut self.recording;
-        let record = move || {
-            if let Some(rec) = recording.as_mut() {
-                rec.encoded = render_picture(
-                    &rec.plan,
-                    tiles,
-                    &mut rec.canvas,
-                    &mut rec.encoder,
-                    &mut rec.au,
-                    stats,
-                );
-            }
-        };
-        let encoders = &mut self.encoders;
-        let pictures = move || {
-            encoders.par_iter_mut().for_each(|e| {
-                if e.credit < tick_fps || e.viewers.is_empty() {
-                    return; // a lower frame rate than the tick's: not due this tick
-                }
-                e.credit -= tick_fps;
-                let p = &mut e.parts;
-                e.encoded = render_picture(
-                    &e.plan,
-                    tiles,
-                    &mut p.canvas,
-                    &mut p.encoder,
-                    &mut p.au,
-                    stats,
-                );
-                if e.encoded.is_some() {
-                    // Once per encoder, shared by its viewers.
-                    p.packetizer
-                        .packetize(&p.au, super::sink::RTP_MTU, &mut p.packets);
-                }
-            })
-        };
-        rayon::join(pictures, record);
+        stats.keyframe_requests_sent.store(
+            self.participants.iter().map(|p| p.input.pli_sent).sum(),
+            Ordering::Relaxed,
+        );
         if let Some(rec) = self.recording.as_mut() {
             if let Some(idr) = rec.encoded.take() {
                 // After a frame was lost to a full queue, only an IDR may follow.
@@ -1305,7 +1306,7 @@ impl VideoLoop {
             .fetch_add(encoded, Ordering::Relaxed);
         stats.video_idrs.fetch_add(idrs, Ordering::Relaxed);
 
-        // A spare of every rung's size while anyone watches: new viewers, moves between
+        // A spare of every rung's shape while anyone watches: new viewers, moves between
         // rungs and keyframe requests never wait for a build.
         let sizes = &mut self.scratch.sizes;
         sizes.clear();
@@ -1319,6 +1320,122 @@ impl VideoLoop {
         }
         self.pool.want(sizes);
     }
+}
+
+/// Step 2: decodes what is shown (participants in parallel), drops what nobody sees.
+fn decode_inputs(participants: &mut [Participant], now: Instant, stats: &RoomStats) {
+    let decoded: u64 = participants
+        .par_iter_mut()
+        .map(|p| {
+            timed(&stats.cpu.decode, || {
+                let got = if p.visible {
+                    p.input.decode_pending(now)
+                } else {
+                    p.input.discard_pending(now);
+                    false
+                };
+                let showing = !p.muted
+                    && p.input
+                        .last_picture
+                        .is_some_and(|t| now.duration_since(t) < STALE_AFTER);
+                if got || showing != p.showing_video {
+                    p.version += 1;
+                }
+                p.showing_video = showing;
+                got as u64
+            })
+        })
+        .sum();
+    stats
+        .video_frames_decoded
+        .fetch_add(decoded, Ordering::Relaxed);
+}
+
+/// The distinct tiles this tick's plans (and the recording's) need, into `needs`.
+fn build_needs(
+    needs: &mut Vec<TileNeed>,
+    outputs: &[Output],
+    rec_plan: Option<&[(Rect, TileKey)]>,
+    participants: &[Participant],
+) {
+    needs.clear();
+    for plan in outputs.iter().map(|o| o.plan.as_slice()).chain(rec_plan) {
+        for (_, key) in plan {
+            if needs.iter().any(|n| n.key == *key) {
+                continue;
+            }
+            if let Some(i) = participants.iter().position(|p| p.id == key.participant) {
+                needs.push(TileNeed {
+                    key: *key,
+                    version: participants[i].version,
+                    source: i,
+                });
+            }
+        }
+    }
+}
+
+/// Step 3: renders each distinct tile once (in parallel).
+fn prepare_tiles(
+    tiles: &mut TileCache,
+    needs: &[TileNeed],
+    participants: &[Participant],
+    stats: &RoomStats,
+) {
+    tiles.prepare_needs(
+        needs,
+        |i| {
+            let p = &participants[i];
+            (p.showing_video.then_some(&p.input.frame), p.name.as_str())
+        },
+        &stats.cpu.composite,
+    );
+}
+
+/// Step 4: composes and encodes every picture due this tick (in parallel) and packetises
+/// each once; the recording's picture alongside.
+fn encode_pictures(
+    encoders: &mut [PictureEncoder],
+    recording: &mut Option<RecordingPicture>,
+    tiles: &TileCache,
+    tick_fps: u32,
+    stats: &RoomStats,
+) {
+    let record = move || {
+        if let Some(rec) = recording.as_mut() {
+            rec.encoded = render_picture(
+                &rec.encode_plan,
+                tiles,
+                &mut rec.canvas,
+                &mut rec.encoder,
+                &mut rec.au,
+                stats,
+            );
+        }
+    };
+    let pictures = move || {
+        encoders.par_iter_mut().for_each(|e| {
+            if e.credit < tick_fps || e.viewers.is_empty() {
+                return; // a lower frame rate than the tick's: not due this tick
+            }
+            e.credit -= tick_fps;
+            let p = &mut e.parts;
+            e.encoded = render_picture(
+                &e.plan,
+                tiles,
+                &mut p.canvas,
+                &mut p.encoder,
+                &mut p.au,
+                stats,
+            );
+            if e.encoded.is_some() {
+                // Once per encoder, shared by its viewers.
+                p.packetizer
+                    .packetize(&p.au, super::sink::RTP_MTU, &mut p.packets);
+            }
+        })
+    };
+    rayon::join(pictures, record);
 }
 
 /// The participants (indices) a viewer sees, in tile order, into `order`. `viewer`:

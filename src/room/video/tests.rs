@@ -683,3 +683,32 @@ fn the_output_frame_rate_applies_to_every_picture() {
         .iter_mut()
         .all(|e| e.parts.encoder.effective_rate().unwrap().0 == 15.0));
 }
+
+#[test]
+fn pipelined_ticks_regroup_one_tick_later_with_the_same_idr_rules() {
+    let mut config = Config::default();
+    config.video.width = 160;
+    config.video.height = 90;
+    config.video.pipeline = true;
+    let mut h = Harness::with_config(strip_of_one(), 4, &config);
+    for _ in 0..5 {
+        h.tick();
+    }
+    assert_eq!(h.video.encoder_count(), 3);
+    h.last_frames();
+    let before: Vec<u64> = (0..4).map(|i| h.idrs(i)).collect();
+    h.speaker.store(h.ids[2].0, Ordering::Relaxed);
+    // This tick encodes the pictures planned last tick: nobody has moved yet.
+    h.tick();
+    let frames = h.last_frames();
+    assert!(frames.iter().all(|f| !f.is_empty()));
+    assert_eq!(frames[2], frames[3], "P2 and P3 still share [P0, P1]");
+    assert_eq!((0..4).map(|i| h.idrs(i) - before[i]).sum::<u64>(), 0);
+    // The next one encodes the new plans: P3 moved, and starts on an IDR of its own.
+    h.tick();
+    let frames = h.last_frames();
+    assert!(is_idr_start(frames[3][0] & 0x1f));
+    let idrs: Vec<u64> = (0..4).map(|i| h.idrs(i) - before[i]).collect();
+    assert_eq!(idrs, vec![0, 0, 0, 1]);
+    assert_eq!(h.video.encoder_count(), 4);
+}
