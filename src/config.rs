@@ -885,11 +885,13 @@ mod tests {
             [video]
             width = 640
             height = 360
+            pipeline = true
             "#,
         )
         .unwrap();
         c.validate().unwrap();
         assert_eq!(c.video.width, 640);
+        assert!(c.video.pipeline && !Config::default().video.pipeline);
         assert_eq!(c.video.fps, 30, "unset keys keep defaults");
         assert_eq!(c.ice_servers[0].username.as_deref(), Some("u"));
         let e = Config::from_toml("lisen = \"x\"").unwrap_err();
