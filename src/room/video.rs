@@ -725,35 +725,34 @@ impl VideoLoop {
         }
         let shared = self.layout.shared();
         let Scratch { order, rects, .. } = &mut self.scratch;
+        let mut picture = Picturing {
+            participants: &mut self.participants,
+            speaker,
+            order,
+            rects,
+        };
         for out in &mut self.outputs {
             let rung = self.ladder.get(out.decision.rung);
             // A shared canvas has no viewer to leave out.
             let viewer = (!shared).then_some(out.viewer);
-            visible_for(
-                &self.participants,
-                &self.last_speakers,
-                self.layout.speaker_first(),
+            let size = (rung.width, rung.height);
+            picture.plan(
+                &self.layout,
+                size,
                 viewer,
-                speaker,
-                order,
+                &self.last_speakers,
+                &mut out.plan,
             );
-            self.layout
-                .place_into(order.len(), rung.width, rung.height, rects);
-            fill_plan(&mut out.plan, rects, order, &mut self.participants);
         }
         if let Some(rec) = self.recording.as_mut() {
-            // Everyone, join order (speaker first for focus layouts).
-            visible_for(
-                &self.participants,
-                &[],
-                rec.layout.speaker_first(),
+            // Everyone, join order (the current speaker first for focus layouts).
+            picture.plan(
+                &rec.layout,
+                (rec.width, rec.height),
                 None,
-                speaker,
-                order,
+                &[],
+                &mut rec.plan,
             );
-            rec.layout
-                .place_into(order.len(), rec.width, rec.height, rects);
-            fill_plan(&mut rec.plan, rects, order, &mut self.participants);
         }
     }
 
@@ -1438,49 +1437,59 @@ fn encode_pictures(
     rayon::join(pictures, record);
 }
 
-/// The participants (indices) a viewer sees, in tile order, into `order`. `viewer`:
-/// the one left out (`None` on a shared canvas or the recording). For focus layouts the
-/// active speaker comes first — for the speaker themself (personal canvas) the one before.
-fn visible_for(
-    participants: &[Participant],
-    last_speakers: &[ParticipantId],
-    speaker_first: bool,
-    viewer: Option<ParticipantId>,
+/// Lays out pictures: who is seen, where (buffers reused from tick to tick).
+struct Picturing<'a> {
+    participants: &'a mut [Participant],
     speaker: Option<ParticipantId>,
-    order: &mut Vec<usize>,
-) {
-    order.clear();
-    order.extend((0..participants.len()).filter(|&i| Some(participants[i].id) != viewer));
-    if !speaker_first {
-        return;
-    }
-    let focus = match speaker {
-        Some(s) if Some(s) != viewer => Some(s),
-        _ => last_speakers
-            .iter()
-            .rev()
-            .copied()
-            .find(|&p| Some(p) != viewer),
-    };
-    if let Some(pos) = focus.and_then(|f| order.iter().position(|&i| participants[i].id == f)) {
-        order[..=pos].rotate_right(1);
-    }
+    order: &'a mut Vec<usize>,
+    rects: &'a mut Vec<Rect>,
 }
 
-/// Writes a plan from placed rectangles and the participants shown; marks them visible.
-fn fill_plan(plan: &mut Plan, rects: &[Rect], order: &[usize], participants: &mut [Participant]) {
-    plan.clear();
-    for (r, &i) in rects.iter().zip(order) {
-        let p = &mut participants[i];
-        p.visible = true;
-        plan.push((
-            *r,
-            TileKey {
-                participant: p.id,
-                w: r.w,
-                h: r.h,
-            },
-        ));
+impl Picturing<'_> {
+    /// `plan` for a `size` canvas in `layout`, seen by `viewer` (`None`: everyone is in
+    /// it — a shared canvas, the recording). For focus layouts the active speaker comes
+    /// first; for the speaker themself (personal canvas) the one before, from
+    /// `last_speakers`. Marks who is shown as visible.
+    fn plan(
+        &mut self,
+        layout: &LayoutSpec,
+        size: (u32, u32),
+        viewer: Option<ParticipantId>,
+        last_speakers: &[ParticipantId],
+        plan: &mut Plan,
+    ) {
+        let (participants, order) = (&mut *self.participants, &mut *self.order);
+        order.clear();
+        order.extend((0..participants.len()).filter(|&i| Some(participants[i].id) != viewer));
+        if layout.speaker_first() {
+            let focus = match self.speaker {
+                Some(s) if Some(s) != viewer => Some(s),
+                _ => last_speakers
+                    .iter()
+                    .rev()
+                    .copied()
+                    .find(|&p| Some(p) != viewer),
+            };
+            if let Some(pos) =
+                focus.and_then(|f| order.iter().position(|&i| participants[i].id == f))
+            {
+                order[..=pos].rotate_right(1);
+            }
+        }
+        layout.place_into(order.len(), size.0, size.1, self.rects);
+        plan.clear();
+        for (r, &i) in self.rects.iter().zip(order.iter()) {
+            let p = &mut participants[i];
+            p.visible = true;
+            plan.push((
+                *r,
+                TileKey {
+                    participant: p.id,
+                    w: r.w,
+                    h: r.h,
+                },
+            ));
+        }
     }
 }
 

@@ -19,10 +19,7 @@ struct Harness {
 
 impl Harness {
     fn new(layout: LayoutSpec, n: usize) -> Self {
-        let mut config = Config::default();
-        config.video.width = 160;
-        config.video.height = 90;
-        Self::with_config(layout, n, &config)
+        Self::with_config(layout, n, &small())
     }
 
     fn with_config(layout: LayoutSpec, n: usize, config: &Config) -> Self {
@@ -179,16 +176,29 @@ fn viewers_who_see_the_same_picture_share_an_encoder() {
     assert_eq!(h.video.encoder_count(), 2);
 }
 
-#[test]
-fn a_viewer_moving_to_another_picture_gets_an_idr() {
-    // Four people, focus + one strip tile: P2 and P3 share [P0, P1].
-    let mut h = Harness::new(strip_of_one(), 4);
+/// Four people, focus + one strip tile, five ticks: P2 and P3 share [P0, P1]. Returns
+/// the harness and everyone's IDR count so far.
+fn four_settled(config: &Config) -> (Harness, Vec<u64>) {
+    let mut h = Harness::with_config(strip_of_one(), 4, config);
     for _ in 0..5 {
         h.tick();
     }
     assert_eq!(h.video.encoder_count(), 3);
     h.last_frames();
-    let before: Vec<u64> = (0..4).map(|i| h.idrs(i)).collect();
+    let before = (0..4).map(|i| h.idrs(i)).collect();
+    (h, before)
+}
+
+fn small() -> Config {
+    let mut config = Config::default();
+    config.video.width = 160;
+    config.video.height = 90;
+    config
+}
+
+#[test]
+fn a_viewer_moving_to_another_picture_gets_an_idr() {
+    let (mut h, before) = four_settled(&small());
     // P2 speaks: P0 sees [P2, P1], P1 and P3 see [P2, P0], P2 still sees [P0, P1]. P1's
     // encoder just encodes P1's new picture; P3 moves onto that stream, which is not its
     // decoder's: it must start with an IDR (here from a private encoder, since P1's
@@ -686,17 +696,9 @@ fn the_output_frame_rate_applies_to_every_picture() {
 
 #[test]
 fn pipelined_ticks_regroup_one_tick_later_with_the_same_idr_rules() {
-    let mut config = Config::default();
-    config.video.width = 160;
-    config.video.height = 90;
+    let mut config = small();
     config.video.pipeline = true;
-    let mut h = Harness::with_config(strip_of_one(), 4, &config);
-    for _ in 0..5 {
-        h.tick();
-    }
-    assert_eq!(h.video.encoder_count(), 3);
-    h.last_frames();
-    let before: Vec<u64> = (0..4).map(|i| h.idrs(i)).collect();
+    let (mut h, before) = four_settled(&config);
     h.speaker.store(h.ids[2].0, Ordering::Relaxed);
     // This tick encodes the pictures planned last tick: nobody has moved yet.
     h.tick();
