@@ -47,8 +47,7 @@
 
 mod pool;
 
-pub use pool::EncoderPool;
-use pool::Spare;
+use pool::{EncoderPool, Spare};
 
 use super::clock::TickClock;
 use super::link::ViewerLink;
@@ -1041,8 +1040,7 @@ impl VideoLoop {
     /// nobody else is on it or its last IDR is old enough, else from a private encoder of
     /// the same picture until the shared one's next IDR (scheduled).
     fn serve_idr_requests(&mut self, now: Instant) {
-        let need = &self.scratch.need_idr;
-        for n in 0..need.len() {
+        for n in 0..self.scratch.need_idr.len() {
             let (_, idx) = self.scratch.need_idr[n];
             if self.scratch.need_idr[..n].iter().any(|&(_, i)| i == idx) {
                 continue; // this encoder was served with its first requester

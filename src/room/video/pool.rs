@@ -174,13 +174,6 @@ impl EncoderPool {
     /// Makes sure `n` encoders of `shape` are ready or on their way.
     pub fn reserve(&mut self, shape: Shape, n: usize) {
         while self.count(shape) < n.min(64) {
-            if std::env::var("POOLDBG").is_ok() {
-                eprintln!(
-                    "POOL reserve {shape:?} n={n} ready={:?} pending={:?}",
-                    self.ready.iter().map(shape_of).collect::<Vec<_>>(),
-                    self.pending
-                );
-            }
             if !send(Job::Make {
                 settings: EncoderSettings {
                     width: shape.0,
@@ -244,6 +237,7 @@ impl EncoderPool {
     }
 
     /// Ready encoders held now.
+    #[cfg(test)]
     pub fn ready(&self) -> usize {
         self.ready.len()
     }
