@@ -64,12 +64,7 @@ fn top_k_room_tick(c: &mut Criterion) {
             mix.handle(AudioCmd::Attach {
                 id,
                 link: None,
-                sink: Some(RtpSink::new(
-                    1,
-                    111,
-                    Box::new(rtc::rtp::codec::opus::OpusPayloader),
-                    tx,
-                )),
+                sink: Some(RtpSink::new(1, 111, tx)),
             });
             ids.push(id);
             rxs.push(rx);

@@ -8,7 +8,6 @@
 
 use bytes::Bytes;
 use rtc::rtp::codec::h264::H264Payloader;
-use rtc::rtp::codec::opus::OpusPayloader;
 use rtc::rtp::packetizer::Payloader;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
@@ -140,12 +139,7 @@ fn steady_ticks(pipeline: bool) {
         video.handle(VideoCmd::Attach {
             id,
             payload_types: HashMap::from([(102, VideoCodec::H264)]),
-            sink: Some(RtpSink::new(
-                10 + i as u32,
-                102,
-                Box::new(H264Payloader::default()),
-                vtx,
-            )),
+            sink: Some(RtpSink::new(10 + i as u32, 102, vtx)),
             upstream: up,
             link: Arc::new(ViewerLink::default()),
         });
@@ -156,12 +150,7 @@ fn steady_ticks(pipeline: bool) {
         });
         audio.handle(AudioCmd::Attach {
             id,
-            sink: Some(RtpSink::new(
-                20 + i as u32,
-                111,
-                Box::new(OpusPayloader),
-                atx,
-            )),
+            sink: Some(RtpSink::new(20 + i as u32, 111, atx)),
             link: None,
         });
         ids.push(id);

@@ -2,8 +2,6 @@
 //! recording stop and a room stop still complete within a bounded time, and the recording
 //! is finalised.
 
-use rtc::rtp::codec::h264::H264Payloader;
-use rtc::rtp::codec::opus::OpusPayloader;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -45,13 +43,8 @@ fn a_recording_stop_and_a_room_stop_complete_while_ticks_are_overdue() {
             info.id,
             Attachment {
                 video_payload_types: HashMap::new(),
-                audio_out: Some(RtpSink::new(2 * i + 1, 111, Box::new(OpusPayloader), atx)),
-                video_out: Some(RtpSink::new(
-                    2 * i + 2,
-                    102,
-                    Box::new(H264Payloader::default()),
-                    vtx,
-                )),
+                audio_out: Some(RtpSink::new(2 * i + 1, 111, atx)),
+                video_out: Some(RtpSink::new(2 * i + 2, 102, vtx)),
                 upstream: up,
             },
         )

@@ -21,7 +21,6 @@ use crate::room::video::VideoLoop;
 use crate::room::{Attachment, AudioCmd, Room, RoomSettings, RoomStats, RtpSink, VideoCmd};
 use bytes::Bytes;
 use rtc::rtp::codec::h264::H264Payloader;
-use rtc::rtp::codec::opus::OpusPayloader;
 use rtc::rtp::packetizer::Payloader;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -371,10 +370,10 @@ impl Sinks {
     }
 }
 
-fn sink(pt: u8, payloader: Box<dyn Payloader>, sinks: &mut Sinks, cap: usize) -> RtpSink {
+fn sink(pt: u8, sinks: &mut Sinks, cap: usize) -> RtpSink {
     let (tx, rx) = mpsc::channel(cap);
     sinks.rx.push(rx);
-    RtpSink::new(rand::random(), pt, payloader, tx)
+    RtpSink::new(rand::random(), pt, tx)
 }
 
 const H264_PT: u8 = 102;
@@ -440,15 +439,8 @@ pub fn run(args: &RoomBenchArgs) -> Result<BenchReport, BenchError> {
                 link.set_cap(cap_w, cap_h);
             }
             let (up, _) = mpsc::channel(64);
-            let a = sink(111, Box::new(OpusPayloader), &mut sinks, 4096);
-            let v = (!args.audio_only).then(|| {
-                sink(
-                    H264_PT,
-                    Box::new(H264Payloader::default()),
-                    &mut sinks,
-                    4096,
-                )
-            });
+            let a = sink(111, &mut sinks, 4096);
+            let v = (!args.audio_only).then(|| sink(H264_PT, &mut sinks, 4096));
             room.attach(
                 info.id,
                 Attachment {
@@ -545,7 +537,7 @@ pub fn run(args: &RoomBenchArgs) -> Result<BenchReport, BenchError> {
             });
             audio.handle(AudioCmd::Attach {
                 id,
-                sink: Some(sink(111, Box::new(OpusPayloader), &mut sinks, 4096)),
+                sink: Some(sink(111, &mut sinks, 4096)),
                 link: None,
             });
             if !args.audio_only {
@@ -553,12 +545,7 @@ pub fn run(args: &RoomBenchArgs) -> Result<BenchReport, BenchError> {
                     id,
                     name: format!("P{i}"),
                 });
-                let v = sink(
-                    H264_PT,
-                    Box::new(H264Payloader::default()),
-                    &mut sinks,
-                    4096,
-                );
+                let v = sink(H264_PT, &mut sinks, 4096);
                 let link = Arc::new(crate::room::link::ViewerLink::default());
                 link.set_cap(cap_w, cap_h);
                 video.handle(VideoCmd::Attach {
@@ -621,9 +608,6 @@ pub fn run(args: &RoomBenchArgs) -> Result<BenchReport, BenchError> {
         let (t0, c0, p0) = snap.expect("warm-up shorter than the run");
         let p1 = snapshot(&stats);
         per_rung = video.encoders_per_rung();
-        stats
-            .video_encoder_waits
-            .store(video.encoder_waits(), Ordering::Relaxed);
         (
             t0.elapsed(),
             process_cpu_ns() - c0,

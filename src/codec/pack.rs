@@ -38,6 +38,7 @@ impl PacketizedFrame {
     }
 
     /// Payload `i` (a reference-counted view: no copy).
+    #[cfg(test)]
     pub fn payload(&self, i: usize) -> Bytes {
         self.data.slice(self.ranges[i].clone())
     }
@@ -45,11 +46,6 @@ impl PacketizedFrame {
     /// Payloads in order (reference-counted views).
     pub fn payloads(&self) -> impl Iterator<Item = Bytes> + '_ {
         self.ranges.iter().map(|r| self.data.slice(r.clone()))
-    }
-
-    /// Total payload bytes.
-    pub fn bytes(&self) -> usize {
-        self.data.len()
     }
 }
 

@@ -1,12 +1,13 @@
-//! Output sinks: the media thread hands a finished frame (encoded H.264 access unit or
-//! Opus packet) to a sink, which cuts it into RTP packets with timestamps from the media
-//! clock and queues them — without blocking — for the network task that owns the track.
+//! Output sinks: the media thread hands a finished frame to a sink — an H.264 access unit
+//! already cut into payloads once for all its viewers (`codec::pack`), or one audio
+//! packet — which adds this receiver's RTP header (SSRC, sequence number, timestamp from
+//! the media clock) and queues the packets — without blocking — for the network task
+//! that owns the track.
 //! A full queue drops the packet and counts it; the media loop never waits on the network.
 
 use bytes::Bytes;
 use rtc::rtp::header::Header;
 use rtc::rtp::packet::Packet;
-use rtc::rtp::packetizer::Payloader;
 use tokio::sync::mpsc;
 
 /// Max payload bytes per RTP packet (leaves room for SRTP, header extensions, TURN).
@@ -17,33 +18,21 @@ pub struct RtpSink {
     payload_type: u8,
     seq: u16,
     ts_offset: u32,
-    payloader: Box<dyn Payloader>,
     tx: mpsc::Sender<Packet>,
     /// Packets dropped because the network task had not drained the queue.
     pub dropped: u64,
 }
 
 impl RtpSink {
-    pub fn new(
-        ssrc: u32,
-        payload_type: u8,
-        payloader: Box<dyn Payloader>,
-        tx: mpsc::Sender<Packet>,
-    ) -> Self {
+    pub fn new(ssrc: u32, payload_type: u8, tx: mpsc::Sender<Packet>) -> Self {
         Self {
             ssrc,
             payload_type,
             seq: rand::random(),
             ts_offset: rand::random(),
-            payloader,
             tx,
             dropped: 0,
         }
-    }
-
-    /// Packetizes one frame at media-clock time `ts` (in the codec's clock units).
-    pub fn send_frame(&mut self, ts: u32, frame: &[u8]) {
-        self.send_bytes(ts, Bytes::copy_from_slice(frame));
     }
 
     /// Sends a frame packetised once for all its viewers (`codec::pack`): only the header
@@ -56,8 +45,8 @@ impl RtpSink {
         }
     }
 
-    /// Sends one payload as one packet (audio: every codec's 20 ms frame fits one packet,
-    /// which is what the payloaders would make of it, marker set as they set it).
+    /// Sends one payload as one packet (audio: every codec's 20 ms frame fits one packet;
+    /// the marker is set on it, as the rtc payloaders set it on a frame's last packet).
     pub fn send_packet(&mut self, ts: u32, payload: Bytes) {
         self.push(ts, true, payload);
     }
@@ -80,33 +69,19 @@ impl RtpSink {
             self.dropped += 1;
         }
     }
-
-    /// `send_frame` for a frame already in a shared buffer (no copy for single-packet
-    /// frames such as Opus: every sink's packet references the same bytes).
-    pub fn send_bytes(&mut self, ts: u32, frame: Bytes) {
-        let payloads = match self.payloader.payload(RTP_MTU, &frame) {
-            Ok(p) => p,
-            Err(_) => return,
-        };
-        let n = payloads.len();
-        for (i, payload) in payloads.into_iter().enumerate() {
-            self.push(ts, i + 1 == n, payload);
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rtc::rtp::codec::opus::OpusPayloader;
 
     #[test]
     fn sequence_and_timestamps_are_monotonic_and_full_queue_drops() {
         let (tx, mut rx) = mpsc::channel(2);
-        let mut s = RtpSink::new(7, 111, Box::new(OpusPayloader), tx);
-        s.send_frame(0, &[1, 2, 3]);
-        s.send_frame(960, &[4]);
-        s.send_frame(1920, &[5]);
+        let mut s = RtpSink::new(7, 111, tx);
+        s.send_packet(0, Bytes::from_static(&[1, 2, 3]));
+        s.send_packet(960, Bytes::from_static(&[4]));
+        s.send_packet(1920, Bytes::from_static(&[5]));
         assert_eq!(s.dropped, 1);
         let a = rx.try_recv().unwrap();
         let b = rx.try_recv().unwrap();
@@ -129,18 +104,8 @@ mod tests {
         assert_eq!(frame.len(), 3);
         let (tx1, mut rx1) = mpsc::channel(8);
         let (tx2, mut rx2) = mpsc::channel(8);
-        let mut a = RtpSink::new(
-            1,
-            102,
-            Box::new(rtc::rtp::codec::h264::H264Payloader::default()),
-            tx1,
-        );
-        let mut b = RtpSink::new(
-            2,
-            102,
-            Box::new(rtc::rtp::codec::h264::H264Payloader::default()),
-            tx2,
-        );
+        let mut a = RtpSink::new(1, 102, tx1);
+        let mut b = RtpSink::new(2, 102, tx2);
         a.send_packetized(3000, &frame);
         b.send_packetized(3000, &frame);
         let (pa, pb): (Vec<Packet>, Vec<Packet>) = (

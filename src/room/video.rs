@@ -571,11 +571,6 @@ impl VideoLoop {
         self.pool.settle();
     }
 
-    /// Times a viewer waited a tick for a ready encoder.
-    pub fn encoder_waits(&self) -> u64 {
-        self.pool.waits
-    }
-
     pub fn handle(&mut self, cmd: VideoCmd) {
         if matches!(
             cmd,

@@ -146,16 +146,12 @@ pub async fn incoming(bridge: Arc<Bridge>, mut tx: Transaction) {
     // The sink the audio thread sends our mix into, drained by the call task.
     let (out_tx, out_rx) = mpsc::channel(64);
     let ssrc: u32 = rand::random();
-    let payloader: Box<dyn rtc::rtp::packetizer::Payloader> = match codec {
-        AudioCodec::Opus => Box::new(rtc::rtp::codec::opus::OpusPayloader),
-        _ => Box::new(rtc::rtp::codec::g7xx::G7xxPayloader),
-    };
     let (upstream, _) = mpsc::channel(1);
     let attached = room.attach(
         info.id,
         Attachment {
             video_payload_types: Default::default(),
-            audio_out: Some(RtpSink::new(ssrc, pt, payloader, out_tx)),
+            audio_out: Some(RtpSink::new(ssrc, pt, out_tx)),
             video_out: None,
             upstream,
         },

@@ -17,8 +17,6 @@ use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_AV1, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_RTX,
 };
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtp::codec::h264::H264Payloader;
-use rtc::rtp::codec::opus::OpusPayloader;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
     RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
@@ -597,7 +595,7 @@ async fn negotiate(
         .and_then(|a| a.payload_type("opus", None))
     {
         let (tx, rx) = mpsc::channel(64);
-        audio_out = Some(RtpSink::new(audio_ssrc, pt, Box::new(OpusPayloader), tx));
+        audio_out = Some(RtpSink::new(audio_ssrc, pt, tx));
         spawn_local_track(shared, audio_track, rx, false);
     }
     let answer_video = sdp::first(&sections, "video");
@@ -613,12 +611,7 @@ async fn negotiate(
             .or_else(|| v.payload_type("H264", Some("packetization-mode=1")))
     }) {
         let (tx, rx) = mpsc::channel(1024);
-        video_out = Some(RtpSink::new(
-            video_ssrc,
-            pt,
-            Box::new(H264Payloader::default()),
-            tx,
-        ));
+        video_out = Some(RtpSink::new(video_ssrc, pt, tx));
         spawn_local_track(shared, video_track, rx, true);
     }
     let (up_tx, up_rx) = mpsc::channel(8);

@@ -5,7 +5,6 @@ use super::*;
 use crate::codec::audio::OpusDecoder;
 use crate::mixer::tone_power;
 use crate::room::Attachment;
-use rtc::rtp::codec::opus::OpusPayloader;
 use tokio::sync::mpsc;
 
 const TONES: [f32; 4] = [400.0, 650.0, 1000.0, 1300.0];
@@ -48,7 +47,7 @@ impl Harness {
             });
             mix.handle(AudioCmd::Attach {
                 id,
-                sink: Some(RtpSink::new(1, 111, Box::new(OpusPayloader), tx)),
+                sink: Some(RtpSink::new(1, 111, tx)),
                 link: Some(link.clone()),
             });
             ids.push(id);
@@ -275,7 +274,7 @@ fn opus_fec_follows_the_loss_listeners_report() {
 #[test]
 fn callers_of_every_codec_hear_each_other_and_a_waiting_caller_is_isolated() {
     use crate::codec::voice::{AudioCodec, AudioDecoder, AudioEncoder};
-    use rtc::rtp::codec::g7xx::G7xxPayloader;
+
     let codecs = [
         AudioCodec::Pcmu,
         AudioCodec::Pcma,
@@ -304,13 +303,9 @@ fn callers_of_every_codec_hear_each_other_and_a_waiting_caller_is_isolated() {
             codec,
             admitted: i != waiting,
         });
-        let payloader: Box<dyn rtc::rtp::packetizer::Payloader> = match codec {
-            AudioCodec::Opus => Box::new(OpusPayloader),
-            _ => Box::new(G7xxPayloader),
-        };
         mix.handle(AudioCmd::Attach {
             id,
-            sink: Some(RtpSink::new(1, 0, payloader, tx)),
+            sink: Some(RtpSink::new(1, 0, tx)),
             link: None,
         });
         ids.push(id);
@@ -409,7 +404,7 @@ fn callers_of_every_codec_hear_each_other_and_a_waiting_caller_is_isolated() {
 #[test]
 fn narrowband_talkers_stay_coherent_with_a_silent_listener() {
     use crate::codec::voice::{AudioCodec, AudioDecoder, AudioEncoder};
-    use rtc::rtp::codec::g7xx::G7xxPayloader;
+
     let stats = Arc::new(RoomStats::default());
     let mut mix = AudioLoop::new(
         &Config::default(),
@@ -430,7 +425,7 @@ fn narrowband_talkers_stay_coherent_with_a_silent_listener() {
         });
         mix.handle(AudioCmd::Attach {
             id,
-            sink: Some(RtpSink::new(1, 0, Box::new(G7xxPayloader), tx)),
+            sink: Some(RtpSink::new(1, 0, tx)),
             link: None,
         });
         ids.push(id);

@@ -88,9 +88,9 @@ fn shape_of(s: &Spare) -> Shape {
 }
 
 /// Spares kept per shape.
-const SPARES_PER_SIZE: usize = 1;
+const SPARES_PER_SHAPE: usize = 1;
 /// Retired encoders kept for reuse per shape (beyond it they go back to the factory).
-const KEEP_PER_SIZE: usize = 2;
+const KEEP_PER_SHAPE: usize = 2;
 
 /// One room's ready encoders.
 pub struct EncoderPool {
@@ -161,8 +161,13 @@ impl EncoderPool {
             self.wanted.clear();
             self.wanted.extend_from_slice(shapes);
         }
+        self.refill();
+    }
+
+    /// A spare of every wanted shape, ready or on its way.
+    fn refill(&mut self) {
         for i in 0..self.wanted.len() {
-            self.reserve(self.wanted[i], SPARES_PER_SIZE);
+            self.reserve(self.wanted[i], SPARES_PER_SHAPE);
         }
     }
 
@@ -207,9 +212,7 @@ impl EncoderPool {
             tracing::warn!("h264 encoder rate: {e}");
         }
         s.encoder.request_keyframe();
-        for i in 0..self.wanted.len() {
-            self.reserve(self.wanted[i], SPARES_PER_SIZE);
-        }
+        self.refill();
         Some(s)
     }
 
@@ -217,7 +220,7 @@ impl EncoderPool {
     pub fn give_back(&mut self, mut spare: Spare) {
         let shape = shape_of(&spare);
         let kept = self.ready.iter().filter(|s| shape_of(s) == shape).count();
-        if kept < KEEP_PER_SIZE && self.wanted.contains(&shape) {
+        if kept < KEEP_PER_SHAPE && self.wanted.contains(&shape) {
             spare.encoder.request_keyframe();
             self.ready.push(spare);
         } else {

@@ -60,7 +60,7 @@ impl Harness {
         self.video.handle(VideoCmd::Attach {
             id,
             payload_types: HashMap::new(),
-            sink: Some(RtpSink::new(1, 102, Box::new(H264Payloader::default()), tx)),
+            sink: Some(RtpSink::new(1, 102, tx)),
             upstream: up,
             link: link.clone(),
         });
@@ -268,7 +268,7 @@ fn participants_nobody_sees_are_not_decoded_and_get_a_pli_when_shown() {
         h.video.handle(VideoCmd::Attach {
             id,
             payload_types: [(102, VideoCodec::H264)].into(),
-            sink: Some(RtpSink::new(1, 102, Box::new(H264Payloader::default()), tx)),
+            sink: Some(RtpSink::new(1, 102, tx)),
             upstream: up,
             link: Default::default(),
         });
