@@ -280,6 +280,37 @@ pub struct Config {
     pub tls_key: Option<PathBuf>,
     /// HTTPS with a certificate made at start for this host's names (LAN tests).
     pub tls_self_signed: bool,
+    /// Redis (`redis://[:password@]host[:port][/db]`) shared by the nodes of a cluster.
+    /// Set: cluster mode (rooms placed across nodes, joins redirected to the room's node).
+    /// Unset: a single node, no Redis needed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<String>,
+    /// This node's id in the cluster (1 to 64 of letters, digits, `-`, `_`, `.`); unset:
+    /// a random one at each start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    /// The base URL other nodes send this node's clients to (`https://mcu3.example.org`);
+    /// unset: `http(s)://` + the address the HTTP listener bound.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]`: multi-node behaviour (only with `redis_url`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// How long a draining node (SIGTERM, `POST /api/admin/drain`) lets its rooms run
+    /// before it stops them and exits.
+    pub drain_deadline_s: u32,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            drain_deadline_s: 3600,
+        }
+    }
 }
 
 /// `[sip]`: the telephony bridge.
@@ -391,6 +422,10 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
             tls_self_signed: false,
+            redis_url: None,
+            node_id: None,
+            public_url: None,
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -496,6 +531,15 @@ pub struct Cli {
     /// HTTPS with a self-signed certificate made at start (LAN tests only).
     #[arg(long, env = "TESSERA_TLS_SELF_SIGNED")]
     pub tls_self_signed: bool,
+    /// Redis URL shared by a cluster's nodes (redis://host:6379); turns cluster mode on.
+    #[arg(long = "redis", env = "TESSERA_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// This node's id in the cluster (default: random).
+    #[arg(long, env = "TESSERA_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Base URL clients of other nodes are sent to (default: http(s):// + listen address).
+    #[arg(long, env = "TESSERA_PUBLIC_URL")]
+    pub public_url: Option<String>,
 }
 
 impl Config {
@@ -611,6 +655,15 @@ impl Config {
             self.tls_key = cli.tls_key.clone();
         }
         self.tls_self_signed |= cli.tls_self_signed;
+        if cli.redis_url.is_some() {
+            self.redis_url = cli.redis_url.clone();
+        }
+        if cli.node_id.is_some() {
+            self.node_id = cli.node_id.clone();
+        }
+        if cli.public_url.is_some() {
+            self.public_url = cli.public_url.clone();
+        }
         Ok(())
     }
 
@@ -765,7 +818,62 @@ impl Config {
         if !(self.sip.invite_rate > 0.0) || self.sip.invite_burst == 0 {
             return bad("sip.invite_rate/invite_burst", "must be positive");
         }
+        self.validate_cluster()?;
         self.validate_access()
+    }
+
+    /// The cluster settings: a Redis URL the client library accepts, a node id usable in
+    /// key names, a public URL that is an origin, and one whenever the listen address
+    /// cannot be handed to other nodes' clients.
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let bad = |field, message: String| Err(ConfigError::Invalid { field, message });
+        if let Some(u) = &self.redis_url {
+            if let Err(e) = redis::Client::open(u.as_str()) {
+                return bad("redis_url", format!("not a Redis URL ({e})"));
+            }
+        }
+        if let Some(id) = &self.node_id {
+            if !crate::ids::valid_name(id) {
+                return bad(
+                    "node_id",
+                    "1 to 64 characters of letters, digits, '-', '_' or '.'".into(),
+                );
+            }
+        }
+        if let Some(u) = &self.public_url {
+            let rest = u
+                .strip_prefix("http://")
+                .or_else(|| u.strip_prefix("https://"));
+            let ok = rest.is_some_and(|r| {
+                let host = r.trim_end_matches('/');
+                !host.is_empty()
+                    && !host.contains(['/', '?', '#', '@'])
+                    && !r.contains(char::is_whitespace)
+            });
+            if !ok {
+                return bad("public_url", format!("`{u}` is not http(s)://host[:port]"));
+            }
+        }
+        if !(1..=86_400).contains(&self.cluster.drain_deadline_s) {
+            return bad(
+                "cluster.drain_deadline_s",
+                "must be between 1 and 86400".into(),
+            );
+        }
+        if self.redis_url.is_some()
+            && self.public_url.is_none()
+            && self.listen.ip().is_unspecified()
+        {
+            return bad(
+                "public_url",
+                format!(
+                    "cluster mode listening on {}: other nodes cannot send clients to an \
+                     unspecified address; set --public-url / TESSERA_PUBLIC_URL",
+                    self.listen
+                ),
+            );
+        }
+        Ok(())
     }
 
     /// The access-control and TLS settings: secrets long enough, TLS given whole, and no

@@ -14,13 +14,18 @@ pub struct RoomId(String);
 #[error("room name must be 1 to 64 characters of letters, digits, '-', '_' or '.'")]
 pub struct InvalidRoomId;
 
+/// The one name rule for rooms and cluster nodes: 1..=64 of `[A-Za-z0-9_.-]` (safe in a
+/// URL path, a SIP user part and a Redis key).
+pub fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
 impl RoomId {
     pub fn parse(s: &str) -> Result<Self, InvalidRoomId> {
-        let ok = !s.is_empty()
-            && s.len() <= 64
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-        if ok {
+        if valid_name(s) {
             Ok(Self(s.to_owned()))
         } else {
             Err(InvalidRoomId)
@@ -32,6 +37,31 @@ impl RoomId {
 }
 
 impl fmt::Display for RoomId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A cluster node's id (same rule as a room name).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct NodeId(String);
+
+impl NodeId {
+    /// `None` unless [`valid_name`].
+    pub fn parse(s: &str) -> Option<Self> {
+        valid_name(s).then(|| Self(s.to_owned()))
+    }
+    /// A fresh random id (`node-` and 8 hex digits).
+    pub fn random() -> Self {
+        Self(format!("node-{:08x}", rand::random::<u32>()))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }

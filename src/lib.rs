@@ -48,6 +48,7 @@
 
 pub mod auth;
 pub mod bench;
+pub mod cluster;
 pub mod codec;
 pub mod compositor;
 pub mod config;

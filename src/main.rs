@@ -1,4 +1,5 @@
-//! `tessera`: flags/config, logging, then `signaling::serve` until SIGINT/SIGTERM.
+//! `tessera`: flags/config, logging, then `signaling::serve_node` until SIGINT/SIGTERM (in
+//! a cluster, SIGTERM drains first).
 
 use anyhow::Context;
 use clap::Parser;
@@ -228,19 +229,51 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
             }
             None => None,
         };
+        let cluster = match &config.redis_url {
+            Some(url) => {
+                let public_url = config
+                    .public_url
+                    .clone()
+                    .unwrap_or_else(|| format!("{}://{addr}", config.scheme()));
+                let c = tessera::cluster::Cluster::start(
+                    Arc::new(config.clone()),
+                    rooms.clone(),
+                    public_url,
+                    sip.as_ref().map(|s| s.contact().to_string()),
+                )
+                .context("starting cluster mode")?;
+                if let Some(s) = &sip {
+                    s.set_cluster(c.clone());
+                }
+                say(&format!(
+                    "Cluster mode: node {} at {} on Redis {}",
+                    c.me(),
+                    c.public_url(),
+                    redact_url(url)
+                ));
+                Some(c)
+            }
+            None => None,
+        };
         if config.api_secret.is_some() {
             say("Access control is on: joins need a token (`tessera token`), the API an admin credential");
         } else {
             say("Open mode (no API secret): anyone who can reach the listeners may join rooms and use the API; for loopback use only");
         }
-        // On SIGINT/SIGTERM, callers get their BYE before the rooms stop.
+        // SIGINT, a second SIGTERM, or a finished drain stop the node; then callers get
+        // their BYE and the cluster re-places nothing of ours before the rooms stop.
+        let drain_deadline = std::time::Duration::from_secs(config.cluster.drain_deadline_s.into());
+        let (stop_rooms, stop_cluster) = (rooms.clone(), cluster.clone());
         let stop = async move {
-            shutdown_signal().await;
+            wait_for_stop(&stop_rooms, stop_cluster.is_some(), drain_deadline).await;
             if let Some(sip) = &sip {
                 sip.shutdown().await;
             }
+            if let Some(c) = &stop_cluster {
+                c.leave().await;
+            }
         };
-        tessera::signaling::serve(listener, config, rooms, stop).await?;
+        tessera::signaling::serve_node(listener, config, rooms, cluster, stop).await?;
         Ok(())
     })
 }
@@ -271,12 +304,49 @@ fn raise_fd_limit() {
     }
 }
 
-async fn shutdown_signal() {
+/// Waits until the node should stop: SIGINT at once; SIGTERM at once for a single node,
+/// while in a cluster the first SIGTERM drains (no new rooms here; running ones go on) and a
+/// second stops at once; and a drain (SIGTERM or `POST /api/admin/drain`) stops it when its
+/// rooms have emptied or its deadline has passed.
+async fn wait_for_stop(rooms: &Rooms, drain_on_term: bool, deadline: std::time::Duration) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term =
         signal(SignalKind::terminate()).expect("installing a SIGTERM handler cannot fail on Unix");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    let mut check = tokio::time::interval(std::time::Duration::from_millis(250));
+    let mut terms = 0;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return,
+            _ = term.recv() => {
+                terms += 1;
+                if !drain_on_term || terms > 1 {
+                    return;
+                }
+                rooms.begin_drain(deadline);
+                say(&format!(
+                    "SIGTERM: draining ({} rooms running; SIGTERM again to stop now)",
+                    rooms.list().len()
+                ));
+            }
+            _ = check.tick() => {
+                if rooms.drained(std::time::Instant::now()) {
+                    let left = rooms.list().len();
+                    if left == 0 {
+                        tracing::info!("drained: no room left, stopping");
+                    } else {
+                        tracing::warn!(rooms = left, "drain deadline passed: stopping the rooms still running");
+                    }
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// A Redis URL without its password, for logs.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://…@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_owned(),
     }
 }

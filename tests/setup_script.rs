@@ -173,6 +173,7 @@ fn the_package_lists_hold_what_the_build_and_the_tests_use() {
         "ffmpeg",
         "python3",
         "sip-tester",
+        "redis-server",
     ] {
         assert!(test.contains(&p.to_owned()), "test set lacks {p}: {test:?}");
         assert!(

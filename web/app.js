@@ -191,6 +191,13 @@ async function onMessage(msg) {
       $('rec').hidden = !msg.recording; break;
     case 'connectionState':
       break;
+    case 'redirect': {
+      if (state.me || state.hops >= 3 || !/^wss?:\/\//.test(msg.url)) { showError('The server sent an unusable redirect.'); leave(true); break; }
+      const old = state.ws;
+      connect(msg.url, state.hops + 1);
+      old.close();
+      break;
+    }
     case 'bye':
       showError(`Disconnected: ${msg.reason}`); leave(true); break;
     case 'error':
@@ -214,16 +221,27 @@ async function join(room, name, pin) {
   $('self').srcObject = state.local;
   listDevices().catch(() => {});
   setStatus('connecting to server…');
-  const ws = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`);
+  state.joinRequest = { room, name, pin };
+  connect(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`, 0);
+}
+
+// Opens the signaling socket at `url` and sends the join. In a cluster the server may answer
+// `redirect` (the room lives on another node): the same join is sent there, at most 3 hops.
+function connect(url, hops) {
+  const { room, name, pin } = state.joinRequest;
+  const ws = new WebSocket(url);
   state.ws = ws;
-  ws.onopen = () => { setStatus('joining…'); const msg = { type: 'join', room, name };
+  state.hops = hops;
+  ws.onopen = () => { setStatus(hops ? 'joining (room on another server)…' : 'joining…'); const msg = { type: 'join', room, name };
     if (pin) msg.pin = pin;
     if (accessToken) msg.token = accessToken;
     send(msg);
   };
-  ws.onmessage = (e) => { let m; try { m = JSON.parse(e.data); } catch { return; } onMessage(m).catch((err) => showError(String(err))); };
-  ws.onerror = () => { if (!state.leaving) showError('The server is unreachable.'); };
-  ws.onclose = () => { if (!state.leaving) { showError(state.me ? 'Lost the connection to the server.' : 'Could not reach the server.'); leave(true); } };
+  ws.onmessage = (e) => { let m; try { m = JSON.parse(e.data); } catch { return; }
+    if (ws !== state.ws) return; // a socket left behind by a redirect
+    onMessage(m).catch((err) => showError(String(err))); };
+  ws.onerror = () => { if (!state.leaving && ws === state.ws) showError('The server is unreachable.'); };
+  ws.onclose = () => { if (!state.leaving && ws === state.ws) { showError(state.me ? 'Lost the connection to the server.' : 'Could not reach the server.'); leave(true); } };
 }
 
 function leave(fromServer) {

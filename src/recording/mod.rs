@@ -341,6 +341,71 @@ pub struct RecordingInfo {
     pub error: Option<String>,
 }
 
+/// The recordings in a directory, with each file's duration remembered by size so that a
+/// repeated scan (the cluster publishes its list every 2 s) reads only new or grown files.
+#[derive(Default)]
+pub struct Catalog {
+    /// id → (size when measured, duration then).
+    durations: std::collections::HashMap<String, (u64, f64)>,
+}
+
+impl Catalog {
+    /// Every `{id}.mp4` in `dir`, oldest first; `live` (recordings in progress) are listed
+    /// as they report themselves. Blocking: call off the async runtime.
+    pub fn scan(
+        &mut self,
+        dir: &std::path::Path,
+        live: &[RecordingInfo],
+    ) -> std::io::Result<Vec<RecordingInfo>> {
+        let mut out = Vec::new();
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(e),
+        };
+        let mut seen = std::collections::HashSet::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Some(id) = path.file_stem().and_then(|s| s.to_str()).map(str::to_owned) else {
+                continue;
+            };
+            if path.extension().is_none_or(|e| e != "mp4") || !valid_id(&id) {
+                continue;
+            }
+            if let Some(l) = live.iter().find(|l| l.id == id) {
+                out.push(l.clone());
+                continue;
+            }
+            let Some((room, started)) = parse_id(&id) else {
+                continue;
+            };
+            let size_bytes = std::fs::metadata(&path)?.len();
+            let duration_seconds = match self.durations.get(&id) {
+                Some(&(size, d)) if size == size_bytes => d,
+                _ => {
+                    let d = file_duration_seconds(&mut std::fs::File::open(&path)?)?;
+                    self.durations.insert(id.clone(), (size_bytes, d));
+                    d
+                }
+            };
+            seen.insert(id.clone());
+            out.push(RecordingInfo {
+                duration_seconds,
+                size_bytes,
+                id,
+                room,
+                started_at: utc_rfc3339(started),
+                active: false,
+                dropped_frames: 0,
+                error: None,
+            });
+        }
+        self.durations.retain(|id, _| seen.contains(id));
+        out.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+}
+
 /// Whether `id` is a safe file stem (no path tricks).
 pub fn valid_id(id: &str) -> bool {
     !id.is_empty()

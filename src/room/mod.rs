@@ -159,6 +159,36 @@ pub struct RoomSettings {
     pub layouts: LayoutSet,
 }
 
+/// What `GET /api/rooms` (and the cluster's room lists) say about a running room.
+#[derive(Debug, serde::Serialize)]
+pub struct LatenessMs {
+    pub p50: f64,
+    pub p99: f64,
+}
+
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomSummary {
+    pub room: String,
+    pub layout: String,
+    pub participants: Vec<ParticipantInfo>,
+    /// Each viewer's downlink: estimate, rung, frame rate, requested cap, loss, NACKs.
+    pub links: Vec<link::LinkInfo>,
+    pub active_speaker: Option<crate::ids::ParticipantId>,
+    pub video_encoders: u64,
+    pub video_frames_encoded: u64,
+    pub video_frames_decoded: u64,
+    pub dropped_inputs: u64,
+    /// Audio ticks so far, and how late they started (since the room started).
+    pub audio_ticks: u64,
+    pub audio_tick_lateness_ms: LatenessMs,
+    /// 20 ms frames concealed (packet missing at its turn), all participants.
+    pub audio_concealed: u64,
+    /// Opus/G.711/G.722 encodes in the last audio tick.
+    pub audio_encoders: u64,
+    pub recording: Option<crate::recording::RecordingInfo>,
+}
+
 /// Counters a room keeps for logs and tests (atomics written by the media threads).
 #[derive(Debug, Default)]
 pub struct RoomStats {
@@ -827,6 +857,31 @@ impl Room {
         self.video_tx.send(cmd).map_err(|_| RoomError::Closed)
     }
 
+    /// The room as the API lists it.
+    pub fn summary(&self) -> RoomSummary {
+        use std::sync::atomic::Ordering::Relaxed;
+        let s = &self.stats;
+        RoomSummary {
+            room: self.id.to_string(),
+            layout: self.layout(),
+            participants: self.participants(),
+            links: self.links(),
+            active_speaker: self.active_speaker(),
+            video_encoders: s.encoders.load(Relaxed),
+            video_frames_encoded: s.video_frames_encoded.load(Relaxed),
+            video_frames_decoded: s.video_frames_decoded.load(Relaxed),
+            dropped_inputs: s.dropped_inputs.load(Relaxed),
+            audio_ticks: s.audio_ticks.load(Relaxed),
+            audio_tick_lateness_ms: LatenessMs {
+                p50: s.audio_lateness.quantile(0.5).as_secs_f64() * 1e3,
+                p99: s.audio_lateness.quantile(0.99).as_secs_f64() * 1e3,
+            },
+            audio_concealed: s.audio_concealed.load(Relaxed),
+            audio_encoders: s.audio_encoders.load(Relaxed),
+            recording: self.recording_info(),
+        }
+    }
+
     /// Stops both media threads and waits for them; finalises a running recording.
     pub fn stop(&self) {
         let _ = self.audio_tx.send(AudioCmd::Stop);
@@ -962,6 +1017,10 @@ pub enum JoinError {
     Unavailable(String),
     #[error("the room is locked")]
     Locked,
+    /// The server is draining (about to be stopped): rooms already running take joins,
+    /// no new room starts here.
+    #[error("this server is draining and starts no new rooms; try another server")]
+    Draining,
 }
 
 /// All running rooms.
@@ -977,6 +1036,8 @@ pub struct Rooms {
     stopping: Mutex<Vec<JoinHandle<()>>>,
     /// Rooms started/finished, participants joined/left, recordings finished.
     pub events: Arc<server_events::ServerEvents>,
+    /// Set once the server drains: when it stops, whatever rooms are still running.
+    drain_deadline: Mutex<Option<std::time::Instant>>,
 }
 
 impl Rooms {
@@ -991,7 +1052,36 @@ impl Rooms {
             participants: std::sync::atomic::AtomicUsize::new(0),
             stopping: Mutex::new(Vec::new()),
             events: Arc::default(),
+            drain_deadline: Mutex::new(None),
         }
+    }
+
+    /// Starts draining: no new room starts here from now on; running rooms go on until
+    /// they empty or `deadline` passes (the server's main loop then stops). A second call
+    /// keeps the first deadline. Returns the deadline in force.
+    pub fn begin_drain(&self, within: std::time::Duration) -> std::time::Instant {
+        // Lock order: rooms before drain_deadline (as in `get_or_start`).
+        let running = lock(&self.rooms).len();
+        let mut d = lock(&self.drain_deadline);
+        *d.get_or_insert_with(|| {
+            tracing::info!(
+                rooms = running,
+                "draining: no new rooms; running rooms go on for at most {} s",
+                within.as_secs()
+            );
+            std::time::Instant::now() + within
+        })
+    }
+
+    /// The drain deadline, once draining.
+    pub fn drain_deadline(&self) -> Option<std::time::Instant> {
+        *lock(&self.drain_deadline)
+    }
+
+    /// Draining and done: no room left, or the deadline passed.
+    pub fn drained(&self, now: std::time::Instant) -> bool {
+        self.drain_deadline()
+            .is_some_and(|d| now >= d || lock(&self.rooms).is_empty())
     }
 
     pub fn settings(&self) -> &RoomSettings {
@@ -1112,6 +1202,9 @@ impl Rooms {
             let rooms = lock(&self.rooms);
             if let Some(r) = rooms.get(id) {
                 return Ok((r.clone(), false));
+            }
+            if self.drain_deadline().is_some() {
+                return Err(JoinError::Draining);
             }
             if rooms.len() >= max_rooms {
                 return Err(JoinError::ServerFull(format!("{max_rooms} rooms")));

@@ -94,9 +94,14 @@ pub async fn authorize(
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
     if origin_checked(&method, &path) {
         let h = req.headers();
+        let origin = header_str(h, header::ORIGIN);
+        // In a cluster, a page from any live node may reach the node its room lives on.
+        let peer_node =
+            || origin.is_some_and(|o| state.cluster.as_ref().is_some_and(|c| c.is_node_origin(o)));
         if let Err(e) = state
             .access
-            .check_origin(header_str(h, header::ORIGIN), header_str(h, header::HOST))
+            .check_origin(origin, header_str(h, header::HOST))
+            .or_else(|e| if peer_node() { Ok(()) } else { Err(e) })
         {
             tracing::debug!(%path, "refused: {e}");
             return refuse(&e);

@@ -39,6 +39,8 @@ pub struct AppState {
     pub rates: Mutex<Rates>,
     /// Tokens, admin key and allowed origins.
     pub access: crate::auth::Access,
+    /// Cluster mode: where rooms live (`None`: a single node).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// The per-source token buckets, one per request class.
@@ -75,33 +77,157 @@ fn asset(body: &'static str, ct: &'static str) -> Response {
         .into_response()
 }
 
-#[derive(Serialize)]
-struct Lateness {
-    p50: f64,
-    p99: f64,
+/// Where a join to `id` goes: here, or (cluster mode) another node. Errors are the
+/// cluster's refusals (Redis unreachable, no node can take a room).
+pub async fn place(
+    state: &AppState,
+    id: &crate::ids::RoomId,
+) -> Result<crate::cluster::Placement, crate::cluster::ClusterError> {
+    match &state.cluster {
+        None => Ok(crate::cluster::Placement::Local),
+        Some(c) => c.place(id).await,
+    }
+}
+
+/// A `307 Temporary Redirect` to the same path and query on the node that hosts `room`,
+/// if that is another live node (API calls and WHIP session requests that reach the wrong
+/// node).
+pub async fn redirect_to_owner(
+    state: &AppState,
+    room: &crate::ids::RoomId,
+    uri: &axum::http::Uri,
+) -> Option<Response> {
+    let owner = state.cluster.as_ref()?.owner_elsewhere(room).await?;
+    Some(temporary_redirect(&owner.public_url, uri))
+}
+
+/// `307` to `base` + the request's path and query.
+pub fn temporary_redirect(base: &str, uri: &axum::http::Uri) -> Response {
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let location = format!("{}{path}", base.trim_end_matches('/'));
+    match HeaderValue::from_str(&location) {
+        Ok(v) => (
+            StatusCode::TEMPORARY_REDIRECT,
+            [(header::LOCATION, v)],
+            format!("this room is hosted at {location}\n"),
+        )
+            .into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "bad node URL").into_response(),
+    }
+}
+
+/// Cluster mode: `/api/rooms/{room}/…` (moderation, recording control) for a room that
+/// runs on another node is answered `307` to the same call there.
+async fn to_room_node(
+    State(state): State<Arc<AppState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if state.cluster.is_some() {
+        let room = req
+            .uri()
+            .path()
+            .strip_prefix("/api/rooms/")
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|r| crate::ids::RoomId::parse(r).ok());
+        if let Some(room) = room {
+            if let Some(r) = redirect_to_owner(&state, &room, req.uri()).await {
+                return r;
+            }
+        }
+    }
+    next.run(req).await
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct DrainRequest {
+    /// Seconds running rooms may go on (default `[cluster] drain_deadline_s`).
+    deadline_seconds: Option<u32>,
 }
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct RoomSummary {
-    room: String,
-    layout: String,
-    participants: Vec<crate::room::ParticipantInfo>,
-    /// Each viewer's downlink: estimate, rung, frame rate, requested cap, loss, NACKs.
-    links: Vec<crate::room::link::LinkInfo>,
-    active_speaker: Option<crate::ids::ParticipantId>,
-    video_encoders: u64,
-    video_frames_encoded: u64,
-    video_frames_decoded: u64,
-    dropped_inputs: u64,
-    /// Audio ticks so far, and how late they started (since the room started).
-    audio_ticks: u64,
-    audio_tick_lateness_ms: Lateness,
-    /// 20 ms frames concealed (packet missing at its turn), all participants.
-    audio_concealed: u64,
-    /// Opus/G.711/G.722 encodes in the last audio tick.
-    audio_encoders: u64,
-    recording: Option<crate::recording::RecordingInfo>,
+struct DrainStatus {
+    draining: bool,
+    /// Seconds until the node stops whatever still runs.
+    deadline_in_seconds: Option<u64>,
+    rooms: usize,
+    participants: usize,
+}
+
+fn drain_status_now(rooms: &Rooms) -> DrainStatus {
+    let left = rooms.drain_deadline().map(|d| {
+        d.saturating_duration_since(std::time::Instant::now())
+            .as_secs()
+    });
+    DrainStatus {
+        draining: left.is_some(),
+        deadline_in_seconds: left,
+        rooms: rooms.list().len(),
+        participants: rooms.participant_count(),
+    }
+}
+
+/// `POST /api/admin/drain` (admin): this node starts no new room from now on; its running
+/// rooms go on until they empty or the deadline passes, then the process exits (as after
+/// SIGTERM in cluster mode). Body (optional): `{"deadlineSeconds": n}`.
+async fn drain(State(state): State<Arc<AppState>>, body: axum::body::Bytes) -> Response {
+    let req: DrainRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        DrainRequest::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return (StatusCode::BAD_REQUEST, format!("drain request: {e}")).into_response()
+            }
+        }
+    };
+    let secs = req
+        .deadline_seconds
+        .unwrap_or(state.config.cluster.drain_deadline_s);
+    if !(1..=86_400).contains(&secs) {
+        return (
+            StatusCode::BAD_REQUEST,
+            "deadlineSeconds must be between 1 and 86400",
+        )
+            .into_response();
+    }
+    state
+        .rooms
+        .begin_drain(std::time::Duration::from_secs(secs.into()));
+    (StatusCode::ACCEPTED, Json(drain_status_now(&state.rooms))).into_response()
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ClusterStatus {
+    /// This node's id (`null`: a single node, not in a cluster).
+    node: Option<String>,
+    /// Whether the last refresh reached Redis.
+    redis_up: bool,
+    /// Live nodes as last read from Redis (refreshed every 2 s).
+    nodes: Vec<crate::cluster::NodeRecord>,
+}
+
+/// `GET /api/cluster` (admin): this node's view of the cluster.
+async fn cluster_status(State(state): State<Arc<AppState>>) -> Json<ClusterStatus> {
+    Json(match &state.cluster {
+        None => ClusterStatus {
+            node: None,
+            redis_up: false,
+            nodes: Vec::new(),
+        },
+        Some(c) => ClusterStatus {
+            node: Some(c.me().to_string()),
+            redis_up: c.redis_up(),
+            nodes: c.nodes(),
+        },
+    })
+}
+
+async fn drain_status(State(state): State<Arc<AppState>>) -> Json<DrainStatus> {
+    Json(drain_status_now(&state.rooms))
 }
 
 /// Joins `name` to room `id` off the runtime (starting a room spawns threads and may
@@ -191,34 +317,21 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
-async fn list_rooms(State(state): State<Arc<AppState>>) -> Json<Vec<RoomSummary>> {
-    use std::sync::atomic::Ordering::Relaxed;
-    let mut out: Vec<RoomSummary> = state
+async fn list_rooms(State(state): State<Arc<AppState>>) -> Response {
+    let mut out: Vec<serde_json::Value> = state
         .rooms
         .list()
         .iter()
-        .map(|r| RoomSummary {
-            room: r.id.to_string(),
-            layout: r.layout(),
-            participants: r.participants(),
-            links: r.links(),
-            active_speaker: r.active_speaker(),
-            video_encoders: r.stats.encoders.load(Relaxed),
-            video_frames_encoded: r.stats.video_frames_encoded.load(Relaxed),
-            video_frames_decoded: r.stats.video_frames_decoded.load(Relaxed),
-            dropped_inputs: r.stats.dropped_inputs.load(Relaxed),
-            audio_ticks: r.stats.audio_ticks.load(Relaxed),
-            audio_tick_lateness_ms: Lateness {
-                p50: r.stats.audio_lateness.quantile(0.5).as_secs_f64() * 1e3,
-                p99: r.stats.audio_lateness.quantile(0.99).as_secs_f64() * 1e3,
-            },
-            audio_concealed: r.stats.audio_concealed.load(Relaxed),
-            audio_encoders: r.stats.audio_encoders.load(Relaxed),
-            recording: r.recording_info(),
-        })
+        .filter_map(|r| serde_json::to_value(r.summary()).ok())
         .collect();
-    out.sort_by(|a, b| a.room.cmp(&b.room));
-    Json(out)
+    if let Some(c) = &state.cluster {
+        for v in &mut out {
+            v["node"] = c.me().as_str().into();
+        }
+        out.extend(c.peer_lists(crate::cluster::List::Rooms).await);
+    }
+    out.sort_by(|a, b| a["room"].as_str().cmp(&b["room"].as_str()));
+    Json(out).into_response()
 }
 
 async fn ws_upgrade(
@@ -361,6 +474,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/rooms/{room}/recording",
             post(recordings::start).delete(recordings::stop),
         )
+        .route("/api/admin/drain", post(drain).get(drain_status))
+        .route("/api/cluster", get(cluster_status))
         .route("/api/recordings", get(recordings::list))
         .route("/api/recordings/{id}", get(recordings::download))
         .route("/whip/{room}", post(whip::post).options(whip::options))
@@ -377,6 +492,11 @@ pub fn router(state: Arc<AppState>) -> Router {
                 (StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
             }
         })
+        // Innermost: authorised calls about a room another node hosts go there.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            to_room_node,
+        ))
         // Outermost last: CORS headers go on every WHIP answer, 429 and 408 included, so a
         // browser on another origin can read why it was refused. Rates are counted before
         // credentials are checked (a guessing client is slowed down too).
@@ -399,6 +519,17 @@ pub async fn serve(
     rooms: Arc<Rooms>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_node(listener, config, rooms, None, shutdown).await
+}
+
+/// [`serve`] as a node of a cluster (`cluster`: `Some`).
+pub async fn serve_node(
+    listener: TcpListener,
+    config: Config,
+    rooms: Arc<Rooms>,
+    cluster: Option<Arc<crate::cluster::Cluster>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let tls = tls::server_config(&config).map_err(std::io::Error::other)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let state = Arc::new(AppState {
@@ -408,6 +539,7 @@ pub async fn serve(
         rates: Mutex::new(Rates::new(&config.http)),
         access: config.access(),
         config: Arc::new(config),
+        cluster,
     });
     let app = router(state.clone());
     // Housekeeping: hand memory freed by ended sessions back to the OS, at most every 5 s.

@@ -96,6 +96,12 @@ pub enum ServerMessage {
     ConnectionState {
         state: String,
     },
+    /// The room lives on another node of the cluster: connect to `url` (its WebSocket)
+    /// and send the same `join` there. This session stays in the lobby.
+    Redirect {
+        url: String,
+        node: String,
+    },
     /// The server is ending this session (e.g. shutting down).
     Bye {
         reason: String,

@@ -53,7 +53,32 @@ pub async fn stop(State(state): State<Arc<AppState>>, Path(room): Path<String>) 
     }
 }
 
+/// This node's recordings and, in a cluster, every live node's (each with its `node`).
 pub async fn list(State(state): State<Arc<AppState>>) -> Response {
+    let local = match local_list(&state).await {
+        Ok(l) => l,
+        Err(r) => return r,
+    };
+    let Some(c) = &state.cluster else {
+        return Json(local).into_response();
+    };
+    let mut all: Vec<serde_json::Value> = local
+        .iter()
+        .filter_map(|r| serde_json::to_value(r).ok())
+        .map(|mut v| {
+            v["node"] = c.me().as_str().into();
+            v
+        })
+        .collect();
+    all.extend(c.peer_lists(crate::cluster::List::Recordings).await);
+    all.sort_by(|a, b| {
+        (a["startedAt"].as_str(), a["id"].as_str())
+            .cmp(&(b["startedAt"].as_str(), b["id"].as_str()))
+    });
+    Json(all).into_response()
+}
+
+async fn local_list(state: &AppState) -> Result<Vec<RecordingInfo>, Response> {
     let dir = state.config.recording.dir.clone();
     let live: Vec<RecordingInfo> = state
         .rooms
@@ -61,56 +86,23 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Response {
         .iter()
         .filter_map(|r| r.recording_info())
         .collect();
-    let listed = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<RecordingInfo>> {
-        let mut out = Vec::new();
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(e),
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Some(id) = path.file_stem().and_then(|s| s.to_str()).map(str::to_owned) else {
-                continue;
-            };
-            if path.extension().is_none_or(|e| e != "mp4") || !recording::valid_id(&id) {
-                continue;
-            }
-            if let Some(l) = live.iter().find(|l| l.id == id) {
-                out.push(l.clone());
-                continue;
-            }
-            let Some((room, started)) = recording::parse_id(&id) else {
-                continue;
-            };
-            let mut file = std::fs::File::open(&path)?;
-            let size_bytes = file.metadata()?.len();
-            out.push(RecordingInfo {
-                duration_seconds: recording::file_duration_seconds(&mut file)?,
-                size_bytes,
-                id,
-                room,
-                started_at: recording::utc_rfc3339(started),
-                active: false,
-                dropped_frames: 0,
-                error: None,
-            });
-        }
-        out.sort_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)));
-        Ok(out)
-    })
-    .await;
+    let listed =
+        tokio::task::spawn_blocking(move || recording::Catalog::default().scan(&dir, &live)).await;
     match listed {
-        Ok(Ok(list)) => Json(list).into_response(),
-        Ok(Err(e)) => error(
+        Ok(Ok(list)) => Ok(list),
+        Ok(Err(e)) => Err(error(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("reading the recording directory: {e}"),
-        ),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        )),
+        Err(e) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     }
 }
 
-pub async fn download(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+pub async fn download(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    uri: axum::http::Uri,
+) -> Response {
     let id = id.strip_suffix(".mp4").unwrap_or(&id).to_owned();
     if !recording::valid_id(&id) {
         return error(StatusCode::BAD_REQUEST, "invalid recording id");
@@ -134,6 +126,12 @@ pub async fn download(State(state): State<Arc<AppState>>, Path(id): Path<String>
                 .into_response()
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // In a cluster the file may be on another node's disk.
+            if let Some(c) = &state.cluster {
+                if let Some(node) = c.recording_node(&id).await {
+                    return super::temporary_redirect(&node.public_url, &uri);
+                }
+            }
             error(StatusCode::NOT_FOUND, "no such recording")
         }
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),

@@ -97,6 +97,7 @@ pub async fn post(
     Path(room): Path<String>,
     Query(q): Query<HashMap<String, String>>,
     grant: Option<axum::Extension<crate::auth::JoinGrant>>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -117,6 +118,22 @@ pub async fn post(
         Ok(o) => o,
         Err((status, msg)) => return plain(status, msg),
     };
+    // In a cluster the room's node answers (RFC 9725 §4.5 allows redirecting the POST).
+    match super::place(&state, &room_id).await {
+        Ok(crate::cluster::Placement::Local) => {}
+        Ok(crate::cluster::Placement::Remote(node)) => {
+            return super::temporary_redirect(&node.public_url, &uri);
+        }
+        Err(e) => {
+            let mut resp = plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("room `{room_id}`: {e}"),
+            );
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return resp;
+        }
+    }
     // A viewer's own maximum picture (a phone asking for 360p): `?maxWidth=&maxHeight=`.
     let cap = match (dimension(&q, "maxWidth"), dimension(&q, "maxHeight")) {
         (Ok(w), Ok(h)) => (w, h),
@@ -286,6 +303,7 @@ async fn end(state: &AppState, session_id: &str) -> bool {
 pub async fn delete(
     State(state): State<Arc<AppState>>,
     Path((room, session)): Path<(String, String)>,
+    uri: axum::http::Uri,
 ) -> Response {
     // The token was checked for `room`: only that room's sessions may be ended with it.
     let in_room = state
@@ -295,10 +313,15 @@ pub async fn delete(
         .get(&session)
         .is_some_and(|s| s.room.id.as_str() == room);
     if in_room && end(&state, &session).await {
-        StatusCode::OK.into_response()
-    } else {
-        plain(StatusCode::NOT_FOUND, "no such WHIP session")
+        return StatusCode::OK.into_response();
     }
+    // A client that kept the node it first POSTed to: the session is on the room's node.
+    if let Ok(id) = RoomId::parse(&room) {
+        if let Some(r) = super::redirect_to_owner(&state, &id, &uri).await {
+            return r;
+        }
+    }
+    plain(StatusCode::NOT_FOUND, "no such WHIP session")
 }
 
 pub async fn patch() -> Response {

@@ -212,6 +212,22 @@ async fn handle(
                 Ok(n) => n,
                 Err(e) => return send(e),
             };
+            // The room's node checks its PIN and admits: send the client there first.
+            match super::place(state, &room_id).await {
+                Ok(crate::cluster::Placement::Local) => {}
+                Ok(crate::cluster::Placement::Remote(node)) => {
+                    return send(ServerMessage::Redirect {
+                        url: node.ws_url(),
+                        node: node.id.to_string(),
+                    });
+                }
+                Err(e) => {
+                    return send(ServerMessage::error(
+                        ErrorCode::Unavailable,
+                        format!("room `{room_id}`: {e}"),
+                    ))
+                }
+            }
             // A token for this room stands in for its PIN.
             let moderator = if grant.skips_pin {
                 Some(grant.moderator)
@@ -235,7 +251,7 @@ async fn handle(
                         JoinError::RoomFull(_) => ErrorCode::RoomFull,
                         JoinError::Locked => ErrorCode::RoomLocked,
                         JoinError::ServerFull(_) => ErrorCode::ServerFull,
-                        JoinError::Unavailable(_) => ErrorCode::Unavailable,
+                        JoinError::Unavailable(_) | JoinError::Draining => ErrorCode::Unavailable,
                     };
                     return send(ServerMessage::error(code, format!("room `{room_id}`: {e}")));
                 }

@@ -48,6 +48,42 @@ pub async fn incoming(bridge: Arc<Bridge>, mut tx: Transaction) {
         let _ = tx.reply(StatusCode::NotFound).await;
         return;
     };
+    if let Some(cluster) = bridge.cluster.get() {
+        match cluster.place(&room_id).await {
+            Ok(crate::cluster::Placement::Local) => {}
+            Ok(crate::cluster::Placement::Remote(node)) => {
+                let Some(contact) = &node.sip else {
+                    tracing::info!(room = %room_id, node = %node.id, "SIP call refused: the room's node has SIP off");
+                    let warning =
+                        Header::Warning("399 tessera \"the room's node takes no calls\"".into());
+                    let _ = tx
+                        .reply_with(StatusCode::TemporarilyUnavailable, vec![warning], None)
+                        .await;
+                    return;
+                };
+                let user = user.as_deref().unwrap_or(room_id.as_str());
+                let to = Header::Contact(format!("<sip:{user}@{contact}>").into());
+                let _ = tx
+                    .reply_with(StatusCode::MovedTemporarily, vec![to], None)
+                    .await;
+                return;
+            }
+            Err(e) => {
+                tracing::info!(room = %room_id, "SIP call refused: {e}");
+                let warning = Header::Warning(
+                    format!("399 tessera \"{}\"", e.to_string().replace('"', "'")).into(),
+                );
+                let _ = tx
+                    .reply_with(
+                        StatusCode::ServiceUnavailable,
+                        vec![Header::RetryAfter("5".into()), warning],
+                        None,
+                    )
+                    .await;
+                return;
+            }
+        }
+    }
     let offer = match sdp::parse_offer(&req.body) {
         Ok(o) => o,
         Err(e) => {
@@ -108,7 +144,7 @@ pub async fn incoming(bridge: Arc<Bridge>, mut tx: Transaction) {
             let code = match e {
                 JoinError::Locked => StatusCode::Forbidden,
                 JoinError::RoomFull(_) | JoinError::ServerFull(_) => StatusCode::BusyHere,
-                JoinError::Unavailable(_) => StatusCode::ServiceUnavailable,
+                JoinError::Unavailable(_) | JoinError::Draining => StatusCode::ServiceUnavailable,
             };
             tracing::info!(room = %room_id, "SIP call refused: {e}");
             let _ = tx.reply(code).await;

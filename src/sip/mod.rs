@@ -6,6 +6,9 @@
 //! carries DTMF; BYE ends the call from either side. Each call's media runs in its own task
 //! ([`call`]), which talks to the room like any other participant.
 //!
+//! In a cluster, a call to a room another node hosts is answered `302 Moved Temporarily`
+//! with that node's Contact (RFC 3261 §21.3.3); Redis unreachable for a new room → 503.
+//!
 //! Refusals: unknown or invalid room → 404, locked room (or, with access control on, a room
 //! without a PIN: phones carry no token) → 403, full room or server → 486,
 //! no common codec or no SDP offer → 488, too many calls from one source → 503.
@@ -52,6 +55,16 @@ pub struct SipServer {
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 impl SipServer {
+    /// The address calls are answered from (our Contact): where other nodes send phones.
+    pub fn contact(&self) -> SocketAddr {
+        self.bridge.local
+    }
+
+    /// Joins the bridge to a cluster (once, after the cluster has started).
+    pub fn set_cluster(&self, cluster: Arc<crate::cluster::Cluster>) {
+        let _ = self.bridge.cluster.set(cluster);
+    }
+
     pub fn stop(&self) {
         self.cancel.cancel();
     }
@@ -88,6 +101,8 @@ pub struct Bridge {
     pub closing: CancellationToken,
     /// Calls running now.
     pub calls: std::sync::atomic::AtomicUsize,
+    /// Cluster mode: calls to rooms hosted elsewhere get `302` to that node.
+    pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 /// Binds `addr` (UDP, then TCP on the same port) and serves calls until stopped.
@@ -134,6 +149,7 @@ pub async fn start(
         local,
         closing: CancellationToken::new(),
         calls: Default::default(),
+        cluster: Default::default(),
     });
     tokio::spawn(async move { endpoint.serve().await });
     tokio::spawn(accept_loop(bridge.clone(), incoming, cancel.clone()));

@@ -3,6 +3,8 @@
 //! decode what the MCU sends back.
 #![allow(dead_code)]
 
+pub mod sip_caller;
+
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use rtc::peer_connection::configuration::media_engine::{
@@ -225,6 +227,8 @@ pub struct Client {
     pub answer: String,
     /// The WebSocket's socket (WebSocket clients only), to keep it open past a vanish.
     pub ws_fd: Option<std::os::fd::RawFd>,
+    /// The server it ended up on (after following cluster redirects).
+    pub addr: SocketAddr,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -548,7 +552,8 @@ impl Client {
         Self::join_ws_token(addr, room, name, media, None).await
     }
 
-    /// [`Client::join_ws_at`] with an access token in the `join`.
+    /// [`Client::join_ws_at`] with an access token in the `join`. A cluster's `redirect`
+    /// is followed (at most 3 hops), as the web client does.
     pub async fn join_ws_token(
         addr: SocketAddr,
         room: &str,
@@ -556,6 +561,24 @@ impl Client {
         media: Media,
         token: Option<&str>,
     ) -> Client {
+        let mut addr = addr;
+        for _ in 0..4 {
+            match Self::join_ws_once(addr, room, name, media, token).await {
+                Ok(c) => return c,
+                Err(next) => addr = next,
+            }
+        }
+        panic!("more than 3 redirects joining {room}");
+    }
+
+    /// One attempt: the client, or the address a `redirect` names.
+    async fn join_ws_once(
+        addr: SocketAddr,
+        room: &str,
+        name: &str,
+        media: Media,
+        token: Option<&str>,
+    ) -> Result<Client, SocketAddr> {
         let received = Arc::new(Received::default());
         let (pc, offer, at, vt, assrc, vssrc) = make_peer(received.clone()).await;
         let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
@@ -623,6 +646,18 @@ impl Client {
             if v["type"] == "joined" {
                 break;
             }
+            if v["type"] == "redirect" {
+                let url = v["url"].as_str().expect("redirect url");
+                let next = url
+                    .strip_prefix("ws://")
+                    .and_then(|r| r.strip_suffix("/ws"))
+                    .and_then(|a| a.parse().ok())
+                    .unwrap_or_else(|| panic!("redirect to an unusable url: {v}"));
+                writer.abort();
+                reader.abort();
+                let _ = pc.close().await;
+                return Err(next);
+            }
             assert_ne!(v["type"], "error", "join failed: {v}");
         }
         out_tx
@@ -637,7 +672,7 @@ impl Client {
             .unwrap();
         let mut tasks = vec![writer, reader];
         tasks.extend(spawn_media(&answer, at, vt, assrc, vssrc, media));
-        Client {
+        Ok(Client {
             name: name.into(),
             pc,
             received,
@@ -646,8 +681,9 @@ impl Client {
             whip_location: None,
             answer,
             ws_fd,
+            addr,
             tasks,
-        }
+        })
     }
 
     /// Joins over WHIP with sendrecv transceivers (a full participant).
@@ -689,14 +725,37 @@ impl Client {
             .map(|a| ("Authorization", a))
             .into_iter()
             .collect();
-        let resp = http_with(
+        // A cluster node that does not host the room answers 307 with the room's node's
+        // WHIP URL (RFC 9725 §4.5): the POST is repeated there, at most 3 times.
+        let (mut addr, mut path) = (addr, format!("/whip/{room}?name={name}"));
+        let mut resp = http_with(
             addr,
             "POST",
-            &format!("/whip/{room}?name={name}"),
+            &path,
             &headers,
             Some(("application/sdp", offer.as_bytes())),
         )
         .await;
+        for _ in 0..3 {
+            if resp.status != 307 {
+                break;
+            }
+            let loc = resp
+                .header("location")
+                .expect("307 with a Location")
+                .to_owned();
+            let rest = loc.strip_prefix("http://").expect("absolute http Location");
+            let (host, p) = rest.split_at(rest.find('/').expect("a path"));
+            (addr, path) = (host.parse().expect("host:port"), p.to_owned());
+            resp = http_with(
+                addr,
+                "POST",
+                &path,
+                &headers,
+                Some(("application/sdp", offer.as_bytes())),
+            )
+            .await;
+        }
         assert_eq!(resp.status, 201, "WHIP POST: {}", resp.body);
         assert!(resp
             .header("content-type")
@@ -717,6 +776,7 @@ impl Client {
             ws_out: None,
             whip_location: Some(location),
             ws_fd: None,
+            addr,
             answer,
             tasks,
         }
@@ -977,7 +1037,7 @@ impl IsolatedClient {
                 End::Leave => {
                     rt.block_on(async {
                         if let Some(loc) = &client.whip_location {
-                            http(addr, "DELETE", loc, None).await;
+                            http(client.addr, "DELETE", loc, None).await;
                         }
                         if client.ws_out.is_some() {
                             client.signal(serde_json::json!({"type":"leave"}));
