@@ -36,6 +36,9 @@ isolated node tests/e2e/browser.test.mjs
 isolated node tests/e2e/secure.test.mjs
 # A browser and two SIP callers in one room.
 isolated node tests/e2e/sip_mixed.test.mjs
+# Two cluster nodes on a real redis-server: the web client follows a `redirect` to the
+# room's node by itself.
+isolated node tests/e2e/cluster.test.mjs
 # Shaped links between network namespaces of its own (ip netns; needs root).
 isolated node tests/e2e/weak_link.test.mjs
 echo "all tests passed"

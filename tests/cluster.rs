@@ -442,6 +442,121 @@ async fn joins_through_every_node_meet_in_one_room_and_see_and_hear_each_other()
     }
     let own = tessera::mixer::tone_power_at(heard, PHONE_TONE, 8_000.0);
     assert!(own < HEARD / 10.0, "the phone hears itself ({own:.3e})");
+
+    // Every node's /metrics (read by the strict OpenMetrics parser) shows the cluster; the
+    // nodes that redirected count their redirects.
+    let mut redirects = 0.0;
+    for n in &nodes {
+        let m = parse_openmetrics(&http(n.http, "GET", "/metrics", None).await.body);
+        assert_eq!(m.get("tessera_cluster_redis_up{}"), Some(&1.0), "{}", n.id);
+        assert_eq!(m.get("tessera_cluster_nodes{}"), Some(&3.0), "{}", n.id);
+        redirects += m
+            .get("tessera_cluster_redirects_total{}")
+            .copied()
+            .unwrap_or(0.0);
+    }
+    // Green (WebSocket), Blue (WHIP) and the phone (SIP) entered elsewhere.
+    assert!(redirects >= 3.0, "redirects counted: {redirects}");
+    drop(redis);
+}
+
+/// `(status, Location)` of a call expected to be redirected to the room's node.
+async fn redirected(at: SocketAddr, method: &str, path: &str, body: Option<&str>) -> String {
+    let r = http(
+        at,
+        method,
+        path,
+        body.map(|b| ("application/json", b.as_bytes())),
+    )
+    .await;
+    assert_eq!(
+        r.status, 307,
+        "{method} {path} at {at}: {} {}",
+        r.status, r.body
+    );
+    r.header("location").expect("a Location").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_spans_the_cluster_and_sends_room_calls_to_the_room_s_node() {
+    let redis = Redis::start();
+    let nodes = [Node::start(&redis, "n1"), Node::start(&redis, "n2")];
+    wait_for_nodes(nodes[0].http, 2, |_| true).await;
+    let (_ws, owner) = ws_join(nodes[1].http, "rec").await;
+    let o = nodes.iter().find(|n| n.http == owner).unwrap();
+    let other = nodes.iter().find(|n| n.http != owner).unwrap().http;
+
+    // Recording control asked of the other node goes to the room's node.
+    let loc = redirected(other, "POST", "/api/rooms/rec/recording", None).await;
+    assert_eq!(loc, format!("http://{owner}/api/rooms/rec/recording"));
+    let info = json(owner, "POST", "/api/rooms/rec/recording", None).await;
+    let id = info["id"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    redirected(other, "DELETE", "/api/rooms/rec/recording", None).await;
+    json(owner, "DELETE", "/api/rooms/rec/recording", None).await;
+    // So do moderation calls.
+    let loc = redirected(
+        other,
+        "POST",
+        "/api/rooms/rec/mute-all",
+        Some(r#"{"muted":true}"#),
+    )
+    .await;
+    assert_eq!(loc, format!("http://{owner}/api/rooms/rec/mute-all"));
+
+    // Both nodes list the recording, on its node; a download asked of the other node is
+    // sent there.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let list = json(other, "GET", "/api/recordings", None).await;
+        // (A list published while it was being written shows it active: wait for the next.)
+        let hit = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id.as_str())
+            .cloned();
+        if let Some(r) = hit.filter(|r| r["active"] == false) {
+            assert_eq!(r["node"], o.id.as_str(), "{r}");
+            assert!(r["durationSeconds"].as_f64() > Some(1.0), "{r}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "recording {id} not listed at {other}: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let path = format!("/api/recordings/{id}");
+    let loc = redirected(other, "GET", &path, None).await;
+    assert_eq!(loc, format!("http://{owner}{path}"));
+    let file = http(owner, "GET", &path, None).await;
+    assert_eq!(file.status, 200);
+    assert_eq!(file.header("content-type"), Some("video/mp4"));
+    let rooms = json(other, "GET", "/api/rooms", None).await;
+    assert!(
+        rooms
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["room"] == "rec" && r["node"] == o.id.as_str()),
+        "{rooms}"
+    );
+
+    // A page served by another live node may open the room node's WebSocket (the web
+    // client follows redirects across origins); a page from anywhere else may not.
+    let upgrade = |origin: String| async move {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut req = format!("ws://{owner}/ws").into_client_request().unwrap();
+        req.headers_mut().insert("origin", origin.parse().unwrap());
+        match tokio_tungstenite::connect_async(req).await {
+            Ok(_) => 101,
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => r.status().as_u16(),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(upgrade(format!("http://{other}")).await, 101);
+    assert_eq!(upgrade("http://127.0.0.1:1".into()).await, 403);
     drop(redis);
 }
 

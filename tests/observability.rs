@@ -5,7 +5,6 @@
 mod common;
 
 use common::*;
-use std::collections::HashMap;
 use std::time::Duration;
 
 const SECRET: &str = "observability-secret-observability!!";
@@ -35,46 +34,6 @@ fn join_token(room: &str, name: &str) -> String {
             },
         })
         .unwrap()
-}
-
-/// Samples keyed by `name{label="v",…}` (labels sorted), as the strict parser read them.
-type Samples = HashMap<String, f64>;
-
-const PARSER: &str = r#"
-import json, sys
-from prometheus_client.openmetrics.parser import text_string_to_metric_families
-out = {}
-for fam in text_string_to_metric_families(sys.stdin.read()):
-    for s in fam.samples:
-        labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
-        out[f"{s.name}{{{labels}}}"] = s.value
-print(json.dumps(out))
-"#;
-
-fn parse_openmetrics(text: &str) -> Samples {
-    use std::io::Write;
-    // Debian's interpreter, where `python3-prometheus-client` is installed (a `python3`
-    // earlier on PATH, e.g. pyenv's, would not have it).
-    let mut child = std::process::Command::new("/usr/bin/python3")
-        .args(["-c", PARSER])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("/usr/bin/python3 (scripts/setup.sh --test installs it)");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "the OpenMetrics parser refused /metrics: {}\n---\n{text}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 async fn scrape(server: &TestServer) -> Samples {

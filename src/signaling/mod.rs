@@ -303,8 +303,13 @@ async fn events(State(state): State<Arc<AppState>>) -> Response {
 
 /// Prometheus scrape (admin): encoded off the runtime (it walks every room).
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let rooms = state.rooms.clone();
-    match tokio::task::spawn_blocking(move || prometheus::Snapshot::take(&rooms).encode()).await {
+    let (rooms, cluster) = (state.rooms.clone(), state.cluster.clone());
+    let encode = move || {
+        prometheus::Snapshot::take(&rooms)
+            .with_cluster(cluster.as_deref())
+            .encode()
+    };
+    match tokio::task::spawn_blocking(encode).await {
         Ok(text) => (
             [(
                 header::CONTENT_TYPE,

@@ -73,6 +73,16 @@ pub struct Snapshot {
     totals: Vec<(&'static str, &'static str, u64)>,
     process_cpu_seconds: f64,
     process_rss_bytes: u64,
+    draining: bool,
+    /// Cluster mode only: Redis reachable, live nodes, then counters.
+    cluster: Option<ClusterSnap>,
+}
+
+#[derive(Debug, Default)]
+struct ClusterSnap {
+    redis_up: bool,
+    nodes: usize,
+    counters: Vec<(&'static str, &'static str, u64)>,
 }
 
 fn kind_index(k: ParticipantKind) -> usize {
@@ -303,10 +313,45 @@ impl Snapshot {
         ];
         out.process_cpu_seconds = crate::metrics::process_cpu_ns() as f64 / 1e9;
         out.process_rss_bytes = rss_bytes();
+        out.draining = rooms.drain_deadline().is_some();
         out
     }
 
     /// The OpenMetrics text exposition.
+    /// Adds the cluster's gauges and counters (cluster mode).
+    pub fn with_cluster(mut self, c: Option<&crate::cluster::Cluster>) -> Self {
+        self.cluster = c.map(|c| {
+            let st = &c.stats;
+            ClusterSnap {
+                redis_up: c.redis_up(),
+                nodes: c.nodes().len(),
+                counters: vec![
+                    (
+                        "tessera_cluster_redirects",
+                        "Joins sent to the node that hosts their room (WebSocket, WHIP, SIP)",
+                        st.redirects.load(Relaxed),
+                    ),
+                    (
+                        "tessera_cluster_placements",
+                        "New rooms this node placed (on itself or another node)",
+                        st.placements.load(Relaxed),
+                    ),
+                    (
+                        "tessera_cluster_store_refusals",
+                        "Joins to new rooms refused because Redis was unreachable",
+                        st.store_refusals.load(Relaxed),
+                    ),
+                    (
+                        "tessera_cluster_lost_claims",
+                        "Renewals that found a running room claimed by another node",
+                        st.lost_claims.load(Relaxed),
+                    ),
+                ],
+            }
+        });
+        self
+    }
+
     pub fn encode(self) -> String {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(self));
@@ -362,6 +407,29 @@ impl Collector for Snapshot {
             "Rooms running",
             &[(vec![], self.rooms.len() as f64)],
         )?;
+        gauge(
+            &mut enc,
+            "tessera_draining",
+            "1 while the node drains (starts no new rooms)",
+            &[(vec![], f64::from(u8::from(self.draining)))],
+        )?;
+        if let Some(c) = &self.cluster {
+            gauge(
+                &mut enc,
+                "tessera_cluster_redis_up",
+                "1 if the last refresh reached Redis",
+                &[(vec![], f64::from(u8::from(c.redis_up)))],
+            )?;
+            gauge(
+                &mut enc,
+                "tessera_cluster_nodes",
+                "Live nodes as last read from Redis",
+                &[(vec![], c.nodes as f64)],
+            )?;
+            for (name, help, v) in &c.counters {
+                counter(&mut enc, name, help, &[(vec![], *v)])?;
+            }
+        }
         let by_kind: Vec<(Vec<(&str, &str)>, f64)> = (0..3)
             .map(|k| {
                 let n: u64 = self.rooms.iter().map(|r| r.by_kind[k]).sum();
