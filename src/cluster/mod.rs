@@ -43,6 +43,10 @@ pub const NODE_TTL: Duration = Duration::from_secs(5);
 pub const CLAIM_TTL: Duration = Duration::from_secs(15);
 /// How long a placement counts on the chosen node before its record reports the room.
 const PLACING_TTL: Duration = Duration::from_secs(10);
+/// After Redis starts empty (first start, restart without persistence, flush), no new room
+/// is placed until every node has had a refresh to re-claim its running rooms: otherwise a
+/// join could start a second copy of a room that runs on a node that has not renewed yet.
+pub const SETTLE: Duration = Duration::from_millis(3000);
 /// Every Redis command gives up after this (the join waiting on it is refused).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 /// Entries of a node's published recording list (newest kept).
@@ -61,6 +65,11 @@ fn placing_key(id: &str) -> String {
 }
 fn nodes_key() -> String {
     format!("{PREFIX}nodes")
+}
+/// When Redis first held cluster data (gone after a restart without persistence or a
+/// flush: then it is set again and the cluster settles).
+fn since_key() -> String {
+    format!("{PREFIX}since")
 }
 
 /// `{owner, alive}`: the claim's node ("" if none) and whether its record exists.
@@ -112,12 +121,15 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 ";
 
-/// Live records with the rooms placed on them in the last ARGV[3] ms, flattened
-/// `[json, "room1,room2", …]`; ids whose record expired are removed from the set.
+/// How old Redis's cluster data is (ms, from the `since` marker KEYS[2], set now if
+/// missing), then the live records with the rooms placed on them in the last ARGV[3] ms:
+/// `[age, json, "room1,room2", …]`. Ids whose record expired are removed from the set.
 const NODES: &str = r"
 local t = redis.call('TIME')
-local since = t[1] * 1000 + math.floor(t[2] / 1000) - tonumber(ARGV[3])
-local out = {}
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+redis.call('SET', KEYS[2], now, 'NX')
+local out = {tostring(now - tonumber(redis.call('GET', KEYS[2])))}
+local since = now - tonumber(ARGV[3])
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local v = redis.call('GET', ARGV[1] .. id)
   if v then
@@ -141,6 +153,11 @@ pub enum ClusterError {
     Store(String),
     #[error("no node in the cluster can start a room now (every node is draining or full)")]
     NoNode,
+    #[error(
+        "the cluster's Redis has just started empty: nodes are re-claiming their running \
+         rooms, new rooms are placed again within 3 s"
+    )]
+    Settling,
 }
 
 impl From<redis::RedisError> for ClusterError {
@@ -200,6 +217,10 @@ pub struct Cluster {
     known: Mutex<Vec<NodeRecord>>,
     /// Whether the last refresh reached Redis.
     redis_up: AtomicBool,
+    /// Whether Redis's data was older than [`SETTLE`] at the last read.
+    settled: AtomicBool,
+    /// Random per process: tells this process's record from another's under the same id.
+    instance: String,
     pub stats: ClusterStats,
     stop: CancellationToken,
     /// CPU seconds used and when, at the last refresh (for the record's `cpu`).
@@ -242,6 +263,8 @@ impl Cluster {
             config,
             known: Mutex::new(Vec::new()),
             redis_up: AtomicBool::new(false),
+            settled: AtomicBool::new(false),
+            instance: format!("{:016x}", rand::random::<u64>()),
             stats: ClusterStats::default(),
             stop: CancellationToken::new(),
             cpu_mark: Mutex::new((process_cpu_seconds(), std::time::Instant::now())),
@@ -261,6 +284,12 @@ impl Cluster {
     /// Whether the last refresh reached Redis.
     pub fn redis_up(&self) -> bool {
         self.redis_up.load(Ordering::Relaxed)
+    }
+
+    /// Whether this node would place a new room now: Redis reachable and settled, and the
+    /// node not draining (it still sends new rooms to other nodes while draining).
+    pub fn placing(&self) -> bool {
+        self.redis_up() && self.settled.load(Ordering::Relaxed)
     }
 
     /// Live nodes as last read (this one included once it has published).
@@ -317,8 +346,12 @@ impl Cluster {
                 }
                 continue; // its record expired in between: look again
             }
-            // Unclaimed, or held by a node that is gone (or draining here): place it.
-            let nodes = self.read_nodes().await?;
+            // Unclaimed, or held by a node that is gone (or draining here): place it, once
+            // every node has re-claimed what it runs.
+            let (age, nodes) = self.read_nodes().await?;
+            if age < SETTLE {
+                return Err(ClusterError::Settling);
+            }
             let Some(target) = placement::choose(&nodes).cloned() else {
                 return Err(ClusterError::NoNode);
             };
@@ -374,22 +407,30 @@ impl Cluster {
         Ok(self
             .read_nodes()
             .await?
+            .1
             .into_iter()
             .map(|(n, _)| n)
             .find(|n| n.id.as_str() == id))
     }
 
-    /// Live records and their recent placements; updates the cached list.
-    async fn read_nodes(&self) -> Result<Vec<(NodeRecord, usize)>, ClusterError> {
+    /// How old Redis's cluster data is, and the live records with their recent
+    /// placements; updates the cached list.
+    async fn read_nodes(&self) -> Result<(Duration, Vec<(NodeRecord, usize)>), ClusterError> {
         let mut conn = self.conn.clone();
         let flat: Vec<String> = redis::Script::new(NODES)
             .key(nodes_key())
+            .key(since_key())
             .arg(node_key(""))
             .arg(placing_key(""))
             .arg(PLACING_TTL.as_millis() as u64)
             .invoke_async(&mut conn)
             .await?;
-        let nodes: Vec<(NodeRecord, usize)> = flat
+        let age = flat
+            .first()
+            .and_then(|a| a.parse().ok())
+            .map_or(Duration::ZERO, Duration::from_millis);
+        self.settled.store(age >= SETTLE, Ordering::Relaxed);
+        let nodes: Vec<(NodeRecord, usize)> = flat[1.min(flat.len())..]
             .chunks_exact(2)
             .filter_map(|c| {
                 let rec: NodeRecord = serde_json::from_str(&c[0]).ok()?;
@@ -398,14 +439,14 @@ impl Cluster {
             })
             .collect();
         *lock(&self.known) = nodes.iter().map(|(n, _)| n.clone()).collect();
-        Ok(nodes)
+        Ok((age, nodes))
     }
 
     /// Other live nodes' published lists, each entry given a `node` field. Empty when Redis
     /// is unreachable (the caller lists what it has itself).
     pub async fn peer_lists(&self, which: List) -> Vec<serde_json::Value> {
         let peers: Vec<NodeId> = match self.read_nodes().await {
-            Ok(n) => n
+            Ok((_, n)) => n
                 .into_iter()
                 .map(|(n, _)| n.id)
                 .filter(|id| *id != self.me)
@@ -528,7 +569,7 @@ impl Cluster {
             .arg(serde_json::to_string(&record).unwrap_or_default())
             .arg("PX")
             .arg(ttl)
-            .ignore()
+            .arg("GET")
             .cmd("SADD")
             .arg(nodes_key())
             .arg(me)
@@ -556,7 +597,28 @@ impl Cluster {
                 .arg(CLAIM_TTL.as_millis() as u64);
         }
         let mut conn = self.conn.clone();
-        let owners: Vec<String> = pipe.query_async(&mut conn).await?;
+        let (previous, owners): (Option<String>, Vec<String>) = {
+            let mut v: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+            let owners = v.split_off(1.min(v.len()));
+            let previous = v
+                .pop()
+                .and_then(|p| redis::from_redis_value::<Option<String>>(p).ok())
+                .flatten();
+            let owners = owners
+                .into_iter()
+                .filter_map(|o| redis::from_redis_value::<String>(o).ok())
+                .collect();
+            (previous, owners)
+        };
+        if let Some(prev) = previous.and_then(|p| serde_json::from_str::<NodeRecord>(&p).ok()) {
+            if prev.instance != self.instance {
+                tracing::error!(
+                    node = %self.me, other = %prev.public_url,
+                    "another process publishes under this node id: give every node its own \
+                     --node-id (joins are misrouted until then)"
+                );
+            }
+        }
         for (room, owner) in running.iter().zip(owners) {
             if owner != me {
                 self.stats.lost_claims.fetch_add(1, Ordering::Relaxed);
@@ -603,6 +665,7 @@ impl Cluster {
             max_rooms: c.max_rooms,
             max_participants: c.max_participants_total,
             room_names: running.iter().map(|r| r.id.to_string()).collect(),
+            instance: self.instance.clone(),
             version: env!("CARGO_PKG_VERSION").into(),
         }
     }

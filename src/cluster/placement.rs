@@ -28,6 +28,8 @@ pub struct NodeRecord {
     pub max_participants: usize,
     /// The rooms running on it (so that a recent placement is not counted twice).
     pub room_names: Vec<String>,
+    /// Random per process (two processes given the same id are told apart and reported).
+    pub instance: String,
     pub version: String,
 }
 
@@ -108,6 +110,7 @@ mod tests {
             max_rooms: 10,
             max_participants: 100,
             room_names: (0..rooms).map(|i| format!("r{i}")).collect(),
+            instance: "0".into(),
             version: "test".into(),
         }
     }

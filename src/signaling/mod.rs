@@ -206,6 +206,9 @@ struct ClusterStatus {
     node: Option<String>,
     /// Whether the last refresh reached Redis.
     redis_up: bool,
+    /// Whether new rooms can be placed now (Redis reachable, and its data older than the
+    /// 3 s it takes every node to re-claim its rooms after Redis starts empty).
+    placing: bool,
     /// Live nodes as last read from Redis (refreshed every 2 s).
     nodes: Vec<crate::cluster::NodeRecord>,
 }
@@ -216,11 +219,13 @@ async fn cluster_status(State(state): State<Arc<AppState>>) -> Json<ClusterStatu
         None => ClusterStatus {
             node: None,
             redis_up: false,
+            placing: true,
             nodes: Vec::new(),
         },
         Some(c) => ClusterStatus {
             node: Some(c.me().to_string()),
             redis_up: c.redis_up(),
+            placing: c.placing(),
             nodes: c.nodes(),
         },
     })

@@ -56,7 +56,7 @@ async function main() {
   log('nodes at', n1, n2);
   await waitFor('both nodes to see each other', async () => {
     const [a, b] = await Promise.all([api(n1, '/api/cluster'), api(n2, '/api/cluster')]);
-    return { ok: a.nodes.length === 2 && b.nodes.length === 2, a, b };
+    return { ok: a.nodes.length === 2 && b.nodes.length === 2 && a.placing && b.placing, a, b };
   }, 20_000);
   const browser = await chromium.launch({
     executablePath: CHROMIUM, headless: true, args: [...CHROMIUM_ARGS, '--allow-loopback-in-peer-connection'],
