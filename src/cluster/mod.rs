@@ -172,7 +172,7 @@ pub enum Placement {
     /// This node hosts the room (it runs here, or was just claimed for this node).
     Local,
     /// Another node does: send the client there.
-    Remote(NodeRecord),
+    Remote(Box<NodeRecord>),
 }
 
 /// Which published list [`Cluster::peer_lists`] reads.
@@ -342,7 +342,7 @@ impl Cluster {
                     return Ok(Placement::Local);
                 }
                 if let Some(n) = self.record_of(&owner).await? {
-                    return Ok(Placement::Remote(n));
+                    return Ok(Placement::Remote(Box::new(n)));
                 }
                 continue; // its record expired in between: look again
             }
@@ -371,7 +371,7 @@ impl Cluster {
                 return Ok(if winner == self.me.as_str() {
                     Placement::Local
                 } else {
-                    Placement::Remote(target)
+                    Placement::Remote(Box::new(target))
                 });
             }
             // Another node placed it first: follow its choice on the next pass.
