@@ -978,6 +978,66 @@ mod tests {
     }
 
     #[test]
+    fn cluster_settings_are_checked_and_flags_win() {
+        let mut c = Config::from_toml(
+            r#"
+            redis_url = "redis://127.0.0.1:6379"
+            node_id = "mcu-1"
+            public_url = "https://mcu1.example.org"
+            [cluster]
+            drain_deadline_s = 600
+            "#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.cluster.drain_deadline_s, 600);
+        c.apply_cli(&Cli {
+            redis_url: Some("redis://:pw@10.0.0.2:6380/1".into()),
+            node_id: Some("mcu-2".into()),
+            public_url: Some("http://10.0.0.3:8080/".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.node_id.as_deref(), Some("mcu-2"));
+        let field = |tweak: &dyn Fn(&mut Config)| {
+            let mut c = Config::default();
+            c.redis_url = Some("redis://127.0.0.1".into());
+            tweak(&mut c);
+            match c.validate() {
+                Err(ConfigError::Invalid { field, .. }) => field,
+                other => panic!("accepted: {other:?}"),
+            }
+        };
+        assert_eq!(
+            field(&|c| c.redis_url = Some("http://x".into())),
+            "redis_url"
+        );
+        assert_eq!(field(&|c| c.node_id = Some("a b".into())), "node_id");
+        assert_eq!(field(&|c| c.node_id = Some("x".repeat(65))), "node_id");
+        assert_eq!(
+            field(&|c| c.public_url = Some("mcu.example.org".into())),
+            "public_url"
+        );
+        assert_eq!(
+            field(&|c| c.public_url = Some("https://h/path".into())),
+            "public_url"
+        );
+        assert_eq!(
+            field(&|c| c.cluster.drain_deadline_s = 0),
+            "cluster.drain_deadline_s"
+        );
+        // Other nodes cannot send clients to 0.0.0.0: a public URL is required there.
+        assert_eq!(
+            field(&|c| {
+                c.listen = "0.0.0.0:8080".parse().unwrap();
+                c.api_secret = Some("0123456789abcdef0123456789abcdef".into());
+            }),
+            "public_url"
+        );
+    }
+
+    #[test]
     fn toml_file_overrides_defaults_and_rejects_unknown_keys() {
         let c = Config::from_toml(
             r#"

@@ -886,3 +886,54 @@ fn common_offer() -> String {
      a=setup:actpass\r\na=sendrecv\r\na=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\n"
         .to_owned()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_node_drains_too_keeping_its_rooms_and_refusing_new_ones() {
+    let server = TestServer::start().await;
+    let (_a, v) = ws_join_only(server.addr, "running", "A").await;
+    assert_eq!(v["type"], "joined", "{v}");
+    let r = http(
+        server.addr,
+        "POST",
+        "/api/admin/drain",
+        Some(("application/json", b"{\"deadlineSeconds\": 30}")),
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let d: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(d["draining"], true);
+    assert!(d["deadlineInSeconds"].as_u64() <= Some(30), "{d}");
+    // The running room still takes joins; a new one is refused, clearly, on every path.
+    let (_b, v) = ws_join_only(server.addr, "running", "B").await;
+    assert_eq!(v["type"], "joined", "{v}");
+    let (_c, v) = ws_join_only(server.addr, "new", "C").await;
+    assert_eq!(v["code"], "unavailable", "{v}");
+    assert!(v["message"].as_str().unwrap().contains("draining"), "{v}");
+    let r = http_with(
+        server.addr,
+        "POST",
+        "/whip/new",
+        &[],
+        Some(("application/sdp", common_offer().as_bytes())),
+    )
+    .await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    // Bad drain requests are refused without draining anything further.
+    for body in [
+        &b"{\"deadlineSeconds\": 0}"[..],
+        b"{\"deadline\": 5}",
+        b"[1",
+    ] {
+        let r = http(
+            server.addr,
+            "POST",
+            "/api/admin/drain",
+            Some(("application/json", body)),
+        )
+        .await;
+        assert_eq!(r.status, 400, "{}", r.body);
+    }
+    let c = json(server.addr, "GET", "/api/cluster", None).await;
+    assert!(c["node"].is_null(), "{c}");
+    server.stop().await;
+}
