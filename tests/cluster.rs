@@ -809,14 +809,7 @@ async fn without_redis_running_rooms_go_on_new_ones_are_refused_and_nodes_recove
         assert_eq!(v["type"], "error", "{v}");
         assert_eq!(v["code"], "unavailable", "{v}");
         assert!(v["message"].as_str().unwrap().contains("Redis"), "{v}");
-        let r = http_with(
-            n.http,
-            "POST",
-            "/whip/brand-new",
-            &[],
-            Some(("application/sdp", common_offer().as_bytes())),
-        )
-        .await;
+        let r = whip_offer(n.http, "brand-new").await;
         assert_eq!(r.status, 503, "WHIP without Redis: {}", r.body);
         assert!(r.body.contains("Redis"), "{}", r.body);
     }
@@ -877,14 +870,22 @@ async fn without_redis_running_rooms_go_on_new_ones_are_refused_and_nodes_recove
     drop(redis);
 }
 
-/// A minimal valid SDP offer (audio only) for WHIP refusals.
-fn common_offer() -> String {
-    "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
+/// A WHIP `POST` of a minimal valid audio-only offer (for refusals).
+async fn whip_offer(at: SocketAddr, room: &str) -> HttpResponse {
+    let offer = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0\r\n\
      m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\n\
      a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n\
      a=fingerprint:sha-256 00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00:00\r\n\
-     a=setup:actpass\r\na=sendrecv\r\na=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\n"
-        .to_owned()
+     a=setup:actpass\r\na=sendrecv\r\na=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\n";
+    let path = format!("/whip/{room}");
+    http_with(
+        at,
+        "POST",
+        &path,
+        &[],
+        Some(("application/sdp", offer.as_bytes())),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -909,14 +910,7 @@ async fn a_single_node_drains_too_keeping_its_rooms_and_refusing_new_ones() {
     let (_c, v) = ws_join_only(server.addr, "new", "C").await;
     assert_eq!(v["code"], "unavailable", "{v}");
     assert!(v["message"].as_str().unwrap().contains("draining"), "{v}");
-    let r = http_with(
-        server.addr,
-        "POST",
-        "/whip/new",
-        &[],
-        Some(("application/sdp", common_offer().as_bytes())),
-    )
-    .await;
+    let r = whip_offer(server.addr, "new").await;
     assert_eq!(r.status, 503, "{}", r.body);
     // Bad drain requests are refused without draining anything further.
     for body in [

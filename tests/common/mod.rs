@@ -728,26 +728,9 @@ impl Client {
         // A cluster node that does not host the room answers 307 with the room's node's
         // WHIP URL (RFC 9725 §4.5): the POST is repeated there, at most 3 times.
         let (mut addr, mut path) = (addr, format!("/whip/{room}?name={name}"));
-        let mut resp = http_with(
-            addr,
-            "POST",
-            &path,
-            &headers,
-            Some(("application/sdp", offer.as_bytes())),
-        )
-        .await;
-        for _ in 0..3 {
-            if resp.status != 307 {
-                break;
-            }
-            let loc = resp
-                .header("location")
-                .expect("307 with a Location")
-                .to_owned();
-            let rest = loc.strip_prefix("http://").expect("absolute http Location");
-            let (host, p) = rest.split_at(rest.find('/').expect("a path"));
-            (addr, path) = (host.parse().expect("host:port"), p.to_owned());
-            resp = http_with(
+        let mut hops = 0;
+        let resp = loop {
+            let resp = http_with(
                 addr,
                 "POST",
                 &path,
@@ -755,7 +738,15 @@ impl Client {
                 Some(("application/sdp", offer.as_bytes())),
             )
             .await;
-        }
+            if resp.status != 307 || hops == 3 {
+                break resp;
+            }
+            hops += 1;
+            let loc = resp.header("location").expect("307 with a Location");
+            let rest = loc.strip_prefix("http://").expect("absolute http Location");
+            let (host, p) = rest.split_at(rest.find('/').expect("a path"));
+            (addr, path) = (host.parse().expect("host:port"), p.to_owned());
+        };
         assert_eq!(resp.status, 201, "WHIP POST: {}", resp.body);
         assert!(resp
             .header("content-type")
