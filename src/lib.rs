@@ -41,6 +41,12 @@
 //! `mixer`, `compositor`, `layout`, `media::jitter` and `room::clock` take time as an
 //! argument and touch no sockets: they are unit-tested directly.
 //!
+//! ## Several nodes
+//! With a Redis URL, `cluster` publishes the node's record and claims each room for one
+//! node (Lua compare-and-set); signaling asks it where a join goes and redirects the
+//! client (WebSocket `redirect`, WHIP 307, SIP 302). The placement rule
+//! (`cluster::placement`) is pure.
+//!
 //! ## Errors
 //! Network and user input never panic: each module returns its own `thiserror` type and a
 //! failing participant only loses its own session. Every `expect` states why it cannot

@@ -11,6 +11,7 @@ use common::*;
 use futures_util::{SinkExt, StreamExt};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tessera::media::frame::rgb_to_yuv;
 use tessera::media::I420Frame;
@@ -109,6 +110,10 @@ impl Drop for TempDir {
 
 impl Node {
     fn start(redis: &Redis, id: &str) -> Self {
+        Self::start_with_url(&redis.url(), id)
+    }
+
+    fn start_with_url(redis_url: &str, id: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("tessera-cluster-{:x}", rand::random::<u64>()));
         std::fs::create_dir_all(&dir).unwrap();
         let cfg = dir.join("tessera.toml");
@@ -122,7 +127,7 @@ impl Node {
                  [timeouts]\noffer_s = 120\n\
                  [http]\njoin_rate = 10000.0\njoin_burst = 10000\napi_rate = 10000.0\n\
                  api_burst = 10000\nmax_connections_per_ip = 10000\n",
-                redis.url(),
+                redis_url,
                 dir.join("rec").display()
             ),
         )
@@ -930,4 +935,117 @@ async fn a_single_node_drains_too_keeping_its_rooms_and_refusing_new_ones() {
     let c = json(server.addr, "GET", "/api/cluster", None).await;
     assert!(c["node"].is_null(), "{c}");
     server.stop().await;
+}
+
+/// A TCP relay between one node and Redis that the test can cut (closing every relayed
+/// connection and refusing new ones) and heal: a network partition of that node alone.
+struct Link {
+    addr: SocketAddr,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+    conns: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Link {
+    async fn to(redis: &Redis) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let conns = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (c2, conns2, port) = (cut.clone(), conns.clone(), redis.port);
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if c2.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: the node sees its connection close
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+                conns2.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        Self { addr, cut, conns }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://{}", self.addr)
+    }
+
+    fn cut(&self, on: bool) {
+        self.cut.store(on, std::sync::atomic::Ordering::SeqCst);
+        if on {
+            for c in self.conns.lock().unwrap().drain(..) {
+                c.abort();
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_redis_keeps_its_room_and_hands_new_joins_over_when_back() {
+    let redis = Redis::start();
+    let link = Link::to(&redis).await;
+    // `a1` reaches Redis through the link; it sorts first, so it gets the first room.
+    let mut a = Node::start_with_url(&link.url(), "a1");
+    let b = Node::start(&redis, "b1");
+    wait_for_nodes(b.http, 2, |_| true).await;
+    let (_first, at) = ws_join(b.http, "island").await;
+    assert_eq!(
+        at, a.http,
+        "the first room goes to the least-loaded node, a1"
+    );
+
+    // a1 loses Redis (clients still reach it): its record lapses, b1 re-places the room.
+    link.cut(true);
+    let cut = Instant::now();
+    let (_second, at) = loop {
+        assert!(cut.elapsed() < Duration::from_secs(20), "never re-placed");
+        let (ws, v) = ws_join_once(b.http, "island").await.unwrap();
+        if v["type"] == "joined" {
+            break (ws, b.http);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(at, b.http);
+    let took = cut.elapsed();
+    // The copy on a1 goes on with its participant.
+    let on_a = json(a.http, "GET", "/api/rooms", None).await;
+    assert!(
+        on_a.as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["room"] == "island" && r["participants"].as_array().unwrap().len() == 1),
+        "{on_a}"
+    );
+
+    // Healed: a1 finds the claim held by b1, counts it, and sends new joins there.
+    link.cut(false);
+    let healed = Instant::now();
+    loop {
+        assert!(
+            healed.elapsed() < Duration::from_secs(20),
+            "a1 kept taking joins for its copy"
+        );
+        let (_ws, v) = ws_join_once(a.http, "island").await.unwrap();
+        if v["type"] == "redirect" {
+            assert_eq!(ws_addr(v["url"].as_str().unwrap()), b.http);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let m = parse_openmetrics(&http(a.http, "GET", "/metrics", None).await.body);
+    assert_eq!(
+        m.get("tessera_cluster_lost_claims_total{}"),
+        Some(&1.0),
+        "{m:?}"
+    );
+    eprintln!(
+        "partition: room re-placed on b1 {:.2} s after a1 was cut off; a1's joins went to b1 \
+         {:.2} s after the link healed",
+        took.as_secs_f64(),
+        healed.elapsed().as_secs_f64()
+    );
+    assert!(a.alive());
+    drop(redis);
 }

@@ -219,6 +219,9 @@ pub struct Cluster {
     redis_up: AtomicBool,
     /// Whether Redis's data was older than [`SETTLE`] at the last read.
     settled: AtomicBool,
+    /// Rooms running here whose claim another node holds (it placed them while this node
+    /// was cut off from Redis): their new joins go to that node, so the copy here empties.
+    lost: Mutex<std::collections::HashSet<RoomId>>,
     /// Random per process: tells this process's record from another's under the same id.
     instance: String,
     pub stats: ClusterStats,
@@ -264,6 +267,7 @@ impl Cluster {
             known: Mutex::new(Vec::new()),
             redis_up: AtomicBool::new(false),
             settled: AtomicBool::new(false),
+            lost: Mutex::default(),
             instance: format!("{:016x}", rand::random::<u64>()),
             stats: ClusterStats::default(),
             stop: CancellationToken::new(),
@@ -286,8 +290,8 @@ impl Cluster {
         self.redis_up.load(Ordering::Relaxed)
     }
 
-    /// Whether this node would place a new room now: Redis reachable and settled, and the
-    /// node not draining (it still sends new rooms to other nodes while draining).
+    /// Whether this node would place a new room now: Redis reachable and its data older
+    /// than [`SETTLE`] (a draining node still places rooms, on other nodes).
     pub fn placing(&self) -> bool {
         self.redis_up() && self.settled.load(Ordering::Relaxed)
     }
@@ -308,7 +312,7 @@ impl Cluster {
     /// otherwise the room's claim decides, and an unclaimed room (or one whose node is
     /// gone, or is this node while it drains) is claimed for the least-loaded live node.
     pub async fn place(&self, room: &RoomId) -> Result<Placement, ClusterError> {
-        if self.rooms.get(room).is_some() {
+        if self.rooms.get(room).is_some() && !lock(&self.lost).contains(room) {
             return Ok(Placement::Local);
         }
         let result = self.place_new(room).await;
@@ -619,16 +623,21 @@ impl Cluster {
                 );
             }
         }
+        let mut lost = std::collections::HashSet::new();
         for (room, owner) in running.iter().zip(owners) {
             if owner != me {
-                self.stats.lost_claims.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    room = %room.id, %owner,
-                    "room runs here but is claimed by another node (placed there while this node \
-                     was cut off): its participants stay here, new joins go there"
-                );
+                if !lock(&self.lost).contains(&room.id) {
+                    self.stats.lost_claims.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        room = %room.id, %owner,
+                        "room runs here but is claimed by another node (placed there while this \
+                         node was cut off): its participants stay here, new joins go there"
+                    );
+                }
+                lost.insert(room.id.clone());
             }
         }
+        *lock(&self.lost) = lost;
         self.read_nodes().await?;
         Ok(())
     }

@@ -5,7 +5,7 @@
 // the composite and hear audio, in one room on n1. Run inside a loopback-only network
 // namespace (scripts/test.sh).
 import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,6 +19,7 @@ const log = (...a) => console.log(`[cluster ${new Date().toISOString().slice(11,
 function fail(msg) { throw new Error(msg); }
 const waitFor = waiter(deadline);
 const procs = [];
+const dirs = [];
 
 function freePort() {
   return new Promise((resolve) => {
@@ -36,6 +37,7 @@ async function startRedis() {
 
 async function startNode(redis, id) {
   const dir = mkdtempSync(join(tmpdir(), `tessera-cluster-${id}-`));
+  dirs.push(dir);
   const cfg = join(dir, 'tessera.toml');
   writeFileSync(cfg, `[recording]\ndir = "${dir}"\n`);
   const proc = spawn(BIN, ['--listen', '127.0.0.1:0', '--sip-listen', 'off', '--video-size', '640x360',
@@ -97,6 +99,11 @@ async function main() {
   }
 }
 
+function cleanUp() {
+  procs.forEach((p) => p.kill('SIGKILL'));
+  dirs.forEach((d) => rmSync(d, { recursive: true, force: true }));
+}
+
 main()
-  .then(() => { procs.forEach((p) => p.kill('SIGKILL')); process.exit(0); })
-  .catch((e) => { console.error(e); procs.forEach((p) => p.kill('SIGKILL')); process.exit(1); });
+  .then(() => { cleanUp(); process.exit(0); })
+  .catch((e) => { console.error(e); cleanUp(); process.exit(1); });
