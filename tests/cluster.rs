@@ -390,8 +390,30 @@ async fn joins_through_every_node_meet_in_one_room_and_see_and_hear_each_other()
         assert_eq!(found[0]["node"], node_of(&nodes, owner), "{}: {list}", n.id);
     }
 
+    // Each viewer's grid holds the three others in the order they joined: the two other
+    // colours in the first two tiles, the phone (no video) in the third.
+    let grid = tessera::layout::LayoutSet::builtin()
+        .get("grid")
+        .unwrap()
+        .place(3, W, H);
     for (k, client) in clients.iter().enumerate() {
         let frame = client.last_frame().expect("a decoded composite");
+        let others: Vec<usize> = (0..3).filter(|&o| o != k).collect();
+        for (rect, &o) in grid.iter().zip(&others) {
+            let (cx, cy) = rect.center();
+            let (w, h) = ((rect.w / 3) as usize, (rect.h / 3) as usize);
+            let mean = frame.mean_yuv(cx as usize - w / 2, cy as usize - h / 2, w, h);
+            let (r, g, b) = PEOPLE[o].1;
+            let want = rgb_to_yuv(r, g, b);
+            let close = (mean.0 - want.0 as f64).abs() < 14.0
+                && (mean.1 - want.1 as f64).abs() < 14.0
+                && (mean.2 - want.2 as f64).abs() < 14.0;
+            assert!(
+                close,
+                "{}: tile {rect:?} should show {} {want:?}, has {mean:?}",
+                client.name, PEOPLE[o].0
+            );
+        }
         for (o, p) in PEOPLE.iter().enumerate() {
             let share = share_of_colour(&frame, p.1);
             if o == k {
