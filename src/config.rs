@@ -296,6 +296,9 @@ pub struct Config {
     pub cluster: ClusterConfig,
 }
 
+/// The longest drain a node accepts (a day), from the configuration or the API.
+pub const MAX_DRAIN_DEADLINE_S: u32 = 86_400;
+
 /// `[cluster]`: multi-node behaviour (only with `redis_url`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -854,10 +857,10 @@ impl Config {
                 return bad("public_url", format!("`{u}` is not http(s)://host[:port]"));
             }
         }
-        if !(1..=86_400).contains(&self.cluster.drain_deadline_s) {
+        if !(1..=MAX_DRAIN_DEADLINE_S).contains(&self.cluster.drain_deadline_s) {
             return bad(
                 "cluster.drain_deadline_s",
-                "must be between 1 and 86400".into(),
+                format!("must be between 1 and {MAX_DRAIN_DEADLINE_S}"),
             );
         }
         if self.redis_url.is_some()
@@ -1001,8 +1004,10 @@ mod tests {
         c.validate().unwrap();
         assert_eq!(c.node_id.as_deref(), Some("mcu-2"));
         let field = |tweak: &dyn Fn(&mut Config)| {
-            let mut c = Config::default();
-            c.redis_url = Some("redis://127.0.0.1".into());
+            let mut c = Config {
+                redis_url: Some("redis://127.0.0.1".into()),
+                ..Default::default()
+            };
             tweak(&mut c);
             match c.validate() {
                 Err(ConfigError::Invalid { field, .. }) => field,

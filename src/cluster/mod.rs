@@ -446,9 +446,23 @@ impl Cluster {
         Ok((age, nodes))
     }
 
+    /// This node's entries (`local`) and every other live node's published ones, each
+    /// given its `node` field. Only this node's when Redis is unreachable.
+    pub async fn whole_list(
+        &self,
+        which: List,
+        mut local: Vec<serde_json::Value>,
+    ) -> Vec<serde_json::Value> {
+        for v in &mut local {
+            v["node"] = self.me.as_str().into();
+        }
+        local.extend(self.peer_lists(which).await);
+        local
+    }
+
     /// Other live nodes' published lists, each entry given a `node` field. Empty when Redis
     /// is unreachable (the caller lists what it has itself).
-    pub async fn peer_lists(&self, which: List) -> Vec<serde_json::Value> {
+    async fn peer_lists(&self, which: List) -> Vec<serde_json::Value> {
         let peers: Vec<NodeId> = match self.read_nodes().await {
             Ok((_, n)) => n
                 .into_iter()

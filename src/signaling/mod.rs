@@ -186,10 +186,13 @@ async fn drain(State(state): State<Arc<AppState>>, body: axum::body::Bytes) -> R
     let secs = req
         .deadline_seconds
         .unwrap_or(state.config.cluster.drain_deadline_s);
-    if !(1..=86_400).contains(&secs) {
+    if !(1..=crate::config::MAX_DRAIN_DEADLINE_S).contains(&secs) {
         return (
             StatusCode::BAD_REQUEST,
-            "deadlineSeconds must be between 1 and 86400",
+            format!(
+                "deadlineSeconds must be between 1 and {}",
+                crate::config::MAX_DRAIN_DEADLINE_S
+            ),
         )
             .into_response();
     }
@@ -335,10 +338,7 @@ async fn list_rooms(State(state): State<Arc<AppState>>) -> Response {
         .filter_map(|r| serde_json::to_value(r.summary()).ok())
         .collect();
     if let Some(c) = &state.cluster {
-        for v in &mut out {
-            v["node"] = c.me().as_str().into();
-        }
-        out.extend(c.peer_lists(crate::cluster::List::Rooms).await);
+        out = c.whole_list(crate::cluster::List::Rooms, out).await;
     }
     out.sort_by(|a, b| a["room"].as_str().cmp(&b["room"].as_str()));
     Json(out).into_response()

@@ -62,15 +62,11 @@ pub async fn list(State(state): State<Arc<AppState>>) -> Response {
     let Some(c) = &state.cluster else {
         return Json(local).into_response();
     };
-    let mut all: Vec<serde_json::Value> = local
+    let local = local
         .iter()
         .filter_map(|r| serde_json::to_value(r).ok())
-        .map(|mut v| {
-            v["node"] = c.me().as_str().into();
-            v
-        })
         .collect();
-    all.extend(c.peer_lists(crate::cluster::List::Recordings).await);
+    let mut all = c.whole_list(crate::cluster::List::Recordings, local).await;
     all.sort_by(|a, b| {
         (a["startedAt"].as_str(), a["id"].as_str())
             .cmp(&(b["startedAt"].as_str(), b["id"].as_str()))
