@@ -261,7 +261,8 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
             say("Open mode (no API secret): anyone who can reach the listeners may join rooms and use the API; for loopback use only");
         }
         // SIGINT, a second SIGTERM, or a finished drain stop the node; then callers get
-        // their BYE and the cluster re-places nothing of ours before the rooms stop.
+        // their BYE and the node leaves the cluster (record and claims deleted, so the next
+        // join to one of its rooms is placed elsewhere at once) before the rooms stop.
         let drain_deadline = std::time::Duration::from_secs(config.cluster.drain_deadline_s.into());
         let (stop_rooms, stop_cluster) = (rooms.clone(), cluster.clone());
         let stop = async move {
