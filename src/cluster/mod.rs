@@ -518,26 +518,26 @@ impl Cluster {
         let mut tick = tokio::time::interval(REFRESH);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut catalog = Some(crate::recording::Catalog::default());
+        let mut reported_down = false;
         loop {
             tokio::select! {
                 _ = self.stop.cancelled() => break,
                 _ = tick.tick() => {
-                    let up = match self.refresh(&mut catalog).await {
-                        Ok(()) => true,
-                        Err(e) => {
-                            if self.redis_up() {
-                                tracing::error!(
-                                    "lost Redis ({e}): running rooms go on, new rooms are refused until it is back"
-                                );
+                    // Transitions are logged once each (at start too, if Redis is not there).
+                    match self.refresh(&mut catalog).await {
+                        Ok(()) => {
+                            if !self.redis_up.swap(true, Ordering::Relaxed) {
+                                tracing::info!(node = %self.me, url = %self.public_url, "connected to Redis: node published");
                             }
-                            false
+                            reported_down = false;
                         }
-                    };
-                    if up && !self.redis_up.swap(true, Ordering::Relaxed) {
-                        tracing::info!(node = %self.me, url = %self.public_url, "connected to Redis: node published");
-                    }
-                    if !up {
-                        self.redis_up.store(false, Ordering::Relaxed);
+                        Err(e) => {
+                            if !reported_down {
+                                tracing::error!("{e}; retrying every {} s", REFRESH.as_secs());
+                                reported_down = true;
+                            }
+                            self.redis_up.store(false, Ordering::Relaxed);
+                        }
                     }
                 }
                 ev = events.recv() => match ev {
