@@ -182,6 +182,17 @@ async fn wait_for_nodes(at: SocketAddr, n: usize, pred: impl Fn(&serde_json::Val
     }
 }
 
+/// A Redis and `n` nodes (`n1`, `n2`, …), once the first sees them all and would place
+/// rooms.
+async fn cluster_of(n: usize) -> (Redis, Vec<Node>) {
+    let redis = Redis::start();
+    let nodes: Vec<Node> = (1..=n)
+        .map(|i| Node::start(&redis, &format!("n{i}")))
+        .collect();
+    wait_for_nodes(nodes[0].http, n, |_| true).await;
+    (redis, nodes)
+}
+
 /// Waits until the node at `at` reports Redis up (or down).
 async fn wait_for_redis(at: SocketAddr, up: bool) {
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -283,13 +294,7 @@ const PHONE_TONE: f32 = 1300.0;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn joins_through_every_node_meet_in_one_room_and_see_and_hear_each_other() {
-    let redis = Redis::start();
-    let nodes = [
-        Node::start(&redis, "n1"),
-        Node::start(&redis, "n2"),
-        Node::start(&redis, "n3"),
-    ];
-    wait_for_nodes(nodes[0].http, 3, |_| true).await;
+    let (redis, nodes) = cluster_of(3).await;
 
     // Red enters at n1 (WebSocket), Green at n2 (WebSocket), Blue at n3 (WHIP).
     let (red, green, blue) = (PEOPLE[0], PEOPLE[1], PEOPLE[2]);
@@ -507,9 +512,7 @@ async fn redirected(at: SocketAddr, method: &str, path: &str, body: Option<&str>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_spans_the_cluster_and_sends_room_calls_to_the_room_s_node() {
-    let redis = Redis::start();
-    let nodes = [Node::start(&redis, "n1"), Node::start(&redis, "n2")];
-    wait_for_nodes(nodes[0].http, 2, |_| true).await;
+    let (redis, nodes) = cluster_of(2).await;
     let (_ws, owner) = ws_join(nodes[1].http, "rec").await;
     let o = nodes.iter().find(|n| n.http == owner).unwrap();
     let other = nodes.iter().find(|n| n.http != owner).unwrap().http;
@@ -590,13 +593,7 @@ async fn the_api_spans_the_cluster_and_sends_room_calls_to_the_room_s_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_rooms_spread_across_nodes_by_load() {
-    let redis = Redis::start();
-    let nodes = [
-        Node::start(&redis, "n1"),
-        Node::start(&redis, "n2"),
-        Node::start(&redis, "n3"),
-    ];
-    wait_for_nodes(nodes[0].http, 3, |_| true).await;
+    let (redis, nodes) = cluster_of(3).await;
     // Six new rooms, all asked for at n1.
     let mut sessions = Vec::new();
     let mut per_node = std::collections::BTreeMap::<String, usize>::new();
@@ -660,9 +657,7 @@ async fn new_rooms_spread_across_nodes_by_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_room_s_node_lets_the_next_join_re_place_the_room() {
-    let redis = Redis::start();
-    let mut nodes = [Node::start(&redis, "n1"), Node::start(&redis, "n2")];
-    wait_for_nodes(nodes[0].http, 2, |_| true).await;
+    let (redis, mut nodes) = cluster_of(2).await;
     let (ws, owner) = ws_join(nodes[1].http, "phoenix").await;
     let owner_idx = nodes.iter().position(|n| n.http == owner).unwrap();
     let survivor = nodes[1 - owner_idx].http;
@@ -709,13 +704,7 @@ async fn killing_the_room_s_node_lets_the_next_join_re_place_the_room() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_draining_node_keeps_its_rooms_takes_no_new_one_and_exits_when_empty() {
-    let redis = Redis::start();
-    let mut nodes = [
-        Node::start(&redis, "n1"),
-        Node::start(&redis, "n2"),
-        Node::start(&redis, "n3"),
-    ];
-    wait_for_nodes(nodes[0].http, 3, |_| true).await;
+    let (redis, mut nodes) = cluster_of(3).await;
     let (stay, owner) = ws_join(nodes[0].http, "stay").await;
     let o = nodes.iter().position(|n| n.http == owner).unwrap();
     let other = nodes.iter().find(|n| n.http != owner).unwrap().http;
@@ -797,9 +786,7 @@ async fn a_draining_node_keeps_its_rooms_takes_no_new_one_and_exits_when_empty()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn without_redis_running_rooms_go_on_new_ones_are_refused_and_nodes_recover() {
-    let mut redis = Redis::start();
-    let nodes = [Node::start(&redis, "n1"), Node::start(&redis, "n2")];
-    wait_for_nodes(nodes[0].http, 2, |_| true).await;
+    let (mut redis, nodes) = cluster_of(2).await;
     let (red, green) = (PEOPLE[0], PEOPLE[1]);
     let a = Client::join_ws_at(nodes[0].http, "steady", red.0, Media::steady(red.1, red.2)).await;
     let owner = a.addr;
