@@ -146,6 +146,18 @@ impl Node {
     fn alive(&mut self) -> bool {
         self.child.try_wait().ok().flatten().is_none()
     }
+
+    /// Its exit status, once it has exited by itself; panics with `why` after `secs`.
+    async fn exited_within(&mut self, secs: u64, why: &str) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "{why}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 impl Drop for Node {
@@ -738,14 +750,9 @@ async fn a_draining_node_keeps_its_rooms_takes_no_new_one_and_exits_when_empty()
     );
     // Its last participants leave: it stops by itself and leaves the cluster.
     drop((stay, stay2));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let exit = loop {
-        if let Some(s) = nodes[o].child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "the drained node did not exit");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let exit = nodes[o]
+        .exited_within(20, "the drained node did not exit")
+        .await;
     assert!(exit.success(), "drained node exit: {exit:?}");
     wait_for_nodes(other, 2, |_| true).await;
     let (_ws, at) = ws_join(other, "stay").await;
@@ -769,17 +776,9 @@ async fn a_draining_node_keeps_its_rooms_takes_no_new_one_and_exits_when_empty()
         assert_eq!(d["draining"], true, "{d}");
     }
     drop(fresh);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let exit = loop {
-        if let Some(s) = nodes[third].child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "a SIGTERMed node did not exit once empty"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let exit = nodes[third]
+        .exited_within(20, "a SIGTERMed node did not exit once empty")
+        .await;
     assert!(exit.success(), "SIGTERM exit: {exit:?}");
     drop(redis);
 }
