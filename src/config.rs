@@ -82,8 +82,9 @@ pub struct AudioConfig {
     pub bitrate_kbps: u32,
     /// Opus encoder complexity 0..=10.
     pub complexity: u32,
-    /// How many of the loudest talkers are mixed (the rest are not decoded when they
-    /// send RFC 6464 levels).
+    /// The most talkers mixed at once: everyone talking up to this, above it a choice by
+    /// level with turns (`mixer::talkers`). Participants out of the mix are not decoded
+    /// when they send RFC 6464 levels.
     pub top_k: usize,
 }
 
@@ -92,7 +93,7 @@ impl Default for AudioConfig {
         Self {
             bitrate_kbps: 32,
             complexity: 5,
-            top_k: 3,
+            top_k: 8,
         }
     }
 }
@@ -110,6 +111,9 @@ pub struct RecordingConfig {
     pub width: u32,
     pub height: u32,
     pub bitrate_kbps: u32,
+    /// When a recording starts, everyone hears "this conference is now being recorded"
+    /// (and a caller admitted while it runs hears it on admission).
+    pub announce: bool,
 }
 
 impl Default for RecordingConfig {
@@ -121,6 +125,7 @@ impl Default for RecordingConfig {
             width: 1280,
             height: 720,
             bitrate_kbps: 2000,
+            announce: true,
         }
     }
 }

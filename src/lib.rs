@@ -24,8 +24,8 @@
 //!
 //! ## Cost model
 //! The floor is decode(inputs) + encode(distinct outputs). Viewers with identical
-//! pictures share one encoder (`room::video`), only the top-K talkers are decoded and
-//! mixed (`room::audio`), unseen participants are not decoded, and each (participant,
+//! pictures share one encoder (`room::video`), only talkers are decoded and mixed, at
+//! most `top_k` at once (`room::audio`, `mixer::talkers`), unseen participants are not decoded, and each (participant,
 //! tile size) is scaled once per new picture (`compositor::TileCache`). `tessera bench
 //! room` (`bench`) measures the whole pipeline without a network; `metrics` attributes
 //! CPU to phases.
@@ -65,8 +65,10 @@ pub mod load;
 pub mod media;
 pub mod metrics;
 pub mod mixer;
+pub mod prompts;
 pub mod recording;
 pub mod room;
+pub mod sdp;
 pub mod signaling;
 pub mod sip;
 pub mod transport;

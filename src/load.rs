@@ -330,8 +330,8 @@ async fn join(
     pc.set_remote_description(desc)
         .await
         .map_err(|e| e.to_string())?;
-    let sections = crate::transport::sdp::parse(&answer).map_err(|e| e.to_string())?;
-    let apt = crate::transport::sdp::first(&sections, "audio")
+    let sections = crate::sdp::parse(&answer).map_err(|e| e.to_string())?;
+    let apt = crate::sdp::first(&sections, "audio")
         .and_then(|a| a.payload_type("opus", None))
         .ok_or("no Opus in the answer")?;
     let mut tasks = vec![tokio::spawn(send(
@@ -343,7 +343,7 @@ async fn join(
         connected.subscribe(),
     ))];
     if let Some(vt) = vt {
-        let vpt = crate::transport::sdp::first(&sections, "video")
+        let vpt = crate::sdp::first(&sections, "video")
             .and_then(|v| v.payload_type("H264", Some("packetization-mode=1")))
             .ok_or("no H.264 in the answer")?;
         tasks.push(tokio::spawn(send(

@@ -456,42 +456,14 @@ fn reinvite_holds_and_resumes_and_options_work_over_udp_and_tcp() {
     assert_eq!(b.call("hold"), 200);
     run(&mut [&mut a, &mut b], &mut k, 2.0);
     assert!(power(b.last(1.0), TONES[0]) > HEARD);
-    let reinvite = |c: &mut Caller, dir: &str| -> String {
-        c.cseq += 1;
-        let uri = format!("sip:hold@{}", c.server);
-        let rtp = c.rtp.local_addr().unwrap().port();
-        let sdp = format!(
-            "v=0\r\no=test 1 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
-             m=audio {rtp} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n\
-             a=rtpmap:101 telephone-event/8000\r\na={dir}\r\n"
-        );
-        let branch = format!("{:x}", rand::random::<u64>());
-        let req = c.request(
-            "INVITE",
-            &uri,
-            &branch,
-            "Content-Type: application/sdp\r\n",
-            &sdp,
-        );
-        c.send(&req);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Some(m) = c.recv(0.5).filter(|m| m.starts_with("SIP/2.0 200")) {
-                let ack = c.request("ACK", &uri, &format!("{:x}", rand::random::<u64>()), "", "");
-                c.send(&ack);
-                return m;
-            }
-        }
-        panic!("re-INVITE not answered");
-    };
-    let answer = reinvite(&mut a, "sendonly");
+    let answer = a.reinvite("hold", "sendonly");
     assert!(answer.contains("a=recvonly"), "{answer}");
     run(&mut [&mut a, &mut b], &mut k, 2.0);
     assert!(
         power(b.last(1.0), TONES[0]) < HEARD / 100.0,
         "a held: not heard"
     );
-    let answer = reinvite(&mut a, "sendrecv");
+    let answer = a.reinvite("hold", "sendrecv");
     assert!(answer.contains("a=sendrecv"), "{answer}");
     run(&mut [&mut a, &mut b], &mut k, 2.0);
     assert!(
@@ -644,4 +616,159 @@ fn with_access_control_on_phones_reach_only_rooms_with_a_pin() {
     );
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// An attacker on another address, aiming RTP at a call's port: it paces G.711 packets of
+/// its own tone, in sequence (its best case for being learned), and counts what it gets.
+struct Intruder {
+    sock: UdpSocket,
+    to: SocketAddr,
+    ssrc: u32,
+    seq: u16,
+    ts: u32,
+    got: usize,
+}
+
+impl Intruder {
+    fn new(to: SocketAddr, ssrc: u32) -> Self {
+        // Another loopback address: a different host as far as the server can tell.
+        let sock = UdpSocket::bind("127.0.0.2:0").unwrap();
+        sock.set_nonblocking(true).unwrap();
+        Self {
+            sock,
+            to,
+            ssrc,
+            seq: rand::random(),
+            ts: rand::random(),
+            got: 0,
+        }
+    }
+
+    fn tick(&mut self, k: u64) {
+        let mut p = vec![0x80, 0];
+        p.extend_from_slice(&self.seq.to_be_bytes());
+        p.extend_from_slice(&self.ts.to_be_bytes());
+        p.extend_from_slice(&self.ssrc.to_be_bytes());
+        p.extend((0..160u64).map(|i| {
+            let t = (k * 160 + i) as f32 / 8_000.0;
+            tessera::codec::voice::ulaw_encode(
+                ((2.0 * std::f32::consts::PI * INTRUDER_TONE * t).sin() * 8_000.0) as i16,
+            )
+        }));
+        let _ = self.sock.send_to(&p, self.to);
+        // An RTCP receiver report too (RFC 3550 §6.4.2, no blocks).
+        let mut rr = vec![0x80, 201, 0, 1];
+        rr.extend_from_slice(&self.ssrc.to_be_bytes());
+        let _ = self.sock.send_to(&rr, self.to);
+        self.seq = self.seq.wrapping_add(1);
+        self.ts = self.ts.wrapping_add(160);
+        let mut buf = [0u8; 2048];
+        while self.sock.recv(&mut buf).is_ok() {
+            self.got += 1;
+        }
+    }
+}
+
+const INTRUDER_TONE: f32 = 1_900.0;
+
+fn paced(callers: &mut [&mut Caller], intruder: &mut Intruder, k: &mut u64, secs: f64) {
+    let start = Instant::now();
+    for t in 0..(secs * 50.0) as u64 {
+        intruder.tick(*k);
+        for c in callers.iter_mut() {
+            c.tick(*k);
+            while c.recv(0.0).is_some() {}
+        }
+        *k += 1;
+        if let Some(d) =
+            (start + Duration::from_millis(20 * (t + 1))).checked_duration_since(Instant::now())
+        {
+            std::thread::sleep(d);
+        }
+    }
+}
+
+fn rejected_total(http: SocketAddr) -> f64 {
+    let (status, text) = self::http(http, "GET", "/metrics", None);
+    assert_eq!(status, 200);
+    common::parse_openmetrics(&text)
+        .get("tessera_sip_rtp_rejected_total{}")
+        .copied()
+        .expect("tessera_sip_rtp_rejected_total in /metrics")
+}
+
+/// RTP bleed (Asterisk CVE-2017-14099): an intruder on another address races the caller
+/// to its RTP port — before the caller's first packet, during and after, with the caller's
+/// own SSRC and with another. It receives nothing and nobody hears it; the caller hears and
+/// is heard throughout; a re-INVITE that moves the caller's media to a new port works.
+#[test]
+fn rtp_from_anyone_but_the_caller_is_dropped_and_nothing_is_sent_to_it() {
+    let (mut child, http, sip, _dir) = server("");
+    let mut a = Caller::new(sip, Some(TONES[0]));
+    let mut b = Caller::new(sip, Some(TONES[1]));
+    let mut k = 0;
+    assert_eq!(a.call("bleed"), 200);
+    run(&mut [&mut a], &mut k, 0.5);
+    let before = rejected_total(http);
+    for same_ssrc in [true, false] {
+        let mut b2 = Caller::new(sip, Some(TONES[1]));
+        assert_eq!(b2.call("bleed"), 200);
+        let port = b2.media.unwrap();
+        let ssrc = if same_ssrc { b2.ssrc } else { rand::random() };
+        let mut evil = Intruder::new(port, ssrc);
+        // Before the caller's first packet: half a second of the intruder alone.
+        let media = b2.media.take();
+        paced(&mut [&mut a, &mut b2], &mut evil, &mut k, 0.5);
+        b2.media = media;
+        // During and after the caller's first packets.
+        paced(&mut [&mut a, &mut b2], &mut evil, &mut k, 3.0);
+        println!(
+            "intruder (same SSRC: {same_ssrc}): received {} datagrams; a hears it at {:.1} dB \
+             relative to b; b hears a at {:.0}",
+            evil.got,
+            10.0 * (power(a.last(1.5), INTRUDER_TONE) / power(a.last(1.5), TONES[1])).log10(),
+            power(b2.last(1.5), TONES[0]),
+        );
+        assert_eq!(evil.got, 0, "the intruder received the room's audio");
+        assert!(
+            power(a.last(1.5), INTRUDER_TONE) < HEARD / 1000.0,
+            "the intruder is heard in the room: {:.0}",
+            power(a.last(1.5), INTRUDER_TONE)
+        );
+        assert!(power(a.last(1.5), TONES[1]) > HEARD, "the caller is heard");
+        assert!(
+            power(b2.last(1.5), TONES[0]) > HEARD,
+            "the caller hears the room"
+        );
+        b2.bye();
+        run(&mut [&mut a], &mut k, 0.3);
+    }
+    let rejected = rejected_total(http) - before;
+    assert!(
+        rejected >= 2.0 * 2.0 * 3.5 * 50.0 * 0.9,
+        "rejected datagrams counted: {rejected}"
+    );
+    // A re-INVITE moves the caller's media to a new port; the intruder keeps trying at
+    // the old one and at the new one.
+    assert_eq!(b.call("bleed"), 200);
+    let port = b.media.unwrap();
+    let mut evil = Intruder::new(port, b.ssrc);
+    paced(&mut [&mut a, &mut b], &mut evil, &mut k, 1.5);
+    assert!(power(b.last(1.0), TONES[0]) > HEARD);
+    b.rtp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    b.rtp.set_nonblocking(true).unwrap();
+    let answer = b.reinvite("bleed", "sendrecv");
+    assert!(answer.contains("a=sendrecv"), "{answer}");
+    b.heard.clear();
+    paced(&mut [&mut a, &mut b], &mut evil, &mut k, 2.0);
+    assert!(
+        power(b.last(1.0), TONES[0]) > HEARD,
+        "after the move the caller hears the room at its new port"
+    );
+    assert!(power(a.last(1.0), TONES[1]) > HEARD, "and is heard");
+    assert_eq!(evil.got, 0);
+    assert!(power(a.last(1.0), INTRUDER_TONE) < HEARD / 1000.0);
+    a.bye();
+    b.bye();
+    child.kill().unwrap();
 }

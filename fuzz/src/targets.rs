@@ -12,10 +12,10 @@ use tessera::codec::VideoCodec;
 use tessera::config::Config;
 use tessera::layout::LayoutSpec;
 use tessera::media::frame::I420Frame;
+use tessera::sdp;
 use tessera::signaling::protocol::{parse_client_message, validate_name, ClientMessage};
 use tessera::signaling::whip::check_offer;
 use tessera::transport::keyframe::is_keyframe_request;
-use tessera::transport::sdp;
 
 /// WebSocket signaling: every text frame a client sends goes through `parse_client_message`,
 /// and every name through `validate_name`. Neither may panic; a name that validates must
@@ -34,10 +34,12 @@ pub fn signaling_message(data: &[u8]) {
     }
 }
 
-/// SDP offers (WebSocket `offer` and WHIP bodies): Tessera's own reading
-/// (`transport::sdp::parse` and the per-section queries the session makes) and the
-/// `rtc-sdp` parse that `RTCSessionDescription::offer` runs on the same text.
+/// SDP offers (WebSocket `offer` and WHIP bodies, and phones' INVITE bodies): Tessera's
+/// one SDP model (`sdp::parse` and the per-section queries the session makes), the SIP
+/// bridge's offer reading on it, and the `rtc-sdp` parse that
+/// `RTCSessionDescription::offer` runs on the same text.
 pub fn sdp_offer(data: &[u8]) {
+    let _ = tessera::sip::sdp::parse_offer(data);
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };

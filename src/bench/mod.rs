@@ -53,8 +53,8 @@ pub struct RoomBenchArgs {
     /// Audio only (no video decode/composite/encode).
     #[arg(long)]
     pub audio_only: bool,
-    /// Loudest talkers mixed.
-    #[arg(long, default_value_t = 3)]
+    /// Most talkers mixed at once (the server's `[audio] top_k` default).
+    #[arg(long, default_value_t = 8)]
     pub top_k: usize,
     /// Run the real room threads in real time and report tick lateness.
     #[arg(long)]
@@ -859,7 +859,7 @@ mod tests {
             seconds: 1.0,
             layout: "grid".into(),
             audio_only: false,
-            top_k: 3,
+            top_k: 8,
             paced: false,
             inputs: vec![],
             write_inputs: None,

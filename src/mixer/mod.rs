@@ -1,15 +1,17 @@
 //! Audio mixing: the N-1 mix ("everyone but me"), the limiter that keeps a loud sum from
-//! wrapping or clipping, and active-speaker detection.
+//! wrapping or clipping, who is in the mix ([`talkers`]), and active-speaker detection.
 //!
 //! The mix is computed as one wide total minus each listener's own contribution, so a room
 //! of N costs O(N) per tick rather than O(N²).
 
 pub mod limiter;
 pub mod speaker;
+pub mod talkers;
 pub mod tones;
 
 pub use limiter::Limiter;
 pub use speaker::{SpeakerDetector, SpeakerEvent};
+pub use talkers::{TalkerSelector, TalkerState};
 
 /// Sums every contribution into `total` (i32, so 65 536 full-scale talkers cannot overflow).
 /// `contributions[i]` is `None` for a silent/muted participant.

@@ -1,9 +1,8 @@
 //! The room's audio thread: every 20 ms (absolute deadline) it
 //! 1. reads each participant's level — the sender's RFC 6464 audio-level header extension
 //!    when present (no decoding needed), else the energy of the decoded frame,
-//! 2. picks the **top-K talkers** (default 3) with hysteresis: a free slot is filled at
-//!    once, but a challenger must beat the quietest talker by 6 dB for 100 ms to take its
-//!    slot, and a talker is dropped only after a second below the speech floor,
+//! 2. picks who is in the mix ([`crate::mixer::talkers`]): every talker up to `top_k`
+//!    (default 8); above that by level, with turns so nobody is locked out,
 //! 3. decodes only talkers (plus anyone without the level extension, and anyone fading
 //!    out); everyone else's packets are drained undecoded,
 //! 4. mixes the talkers in i32 with a 20 ms linear cross-fade whenever someone enters or
@@ -30,7 +29,7 @@ use crate::config::Config;
 use crate::ids::ParticipantId;
 use crate::media::jitter::{AudioJitter, AudioPop};
 use crate::media::{AUDIO_TICK, SAMPLES_PER_TICK};
-use crate::mixer::{self, Limiter, SpeakerDetector, SpeakerEvent};
+use crate::mixer::{self, Limiter, SpeakerDetector, SpeakerEvent, TalkerSelector, TalkerState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
@@ -41,14 +40,6 @@ use tokio::sync::broadcast;
 const MAX_PLC_TICKS: u32 = 5;
 /// Decoded-sample FIFO capacity: one 120 ms Opus packet plus a tick.
 const FIFO_CAP: usize = 5_760 + SAMPLES_PER_TICK;
-/// Below this (dBov / dBFS) nobody is a talker.
-const SPEECH_FLOOR_DB: f32 = -55.0;
-/// A challenger must be this much louder than the quietest talker…
-const SWAP_MARGIN_DB: f32 = 6.0;
-/// …for this many consecutive ticks (100 ms).
-const SWAP_HOLD_TICKS: u32 = 5;
-/// A talker below the floor this long (1 s) gives up its slot.
-const QUIET_DROP_TICKS: u32 = 50;
 /// Level smoothing per tick when the level falls.
 const LEVEL_SMOOTHING: f32 = 0.35;
 /// An RFC 6464 level older than this many ticks is stale.
@@ -80,14 +71,25 @@ struct Participant {
     concealed: u64,
     /// Last RFC 6464 level (0..=127 -dBov) and the tick it came in.
     ext_level: Option<(u8, u64)>,
-    level: f32,
-    talker: bool,
-    quiet_ticks: u32,
+    /// Its smoothed level and place in the mix.
+    talk: TalkerState,
     /// Mix gain at the end of the last tick (0 = out of the mix, 1 = fully in).
     gain: f32,
     /// Contributes to this tick's mix (a talker, or fading in or out).
     in_mix: bool,
     out: Option<Output>,
+}
+
+impl AsRef<TalkerState> for Participant {
+    fn as_ref(&self) -> &TalkerState {
+        &self.talk
+    }
+}
+
+impl AsMut<TalkerState> for Participant {
+    fn as_mut(&mut self) -> &mut TalkerState {
+        &mut self.talk
+    }
 }
 
 /// A short 48 kHz clip (prompt or tone), shared by everyone who plays it.
@@ -101,6 +103,9 @@ struct Output {
     /// Its packets, from one reclaimed buffer (no allocation per tick).
     buf: SharedBuf,
 }
+
+/// Clips playing to everyone at once, at most.
+const MAX_ANNOUNCEMENTS: usize = 4;
 
 /// Every second, the Opus FEC of each output follows its listeners' reported loss.
 const FEC_UPDATE_TICKS: u64 = 50;
@@ -139,10 +144,10 @@ pub struct AudioLoop {
     scratch: MixBuffers,
     /// The mix every non-talker hears (everyone in the mix), encoded once per codec.
     shared: Vec<SharedMix>,
-    /// A tone playing to everyone, and how far it has played.
-    announce: Option<(Clip, usize)>,
-    challenger: Option<(ParticipantId, u32)>,
-    top_k: usize,
+    /// Clips playing to everyone (tones, the recording announcement; a few at once, each
+    /// with how far it has played).
+    announce: Vec<(Clip, usize)>,
+    talkers: TalkerSelector,
     speaker: SpeakerDetector,
     speaker_shared: Arc<AtomicU64>,
     events: broadcast::Sender<RoomEvent>,
@@ -170,9 +175,8 @@ impl AudioLoop {
             total: vec![0; SAMPLES_PER_TICK],
             scratch: MixBuffers::new(),
             shared: Vec::new(),
-            announce: None,
-            challenger: None,
-            top_k: config.audio.top_k,
+            announce: Vec::with_capacity(MAX_ANNOUNCEMENTS),
+            talkers: TalkerSelector::new(config.audio.top_k),
             speaker: SpeakerDetector::default(),
             speaker_shared,
             events,
@@ -239,7 +243,7 @@ impl AudioLoop {
     pub fn talkers(&self) -> Vec<ParticipantId> {
         self.participants
             .iter()
-            .filter(|p| p.talker)
+            .filter(|p| p.talk.talker)
             .map(|p| p.id)
             .collect()
     }
@@ -285,9 +289,7 @@ impl AudioLoop {
                     plc_run: 0,
                     concealed: 0,
                     ext_level: None,
-                    level: -127.0,
-                    talker: false,
-                    quiet_ticks: 0,
+                    talk: TalkerState::silent(),
                     gain: 0.0,
                     in_mix: false,
                     out: None,
@@ -338,7 +340,13 @@ impl AudioLoop {
                     p.prompt = Some((clip, 0));
                 }
             }
-            AudioCmd::Play { id: None, clip } => self.announce = Some((clip, 0)),
+            AudioCmd::Play { id: None, clip } => {
+                // Overlapping clips play together; the oldest gives way beyond a few.
+                if self.announce.len() == MAX_ANNOUNCEMENTS {
+                    self.announce.remove(0);
+                }
+                self.announce.push((clip, 0));
+            }
             AudioCmd::Leave { id } => {
                 self.participants.retain(|p| p.id != id);
                 self.speaker.remove(id);
@@ -427,64 +435,6 @@ impl AudioLoop {
         p.active = false;
     }
 
-    /// Updates the talker set with hysteresis.
-    fn select_talkers(&mut self) {
-        for p in &mut self.participants {
-            let quiet = p.muted || p.level < SPEECH_FLOOR_DB;
-            p.quiet_ticks = if quiet { p.quiet_ticks + 1 } else { 0 };
-            if p.talker && (p.muted || p.quiet_ticks >= QUIET_DROP_TICKS) {
-                p.talker = false;
-            }
-        }
-        let eligible = |p: &Participant| !p.talker && !p.muted && p.level >= SPEECH_FLOOR_DB;
-        // Fill free slots with the loudest eligible participants at once.
-        while self.participants.iter().filter(|p| p.talker).count() < self.top_k {
-            let Some(best) = self
-                .participants
-                .iter_mut()
-                .filter(|p| eligible(p))
-                .max_by(|a, b| a.level.total_cmp(&b.level))
-            else {
-                break;
-            };
-            best.talker = true;
-        }
-        // A full set: the loudest challenger must beat the quietest talker for a while.
-        let challenger = self
-            .participants
-            .iter()
-            .filter(|p| eligible(p))
-            .max_by(|a, b| a.level.total_cmp(&b.level))
-            .map(|p| (p.id, p.level));
-        let weakest = self
-            .participants
-            .iter()
-            .filter(|p| p.talker)
-            .min_by(|a, b| a.level.total_cmp(&b.level))
-            .map(|p| (p.id, p.level));
-        match (challenger, weakest) {
-            (Some((c, cl)), Some((w, wl))) if cl > wl + SWAP_MARGIN_DB => {
-                let n = match self.challenger {
-                    Some((id, n)) if id == c => n + 1,
-                    _ => 1,
-                };
-                if n >= SWAP_HOLD_TICKS {
-                    for p in &mut self.participants {
-                        if p.id == c {
-                            p.talker = true;
-                        } else if p.id == w {
-                            p.talker = false;
-                        }
-                    }
-                    self.challenger = None;
-                } else {
-                    self.challenger = Some((c, n));
-                }
-            }
-            _ => self.challenger = None,
-        }
-    }
-
     /// Sizes each output's in-band FEC for the loss its listener reports; the shared mix's
     /// for the worst of the listeners it serves (a talker's own mix serves only itself).
     fn adapt_fec(&mut self) {
@@ -497,7 +447,7 @@ impl AudioLoop {
             if let Err(e) = o.encoder.set_expected_loss(loss) {
                 tracing::debug!(id = %p.id, "opus fec: {e}");
             }
-            if !p.talker && p.codec == AudioCodec::Opus {
+            if !p.talk.talker && p.codec == AudioCodec::Opus {
                 shared_loss = Some(shared_loss.map_or(loss, |s| s.max(loss)));
             }
         }
@@ -555,11 +505,13 @@ impl AudioLoop {
             };
             // Fast attack, smoothed release: a new talker is admitted on its first loud
             // tick (no clipped word starts); a short pause does not drop anyone.
-            p.level = if level >= p.level {
+            let t = &mut p.talk;
+            t.level = if level >= t.level {
                 level
             } else {
-                p.level + (level - p.level) * LEVEL_SMOOTHING
+                t.level + (level - t.level) * LEVEL_SMOOTHING
             };
+            t.muted = p.muted || !p.admitted;
             self.speaker.observe(p.id, level);
         }
         if let Some(SpeakerEvent::Changed(id)) = self.speaker.tick() {
@@ -569,12 +521,12 @@ impl AudioLoop {
             });
         }
         // 2. Talkers.
-        self.select_talkers();
+        self.talkers.tick(&mut self.participants);
         // 3. Decode who is (or is fading) in the mix; drain the rest.
         self.total.fill(0);
         let n = SAMPLES_PER_TICK as f32;
         for p in &mut self.participants {
-            let target = if p.talker { 1.0 } else { 0.0 };
+            let target = if p.talk.talker { 1.0 } else { 0.0 };
             p.in_mix = !(target == 0.0 && p.gain == 0.0);
             if !p.in_mix {
                 if !p.decoded {
@@ -601,12 +553,10 @@ impl AudioLoop {
             }
         }
         // Tones play to everyone (and the recording).
-        if let Some((clip, pos)) = self.announce.as_mut() {
+        for (clip, pos) in &mut self.announce {
             *pos = add_clip(&mut self.total, clip, *pos);
-            if *pos >= clip.len() {
-                self.announce = None;
-            }
         }
+        self.announce.retain(|(clip, pos)| *pos < clip.len());
         // 5. Outputs: contributors hear total minus themselves, a participant with a prompt
         //    or still waiting its own mix; everyone else the shared mix of its codec,
         //    encoded once for all of them.

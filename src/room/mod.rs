@@ -463,6 +463,13 @@ impl Room {
         .map_err(|_| RecordingStartError::Closed)?;
         self.send_audio(AudioCmd::StartRecording { encoder, tx })
             .map_err(|_| RecordingStartError::Closed)?;
+        if rc.announce {
+            // Everyone in the room (and the file) hears that it is being recorded.
+            let _ = self.send_audio(AudioCmd::Play {
+                id: None,
+                clip: crate::prompts::Prompt::Recording.clip(),
+            });
+        }
         let info = recording_info(&rec, true);
         *slot = Some(rec);
         let _ = self

@@ -56,6 +56,9 @@ pub struct ServerEvents {
     pub participants_joined: AtomicU64,
     pub participants_left: AtomicU64,
     pub recordings_finished: AtomicU64,
+    /// SIP media datagrams dropped because they did not come from the caller
+    /// (`sip::source`).
+    pub sip_rtp_rejected: AtomicU64,
 }
 
 impl Default for ServerEvents {
@@ -68,6 +71,7 @@ impl Default for ServerEvents {
             participants_joined: AtomicU64::new(0),
             participants_left: AtomicU64::new(0),
             recordings_finished: AtomicU64::new(0),
+            sip_rtp_rejected: AtomicU64::new(0),
         }
     }
 }

@@ -310,6 +310,11 @@ impl Snapshot {
                 "Recordings finished",
                 e.recordings_finished.load(Relaxed),
             ),
+            (
+                "tessera_sip_rtp_rejected",
+                "RTP/RTCP datagrams on a call's port dropped for not coming from the caller",
+                e.sip_rtp_rejected.load(Relaxed),
+            ),
         ];
         out.process_cpu_seconds = crate::metrics::process_cpu_ns() as f64 / 1e9;
         out.process_rss_bytes = rss_bytes();

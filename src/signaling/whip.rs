@@ -69,7 +69,7 @@ pub fn check_offer<'a>(
     let Ok(sdp) = std::str::from_utf8(body) else {
         return Err((StatusCode::BAD_REQUEST, "SDP must be UTF-8".into()));
     };
-    if let Err(e) = transport::sdp::parse(sdp) {
+    if let Err(e) = crate::sdp::parse(sdp) {
         return Err((StatusCode::BAD_REQUEST, format!("invalid SDP offer: {e}")));
     }
     let name = match name.map(super::protocol::validate_name) {

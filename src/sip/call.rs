@@ -1,13 +1,14 @@
 //! One phone call: answering the INVITE, then its media task — symmetric plain RTP in and
-//! out (RFC 3550, 3551), RTCP sender reports, DTMF (RFC 4733 and INFO) through the keypad,
+//! out (RFC 3550, 3551) with media taken from and sent to the caller only ([`super::source`]), RTCP sender reports, DTMF (RFC 4733 and INFO) through the keypad,
 //! prompts, hold/resume by re-INVITE, kicks, and the BYE from either side.
 
 use super::keypad::{Action, Keypad};
-use super::prompts::Prompt;
 use super::sdp::{self, AudioOffer};
+use super::source::{SourceGuard, Verdict};
 use super::{caller_name, Bridge};
 use crate::codec::voice::AudioCodec;
 use crate::ids::ParticipantId;
+use crate::prompts::Prompt;
 use crate::room::{Attachment, Control, JoinError, Joiner, ParticipantKind, Room, RtpSink};
 use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver, TransactionHandle};
 use rsipstack::dialog::invite_dialog::InviteDialog;
@@ -213,6 +214,7 @@ pub async fn incoming(bridge: Arc<Bridge>, mut tx: Transaction) {
     tokio::spawn(async move {
         let _ = handler.handle(&mut tx).await;
     });
+    let guard = SourceGuard::new(offer.remote.map(|a| a.ip()), source);
     let call = Call {
         bridge: bridge.clone(),
         room,
@@ -228,7 +230,7 @@ pub async fn incoming(bridge: Arc<Bridge>, mut tx: Transaction) {
         dtmf: Default::default(),
         received: Default::default(),
         sent: Default::default(),
-        latched: None,
+        source: guard,
         held: false,
         hangup_at: None,
         session,
@@ -288,8 +290,8 @@ struct Call {
     dtmf: super::dtmf::EventReceiver,
     received: super::rtcp::Received,
     sent: super::rtcp::Sent,
-    /// Where the caller's RTP comes from (symmetric RTP): we send there.
-    latched: Option<SocketAddr>,
+    /// Which source the caller's media is taken from and sent to (symmetric RTP, learned).
+    source: SourceGuard,
     held: bool,
     /// A hang-up scheduled after a prompt (three wrong PINs).
     hangup_at: Option<tokio::time::Instant>,
@@ -377,17 +379,30 @@ impl Call {
             .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 
-    /// After admission: tell a lone caller it is alone.
+    /// After admission: tell a lone caller it is alone, and anyone that the conference is
+    /// being recorded.
     fn admitted(&self) {
-        if self.room.participants().len() <= 1 {
-            self.room.prompt(self.id, Prompt::Alone.clip());
-        }
+        let alone = self.room.participants().len() <= 1;
+        let recorded =
+            self.bridge.config.recording.announce && self.room.recording_info().is_some();
+        let clip = match (alone, recorded) {
+            (false, false) => return,
+            (true, false) => Prompt::Alone.clip(),
+            (false, true) => Prompt::Recording.clip(),
+            (true, true) => [Prompt::Alone.clip(), Prompt::Recording.clip()]
+                .concat()
+                .into(),
+        };
+        self.room.prompt(self.id, clip);
     }
 
     /// One datagram on the RTP port. RTCP arrives here too when the caller multiplexes it.
     fn rtp(&mut self, data: &[u8], from: SocketAddr) -> Option<End> {
         if data.len() >= 2 && (200..=207).contains(&data[1]) {
-            self.rtcp_in(data);
+            let verdict = self.source.rtcp(from);
+            if self.admit(from, verdict) {
+                self.rtcp_in(data);
+            }
             return None;
         }
         let Ok(pkt) = rtc::rtp::packet::Packet::unmarshal(&mut &data[..]) else {
@@ -396,11 +411,11 @@ impl Call {
         if pkt.header.version != 2 {
             return None;
         }
-        // Symmetric RTP: the first source is the caller; others are ignored.
-        match self.latched {
-            None => self.latched = Some(from),
-            Some(a) if a != from => return None,
-            Some(_) => {}
+        let verdict = self
+            .source
+            .rtp(from, pkt.header.ssrc, pkt.header.sequence_number);
+        if !self.admit(from, verdict) {
+            return None;
         }
         self.last_rtp = Instant::now();
         let h = &pkt.header;
@@ -419,6 +434,26 @@ impl Call {
                 .audio_packet(self.id, h.sequence_number, pkt.payload, None);
         }
         None
+    }
+
+    /// Applies the source rule's verdict: true to take the datagram. A rejected one is
+    /// counted (`tessera_sip_rtp_rejected_total`) and its source logged once.
+    fn admit(&mut self, from: SocketAddr, verdict: Verdict) -> bool {
+        match verdict {
+            Verdict::Accept => true,
+            Verdict::Learning => false,
+            Verdict::Reject { log } => {
+                self.bridge
+                    .rooms
+                    .events
+                    .sip_rtp_rejected
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if log {
+                    tracing::warn!(id = %self.id, %from, "SIP call: media from a source that is not the caller dropped");
+                }
+                false
+            }
+        }
     }
 
     fn rtcp_in(&mut self, data: &[u8]) {
@@ -567,7 +602,8 @@ impl Call {
             let _ = self.room.set_muted(self.id, Some(held), None);
         }
         if offer.remote != self.offer.remote && offer.remote.is_some() {
-            self.latched = None;
+            self.source
+                .moved(offer.remote.map(|a| a.ip()), source_ip(req));
         }
         let dtmf = offer.dtmf;
         self.offer = offer;
@@ -588,12 +624,14 @@ impl Call {
             .await;
     }
 
+    /// Where our media goes: only to a source that proved itself (never just to the
+    /// address an SDP named).
     fn target(&self) -> Option<SocketAddr> {
-        self.latched.or(self.offer.remote)
+        self.source.latched()
     }
 
     async fn send(&mut self, pkt: rtc::rtp::packet::Packet) {
-        if self.held || !self.offer.direction.offerer_receives() {
+        if self.held || !self.offer.direction.writer_receives() {
             return;
         }
         let Some(to) = self.target() else { return };

@@ -16,9 +16,9 @@
 pub mod call;
 pub mod dtmf;
 pub mod keypad;
-pub mod prompts;
 pub mod rtcp;
 pub mod sdp;
+pub mod source;
 
 use crate::config::Config;
 use crate::ids::RoomId;

@@ -1,71 +1,9 @@
-//! SDP offer/answer for plain-RTP audio calls (RFC 3264, RFC 4566), on the same SDP model
-//! as the WebRTC side (`rtc::sdp`): read a caller's offer, pick a codec, write the answer.
+//! Plain-RTP audio offer/answer for phone calls (RFC 3264), on the one SDP model
+//! ([`crate::sdp`]): what a caller's offer asks for, and our answer.
 
 use crate::codec::voice::AudioCodec;
-use rtc::sdp::description::session::SessionDescription;
-use std::net::{IpAddr, SocketAddr};
-
-/// Largest SDP body read from a peer.
-pub const MAX_SDP_BYTES: usize = 16 * 1024;
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum SdpError {
-    #[error("SDP over {MAX_SDP_BYTES} bytes")]
-    TooLarge,
-    #[error("unparsable SDP: {0}")]
-    Parse(String),
-    #[error("no audio m-line")]
-    NoAudio,
-    #[error("no audio codec in common (we take PCMU, PCMA, G722, opus)")]
-    NoCodec,
-    #[error("no usable connection address")]
-    NoAddress,
-}
-
-/// Media direction, as the offerer wrote it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Direction {
-    SendRecv,
-    SendOnly,
-    RecvOnly,
-    Inactive,
-}
-
-impl Direction {
-    fn from_attr(key: &str) -> Option<Self> {
-        match key {
-            "sendrecv" => Some(Self::SendRecv),
-            "sendonly" => Some(Self::SendOnly),
-            "recvonly" => Some(Self::RecvOnly),
-            "inactive" => Some(Self::Inactive),
-            _ => None,
-        }
-    }
-
-    /// The answer's direction for this offer (RFC 3264 6.1).
-    pub fn answer(self) -> Self {
-        match self {
-            Self::SendRecv => Self::SendRecv,
-            Self::SendOnly => Self::RecvOnly,
-            Self::RecvOnly => Self::SendOnly,
-            Self::Inactive => Self::Inactive,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::SendRecv => "sendrecv",
-            Self::SendOnly => "sendonly",
-            Self::RecvOnly => "recvonly",
-            Self::Inactive => "inactive",
-        }
-    }
-
-    /// Whether the offerer wants to receive our audio.
-    pub fn offerer_receives(self) -> bool {
-        matches!(self, Self::SendRecv | Self::RecvOnly)
-    }
-}
+pub use crate::sdp::{Direction, SdpError};
+use std::net::SocketAddr;
 
 /// What we take from a caller's offer.
 #[derive(Clone, Debug, PartialEq)]
@@ -87,33 +25,22 @@ impl AudioOffer {
 
     /// Whether this offer puts the call on hold (RFC 3264 8.4; RFC 2543's 0.0.0.0 too).
     pub fn is_hold(&self) -> bool {
-        self.remote.is_none() || !self.direction.offerer_receives()
+        self.remote.is_none() || !self.direction.writer_receives()
     }
 }
 
 pub fn parse_offer(body: &[u8]) -> Result<AudioOffer, SdpError> {
-    if body.len() > MAX_SDP_BYTES {
-        return Err(SdpError::TooLarge);
-    }
-    let text = std::str::from_utf8(body).map_err(|_| SdpError::Parse("not UTF-8".into()))?;
-    let sd = SessionDescription::unmarshal(&mut std::io::Cursor::new(text.as_bytes()))
-        .map_err(|e| SdpError::Parse(e.to_string()))?;
-    let m = sd
-        .media_descriptions
-        .iter()
-        .find(|m| m.media_name.media == "audio" && m.media_name.port.value != 0)
-        .ok_or(SdpError::NoAudio)?;
-    let rtpmap = m.codecs();
+    let sections = crate::sdp::parse_bytes(body)?;
+    let m = crate::sdp::first(&sections, "audio").ok_or(SdpError::NoAudio)?;
     let mut codecs = Vec::new();
     let mut dtmf = None;
-    for f in &m.media_name.formats {
-        let Ok(pt) = f.parse::<u8>() else { continue };
-        let codec = match rtpmap.get(&pt) {
-            Some(c) if c.name.eq_ignore_ascii_case("telephone-event") && c.clock_rate == 8000 => {
+    for &pt in &m.formats {
+        let codec = match m.rtpmap_of(pt) {
+            Some((name, 8000)) if name.eq_ignore_ascii_case("telephone-event") => {
                 dtmf.get_or_insert(pt);
                 continue;
             }
-            Some(c) => AudioCodec::from_rtpmap(&c.name, c.clock_rate),
+            Some((name, clock)) => AudioCodec::from_rtpmap(name, clock),
             None => AudioCodec::from_static_payload_type(pt),
         };
         if let Some(c) = codec {
@@ -123,26 +50,13 @@ pub fn parse_offer(body: &[u8]) -> Result<AudioOffer, SdpError> {
     if codecs.is_empty() {
         return Err(SdpError::NoCodec);
     }
-    let direction = m
-        .attributes
-        .iter()
-        .chain(&sd.attributes)
-        .find_map(|a| Direction::from_attr(&a.key))
-        .unwrap_or(Direction::SendRecv);
-    let address = m
-        .connection_information
-        .as_ref()
-        .or(sd.connection_information.as_ref())
-        .and_then(|c| c.address.as_ref())
-        .ok_or(SdpError::NoAddress)?;
-    let ip: IpAddr = address.address.parse().map_err(|_| SdpError::NoAddress)?;
-    let port = u16::try_from(m.media_name.port.value).map_err(|_| SdpError::NoAddress)?;
-    let remote = (!ip.is_unspecified() && port != 0).then(|| SocketAddr::new(ip, port));
+    let ip = m.connection.ok_or(SdpError::NoAddress)?;
+    let remote = (!ip.is_unspecified()).then(|| SocketAddr::new(ip, m.port));
     Ok(AudioOffer {
         remote,
         codecs,
         dtmf,
-        direction,
+        direction: m.direction,
     })
 }
 
@@ -234,10 +148,18 @@ mod tests {
         assert_eq!(parse_offer(video_only.as_bytes()), Err(SdpError::NoAudio));
         let g729 = SIPP_OFFER.replace("RTP/AVP 8 0 101", "RTP/AVP 18");
         assert_eq!(parse_offer(g729.as_bytes()), Err(SdpError::NoCodec));
-        assert!(matches!(parse_offer(b"garbage"), Err(SdpError::Parse(_))));
+        assert_eq!(parse_offer(b"garbage"), Err(SdpError::NotSdp));
+        assert!(matches!(
+            parse_offer(b"v=0\r\ns=-\r\n"),
+            Err(SdpError::Parse(_))
+        ));
+        assert!(matches!(
+            parse_offer(&[0xff, 0xfe]),
+            Err(SdpError::Parse(_))
+        ));
         assert_eq!(
-            parse_offer(&vec![b'a'; MAX_SDP_BYTES + 1]),
-            Err(SdpError::TooLarge)
+            parse_offer(&vec![b'a'; crate::sdp::MAX_SDP_BYTES + 1]),
+            Err(SdpError::TooLarge(crate::sdp::MAX_SDP_BYTES + 1))
         );
         let opus = SIPP_OFFER
             .replace("RTP/AVP 8 0 101", "RTP/AVP 96 9")

@@ -6,12 +6,12 @@
 //! take down the room or another participant.
 
 pub mod keyframe;
-pub mod sdp;
 
 use crate::config::Config;
 use crate::ids::ParticipantId;
 use crate::room::sink::RtpSink;
 use crate::room::{Attachment, Room, Upstream};
+use crate::sdp;
 use rtc::interceptor::{CongestionControlBuilder, Slot, TwccSenderBuilder};
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_AV1, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_RTX,

@@ -360,15 +360,14 @@ fn spawn_media(
     vssrc: u32,
     media: Media,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    let sections = tessera::transport::sdp::parse(answer).unwrap();
-    let apt = tessera::transport::sdp::first(&sections, "audio")
+    let sections = tessera::sdp::parse(answer).unwrap();
+    let apt = tessera::sdp::first(&sections, "audio")
         .and_then(|a| a.payload_type("opus", None))
         .unwrap();
-    let vpt = tessera::transport::sdp::first(&sections, "video")
+    let vpt = tessera::sdp::first(&sections, "video")
         .and_then(|v| v.payload_type("H264", Some("packetization-mode=1")))
         .unwrap();
-    let av1_pt = tessera::transport::sdp::first(&sections, "video")
-        .and_then(|v| v.payload_type("AV1", None));
+    let av1_pt = tessera::sdp::first(&sections, "video").and_then(|v| v.payload_type("AV1", None));
     let mut tasks = Vec::new();
     if media.rtcp_garbage {
         let vt = vt.clone();

@@ -305,6 +305,39 @@ impl Caller {
         panic!("INFO never answered");
     }
 
+    /// re-INVITE with media `dir` (sendrecv, sendonly, …) at our current RTP socket; ACKs
+    /// the 200 and returns it.
+    pub fn reinvite(&mut self, room: &str, dir: &str) -> String {
+        self.cseq += 1;
+        let uri = format!("sip:{room}@{}", self.server);
+        let rtp = self.rtp.local_addr().unwrap().port();
+        let sdp = format!(
+            "v=0\r\no=test 1 {v} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio {rtp} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n\
+             a=rtpmap:101 telephone-event/8000\r\na={dir}\r\n",
+            v = self.cseq
+        );
+        let branch = format!("{:x}", rand::random::<u64>());
+        let req = self.request(
+            "INVITE",
+            &uri,
+            &branch,
+            "Content-Type: application/sdp\r\n",
+            &sdp,
+        );
+        self.send(&req);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Some(m) = self.recv(0.5).filter(|m| m.starts_with("SIP/2.0 200")) {
+                let ack =
+                    self.request("ACK", &uri, &format!("{:x}", rand::random::<u64>()), "", "");
+                self.send(&ack);
+                return m;
+            }
+        }
+        panic!("re-INVITE not answered");
+    }
+
     pub fn bye(&mut self) {
         self.cseq += 1;
         let uri = format!("sip:x@{}", self.server);

@@ -1,34 +1,100 @@
-//! Just enough SDP reading for the MCU's decisions (the `webrtc` stack does the real
-//! negotiation): per m-section its kind, mid, direction, payload types and header-extension
-//! ids, read from `rtc::sdp`'s session description (one SDP model for WebRTC and SIP).
+//! The one SDP model (RFC 4566, RFC 8866), for every way in: WebRTC offers and answers
+//! (the `webrtc` stack does the real negotiation; the MCU reads its decisions here) and
+//! phone calls' plain-RTP offers (`sip::sdp` builds its offer/answer on these sections).
+//! Parsing is `rtc::sdp`'s; this module keeps, per m-section, what Tessera decides on:
+//! kind, mid, direction, port, connection address, payload types in order, rtpmap, fmtp,
+//! header-extension ids and SDES crypto lines.
 
 use crate::codec::VideoCodec;
 use rtc::sdp::description::session::SessionDescription;
 use std::collections::HashMap;
+use std::net::IpAddr;
 
 pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+
+/// Largest SDP read from a peer.
+pub const MAX_SDP_BYTES: usize = 64 * 1024;
+
+/// Media direction, from the point of view of the SDP's writer (RFC 3264 §5.1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Direction {
+    #[default]
+    SendRecv,
+    SendOnly,
+    RecvOnly,
+    Inactive,
+}
+
+impl Direction {
+    pub fn from_attr(key: &str) -> Option<Self> {
+        match key {
+            "sendrecv" => Some(Self::SendRecv),
+            "sendonly" => Some(Self::SendOnly),
+            "recvonly" => Some(Self::RecvOnly),
+            "inactive" => Some(Self::Inactive),
+            _ => None,
+        }
+    }
+
+    /// The answer's direction for this offer (RFC 3264 §6.1).
+    pub fn answer(self) -> Self {
+        match self {
+            Self::SendRecv => Self::SendRecv,
+            Self::SendOnly => Self::RecvOnly,
+            Self::RecvOnly => Self::SendOnly,
+            Self::Inactive => Self::Inactive,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SendRecv => "sendrecv",
+            Self::SendOnly => "sendonly",
+            Self::RecvOnly => "recvonly",
+            Self::Inactive => "inactive",
+        }
+    }
+
+    /// Whether the writer wants to receive media.
+    pub fn writer_receives(self) -> bool {
+        matches!(self, Self::SendRecv | Self::RecvOnly)
+    }
+
+    /// Whether the writer will send media.
+    pub fn writer_sends(self) -> bool {
+        matches!(self, Self::SendRecv | Self::SendOnly)
+    }
+}
 
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct MediaSection {
     pub kind: String,
     pub mid: Option<String>,
-    /// `sendrecv`, `sendonly`, `recvonly` or `inactive` (from the writer's point of view).
-    pub direction: String,
+    pub direction: Direction,
     /// Port 0 = rejected section.
-    pub port: u32,
-    pub rtpmap: Vec<(u8, String, String)>,
+    pub port: u16,
+    /// The transport protocol (`RTP/AVP`, `RTP/SAVP`, `UDP/TLS/RTP/SAVPF`, …).
+    pub proto: String,
+    /// The connection address (`c=`, the section's or else the session's).
+    pub connection: Option<IpAddr>,
+    /// Payload types in the m-line's order (the writer's preference).
+    pub formats: Vec<u8>,
+    /// (payload type, encoding name, clock rate), in the m-line's order.
+    pub rtpmap: Vec<(u8, String, u32)>,
     pub fmtp: HashMap<u8, String>,
     pub extmap: HashMap<String, u8>,
+    /// `a=crypto` values (RFC 4568), in order.
+    pub crypto: Vec<String>,
 }
 
 impl MediaSection {
     /// Whether the writer of this SDP will receive media on this section.
     pub fn writer_receives(&self) -> bool {
-        self.port != 0 && matches!(self.direction.as_str(), "sendrecv" | "recvonly")
+        self.port != 0 && self.direction.writer_receives()
     }
     /// Whether the writer of this SDP will send media on this section.
     pub fn writer_sends(&self) -> bool {
-        self.port != 0 && matches!(self.direction.as_str(), "sendrecv" | "sendonly")
+        self.port != 0 && self.direction.writer_sends()
     }
 
     /// Payload types of ingestible video codecs.
@@ -57,9 +123,18 @@ impl MediaSection {
             })
             .map(|(pt, _, _)| *pt)
     }
+
+    /// The rtpmap entry of a payload type.
+    pub fn rtpmap_of(&self, pt: u8) -> Option<(&str, u32)> {
+        self.rtpmap
+            .iter()
+            .find(|(p, _, _)| *p == pt)
+            .map(|(_, n, c)| (n.as_str(), *c))
+    }
 }
 
-/// Why an SDP was refused before it reached the WebRTC stack.
+/// Why an SDP was refused (for a WebRTC offer, before it reaches the WebRTC stack; for a
+/// phone's offer, the 488's Warning).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SdpError {
     #[error("SDP is empty")]
@@ -72,15 +147,30 @@ pub enum SdpError {
     NoMedia,
     #[error("unparsable SDP: {0}")]
     Parse(String),
+    #[error("no audio m-line")]
+    NoAudio,
+    #[error("no audio codec in common (we take PCMU, PCMA, G722, opus)")]
+    NoCodec,
+    #[error("no usable connection address")]
+    NoAddress,
+    #[error("{0}")]
+    Crypto(String),
 }
 
-/// Parses the m-sections of an SDP (with `rtc::sdp`, the model the WebRTC stack and the
-/// SIP bridge use too).
+/// Parses an SDP body (bytes off the wire) into its m-sections.
+pub fn parse_bytes(body: &[u8]) -> Result<Vec<MediaSection>, SdpError> {
+    if body.len() > MAX_SDP_BYTES {
+        return Err(SdpError::TooLarge(body.len()));
+    }
+    parse(std::str::from_utf8(body).map_err(|_| SdpError::Parse("not UTF-8".into()))?)
+}
+
+/// Parses the m-sections of an SDP.
 pub fn parse(sdp: &str) -> Result<Vec<MediaSection>, SdpError> {
     if sdp.trim().is_empty() {
         return Err(SdpError::Empty);
     }
-    if sdp.len() > 64 * 1024 {
+    if sdp.len() > MAX_SDP_BYTES {
         return Err(SdpError::TooLarge(sdp.len()));
     }
     if !sdp.trim_start().starts_with("v=0") {
@@ -89,23 +179,29 @@ pub fn parse(sdp: &str) -> Result<Vec<MediaSection>, SdpError> {
     let sd = SessionDescription::unmarshal(&mut std::io::Cursor::new(sdp.trim_start().as_bytes()))
         .map_err(|e| SdpError::Parse(e.to_string()))?;
     let direction_of = |attrs: &[rtc::sdp::description::common::Attribute]| {
-        attrs
-            .iter()
-            .map(|a| a.key.as_str())
-            .find(|k| matches!(*k, "sendrecv" | "sendonly" | "recvonly" | "inactive"))
-            .map(str::to_owned)
+        attrs.iter().find_map(|a| Direction::from_attr(&a.key))
     };
-    let session_direction = direction_of(&sd.attributes).unwrap_or_else(|| "sendrecv".into());
+    let address = |c: Option<&rtc::sdp::description::common::ConnectionInformation>| {
+        c.and_then(|c| c.address.as_ref())
+            .and_then(|a| a.address.parse::<IpAddr>().ok())
+    };
+    let session_direction = direction_of(&sd.attributes).unwrap_or_default();
+    let session_address = address(sd.connection_information.as_ref());
     let sections: Vec<MediaSection> = sd
         .media_descriptions
         .iter()
         .map(|m| {
+            let formats: Vec<u8> = m
+                .media_name
+                .formats
+                .iter()
+                .filter_map(|f| f.parse().ok())
+                .collect();
             let mut codecs: Vec<_> = m.codecs().into_values().collect();
             codecs.sort_by_key(|c| {
-                m.media_name
-                    .formats
+                formats
                     .iter()
-                    .position(|f| f.parse() == Ok(c.payload_type))
+                    .position(|f| *f == c.payload_type)
                     .unwrap_or(usize::MAX)
             });
             let extmap = m
@@ -122,8 +218,11 @@ pub fn parse(sdp: &str) -> Result<Vec<MediaSection>, SdpError> {
             MediaSection {
                 kind: m.media_name.media.clone(),
                 mid: m.attribute("mid").flatten().map(str::to_owned),
-                direction: direction_of(&m.attributes).unwrap_or_else(|| session_direction.clone()),
-                port: u32::try_from(m.media_name.port.value).unwrap_or(0),
+                direction: direction_of(&m.attributes).unwrap_or(session_direction),
+                port: u16::try_from(m.media_name.port.value).unwrap_or(0),
+                proto: m.media_name.protos.join("/"),
+                connection: address(m.connection_information.as_ref()).or(session_address),
+                formats,
                 fmtp: codecs
                     .iter()
                     .filter(|c| !c.fmtp.is_empty())
@@ -131,9 +230,15 @@ pub fn parse(sdp: &str) -> Result<Vec<MediaSection>, SdpError> {
                     .collect(),
                 rtpmap: codecs
                     .into_iter()
-                    .map(|c| (c.payload_type, c.name, c.clock_rate.to_string()))
+                    .map(|c| (c.payload_type, c.name, c.clock_rate))
                     .collect(),
                 extmap,
+                crypto: m
+                    .attributes
+                    .iter()
+                    .filter(|a| a.key == "crypto")
+                    .filter_map(|a| a.value.clone())
+                    .collect(),
             }
         })
         .collect();
@@ -170,6 +275,10 @@ m=video 9 UDP/TLS/RTP/SAVPF 96 102 45\r\na=mid:1\r\na=sendonly\r\na=rtpmap:96 VP
         assert_eq!(a.payload_type("opus", None), Some(111));
         let v = first(&s, "video").unwrap();
         assert!(!v.writer_receives() && v.writer_sends());
+        assert_eq!(v.direction, Direction::SendOnly);
+        assert_eq!(v.formats, [96, 102, 45]);
+        assert_eq!(v.proto, "UDP/TLS/RTP/SAVPF");
+        assert_eq!(v.rtpmap_of(102), Some(("H264", 90_000)));
         let pts = v.video_payload_types();
         assert_eq!(pts.get(&102), Some(&VideoCodec::H264));
         assert_eq!(pts.get(&45), Some(&VideoCodec::Av1));

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Regenerates the spoken prompts shipped in the binary (src/sip/prompts/*.raw: 16 kHz mono
+# Regenerates the spoken prompts shipped in the binary (src/prompts/*.raw: 16 kHz mono
 # signed 16-bit little-endian, peak -6 dBFS) with free tools: espeak-ng (speech) and sox.
-#   apt-get install espeak-ng sox && bash src/sip/prompts/make.sh
+#   apt-get install espeak-ng sox && bash src/prompts/make.sh
 set -euo pipefail
 cd "$(dirname "$0")"
 say() {
@@ -23,3 +23,4 @@ say locked "The conference is locked."
 say unlocked "The conference is unlocked."
 say everyone_muted "Everyone else is muted."
 say everyone_unmuted "Everyone is unmuted."
+say recording "This conference is now being recorded."

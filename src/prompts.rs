@@ -1,5 +1,6 @@
 //! Spoken prompts, shipped in the binary: made with espeak-ng and sox by
-//! `src/sip/prompts/make.sh` (16 kHz raw PCM), turned into 48 kHz clips on first use.
+//! `src/prompts/make.sh` (16 kHz raw PCM), turned into 48 kHz clips on first use. Phone
+//! callers hear the keypad's prompts; everyone hears the recording announcement.
 
 use crate::room::audio::Clip;
 use std::sync::LazyLock;
@@ -18,6 +19,8 @@ pub enum Prompt {
     Unlocked,
     EveryoneMuted,
     EveryoneUnmuted,
+    /// "This conference is now being recorded" (`[recording] announce`).
+    Recording,
 }
 
 macro_rules! prompts {
@@ -51,6 +54,7 @@ prompts! {
     Unlocked => "unlocked",
     EveryoneMuted => "everyone_muted",
     EveryoneUnmuted => "everyone_unmuted",
+    Recording => "recording",
 }
 
 fn load(raw: &[u8]) -> Clip {
@@ -79,6 +83,7 @@ mod tests {
             Prompt::WrongPin,
             Prompt::Goodbye,
             Prompt::Muted,
+            Prompt::Recording,
         ] {
             let c = p.clip();
             let secs = c.len() as f64 / 48_000.0;
