@@ -163,3 +163,58 @@ async fn three_clients_see_and_hear_everyone_but_themselves() {
     }
     server.stop().await;
 }
+
+/// Four participants talking at once (two over WebSocket, two over WHIP): each hears the
+/// other three, window after window, and not itself. With the old top-3 mix one of four
+/// equally loud talkers stayed out for whole calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn four_talking_at_once_each_hear_the_other_three() {
+    const FOUR: [(&str, (u8, u8, u8), f32); 4] = [
+        ("Red", (220, 30, 30), 400.0),
+        ("Green", (30, 200, 30), 650.0),
+        ("Blue", (30, 30, 220), 1000.0),
+        ("Grey", (128, 128, 128), 1_450.0),
+    ];
+    let server = TestServer::start().await;
+    let mut clients = Vec::new();
+    for (i, (name, rgb, tone)) in FOUR.iter().enumerate() {
+        clients.push(if i % 2 == 0 {
+            Client::join_ws(&server, "four", name, *rgb, *tone).await
+        } else {
+            Client::join_whip(&server, "four", name, *rgb, *tone).await
+        });
+    }
+    wait_until("every client to receive 2 s of audio", 60, || {
+        clients.iter().all(|c| c.last_audio(96_000).len() >= 96_000)
+    })
+    .await;
+    // Five checks a second apart, each over the last second.
+    for round in 0..5 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for (k, c) in clients.iter().enumerate() {
+            let audio = c.last_audio(48_000);
+            let powers: Vec<f64> = FOUR.iter().map(|p| tone_power(&audio, p.2)).collect();
+            for j in (0..4).filter(|&j| j != k) {
+                assert!(
+                    powers[j] > 1e6,
+                    "round {round}: {} does not hear {}: {powers:?}",
+                    c.name,
+                    FOUR[j].0
+                );
+            }
+            let weakest = (0..4)
+                .filter(|&j| j != k)
+                .map(|j| powers[j])
+                .fold(f64::MAX, f64::min);
+            assert!(
+                powers[k] * 1000.0 < weakest,
+                "round {round}: {} hears itself: {powers:?}",
+                c.name
+            );
+        }
+    }
+    for c in &clients {
+        c.close().await;
+    }
+    server.stop().await;
+}

@@ -559,3 +559,110 @@ async fn a_full_disk_is_refused_at_start_and_stops_only_the_recording_when_it_fi
     let _ = Command::new("umount").arg(&dir).status();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// RMS of 16-bit samples.
+fn rms(x: &[i16]) -> f64 {
+    (x.iter().map(|&s| (s as f64) * (s as f64)).sum::<f64>() / x.len().max(1) as f64).sqrt()
+}
+
+/// When a recording starts, everyone hears "this conference is now being recorded": a web
+/// participant and a phone caller (both silent themselves, so what they hear is the
+/// announcement), and it is in the file too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_web_participant_and_a_caller_hear_the_recording_announcement() {
+    use common::sip_caller::{run, Caller};
+    let dir = tempdir("announce");
+    let server = TestServer::start_with(small_recordings(&dir)).await;
+    let mut config = tessera::config::Config::default();
+    small_recordings(&dir)(&mut config);
+    let sip = tessera::sip::start(
+        "127.0.0.1:0".parse().unwrap(),
+        std::sync::Arc::new(config),
+        server.rooms.clone(),
+    )
+    .await
+    .unwrap();
+    // A silent web participant (a 0 Hz tone) and a silent caller.
+    let web = Client::join_ws_at(
+        server.addr,
+        "announce",
+        "Web",
+        Media::steady((200, 200, 200), 0.0),
+    )
+    .await;
+    let sip_addr = sip.addr;
+    let caller = tokio::task::spawn_blocking(move || {
+        let mut c = Caller::new(sip_addr, None);
+        assert_eq!(c.call("announce"), 200);
+        let mut k = 0;
+        // Let the join tone pass, then measure 1 s of quiet.
+        run(&mut [&mut c], &mut k, 2.0);
+        c.heard.clear();
+        run(&mut [&mut c], &mut k, 1.0);
+        let quiet = rms(&c.heard);
+        (c, k, quiet)
+    });
+    let (mut c, mut k, caller_quiet) = caller.await.unwrap();
+    let web_quiet = rms(&web.last_audio(48_000));
+    let resp = http(server.addr, "POST", "/api/rooms/announce/recording", None).await;
+    assert_eq!(resp.status, 201, "{}", resp.body);
+    let caller = tokio::task::spawn_blocking(move || {
+        c.heard.clear();
+        run(&mut [&mut c], &mut k, 3.0);
+        let loud = rms(&c.heard);
+        c.bye();
+        loud
+    });
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    let web_loud = rms(&web.last_audio(3 * 48_000));
+    let caller_loud = caller.await.unwrap();
+    println!(
+        "announcement RMS: caller {caller_quiet:.0} -> {caller_loud:.0}, web {web_quiet:.0} -> {web_loud:.0}"
+    );
+    assert!(
+        caller_loud > 300.0 && caller_loud > 10.0 * caller_quiet.max(1.0),
+        "the caller did not hear the announcement: {caller_quiet:.0} -> {caller_loud:.0}"
+    );
+    assert!(
+        web_loud > 300.0 && web_loud > 10.0 * web_quiet.max(1.0),
+        "the web participant did not hear the announcement: {web_quiet:.0} -> {web_loud:.0}"
+    );
+    web.close().await;
+    let _ = http(server.addr, "DELETE", "/api/rooms/announce/recording", None).await;
+    sip.stop();
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `[recording] announce = false`: a recording starts without the announcement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_announce_off_a_recording_starts_silently() {
+    let dir = tempdir("quiet");
+    let server = TestServer::start_with(|c| {
+        small_recordings(&dir)(c);
+        c.recording.announce = false;
+    })
+    .await;
+    let web = Client::join_ws_at(
+        server.addr,
+        "quiet",
+        "Web",
+        Media::steady((200, 200, 200), 0.0),
+    )
+    .await;
+    wait_until("the client to receive 1 s of audio", 30, || {
+        web.last_audio(48_000).len() >= 48_000
+    })
+    .await;
+    let resp = http(server.addr, "POST", "/api/rooms/quiet/recording", None).await;
+    assert_eq!(resp.status, 201, "{}", resp.body);
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    let heard = rms(&web.last_audio(3 * 48_000));
+    assert!(
+        heard < 30.0,
+        "heard {heard:.0} RMS with the announcement off"
+    );
+    web.close().await;
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

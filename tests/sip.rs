@@ -772,3 +772,126 @@ fn rtp_from_anyone_but_the_caller_is_dropped_and_nothing_is_sent_to_it() {
     b.bye();
     child.kill().unwrap();
 }
+
+const FIVE_TONES: [f32; 5] = [440.0, 730.0, 1_170.0, 1_530.0, 2_110.0];
+
+/// For each talker j, the longest run (seconds) of 0.5 s windows in which `listener(j)`
+/// did not hear j, over the last `secs` of what it heard.
+fn longest_unheard(
+    callers: &[&mut Caller],
+    listener: impl Fn(usize) -> usize,
+    secs: f64,
+) -> Vec<f64> {
+    (0..callers.len())
+        .map(|j| {
+            let heard = callers[listener(j)].last(secs);
+            let (mut run, mut worst) = (0usize, 0usize);
+            for w in heard.chunks_exact(4_000) {
+                if power(w, FIVE_TONES[j]) > HEARD / 10.0 {
+                    run = 0;
+                } else {
+                    run += 1;
+                    worst = worst.max(run);
+                }
+            }
+            worst as f64 * 0.5
+        })
+        .collect()
+}
+
+/// Four callers talking at once all hear the other three, all the time (with the old
+/// top-3 mix the fourth, equally loud, stayed out for whole calls).
+#[test]
+fn four_callers_talking_at_once_each_hear_the_other_three_throughout() {
+    let (mut child, _http, sip, _dir) = server("");
+    let mut cs: Vec<Caller> = (0..4)
+        .map(|i| Caller::new(sip, Some(FIVE_TONES[i])))
+        .collect();
+    for c in &mut cs {
+        assert_eq!(c.call("four"), 200);
+    }
+    let mut k = 0;
+    let mut refs: Vec<&mut Caller> = cs.iter_mut().collect();
+    run(&mut refs, &mut k, 2.0);
+    for c in refs.iter_mut() {
+        c.heard.clear();
+    }
+    run(&mut refs, &mut k, 8.0);
+    for (i, c) in refs.iter().enumerate() {
+        for j in (0..4).filter(|&j| j != i) {
+            for (w, win) in c.last(7.5).chunks_exact(4_000).enumerate() {
+                let p = power(win, FIVE_TONES[j]);
+                assert!(
+                    p > HEARD / 10.0,
+                    "caller {i} does not hear {j} in window {w}: {p:.0}"
+                );
+            }
+        }
+        let h = c.last(7.5);
+        let own = power(h, FIVE_TONES[i]);
+        let weakest = (0..4)
+            .filter(|&j| j != i)
+            .map(|j| power(h, FIVE_TONES[j]))
+            .fold(f64::MAX, f64::min);
+        assert!(
+            own * 100.0 < weakest,
+            "caller {i}: own tone {own:.0} not 20 dB below the others ({weakest:.0})"
+        );
+    }
+    for c in refs.iter_mut() {
+        c.bye();
+    }
+    child.kill().unwrap();
+}
+
+/// More continuous, equally loud talkers than `top_k`: they take turns, and nobody is left
+/// out for more than a few seconds while it keeps talking.
+#[test]
+fn beyond_the_talker_limit_everyone_takes_turns() {
+    let (mut child, _http, sip, _dir) = server("[audio]\ntop_k = 3\n");
+    let mut cs: Vec<Caller> = (0..5)
+        .map(|i| Caller::new(sip, Some(FIVE_TONES[i])))
+        .collect();
+    for c in &mut cs {
+        assert_eq!(c.call("turns"), 200);
+    }
+    let mut k = 0;
+    let mut refs: Vec<&mut Caller> = cs.iter_mut().collect();
+    run(&mut refs, &mut k, 1.0);
+    for c in refs.iter_mut() {
+        c.heard.clear();
+    }
+    run(&mut refs, &mut k, 16.0);
+    let out = longest_unheard(&refs, |j| (j + 1) % 5, 15.5);
+    println!("longest a talker went unheard (s), top_k 3, 5 talkers: {out:?}");
+    for (j, s) in out.iter().enumerate() {
+        assert!(*s <= 5.0, "talker {j} left out for {s} s while talking");
+    }
+    // Three at once: in 0.1 s windows a listener hears more than three others only in
+    // the windows where a turn changes hands (all four, every time, without the limit).
+    for (i, c) in refs.iter().enumerate() {
+        let windows: Vec<usize> = c
+            .last(15.5)
+            .chunks_exact(800)
+            .map(|win| {
+                (0..5)
+                    .filter(|&j| j != i && power(win, FIVE_TONES[j]) > HEARD / 10.0)
+                    .count()
+            })
+            .collect();
+        let over = windows.iter().filter(|&&n| n > 3).count();
+        println!(
+            "listener {i}: {over} of {} windows with more than 3 talkers",
+            windows.len()
+        );
+        assert!(
+            over * 10 < windows.len(),
+            "listener {i} heard more than 3 talkers in {over} of {} windows",
+            windows.len()
+        );
+    }
+    for c in refs.iter_mut() {
+        c.bye();
+    }
+    child.kill().unwrap();
+}
