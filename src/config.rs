@@ -261,6 +261,11 @@ pub struct Config {
     /// SIP (UDP and TCP) listen address for phones dialling in; `"off"` disables SIP.
     #[serde(with = "sip_listen_serde")]
     pub sip_listen: Option<SocketAddr>,
+    /// SIP over TLS (`sips:`) listen address, with the HTTPS listener's certificate
+    /// (`tls_cert`/`tls_key` or `tls_self_signed`); an IP alone listens on 5061; `"off"`
+    /// (the default) disables it. Needs `sip_listen` on.
+    #[serde(with = "sip_tls_listen_serde")]
+    pub sip_tls_listen: Option<SocketAddr>,
     pub sip: SipConfig,
     /// Rooms declared up front, with their PINs and options.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -332,6 +337,9 @@ pub struct SipConfig {
     pub invite_rate: f64,
     /// Burst of calls one source may place at once.
     pub invite_burst: u32,
+    /// SRTP for calls (rooms may override): `optional` takes SDES-keyed SRTP where a call
+    /// offers it over TLS and plain RTP otherwise; `required` answers a plain-RTP offer 488.
+    pub media_encryption: MediaEncryption,
 }
 
 impl Default for SipConfig {
@@ -340,8 +348,18 @@ impl Default for SipConfig {
             numbers: Default::default(),
             invite_rate: 20.0,
             invite_burst: 200,
+            media_encryption: MediaEncryption::Optional,
         }
     }
+}
+
+/// Whether a phone call's media must be encrypted (SRTP).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaEncryption {
+    #[default]
+    Optional,
+    Required,
 }
 
 /// `[[rooms]]`: a room's access and options, known before anyone joins.
@@ -361,10 +379,48 @@ pub struct RoomDecl {
     /// Join and leave tones (default on).
     #[serde(default = "yes")]
     pub tones: bool,
+    /// SRTP for this room's calls, overriding `[sip] media_encryption`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_encryption: Option<MediaEncryption>,
 }
 
 fn yes() -> bool {
     true
+}
+
+mod sip_tls_listen_serde {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::net::SocketAddr;
+
+    pub fn serialize<S: Serializer>(v: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(a) => s.serialize_str(&a.to_string()),
+            None => s.serialize_str("off"),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+        let text = String::deserialize(d)?;
+        super::parse_sip_tls_listen(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// `off`, `IP:PORT`, or an IP alone (port 5061, RFC 3261 §26.2).
+pub fn parse_sip_tls_listen(text: &str) -> Result<Option<SocketAddr>, String> {
+    let t = text.trim();
+    if t.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    if let Ok(ip) = t
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    {
+        return Ok(Some(SocketAddr::new(ip, 5061)));
+    }
+    t.parse()
+        .map(Some)
+        .map_err(|_| format!("`{text}` is not IP:PORT, an IP (port 5061) or `off`"))
 }
 
 /// A PIN is 1 to 16 digits.
@@ -421,6 +477,7 @@ impl Default for Config {
             timeouts: TimeoutsConfig::default(),
             http: HttpConfig::default(),
             sip_listen: Some("127.0.0.1:5060".parse().expect("literal address")),
+            sip_tls_listen: None,
             sip: SipConfig::default(),
             rooms: Vec::new(),
             api_secret: None,
@@ -463,6 +520,10 @@ pub struct Cli {
     /// SIP listen address (UDP and TCP), e.g. 0.0.0.0:5060, or `off`.
     #[arg(long, env = "TESSERA_SIP_LISTEN")]
     pub sip_listen: Option<String>,
+    /// SIP over TLS listen address (an IP alone: port 5061), or `off` (the default). Uses
+    /// the HTTPS certificate options.
+    #[arg(long, env = "TESSERA_SIP_TLS_LISTEN")]
+    pub sip_tls_listen: Option<String>,
     /// IP that media (UDP) sockets bind to.
     #[arg(long, env = "TESSERA_MEDIA_IP")]
     pub media_ip: Option<IpAddr>,
@@ -584,6 +645,13 @@ impl Config {
                 field: "sip_listen",
                 message,
             })?;
+        }
+        if let Some(v) = &cli.sip_tls_listen {
+            self.sip_tls_listen =
+                parse_sip_tls_listen(v).map_err(|message| ConfigError::Invalid {
+                    field: "sip_tls_listen",
+                    message,
+                })?;
         }
         if let Some(v) = cli.media_ip {
             self.media_ip = v;
@@ -938,9 +1006,24 @@ impl Config {
             }
             _ => return bad("tls_cert/tls_key", "give both".into()),
         }
+        if self.sip_tls_listen.is_some() {
+            if self.sip_listen.is_none() {
+                return bad(
+                    "sip_tls_listen",
+                    "needs sip_listen on (SIP over TLS runs beside UDP/TCP)".into(),
+                );
+            }
+            if self.tls_cert.is_none() && !self.tls_self_signed {
+                return bad(
+                    "sip_tls_listen",
+                    "needs a certificate: tls_cert/tls_key or tls_self_signed".into(),
+                );
+            }
+        }
         if self.api_secret.is_none() && !self.insecure {
             let exposed = std::iter::once(self.listen)
                 .chain(self.sip_listen)
+                .chain(self.sip_tls_listen)
                 .find(|a| !a.ip().is_loopback());
             if let Some(addr) = exposed {
                 return bad(

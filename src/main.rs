@@ -225,6 +225,9 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
                     .await
                     .context("starting SIP (`--sip-listen off` disables it)")?;
                 say(&format!("Tessera SIP is listening on sip:{} (udp, tcp)", sip.addr));
+                if let Some(tls) = sip.tls_addr {
+                    say(&format!("Tessera SIP is listening on sips:{tls} (tls)"));
+                }
                 Some(sip)
             }
             None => None,

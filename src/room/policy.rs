@@ -21,6 +21,9 @@ pub struct RoomPolicy {
     pub has_moderator_pin: bool,
     pub locked: bool,
     pub tones: bool,
+    /// SRTP for this room's calls (declared in the config), else the server's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub media_encryption: Option<crate::config::MediaEncryption>,
 }
 
 impl Default for RoomPolicy {
@@ -32,6 +35,7 @@ impl Default for RoomPolicy {
             has_moderator_pin: false,
             locked: false,
             tones: true,
+            media_encryption: None,
         }
     }
 }
@@ -43,6 +47,7 @@ impl RoomPolicy {
             moderator_pin: d.moderator_pin.clone(),
             locked: d.locked,
             tones: d.tones,
+            media_encryption: d.media_encryption,
             ..Self::default()
         };
         p.refresh();
@@ -175,6 +180,7 @@ mod tests {
             moderator_pin: Some("9999".into()),
             locked: false,
             tones: true,
+            media_encryption: None,
         };
         let all = Policies::new(&[decl], 10);
         let id = RoomId::parse("bridge").unwrap();

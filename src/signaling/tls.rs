@@ -57,6 +57,42 @@ pub fn server_config(config: &Config) -> Result<Option<Arc<rustls::ServerConfig>
     Ok(Some(Arc::new(tls)))
 }
 
+/// The certificate chain and key as PEM (for listeners configured with PEM, such as SIP
+/// over TLS): the configured files, or a self-signed certificate made now. `None` without
+/// certificate options.
+pub fn pem_pair(config: &Config) -> Result<Option<(Vec<u8>, Vec<u8>)>, TlsError> {
+    match (&config.tls_cert, &config.tls_key, config.tls_self_signed) {
+        (Some(cert), Some(key), _) => {
+            let read = |p: &std::path::Path| {
+                std::fs::read(p).map_err(|e| TlsError::Cert {
+                    path: p.display().to_string(),
+                    message: e.to_string(),
+                })
+            };
+            Ok(Some((read(cert)?, read(key)?)))
+        }
+        (_, _, true) => {
+            let (chain, key) = self_signed(config)?;
+            let pem = |label: &str, der: &[u8]| {
+                use base64::Engine;
+                let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+                let mut out = format!("-----BEGIN {label}-----\n");
+                for line in b64.as_bytes().chunks(64) {
+                    out.push_str(std::str::from_utf8(line).unwrap_or_default());
+                    out.push('\n');
+                }
+                out.push_str(&format!("-----END {label}-----\n"));
+                out.into_bytes()
+            };
+            Ok(Some((
+                chain.iter().flat_map(|c| pem("CERTIFICATE", c)).collect(),
+                pem("PRIVATE KEY", key.secret_der()),
+            )))
+        }
+        _ => Ok(None),
+    }
+}
+
 fn self_signed(
     config: &Config,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {

@@ -3,6 +3,7 @@
 //! prompts, hold/resume by re-INVITE, kicks, and the BYE from either side.
 
 use super::keypad::{Action, Keypad};
+use super::sdes::{self, KeyLine, Srtp};
 use super::sdp::{self, AudioOffer};
 use super::source::{SourceGuard, Verdict};
 use super::{caller_name, Bridge};
@@ -113,6 +114,40 @@ pub async fn incoming(bridge: Arc<Bridge>, mut tx: Transaction) {
             .await;
         return;
     }
+    // Media security: SRTP keyed by SDES when offered over TLS (keys never in clear).
+    let tls = tx
+        .connection
+        .as_ref()
+        .is_some_and(|c| c.transport() == rsipstack::sip::transport::Transport::Tls);
+    let required = policy
+        .media_encryption
+        .unwrap_or(bridge.config.sip.media_encryption)
+        == crate::config::MediaEncryption::Required;
+    let keys = match sdes::negotiate(
+        offer.savp,
+        offer.crypto.iter().map(String::as_str),
+        tls,
+        required,
+    )
+    .map_err(|e| e.to_string())
+    .and_then(|theirs| match theirs {
+        None => Ok(None),
+        Some(t) => {
+            let ours = t.ours().map_err(|e| e.to_string())?;
+            let srtp = Srtp::new(&t, &ours).map_err(|e| e.to_string())?;
+            Ok(Some((t, ours, srtp)))
+        }
+    }) {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::info!(room = %room_id, tls, "SIP call refused: {e}");
+            let warning = Header::Warning(format!("399 tessera \"{e}\"").into());
+            let _ = tx
+                .reply_with(StatusCode::NotAcceptableHere, vec![warning], None)
+                .await;
+            return;
+        }
+    };
     let socket = match bind_rtp(&bridge.config).await {
         Ok(s) => s,
         Err(e) => {
@@ -153,7 +188,11 @@ pub async fn incoming(bridge: Arc<Bridge>, mut tx: Transaction) {
         }
     };
     let (state_tx, state_rx) = bridge.dialogs.new_dialog_state_channel();
-    let contact = format!("sip:{}@{}", room_id, bridge.local);
+    // In-dialog requests come back the way the call came: over TLS for a TLS call.
+    let contact = match bridge.tls_local.filter(|_| tls) {
+        Some(t) => format!("sip:{room_id}@{t};transport=tls"),
+        None => format!("sip:{}@{}", room_id, bridge.local),
+    };
     let dialog = match bridge.dialogs.get_or_create_server_invite(
         &tx,
         state_tx,
@@ -179,6 +218,7 @@ pub async fn incoming(bridge: Arc<Bridge>, mut tx: Transaction) {
         (pt, codec),
         offer.dtmf,
         offer.direction.answer(),
+        keys.as_ref().map(|(_, ours, _)| (ours, offer.savp)),
     );
     // The sink the audio thread sends our mix into, drained by the call task.
     let (out_tx, out_rx) = mpsc::channel(64);
@@ -206,7 +246,7 @@ pub async fn incoming(bridge: Arc<Bridge>, mut tx: Transaction) {
         bridge.rooms.leave(&room, info.id);
         return;
     }
-    tracing::info!(room = %room_id, id = %info.id, %name, ?codec, "SIP call answered");
+    tracing::info!(room = %room_id, id = %info.id, %name, ?codec, tls, srtp = keys.is_some(), "SIP call answered");
     bridge
         .calls
         .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -235,6 +275,7 @@ pub async fn incoming(bridge: Arc<Bridge>, mut tx: Transaction) {
         hangup_at: None,
         session,
         last_rtp: Instant::now(),
+        keys,
     };
     call.run(state_rx, out_rx, ctl_rx).await;
 }
@@ -297,6 +338,8 @@ struct Call {
     hangup_at: Option<tokio::time::Instant>,
     session: (u64, u64),
     last_rtp: Instant,
+    /// SRTP: the caller's key line, ours, and the contexts (`None`: plain RTP).
+    keys: Option<(KeyLine, KeyLine, Srtp)>,
 }
 
 enum End {
@@ -398,7 +441,41 @@ impl Call {
 
     /// One datagram on the RTP port. RTCP arrives here too when the caller multiplexes it.
     fn rtp(&mut self, data: &[u8], from: SocketAddr) -> Option<End> {
-        if data.len() >= 2 && (200..=207).contains(&data[1]) {
+        let rtcp = data.len() >= 2 && (200..=207).contains(&data[1]);
+        // SRTP: authenticate first (only from a source that may be the caller, so a
+        // stranger cannot make the contexts track its SSRCs); a forgery counts as rejected.
+        let plain;
+        let data = match self.keys.as_mut() {
+            None => data,
+            Some((_, _, srtp)) => {
+                let opened = if !self.source.may_be_caller(from) {
+                    None
+                } else if rtcp {
+                    srtp.unprotect_rtcp(data)
+                } else {
+                    srtp.unprotect_rtp(data)
+                };
+                match opened {
+                    Some(p) => {
+                        plain = p;
+                        &plain[..]
+                    }
+                    None => {
+                        // Counted like a stranger's packet, logged as what it is.
+                        if let Verdict::Reject { log: true } = self.source.forged(from) {
+                            tracing::info!(id = %self.id, %from, "SIP call: a datagram failed SRTP authentication (dropped; more from this source are counted, not logged)");
+                        }
+                        self.bridge
+                            .rooms
+                            .events
+                            .sip_rtp_rejected
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        return None;
+                    }
+                }
+            }
+        };
+        if rtcp {
             let verdict = self.source.rtcp(from);
             if self.admit(from, verdict) {
                 self.rtcp_in(data);
@@ -595,6 +672,30 @@ impl Call {
                 return;
             }
         };
+        // The media security of a call never changes: SRTP stays SRTP (the caller may send
+        // a new key; ours stays), plain stays plain.
+        if let Some((theirs, ours, srtp)) = self.keys.as_mut() {
+            match KeyLine::choose(offer.crypto.iter().map(String::as_str)) {
+                Ok(new) if new == *theirs => {}
+                Ok(new) if new.suite == ours.suite => match Srtp::new(&new, ours) {
+                    Ok(fresh) => {
+                        *srtp = fresh;
+                        *theirs = new;
+                    }
+                    Err(_) => {
+                        let _ = handle.reply(StatusCode::NotAcceptableHere).await;
+                        return;
+                    }
+                },
+                _ => {
+                    let _ = handle.reply(StatusCode::NotAcceptableHere).await;
+                    return;
+                }
+            }
+        } else if offer.savp {
+            let _ = handle.reply(StatusCode::NotAcceptableHere).await;
+            return;
+        }
         let held = offer.is_hold();
         if held != self.held {
             tracing::info!(id = %self.id, held, "SIP call hold state");
@@ -614,6 +715,9 @@ impl Call {
             (self.pt, self.codec),
             dtmf,
             self.offer.direction.answer(),
+            self.keys
+                .as_ref()
+                .map(|(_, ours, _)| (ours, self.offer.savp)),
         );
         let _ = handle
             .respond(
@@ -636,7 +740,12 @@ impl Call {
         }
         let Some(to) = self.target() else { return };
         let (ts, len) = (pkt.header.timestamp, pkt.payload.len());
-        if let Ok(b) = pkt.marshal() {
+        let Ok(b) = pkt.marshal() else { return };
+        let b = match self.keys.as_mut() {
+            None => Some(b),
+            Some((_, _, srtp)) => srtp.protect_rtp(&b),
+        };
+        if let Some(b) = b {
             if self.socket.send_to(&b, to).await.is_ok() {
                 self.sent.packet(ts, len, Instant::now());
                 self.room.stats.sent(len);
@@ -654,9 +763,15 @@ impl Call {
             &mut self.received,
             Instant::now(),
         ) {
+            let b = match self.keys.as_mut() {
+                None => Some(b),
+                Some((_, _, srtp)) => srtp.protect_rtcp(&b).map(|p| p.to_vec()),
+            };
             // RTCP on the next port up (RFC 3550 11) unless the caller muxes it.
             let rtcp_to = SocketAddr::new(to.ip(), to.port().wrapping_add(1));
-            let _ = self.socket.send_to(&b, rtcp_to).await;
+            if let Some(b) = b {
+                let _ = self.socket.send_to(&b, rtcp_to).await;
+            }
         }
     }
 }

@@ -1,4 +1,6 @@
-//! The telephony bridge: SIP dial-in (UAS, RFC 3261) over UDP and TCP, with plain-RTP audio.
+//! The telephony bridge: SIP dial-in (UAS, RFC 3261) over UDP, TCP and TLS (`sips:`), with
+//! RTP audio — SRTP keyed by SDES (RFC 4568, [`sdes`]) on calls that offer it over TLS —
+//! taken only from the caller ([`source`]).
 //!
 //! The SIP stack is `rsipstack` (transactions, retransmissions, dialogs); this module
 //! decides: a call to `sip:{room}@host` (or a number mapped in `[sip] numbers`) joins that
@@ -17,6 +19,7 @@ pub mod call;
 pub mod dtmf;
 pub mod keypad;
 pub mod rtcp;
+pub mod sdes;
 pub mod sdp;
 pub mod source;
 
@@ -47,6 +50,8 @@ pub enum SipError {
 pub struct SipServer {
     /// Where it listens (UDP and TCP share the port).
     pub addr: SocketAddr,
+    /// Where SIP over TLS listens, when on.
+    pub tls_addr: Option<SocketAddr>,
     cancel: CancellationToken,
     bridge: Arc<Bridge>,
 }
@@ -96,6 +101,8 @@ pub struct Bridge {
     pub dialogs: Arc<DialogLayer>,
     /// The address in our Contact and SDP.
     pub local: SocketAddr,
+    /// Our TLS address (the Contact of calls that came over TLS).
+    pub tls_local: Option<SocketAddr>,
     rates: Mutex<crate::signaling::guard::RateLimiter>,
     /// Cancelled when the server shuts down: calls end with a BYE, new ones are refused.
     pub closing: CancellationToken,
@@ -123,6 +130,34 @@ pub async fn start(
         .await
         .map_err(|e| SipError::Bind(bound, e.to_string()))?;
     transport.add_transport(tcp.into());
+    let tls_bound = match config.sip_tls_listen {
+        Some(mut tls_addr) => {
+            let tls_err = |e: String| SipError::Bind(tls_addr, e);
+            // rsipstack binds the TLS listener only once the endpoint serves, so a port 0
+            // (tests) is resolved here: a free port, taken and released at once.
+            if tls_addr.port() == 0 {
+                tls_addr = std::net::TcpListener::bind(tls_addr)
+                    .and_then(|l| l.local_addr())
+                    .map_err(|e| tls_err(e.to_string()))?;
+            }
+            let tls_err = |e: String| SipError::Bind(tls_addr, e);
+            let (cert, key) = crate::signaling::tls::pem_pair(&config)
+                .map_err(|e| tls_err(e.to_string()))?
+                .ok_or_else(|| tls_err("no certificate configured".into()))?;
+            let tls_config = rsipstack::transport::tls::TlsConfig {
+                cert: Some(cert),
+                key: Some(key),
+                ..Default::default()
+            };
+            let tls =
+                rsipstack::transport::tls::TlsListenerConnection::new(tls_addr, None, tls_config)
+                    .await
+                    .map_err(|e| tls_err(e.to_string()))?;
+            transport.add_transport(tls.into());
+            Some(tls_addr)
+        }
+        None => None,
+    };
     let endpoint = EndpointBuilder::new()
         .with_cancel_token(cancel.clone())
         .with_transport_layer(transport)
@@ -147,6 +182,13 @@ pub async fn start(
         rooms,
         dialogs,
         local,
+        tls_local: tls_bound.map(|a| {
+            if a.ip().is_unspecified() {
+                SocketAddr::new(local.ip(), a.port())
+            } else {
+                a
+            }
+        }),
         closing: CancellationToken::new(),
         calls: Default::default(),
         cluster: Default::default(),
@@ -155,6 +197,7 @@ pub async fn start(
     tokio::spawn(accept_loop(bridge.clone(), incoming, cancel.clone()));
     Ok(SipServer {
         addr: bound,
+        tls_addr: tls_bound,
         cancel,
         bridge,
     })

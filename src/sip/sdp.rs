@@ -15,6 +15,10 @@ pub struct AudioOffer {
     /// The `telephone-event/8000` payload type, if offered.
     pub dtmf: Option<u8>,
     pub direction: Direction,
+    /// The profile is RTP/SAVP or RTP/SAVPF: SRTP is mandatory for the offerer.
+    pub savp: bool,
+    /// Its `a=crypto` values (RFC 4568).
+    pub crypto: Vec<String>,
 }
 
 impl AudioOffer {
@@ -57,17 +61,21 @@ pub fn parse_offer(body: &[u8]) -> Result<AudioOffer, SdpError> {
         codecs,
         dtmf,
         direction: m.direction,
+        savp: m.proto.to_ascii_uppercase().contains("SAVP"),
+        crypto: m.crypto.clone(),
     })
 }
 
 /// Our answer: one audio m-line with the chosen codec (and telephone-event when offered),
-/// 20 ms packets, on `local` (the address we send from and receive on).
+/// 20 ms packets, on `local` (the address we send from and receive on); with SRTP, the
+/// offer's profile and our `a=crypto` line.
 pub fn answer(
     local: SocketAddr,
     session: (u64, u64),
     codec: (u8, AudioCodec),
     dtmf: Option<u8>,
     direction: Direction,
+    srtp: Option<(&super::sdes::KeyLine, bool)>,
 ) -> String {
     let ip = local.ip();
     let fam = if ip.is_ipv4() { "IP4" } else { "IP6" };
@@ -78,10 +86,14 @@ pub fn answer(
     }
     let mut s = format!(
         "v=0\r\no=tessera {} {} IN {fam} {ip}\r\ns=Tessera\r\nc=IN {fam} {ip}\r\nt=0 0\r\n\
-         m=audio {} RTP/AVP {fmts}\r\na=rtpmap:{pt} {}/{}{}\r\n",
+         m=audio {} {} {fmts}\r\na=rtpmap:{pt} {}/{}{}\r\n",
         session.0,
         session.1,
         local.port(),
+        match srtp {
+            Some((_, true)) => "RTP/SAVP",
+            _ => "RTP/AVP",
+        },
         c.encoding_name(),
         c.rtp_clock(),
         c.rtpmap_suffix(),
@@ -93,6 +105,9 @@ pub fn answer(
         s.push_str(&format!(
             "a=rtpmap:{d} telephone-event/8000\r\na=fmtp:{d} 0-15\r\n"
         ));
+    }
+    if let Some((key, _)) = srtp {
+        s.push_str(&format!("a=crypto:{}\r\n", key.sdp_value()));
     }
     // RTCP to the RTP port (RFC 3605): we tell the two apart by packet type (RFC 5761 4).
     s.push_str(&format!(
@@ -128,12 +143,40 @@ mod tests {
             o.chosen().unwrap(),
             o.dtmf,
             o.direction.answer(),
+            None,
         );
         // Our own answer reads back through the same model.
         let back = parse_offer(a.as_bytes()).unwrap();
         assert_eq!(back.codecs, vec![(8, AudioCodec::Pcma)]);
         assert_eq!(back.dtmf, Some(101));
         assert_eq!(back.remote, Some("127.0.0.1:7000".parse().unwrap()));
+    }
+
+    #[test]
+    fn an_srtp_offer_reads_its_profile_and_keys_and_the_answer_carries_ours() {
+        let offer = SIPP_OFFER.replace("RTP/AVP 8 0 101", "RTP/SAVP 0").replace(
+            "a=rtpmap:8 PCMA/8000\r\n",
+            "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:3XQ6Xdg/+6XoO/DlYqCfFnqbOZaWZX5Yp7M9rUwh\r\n",
+        );
+        let o = parse_offer(offer.as_bytes()).unwrap();
+        assert!(o.savp);
+        assert_eq!(o.crypto.len(), 1);
+        let theirs =
+            super::super::sdes::KeyLine::choose(o.crypto.iter().map(String::as_str)).unwrap();
+        let ours = theirs.ours().unwrap();
+        let a = answer(
+            "127.0.0.1:7000".parse().unwrap(),
+            (1, 1),
+            o.chosen().unwrap(),
+            None,
+            o.direction.answer(),
+            Some((&ours, true)),
+        );
+        assert!(a.contains("m=audio 7000 RTP/SAVP 0\r\n"), "{a}");
+        let back = parse_offer(a.as_bytes()).unwrap();
+        assert!(back.savp);
+        assert_eq!(back.crypto, vec![ours.sdp_value()]);
+        assert!(!parse_offer(SIPP_OFFER.as_bytes()).unwrap().savp);
     }
 
     #[test]

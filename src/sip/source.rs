@@ -94,6 +94,18 @@ impl SourceGuard {
         Verdict::Reject { log }
     }
 
+    /// Whether a datagram from `from` could be the caller's (worth authenticating, for
+    /// SRTP): the latched source, or an allowed IP.
+    pub fn may_be_caller(&self, from: SocketAddr) -> bool {
+        self.latched == Some(from) || self.allowed(from.ip())
+    }
+
+    /// A datagram that failed SRTP authentication (or came from where the caller cannot
+    /// be): rejected like any stranger's.
+    pub fn forged(&mut self, from: SocketAddr) -> Verdict {
+        self.reject(from)
+    }
+
     /// One RTP packet from `from` with this SSRC and sequence number.
     pub fn rtp(&mut self, from: SocketAddr, ssrc: u32, seq: u16) -> Verdict {
         if self.latched == Some(from) {

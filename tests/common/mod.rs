@@ -3,6 +3,7 @@
 //! decode what the MCU sends back.
 #![allow(dead_code)]
 
+pub mod baresip;
 pub mod sip_caller;
 
 use bytes::Bytes;

@@ -151,12 +151,22 @@ impl Caller {
 
     /// INVITE `room`; waits for the final answer and ACKs a 2xx. Returns the status.
     pub fn call(&mut self, room: &str) -> u16 {
+        self.call_with_sdp(
+            room,
+            "RTP/AVP 0 101",
+            "a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n",
+        )
+    }
+
+    /// INVITE `room` offering `m=audio PORT {profile_and_formats}` with PCMU and `extra`
+    /// attribute lines.
+    pub fn call_with_sdp(&mut self, room: &str, profile_and_formats: &str, extra: &str) -> u16 {
         let uri = format!("sip:{room}@{}", self.server);
         let rtp = self.rtp.local_addr().unwrap();
         let sdp = format!(
             "v=0\r\no=test 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
-             m=audio {} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n\
-             a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\n",
+             m=audio {} {profile_and_formats}\r\na=rtpmap:0 PCMU/8000\r\n\
+             {extra}a=ptime:20\r\n",
             rtp.port()
         );
         let branch = format!("{:x}", rand::random::<u64>());
