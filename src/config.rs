@@ -340,6 +340,22 @@ pub struct SipConfig {
     /// SRTP for calls (rooms may override): `optional` takes SDES-keyed SRTP where a call
     /// offers it over TLS and plain RTP otherwise; `required` answers a plain-RTP offer 488.
     pub media_encryption: MediaEncryption,
+    /// Dial-out: every call we place goes through this proxy (a SIP URI such as
+    /// `sip:pbx.example.com:5060`); unset: straight to the callee's host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outbound_proxy: Option<String>,
+    /// Dial-out: the digest credential (RFC 8760: MD5 or SHA-256) given when challenged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outbound_username: Option<String>,
+    #[serde(skip_serializing)]
+    pub outbound_password: Option<String>,
+    /// Dial-out: how long a call may ring unanswered.
+    pub ring_timeout_s: u32,
+    /// Dial-out: calls being placed or running, per server and per room.
+    pub max_outbound_calls: usize,
+    pub max_outbound_calls_per_room: usize,
+    /// Dial-out: new calls per room per minute.
+    pub outbound_calls_per_minute: u32,
 }
 
 impl Default for SipConfig {
@@ -349,6 +365,13 @@ impl Default for SipConfig {
             invite_rate: 20.0,
             invite_burst: 200,
             media_encryption: MediaEncryption::Optional,
+            outbound_proxy: None,
+            outbound_username: None,
+            outbound_password: None,
+            ring_timeout_s: 30,
+            max_outbound_calls: 20,
+            max_outbound_calls_per_room: 4,
+            outbound_calls_per_minute: 10,
         }
     }
 }

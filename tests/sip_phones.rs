@@ -170,3 +170,245 @@ async fn plain_rtp_to_a_required_room_and_keys_in_clear_text_get_488() {
     server.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A free UDP (and TCP) port on loopback for a phone to listen on.
+fn free_port() -> u16 {
+    let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    u.local_addr().unwrap().port()
+}
+
+async fn dial(server: &TestServer, room: &str, to: &str) -> serde_json::Value {
+    let body = serde_json::json!({ "to": to, "name": "Bob" }).to_string();
+    let resp = http(
+        server.addr,
+        "POST",
+        &format!("/api/rooms/{room}/calls"),
+        Some(("application/json", body.as_bytes())),
+    )
+    .await;
+    assert_eq!(resp.status, 201, "{}", resp.body);
+    serde_json::from_str(&resp.body).unwrap()
+}
+
+async fn call_state(server: &TestServer, room: &str, id: &str) -> serde_json::Value {
+    let resp = http(
+        server.addr,
+        "GET",
+        &format!("/api/rooms/{room}/calls/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(resp.status, 200, "{}", resp.body);
+    serde_json::from_str(&resp.body).unwrap()
+}
+
+/// Polls the call until `done` holds (at most `secs`).
+async fn wait_call(
+    server: &TestServer,
+    room: &str,
+    id: &str,
+    secs: u64,
+    done: impl Fn(&str) -> bool,
+) -> serde_json::Value {
+    let end = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let c = call_state(server, room, id).await;
+        if done(c["state"].as_str().unwrap_or_default()) || std::time::Instant::now() > end {
+            return c;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Dial-out through the API to a baresip that answers by itself: it joins the room with
+/// no PIN, the web participant and the phone hear each other, progress reaches the room's
+/// WebSocket, and DELETE hangs up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dial_out_to_a_phone_that_answers_brings_it_into_the_room() {
+    let (dir, cert, key) = certificate();
+    let (server, sip) = servers(&cert, &key).await;
+    let mut web = Client::join_ws(&server, "dial", "Web", (40, 200, 40), 1_000.0).await;
+    let port = free_port();
+    let phone = Phone::start(PhoneSetup {
+        account: "<sip:bob@127.0.0.1>;answermode=auto;regint=0".into(),
+        tone: 440,
+        ca: None,
+        dial: None,
+        listen: Some(format!("127.0.0.1:{port}")),
+        secs: 20,
+    });
+    assert!(
+        phone.wait_for("baresip is ready", 10.0),
+        "{}",
+        phone.output()
+    );
+    let t0 = std::time::Instant::now();
+    let call = dial(&server, "dial", &format!("sip:bob@127.0.0.1:{port}")).await;
+    let id = call["id"].as_str().unwrap().to_owned();
+    assert_eq!(call["state"], "dialing");
+    let answered = wait_call(&server, "dial", &id, 10, |s| {
+        s != "dialing" && s != "ringing"
+    })
+    .await;
+    assert_eq!(answered["state"], "answered", "{answered}");
+    let answered_after = t0.elapsed();
+    // First audio from the callee: its 440 Hz in the web participant's mix.
+    let mut first_audio = None;
+    while t0.elapsed() < Duration::from_secs(10) {
+        if tone_power(&web.last_audio(4_800), 440.0) > 1e5 {
+            first_audio = Some(t0.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let started = answered["startedAtMs"].as_u64().unwrap();
+    println!(
+        "dial-out: INVITE -> ringing {:?} ms, -> answered {:?} ms (API poll: {answered_after:?}), \
+         -> first audio {first_audio:?}",
+        answered["ringingAtMs"].as_u64().map(|t| t - started),
+        answered["answeredAtMs"].as_u64().map(|t| t - started),
+    );
+    assert!(first_audio.is_some(), "the callee is never heard");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let p440 = tone_power(&web.last_audio(48_000), 440.0);
+    assert!(
+        p440 > 1e5,
+        "the web participant hears the callee: {p440:.0}"
+    );
+    // The room's WebSocket saw the call's progress.
+    let mut states = Vec::new();
+    while let Ok(m) = web.messages.try_recv() {
+        if m["type"] == "callUpdated" {
+            states.push(m["call"]["state"].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    println!("room WebSocket: {states:?}");
+    assert_eq!(states.first().map(String::as_str), Some("dialing"));
+    assert!(states.iter().any(|s| s == "answered"), "{states:?}");
+    // The callee is a participant (no PIN asked).
+    let room = server.rooms.list().into_iter().next().unwrap();
+    assert_eq!(room.participants().len(), 2);
+    // Hang up through the API.
+    let resp = http(
+        server.addr,
+        "DELETE",
+        &format!("/api/rooms/dial/calls/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(resp.status, 204);
+    let ended = wait_call(&server, "dial", &id, 5, |s| s == "ended").await;
+    assert_eq!(ended["state"], "ended");
+    assert!(phone.wait_for("terminated", 5.0), "{}", phone.output());
+    // What the phone heard: the web participant's 1 kHz.
+    let mut phone = phone;
+    phone.wait(1.0);
+    let (samples, rate) = phone.heard();
+    let p1k = tone_power_at(&samples, 1_000.0, rate as f32);
+    println!("the callee heard the web participant at {p1k:.0}");
+    assert!(p1k > 1e5, "the callee does not hear the room: {p1k:.0}");
+    web.close().await;
+    sip.stop();
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Busy (486) and declining (603) phones — SIPp ringing then refusing — and a baresip that
+/// rings and never answers give `busy`, `declined` and `no_answer` (after the ring timeout,
+/// with a CANCEL); bad targets are refused at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dial_out_reports_busy_declined_and_unanswered_calls() {
+    let (dir, cert, key) = certificate();
+    let server = TestServer::start().await;
+    let mut config = Config::default();
+    config.tls_cert = Some(cert.clone());
+    config.tls_key = Some(key.clone());
+    config.sip.ring_timeout_s = 2;
+    let sip = tessera::sip::start(
+        "127.0.0.1:0".parse().unwrap(),
+        Arc::new(config),
+        server.rooms.clone(),
+    )
+    .await
+    .unwrap();
+    let _web = Client::join_ws(&server, "out", "Web", (40, 40, 200), 1_000.0).await;
+    let template = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sipp/reject.xml.in"),
+    )
+    .unwrap();
+    for (code, want) in [(486, "busy"), (603, "declined")] {
+        let port = free_port();
+        let scenario = dir.join(format!("reject-{code}.xml"));
+        std::fs::write(&scenario, template.replace("[code]", &code.to_string())).unwrap();
+        let mut sipp = std::process::Command::new("sipp")
+            .current_dir(&dir)
+            .arg("-sf")
+            .arg(&scenario)
+            .args([
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-m",
+                "1",
+                "-nostdin",
+            ])
+            .args(["-timeout", "20s"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("sipp");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let call = dial(&server, "out", &format!("sip:carol@127.0.0.1:{port}")).await;
+        let id = call["id"].as_str().unwrap().to_owned();
+        let done = wait_call(&server, "out", &id, 10, |s| {
+            !matches!(s, "dialing" | "ringing")
+        })
+        .await;
+        println!("SIPp answering {code}: {done}");
+        assert_eq!(done["state"], want, "{done}");
+        assert_eq!(done["code"], code);
+        assert!(done["ringingAtMs"].is_u64(), "the 180 was seen: {done}");
+        let _ = tokio::task::spawn_blocking(move || sipp.wait()).await;
+    }
+    // A phone that rings and is never picked up.
+    let port = free_port();
+    let phone = Phone::start(PhoneSetup {
+        account: "<sip:dave@127.0.0.1>;answermode=manual;regint=0".into(),
+        tone: 440,
+        ca: None,
+        dial: None,
+        listen: Some(format!("127.0.0.1:{port}")),
+        secs: 15,
+    });
+    assert!(
+        phone.wait_for("baresip is ready", 10.0),
+        "{}",
+        phone.output()
+    );
+    let call = dial(&server, "out", &format!("sip:dave@127.0.0.1:{port}")).await;
+    let id = call["id"].as_str().unwrap().to_owned();
+    let done = wait_call(&server, "out", &id, 10, |s| {
+        !matches!(s, "dialing" | "ringing")
+    })
+    .await;
+    println!("unanswered: {done}");
+    assert_eq!(done["state"], "no_answer", "{done}");
+    assert!(phone.wait_for("Incoming call", 1.0), "{}", phone.output());
+    // Bad targets.
+    for bad in ["tel:+15551234", "sip:a b@x", "http://example.com"] {
+        let body = serde_json::json!({ "to": bad }).to_string();
+        let resp = http(
+            server.addr,
+            "POST",
+            "/api/rooms/out/calls",
+            Some(("application/json", body.as_bytes())),
+        )
+        .await;
+        assert_eq!(resp.status, 400, "{bad}: {}", resp.body);
+    }
+    drop(phone);
+    sip.stop();
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

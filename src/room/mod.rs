@@ -65,6 +65,8 @@ pub enum RoomEvent {
         participant_id: ParticipantId,
         reason: String,
     },
+    /// A call the bridge placed from this room changed state (`sip::dialout::OutCall`).
+    CallUpdated { call: serde_json::Value },
 }
 
 /// A participant as the control plane and clients see it.
@@ -510,6 +512,11 @@ impl Room {
         lock(&self.recording)
             .as_ref()
             .map(|r| recording_info(r, true))
+    }
+
+    /// Tells the room's clients about a call placed from it.
+    pub fn call_updated(&self, call: serde_json::Value) {
+        let _ = self.events.send(RoomEvent::CallUpdated { call });
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<RoomEvent> {
@@ -1045,6 +1052,8 @@ pub struct Rooms {
     pub events: Arc<server_events::ServerEvents>,
     /// Set once the server drains: when it stops, whatever rooms are still running.
     drain_deadline: Mutex<Option<std::time::Instant>>,
+    /// The SIP bridge's dial-out, when SIP is on (set once it starts).
+    pub dialer: std::sync::OnceLock<Arc<crate::sip::dialout::Dialer>>,
 }
 
 impl Rooms {
@@ -1060,6 +1069,7 @@ impl Rooms {
             stopping: Mutex::new(Vec::new()),
             events: Arc::default(),
             drain_deadline: Mutex::new(None),
+            dialer: Default::default(),
         }
     }
 

@@ -35,6 +35,11 @@ pub enum ServerEvent {
         room: String,
         recording: crate::recording::RecordingInfo,
     },
+    /// A call the bridge placed changed state (`sip::dialout`).
+    CallUpdated {
+        room: String,
+        call: serde_json::Value,
+    },
 }
 
 /// An event with its sequence number (the SSE `id`) and time (Unix ms).
@@ -80,13 +85,16 @@ impl ServerEvents {
     /// Counts and publishes `event` (never blocks; nobody listening is fine).
     pub fn emit(&self, event: ServerEvent) {
         let counter = match &event {
-            ServerEvent::RoomStarted { .. } => &self.rooms_started,
-            ServerEvent::RoomFinished { .. } => &self.rooms_finished,
-            ServerEvent::ParticipantJoined { .. } => &self.participants_joined,
-            ServerEvent::ParticipantLeft { .. } => &self.participants_left,
-            ServerEvent::RecordingFinished { .. } => &self.recordings_finished,
+            ServerEvent::RoomStarted { .. } => Some(&self.rooms_started),
+            ServerEvent::RoomFinished { .. } => Some(&self.rooms_finished),
+            ServerEvent::ParticipantJoined { .. } => Some(&self.participants_joined),
+            ServerEvent::ParticipantLeft { .. } => Some(&self.participants_left),
+            ServerEvent::RecordingFinished { .. } => Some(&self.recordings_finished),
+            ServerEvent::CallUpdated { .. } => None,
         };
-        counter.fetch_add(1, Relaxed);
+        if let Some(c) = counter {
+            c.fetch_add(1, Relaxed);
+        }
         let at_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -94,6 +102,14 @@ impl ServerEvents {
             seq: self.seq.fetch_add(1, Relaxed) + 1,
             at_ms,
             event,
+        });
+    }
+
+    /// A placed call's new state.
+    pub fn call_updated(&self, room: &str, call: &impl Serialize) {
+        self.emit(ServerEvent::CallUpdated {
+            room: room.to_owned(),
+            call: serde_json::to_value(call).unwrap_or_default(),
         });
     }
 

@@ -4,6 +4,7 @@
 //! (clients get `bye`), closes peers and joins the room threads.
 
 pub mod access;
+pub mod calls;
 pub mod dashboard;
 pub mod guard;
 pub mod moderation;
@@ -483,6 +484,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/api/rooms/{room}/recording",
             post(recordings::start).delete(recordings::stop),
+        )
+        .route(
+            "/api/rooms/{room}/calls",
+            post(calls::place).get(calls::list),
+        )
+        .route(
+            "/api/rooms/{room}/calls/{id}",
+            get(calls::get).delete(calls::hang_up),
         )
         .route("/api/admin/drain", post(drain).get(drain_status))
         .route("/api/cluster", get(cluster_status))

@@ -220,22 +220,8 @@ pub async fn incoming(bridge: Arc<Bridge>, mut tx: Transaction) {
         offer.direction.answer(),
         keys.as_ref().map(|(_, ours, _)| (ours, offer.savp)),
     );
-    // The sink the audio thread sends our mix into, drained by the call task.
-    let (out_tx, out_rx) = mpsc::channel(64);
-    let ssrc: u32 = rand::random();
-    let (upstream, _) = mpsc::channel(1);
-    let attached = room.attach(
-        info.id,
-        Attachment {
-            video_payload_types: Default::default(),
-            audio_out: Some(RtpSink::new(ssrc, pt, out_tx)),
-            video_out: None,
-            upstream,
-        },
-    );
-    let (ctl_tx, ctl_rx) = mpsc::channel(4);
-    room.set_control(info.id, ctl_tx);
-    if attached.is_err()
+    let attached = attach(&room, info.id, pt);
+    if attached.is_none()
         || dialog
             .accept(
                 Some(vec![Header::ContentType("application/sdp".into())]),
@@ -254,6 +240,9 @@ pub async fn incoming(bridge: Arc<Bridge>, mut tx: Transaction) {
     tokio::spawn(async move {
         let _ = handler.handle(&mut tx).await;
     });
+    let Some((ssrc, out_rx, ctl_rx)) = attached else {
+        return;
+    };
     let guard = SourceGuard::new(offer.remote.map(|a| a.ip()), source);
     let call = Call {
         bridge: bridge.clone(),
@@ -280,6 +269,100 @@ pub async fn incoming(bridge: Arc<Bridge>, mut tx: Transaction) {
     call.run(state_rx, out_rx, ctl_rx).await;
 }
 
+/// What [`attach`] hands the call task: our SSRC, the mix to send, the room's controls.
+pub(super) type Attached = (
+    u32,
+    mpsc::Receiver<rtc::rtp::packet::Packet>,
+    mpsc::Receiver<Control>,
+);
+
+/// Connects a call's audio to its room participant: the sink the audio thread sends our
+/// mix into (drained by the call task) and the control channel (kicks). `None`: the room
+/// refused (the participant is gone).
+pub(super) fn attach(room: &Room, id: ParticipantId, pt: u8) -> Option<Attached> {
+    let (out_tx, out_rx) = mpsc::channel(64);
+    let ssrc: u32 = rand::random();
+    let (upstream, _) = mpsc::channel(1);
+    room.attach(
+        id,
+        Attachment {
+            video_payload_types: Default::default(),
+            audio_out: Some(RtpSink::new(ssrc, pt, out_tx)),
+            video_out: None,
+            upstream,
+        },
+    )
+    .ok()?;
+    let (ctl_tx, ctl_rx) = mpsc::channel(4);
+    room.set_control(id, ctl_tx);
+    Some((ssrc, out_rx, ctl_rx))
+}
+
+/// The parts of a call whose media is agreed, whoever placed it.
+pub(super) struct Parts {
+    pub bridge: Arc<Bridge>,
+    pub room: Arc<Room>,
+    pub id: ParticipantId,
+    pub dialog: InviteDialog,
+    pub socket: UdpSocket,
+    pub local: SocketAddr,
+    /// The far end's SDP (its offer, or its answer to ours).
+    pub remote: AudioOffer,
+    pub pt: u8,
+    pub codec: AudioCodec,
+    pub source: SourceGuard,
+    pub session: (u64, u64),
+}
+
+/// Runs a call we placed (dial-out) once it is answered: no PIN (the callee was invited),
+/// plain RTP. Returns when it ends.
+pub(super) async fn run_placed(
+    parts: Parts,
+    states: DialogStateReceiver,
+    attached: Attached,
+) -> End {
+    let (ssrc, out_rx, ctl_rx) = attached;
+    let Parts {
+        bridge,
+        room,
+        id,
+        dialog,
+        socket,
+        local,
+        remote,
+        pt,
+        codec,
+        source,
+        session,
+    } = parts;
+    bridge
+        .calls
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let call = Call {
+        bridge,
+        room,
+        id,
+        dialog,
+        socket,
+        local,
+        offer: remote,
+        pt,
+        codec,
+        ssrc,
+        keypad: Keypad::new(false),
+        dtmf: Default::default(),
+        received: Default::default(),
+        sent: Default::default(),
+        source,
+        held: false,
+        hangup_at: None,
+        session,
+        last_rtp: Instant::now(),
+        keys: None,
+    };
+    call.run(states, out_rx, ctl_rx).await
+}
+
 /// The caller's address as the transport saw it (Via `received`, else the Via host).
 fn source_ip(req: &Request) -> Option<std::net::IpAddr> {
     let via = req.via_header().ok()?.value().to_owned();
@@ -296,7 +379,7 @@ fn source_ip(req: &Request) -> Option<std::net::IpAddr> {
 }
 
 /// An RTP socket on the media IP (in the configured port range when there is one).
-async fn bind_rtp(config: &crate::config::Config) -> std::io::Result<UdpSocket> {
+pub(super) async fn bind_rtp(config: &crate::config::Config) -> std::io::Result<UdpSocket> {
     let ip = config.media_ip;
     match (config.udp_port_min, config.udp_port_max) {
         (Some(a), Some(b)) => {
@@ -342,8 +425,10 @@ struct Call {
     keys: Option<(KeyLine, KeyLine, Srtp)>,
 }
 
-enum End {
-    /// The caller hung up (or cancelled, or the dialog timed out).
+/// How a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum End {
+    /// The far end hung up (or cancelled, or the dialog timed out).
     Remote,
     /// We end it: BYE.
     Local(&'static str),
@@ -355,7 +440,7 @@ impl Call {
         mut states: DialogStateReceiver,
         mut out: mpsc::Receiver<rtc::rtp::packet::Packet>,
         mut control: mpsc::Receiver<Control>,
-    ) {
+    ) -> End {
         let mut events = self.room.subscribe();
         let mut buf = vec![0u8; 2048];
         let mut rtcp = tokio::time::interval(RTCP_INTERVAL);
@@ -420,6 +505,7 @@ impl Call {
         self.bridge
             .calls
             .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        end
     }
 
     /// After admission: tell a lone caller it is alone, and anyone that the conference is

@@ -16,6 +16,7 @@
 //! no common codec or no SDP offer → 488, too many calls from one source → 503.
 
 pub mod call;
+pub mod dialout;
 pub mod dtmf;
 pub mod keypad;
 pub mod rtcp;
@@ -193,6 +194,10 @@ pub async fn start(
         calls: Default::default(),
         cluster: Default::default(),
     });
+    let _ = bridge
+        .rooms
+        .dialer
+        .set(Arc::new(dialout::Dialer::new(Arc::downgrade(&bridge))));
     tokio::spawn(async move { endpoint.serve().await });
     tokio::spawn(accept_loop(bridge.clone(), incoming, cancel.clone()));
     Ok(SipServer {

@@ -77,16 +77,49 @@ pub fn answer(
     direction: Direction,
     srtp: Option<(&super::sdes::KeyLine, bool)>,
 ) -> String {
+    write(local, session, &[codec], dtmf, direction, srtp)
+}
+
+/// The codecs a call we place offers, best first: Opus, G.722, G.711 µ-law and A-law.
+pub const OFFERED: [(u8, AudioCodec); 4] = [
+    (96, AudioCodec::Opus),
+    (9, AudioCodec::G722),
+    (0, AudioCodec::Pcmu),
+    (8, AudioCodec::Pcma),
+];
+/// The payload type of telephone-event in our offers.
+pub const OFFERED_DTMF: u8 = 101;
+
+/// Our offer for a call we place (dial-out): [`OFFERED`] and telephone-event, sendrecv.
+pub fn offer(local: SocketAddr, session: (u64, u64)) -> String {
+    write(
+        local,
+        session,
+        &OFFERED,
+        Some(OFFERED_DTMF),
+        Direction::SendRecv,
+        None,
+    )
+}
+
+fn write(
+    local: SocketAddr,
+    session: (u64, u64),
+    codecs: &[(u8, AudioCodec)],
+    dtmf: Option<u8>,
+    direction: Direction,
+    srtp: Option<(&super::sdes::KeyLine, bool)>,
+) -> String {
     let ip = local.ip();
     let fam = if ip.is_ipv4() { "IP4" } else { "IP6" };
-    let (pt, c) = codec;
-    let mut fmts = pt.to_string();
-    if let Some(d) = dtmf {
-        fmts.push_str(&format!(" {d}"));
-    }
+    let fmts: Vec<String> = codecs
+        .iter()
+        .map(|(pt, _)| pt.to_string())
+        .chain(dtmf.map(|d| d.to_string()))
+        .collect();
     let mut s = format!(
         "v=0\r\no=tessera {} {} IN {fam} {ip}\r\ns=Tessera\r\nc=IN {fam} {ip}\r\nt=0 0\r\n\
-         m=audio {} {} {fmts}\r\na=rtpmap:{pt} {}/{}{}\r\n",
+         m=audio {} {} {}\r\n",
         session.0,
         session.1,
         local.port(),
@@ -94,12 +127,18 @@ pub fn answer(
             Some((_, true)) => "RTP/SAVP",
             _ => "RTP/AVP",
         },
-        c.encoding_name(),
-        c.rtp_clock(),
-        c.rtpmap_suffix(),
+        fmts.join(" "),
     );
-    if c == AudioCodec::Opus {
-        s.push_str(&format!("a=fmtp:{pt} useinbandfec=1\r\n"));
+    for &(pt, c) in codecs {
+        s.push_str(&format!(
+            "a=rtpmap:{pt} {}/{}{}\r\n",
+            c.encoding_name(),
+            c.rtp_clock(),
+            c.rtpmap_suffix()
+        ));
+        if c == AudioCodec::Opus {
+            s.push_str(&format!("a=fmtp:{pt} useinbandfec=1\r\n"));
+        }
     }
     if let Some(d) = dtmf {
         s.push_str(&format!(
@@ -177,6 +216,16 @@ mod tests {
         assert!(back.savp);
         assert_eq!(back.crypto, vec![ours.sdp_value()]);
         assert!(!parse_offer(SIPP_OFFER.as_bytes()).unwrap().savp);
+    }
+
+    #[test]
+    fn our_offer_reads_back_with_every_codec_in_order() {
+        let o = offer("127.0.0.1:7000".parse().unwrap(), (5, 1));
+        let back = parse_offer(o.as_bytes()).unwrap();
+        assert_eq!(back.codecs, OFFERED.to_vec());
+        assert_eq!(back.dtmf, Some(OFFERED_DTMF));
+        assert_eq!(back.direction, Direction::SendRecv);
+        assert_eq!(back.remote, Some("127.0.0.1:7000".parse().unwrap()));
     }
 
     #[test]
