@@ -594,6 +594,6 @@ mod tests {
             r.take(t0 + Duration::from_secs(60), 3),
             "the first left the window"
         );
-        assert!(!r.take(t0 + Duration::from_secs(61), 3));
+        assert!(!r.take(t0 + Duration::from_millis(60_500), 3));
     }
 }
