@@ -412,3 +412,126 @@ async fn dial_out_reports_busy_declined_and_unanswered_calls() {
     server.stop().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A real SIP proxy and registrar (Debian's kamailio) that challenges every INVITE with
+/// digest authentication; `algorithm` MD5 or SHA-256. Killed on drop.
+struct Proxy {
+    child: std::process::Child,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Proxy {
+    fn start(algorithm: &str, password: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "tessera-kamailio-{}-{:x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        let cfg = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/kamailio.cfg.in"),
+        )
+        .unwrap()
+        .replace("@PORT@", &port.to_string())
+        .replace("@ALGORITHM@", algorithm)
+        .replace("@PASSWORD@", password)
+        .replace("@USER@", "tessera");
+        std::fs::write(dir.join("kamailio.cfg"), cfg).unwrap();
+        let child = std::process::Command::new("kamailio")
+            .arg("-DD")
+            .arg("-E")
+            .arg("-f")
+            .arg(dir.join("kamailio.cfg"))
+            .arg("-P")
+            .arg(dir.join("kamailio.pid"))
+            .arg("-Y")
+            .arg(&dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("log")).unwrap())
+            .spawn()
+            .expect("kamailio (scripts/setup.sh --test installs it)");
+        Self { child, dir, port }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        // SIGTERM: kamailio's main process takes its children down with it.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Dial-out through `[sip] outbound_proxy` to a phone registered there: the proxy
+/// challenges the INVITE (407, digest with MD5, then with SHA-256 — RFC 8760) and our
+/// credential passes; a wrong password ends the call `failed` with the 407.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dial_out_through_a_proxy_that_challenges_with_digest() {
+    for algorithm in ["MD5", "SHA-256"] {
+        let proxy = Proxy::start(algorithm, "s3cret");
+        let port = free_port();
+        let phone = Phone::start(PhoneSetup {
+            account: format!(
+                "<sip:bob@127.0.0.1:{}>;answermode=auto;regint=60",
+                proxy.port
+            ),
+            tone: 440,
+            ca: None,
+            dial: None,
+            listen: Some(format!("127.0.0.1:{port}")),
+            secs: 20,
+        });
+        assert!(
+            phone.wait_for("200 OK", 10.0),
+            "baresip did not register with kamailio: {}",
+            phone.output()
+        );
+        for (password, want) in [("s3cret", "answered"), ("wrong", "failed")] {
+            let server = TestServer::start().await;
+            let mut config = Config::default();
+            config.sip.outbound_proxy = Some(format!("sip:127.0.0.1:{}", proxy.port));
+            config.sip.outbound_username = Some("tessera".into());
+            config.sip.outbound_password = Some(password.into());
+            let sip = tessera::sip::start(
+                "127.0.0.1:0".parse().unwrap(),
+                Arc::new(config),
+                server.rooms.clone(),
+            )
+            .await
+            .unwrap();
+            let _web = Client::join_ws(&server, "pbx", "Web", (40, 40, 200), 1_000.0).await;
+            let call = dial(&server, "pbx", &format!("sip:bob@127.0.0.1:{}", proxy.port)).await;
+            let id = call["id"].as_str().unwrap().to_owned();
+            let done = wait_call(&server, "pbx", &id, 10, |s| {
+                !matches!(s, "dialing" | "ringing")
+            })
+            .await;
+            println!("{algorithm}, password {password:?}: {done}");
+            assert_eq!(done["state"], want, "{done}\n{}", proxy.log());
+            if want == "failed" {
+                assert_eq!(done["code"], 407);
+            } else {
+                let _ = http(
+                    server.addr,
+                    "DELETE",
+                    &format!("/api/rooms/pbx/calls/{id}"),
+                    None,
+                )
+                .await;
+                wait_call(&server, "pbx", &id, 5, |s| s == "ended").await;
+            }
+            sip.stop();
+            server.stop().await;
+        }
+        let log = proxy.log();
+        assert!(log.contains("challenging INVITE"), "{log}");
+        assert!(log.contains("authenticated INVITE from"), "{log}");
+    }
+}

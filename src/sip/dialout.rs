@@ -19,7 +19,6 @@ use super::source::SourceGuard;
 use super::Bridge;
 use crate::ids::{ParticipantId, RoomId};
 use crate::room::{JoinError, Joiner, ParticipantKind};
-use rsipstack::dialog::authenticate::Credential;
 use rsipstack::dialog::dialog::DialogState;
 use rsipstack::dialog::invitation::InviteOption;
 use serde::Serialize;
@@ -360,74 +359,85 @@ async fn place(
     let Ok(from) = from else {
         return fail(CallState::Failed, None);
     };
-    let credential = cfg.outbound_username.as_ref().map(|u| Credential {
-        username: u.clone(),
-        password: cfg.outbound_password.clone().unwrap_or_default(),
-        realm: None,
-        auth_username: None,
-    });
-    let opt = InviteOption {
-        caller_display_name: Some(format!("Tessera {room_id}")),
-        caller: from.clone(),
-        callee: target,
-        destination,
-        content_type: Some("application/sdp".into()),
-        offer: Some(sdp::offer(local, session).into_bytes()),
-        contact: from,
-        credential,
-        // Our own Call-ID (the stack's default names its authors' domain).
-        call_id: Some(format!("{:032x}@tessera", rand::random::<u128>())),
-        ..Default::default()
-    };
-    let (state_tx, mut states) = bridge.dialogs.new_dialog_state_channel();
-    let (dialog, mut invite) = match bridge.dialogs.do_invite_async(opt, state_tx) {
-        Ok(d) => d,
-        Err(e) => {
-            tracing::info!(call = %id, "INVITE not sent: {e}");
-            return fail(CallState::Failed, None);
-        }
-    };
-    let ring = tokio::time::sleep(Duration::from_secs(cfg.ring_timeout_s.max(1) as u64));
-    tokio::pin!(ring);
+    let call_id = format!("{:032x}@tessera", rand::random::<u128>());
+    let offer = sdp::offer(local, session).into_bytes();
+    let ring_end =
+        tokio::time::Instant::now() + Duration::from_secs(cfg.ring_timeout_s.max(1) as u64);
     // Why we cancelled, if we did.
     let mut cancelled: Option<CallState> = None;
-    let result = loop {
-        tokio::select! {
-            r = &mut invite => break r,
-            s = states.recv() => match s {
-                Some(DialogState::Early(_, resp)) if cancelled.is_none() => {
-                    let code = u16::from(resp.status_code.clone());
-                    if (180..=183).contains(&code) {
-                        dialer.update(&bridge, &id, |c| {
-                            if c.state == CallState::Dialing {
-                                c.state = CallState::Ringing;
-                                c.ringing_at_ms = Some(now_ms());
-                            }
-                        });
+    // A digest answer to send with the next attempt (at most one retry per challenge kind).
+    let mut credentials: Option<rsipstack::sip::Header> = None;
+    let mut attempts = 0;
+    let (dialog, states, dialog_id, resp) = loop {
+        attempts += 1;
+        let opt = InviteOption {
+            caller_display_name: Some(format!("Tessera {room_id}")),
+            caller: from.clone(),
+            callee: target.clone(),
+            destination: destination.clone(),
+            content_type: Some("application/sdp".into()),
+            offer: Some(offer.clone()),
+            contact: from.clone(),
+            headers: credentials.clone().map(|h| vec![h]),
+            // Our own Call-ID (the stack's default names its authors' domain), kept across
+            // the authenticated retry.
+            call_id: Some(call_id.clone()),
+            ..Default::default()
+        };
+        let (state_tx, mut states) = bridge.dialogs.new_dialog_state_channel();
+        let (dialog, mut invite) = match bridge.dialogs.do_invite_async(opt, state_tx) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::info!(call = %id, "INVITE not sent: {e}");
+                return fail(CallState::Failed, None);
+            }
+        };
+        let ring = tokio::time::sleep_until(ring_end);
+        tokio::pin!(ring);
+        let result = loop {
+            tokio::select! {
+                r = &mut invite => break r,
+                s = states.recv() => {
+                    if let Some(DialogState::Early(_, resp)) = s {
+                        let code = u16::from(resp.status_code.clone());
+                        if cancelled.is_none() && (180..=183).contains(&code) {
+                            dialer.update(&bridge, &id, |c| {
+                                if c.state == CallState::Dialing {
+                                    c.state = CallState::Ringing;
+                                    c.ringing_at_ms = Some(now_ms());
+                                }
+                            });
+                        }
                     }
                 }
-                Some(_) => {}
-                None => {}
-            },
-            _ = &mut ring, if cancelled.is_none() => {
-                cancelled = Some(CallState::NoAnswer);
-                let _ = dialog.cancel().await;
+                _ = &mut ring, if cancelled.is_none() => {
+                    cancelled = Some(CallState::NoAnswer);
+                    let _ = dialog.cancel().await;
+                }
+                _ = hang_up.cancelled(), if cancelled.is_none() => {
+                    cancelled = Some(CallState::Cancelled);
+                    let _ = dialog.cancel().await;
+                }
+                _ = bridge.closing.cancelled(), if cancelled.is_none() => {
+                    cancelled = Some(CallState::Cancelled);
+                    let _ = dialog.cancel().await;
+                }
             }
-            _ = hang_up.cancelled(), if cancelled.is_none() => {
-                cancelled = Some(CallState::Cancelled);
-                let _ = dialog.cancel().await;
+        };
+        let (dialog_id, resp) = match result {
+            Ok(Ok((dialog_id, Some(resp)))) => (dialog_id, resp),
+            Ok(Ok((_, None))) | Ok(Err(_)) | Err(_) => {
+                return fail(cancelled.unwrap_or(CallState::Failed), None);
             }
-            _ = bridge.closing.cancelled(), if cancelled.is_none() => {
-                cancelled = Some(CallState::Cancelled);
-                let _ = dialog.cancel().await;
+        };
+        let code = u16::from(resp.status_code.clone());
+        if (code == 401 || code == 407) && cancelled.is_none() && attempts == 1 {
+            if let Some(h) = authorize(cfg, &resp, &target) {
+                credentials = Some(h);
+                continue;
             }
         }
-    };
-    let (dialog_id, resp) = match result {
-        Ok(Ok((dialog_id, Some(resp)))) => (dialog_id, resp),
-        Ok(Ok((_, None))) | Ok(Err(_)) | Err(_) => {
-            return fail(cancelled.unwrap_or(CallState::Failed), None);
-        }
+        break (dialog, states, dialog_id, resp);
     };
     let code = u16::from(resp.status_code.clone());
     if !(200..300).contains(&code) {
@@ -485,6 +495,34 @@ async fn place(
     bridge.dialogs.remove_dialog(&dialog_id);
     tracing::info!(call = %id, ?end, "placed call ended");
     dialer.update(&bridge, &id, |c| c.state = CallState::Ended);
+}
+
+/// The credentials header answering a 401/407 challenge with `[sip] outbound_username` and
+/// `outbound_password` (`None`: no credential configured, or a challenge we cannot answer).
+fn authorize(
+    cfg: &crate::config::SipConfig,
+    resp: &rsipstack::sip::Response,
+    target: &rsipstack::sip::Uri,
+) -> Option<rsipstack::sip::Header> {
+    use rsipstack::sip::Header;
+    let user = cfg.outbound_username.as_deref()?;
+    let password = cfg.outbound_password.as_deref().unwrap_or_default();
+    let (challenge, proxy) = resp.headers.iter().find_map(|h| match h {
+        Header::ProxyAuthenticate(v) => Some((v.value().to_owned(), true)),
+        Header::WwwAuthenticate(v) => Some((v.value().to_owned(), false)),
+        _ => None,
+    })?;
+    let Some(ch) = super::digest::Challenge::parse(&challenge) else {
+        tracing::info!("a digest challenge we cannot answer (scheme or algorithm)");
+        return None;
+    };
+    let cnonce = format!("{:016x}", rand::random::<u64>());
+    let answer = ch.answer(user, password, "INVITE", &target.to_string(), &cnonce);
+    Some(if proxy {
+        Header::ProxyAuthorization(answer.into())
+    } else {
+        Header::Authorization(answer.into())
+    })
 }
 
 /// Reads the callee's answer and joins the room (no PIN).

@@ -17,6 +17,7 @@
 
 pub mod call;
 pub mod dialout;
+pub mod digest;
 pub mod dtmf;
 pub mod keypad;
 pub mod rtcp;
