@@ -13,7 +13,7 @@ if (accessToken) {
   history.replaceState(null, '', clean);
 }
 const state = {
-  ws: null, pc: null, local: null, me: null, participants: new Map(),
+  ws: null, pc: null, local: null, me: null, participants: new Map(), calls: new Map(),
   speaker: null, leaving: false, micMuted: false, camMuted: false, pendingCandidates: [],
 };
 window.tessera = state; // for tests and debugging
@@ -61,6 +61,25 @@ function isModerator() {
 }
 
 function moderate(action) { send({ type: 'moderate', ...action }); }
+
+// Calls placed from this room (moderators see them and can hang up while they run).
+function renderCalls() {
+  const ul = $('calls');
+  ul.replaceChildren();
+  for (const c of state.calls.values()) {
+    const li = document.createElement('li');
+    const code = c.code ? ` (${c.code})` : '';
+    li.textContent = `${c.name} ${c.to}: ${c.state.replace('_', ' ')}${code} `;
+    if (['dialing', 'ringing', 'answered'].includes(c.state)) {
+      const b = document.createElement('button');
+      b.type = 'button';
+      b.textContent = 'Hang up';
+      b.addEventListener('click', () => moderate({ action: 'hangUp', callId: c.id }));
+      li.append(b);
+    }
+    ul.append(li);
+  }
+}
 
 function renderParticipants() {
   const ul = $('participants');
@@ -189,6 +208,8 @@ async function onMessage(msg) {
       $('layout').value = msg.layout; break;
     case 'recordingChanged':
       $('rec').hidden = !msg.recording; break;
+    case 'callUpdated':
+      state.calls.set(msg.call.id, msg.call); renderCalls(); break;
     case 'connectionState':
       break;
     case 'redirect': {
@@ -270,6 +291,12 @@ async function switchDevice(kind, deviceId) {
 }
 
 $('join-form').addEventListener('submit', (e) => { e.preventDefault(); join($('room').value.trim(), $('name').value.trim(), $('pin').value.trim()); });
+$('dial').addEventListener('click', () => {
+  const to = $('dial-to').value.trim();
+  if (!/^sips?:/.test(to)) { showError('Give a sip: address to call, e.g. sip:bob@pbx.example.com'); return; }
+  moderate({ action: 'dial', to });
+  $('dial-to').value = '';
+});
 $('mute-all').addEventListener('click', () => moderate({ action: 'muteAll', muted: true }));
 $('unmute-all').addEventListener('click', () => moderate({ action: 'muteAll', muted: false }));
 $('lock').addEventListener('click', () => moderate({ action: 'lock', locked: !state.locked }));

@@ -5,6 +5,8 @@
 //! - `POST /api/rooms/{room}/participants/{id}/mute` `{"muted": true}`
 //! - `POST /api/rooms/{room}/mute-all` `{"muted": true}` — everyone but the moderators
 //! - `DELETE /api/rooms/{room}/participants/{id}` — kick (a caller gets a BYE)
+//! - dialling a phone into the room and hanging it up (`dial`, `hangUp`; over the API:
+//!   `signaling::calls`)
 //!
 //! Every change reaches the room's web clients as an event (`participantUpdated`,
 //! `participantLeft`, `roomPolicy`).
@@ -43,6 +45,17 @@ pub enum Moderation {
     SetPin {
         pin: Option<String>,
     },
+    /// Calls a phone into the room (`sip::dialout`); progress comes as `callUpdated`.
+    Dial {
+        to: String,
+        #[serde(default)]
+        name: Option<String>,
+    },
+    /// Hangs up a call placed from the room.
+    #[serde(rename_all = "camelCase")]
+    HangUp {
+        call_id: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -55,6 +68,8 @@ pub enum ModError {
     Policy(#[from] PolicyError),
     #[error("{0}")]
     Room(String),
+    #[error("{0}")]
+    Dial(String),
 }
 
 impl ModError {
@@ -64,6 +79,7 @@ impl ModError {
             Self::Policy(PolicyError::BadPin) => StatusCode::BAD_REQUEST,
             Self::Policy(PolicyError::TooMany(_)) => StatusCode::INSUFFICIENT_STORAGE,
             Self::Room(_) => StatusCode::CONFLICT,
+            Self::Dial(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -99,6 +115,24 @@ pub fn apply(rooms: &Rooms, id: &RoomId, m: &Moderation) -> Result<(), ModError>
             room()?.mute_all(*muted);
         }
         Moderation::Kick { participant_id } => room()?.kick(*participant_id)?,
+        Moderation::Dial { to, name } => {
+            let dialer = rooms
+                .dialer
+                .get()
+                .ok_or_else(|| ModError::Dial("SIP is off on this server".into()))?;
+            dialer
+                .place(id, to, name.as_deref())
+                .map_err(|e| ModError::Dial(e.to_string()))?;
+        }
+        Moderation::HangUp { call_id } => {
+            let hung = rooms
+                .dialer
+                .get()
+                .is_some_and(|d| d.hang_up(id, call_id));
+            if !hung {
+                return Err(ModError::Dial("no such call".into()));
+            }
+        }
     }
     Ok(())
 }

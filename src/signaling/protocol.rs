@@ -26,7 +26,8 @@ pub enum ClientMessage {
         #[serde(default)]
         token: Option<String>,
     },
-    /// A moderator's action (`action`: `mute`, `muteAll`, `kick`, `lock`, `setPin`).
+    /// A moderator's action (`action`: `mute`, `muteAll`, `kick`, `lock`, `setPin`,
+    /// `dial`, `hangUp`).
     Moderate(super::moderation::Moderation),
     Offer {
         sdp: String,

@@ -2,8 +2,13 @@
 // oscillator) and two SIP callers written here from RFC 3261/3550 (UDP SIP, G.711 µ-law
 // RTP at 440 and 730 Hz). Chromium must receive audio energy at the callers' tones, and
 // each caller must hear the browser's tone and the other caller's, not its own.
+// The web moderator then calls a phone (baresip, answering by itself) into the room from
+// the page, sees it answered, and hangs it up.
 // Run from scripts/test.sh (inside a loopback-only namespace).
 import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import dgram from 'node:dgram';
 import { chromium } from 'playwright-core';
 import { CHROMIUM_ARGS } from './common.mjs';
@@ -197,7 +202,43 @@ async function main() {
     await sleep(500);
     const policy = await (await fetch(`${url}/api/rooms/mixed`, { method: 'PATCH', body: '{}' })).json();
     if (!policy.hasPin) fail(`the web moderator could not set a PIN: ${JSON.stringify(policy)}`);
-    log('PASS: Chromium hears both callers; each caller hears the browser and the other caller, not itself; the web moderator mutes a caller and sets a PIN');
+    // ...and calls a phone into the room: baresip, answering by itself.
+    const phoneDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tessera-e2e-baresip-'));
+    const phonePort = 20000 + Math.floor(Math.random() * 20000);
+    fs.writeFileSync(path.join(phoneDir, 'config'), [
+      `sip_listen 127.0.0.1:${phonePort}`, 'net_interface 127.0.0.1', 'audio_player alsa,null',
+      'audio_alert alsa,null', 'audio_source ausine,1100', 'ausrc_srate 48000', 'ausrc_channels 2',
+      'module_path /usr/lib/baresip/modules', 'module stdio.so', 'module g711.so', 'module ausine.so',
+      'module alsa.so', 'module_app account.so', 'module_app menu.so', ''].join('\n'));
+    fs.writeFileSync(path.join(phoneDir, 'accounts'), '<sip:bob@127.0.0.1>;answermode=auto;regint=0\n');
+    const phone = spawn('baresip', ['-f', phoneDir, '-t', '30'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let phoneOut = '';
+    phone.stdout.on('data', (d) => { phoneOut += d; });
+    try {
+      for (let i = 0; i < 100 && !phoneOut.includes('baresip is ready'); i++) await sleep(100);
+      await page.fill('#dial-to', `sip:bob@127.0.0.1:${phonePort}`);
+      await page.click('#dial');
+      await page.waitForSelector('#calls li:has-text("answered")', { timeout: 15_000 });
+      const inRoom = (await (await fetch(`${url}/api/rooms`)).json())[0].participants.filter((p) => p.kind === 'sip').length;
+      log(`the web moderator's call was answered; SIP participants now ${inRoom}`);
+      if (inRoom !== 3) fail(`the called phone did not join: ${inRoom} SIP participants`);
+      await sleep(1500);
+      const withPhone = await page.evaluate(async () => {
+        const { ac, an } = window.__an;
+        const bins = new Float32Array(an.frequencyBinCount);
+        an.getFloatFrequencyData(bins);
+        const b = Math.round(1100 / (ac.sampleRate / an.fftSize));
+        return Math.max(...bins.slice(b - 2, b + 3));
+      });
+      log(`Chromium hears the called phone's 1100 Hz at ${withPhone.toFixed(1)} dB (${spectrum[3].toFixed(1)} before it joined)`);
+      if (!(withPhone > spectrum[3] + 20)) fail('Chromium does not hear the called phone');
+      await page.locator('#calls li button', { hasText: 'Hang up' }).click();
+      await page.waitForSelector('#calls li:has-text("ended")', { timeout: 10_000 });
+    } finally {
+      phone.kill('SIGTERM');
+      fs.rmSync(phoneDir, { recursive: true, force: true });
+    }
+    log('PASS: Chromium hears both callers; each caller hears the browser and the other caller, not itself; the web moderator mutes a caller, sets a PIN, and calls a phone in and hangs it up');
   } finally {
     callers.forEach((c) => { try { c.hangUp(); } catch { /* already gone */ } });
     await sleep(300);
