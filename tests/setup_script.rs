@@ -174,6 +174,8 @@ fn the_package_lists_hold_what_the_build_and_the_tests_use() {
         "python3",
         "sip-tester",
         "redis-server",
+        "baresip-core",
+        "kamailio",
     ] {
         assert!(test.contains(&p.to_owned()), "test set lacks {p}: {test:?}");
         assert!(
