@@ -32,11 +32,15 @@ fn n_minus_one(c: &mut Criterion) {
     g.finish();
 }
 
-fn top_k_room_tick(c: &mut Criterion) {
-    let mut g = c.benchmark_group("mixer/room_tick_top3_with_levels");
+/// The room's audio tick with `top_k` talkers mixed at most (3 was the default before
+/// issue 22, 8 is now): everyone sends RFC 6464 levels, -20 dBov for the first and 1 dB
+/// quieter for each next one, so the loudest 36 are above the speech floor.
+fn room_tick(c: &mut Criterion, top_k: usize) {
+    let mut g = c.benchmark_group(format!("mixer/room_tick_top{top_k}_with_levels"));
     g.sample_size(20);
     for n in [4usize, 16, 64, 1000] {
-        let config = Config::default();
+        let mut config = Config::default();
+        config.audio.top_k = top_k;
         let stats = Arc::new(RoomStats::default());
         let mut mix = AudioLoop::new(
             &config,
@@ -90,6 +94,11 @@ fn top_k_room_tick(c: &mut Criterion) {
         });
     }
     g.finish();
+}
+
+fn top_k_room_tick(c: &mut Criterion) {
+    room_tick(c, 3);
+    room_tick(c, 8);
 }
 
 criterion_group!(benches, n_minus_one, top_k_room_tick);

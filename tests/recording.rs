@@ -257,7 +257,14 @@ async fn a_recording_holds_every_participant_and_every_tone() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn audio_and_video_stay_in_sync_across_joins_leaves_and_mutes() {
     let dir = tempdir("sync");
-    let server = TestServer::start_with(small_recordings(&dir)).await;
+    // The recording announcement is speech with energy at the 1 kHz this test times the
+    // tone's onset by (once in CI it was taken for the onset): off here, it has its own
+    // tests.
+    let server = TestServer::start_with(|c| {
+        small_recordings(&dir)(c);
+        c.recording.announce = false;
+    })
+    .await;
     let a = Client::join_ws(&server, "sync", "Ada", (220, 30, 30), 400.0).await;
     let b = Client::join_ws(&server, "sync", "Bob", (30, 200, 30), 650.0).await;
     wait_until("media", 30, || a.frames() > 20 && b.frames() > 20).await;

@@ -324,6 +324,7 @@ async fn dial_out_reports_busy_declined_and_unanswered_calls() {
     config.tls_cert = Some(cert.clone());
     config.tls_key = Some(key.clone());
     config.sip.ring_timeout_s = 2;
+    config.sip.max_outbound_calls_per_room = 1;
     let sip = tessera::sip::start(
         "127.0.0.1:0".parse().unwrap(),
         Arc::new(config),
@@ -388,6 +389,21 @@ async fn dial_out_reports_busy_declined_and_unanswered_calls() {
     );
     let call = dial(&server, "out", &format!("sip:dave@127.0.0.1:{port}")).await;
     let id = call["id"].as_str().unwrap().to_owned();
+    // While it rings the room is at its limit of one call: another is refused.
+    let body = serde_json::json!({ "to": format!("sip:erin@127.0.0.1:{port}") }).to_string();
+    let refused = http(
+        server.addr,
+        "POST",
+        "/api/rooms/out/calls",
+        Some(("application/json", body.as_bytes())),
+    )
+    .await;
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert!(
+        refused.body.contains("already has 1 calls"),
+        "{}",
+        refused.body
+    );
     let done = wait_call(&server, "out", &id, 10, |s| {
         !matches!(s, "dialing" | "ringing")
     })

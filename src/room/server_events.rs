@@ -123,6 +123,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn placed_calls_are_published_but_not_counted() {
+        let bus = ServerEvents::default();
+        let mut rx = bus.subscribe();
+        bus.call_updated("r", &serde_json::json!({ "id": "c1", "state": "ringing" }));
+        let json = serde_json::to_value(rx.try_recv().unwrap()).unwrap();
+        assert_eq!(json["type"], "callUpdated");
+        assert_eq!(json["room"], "r");
+        assert_eq!(json["call"]["state"], "ringing");
+        assert_eq!(bus.rooms_started.load(Relaxed), 0);
+    }
+
+    #[test]
     fn events_are_counted_numbered_and_delivered() {
         let bus = ServerEvents::default();
         bus.emit(ServerEvent::RoomStarted { room: "a".into() });

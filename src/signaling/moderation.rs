@@ -125,10 +125,7 @@ pub fn apply(rooms: &Rooms, id: &RoomId, m: &Moderation) -> Result<(), ModError>
                 .map_err(|e| ModError::Dial(e.to_string()))?;
         }
         Moderation::HangUp { call_id } => {
-            let hung = rooms
-                .dialer
-                .get()
-                .is_some_and(|d| d.hang_up(id, call_id));
+            let hung = rooms.dialer.get().is_some_and(|d| d.hang_up(id, call_id));
             if !hung {
                 return Err(ModError::Dial("no such call".into()));
             }
