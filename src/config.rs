@@ -264,7 +264,10 @@ pub struct Config {
     /// SIP over TLS (`sips:`) listen address, with the HTTPS listener's certificate
     /// (`tls_cert`/`tls_key` or `tls_self_signed`); an IP alone listens on 5061; `"off"`
     /// (the default) disables it. Needs `sip_listen` on.
-    #[serde(with = "sip_tls_listen_serde")]
+    #[serde(
+        serialize_with = "sip_listen_serde::serialize",
+        deserialize_with = "de_sip_tls_listen"
+    )]
     pub sip_tls_listen: Option<SocketAddr>,
     pub sip: SipConfig,
     /// Rooms declared up front, with their PINs and options.
@@ -411,21 +414,11 @@ fn yes() -> bool {
     true
 }
 
-mod sip_tls_listen_serde {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::net::SocketAddr;
-
-    pub fn serialize<S: Serializer>(v: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
-        match v {
-            Some(a) => s.serialize_str(&a.to_string()),
-            None => s.serialize_str("off"),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
-        let text = String::deserialize(d)?;
-        super::parse_sip_tls_listen(&text).map_err(serde::de::Error::custom)
-    }
+fn de_sip_tls_listen<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_sip_tls_listen(&text).map_err(serde::de::Error::custom)
 }
 
 /// `off`, `IP:PORT`, or an IP alone (port 5061, RFC 3261 §26.2).
@@ -1233,5 +1226,45 @@ mod tests {
         assert!(e.contains("tls_cert"), "{e}");
         // Loopback stays zero-config.
         assert!(load(&[]).unwrap().access().is_open());
+    }
+
+    #[test]
+    fn sip_over_tls_needs_a_certificate_and_sip_and_an_ip_alone_means_5061() {
+        let load = |args: &[&str]| {
+            let mut all = vec!["tessera"];
+            all.extend_from_slice(args);
+            Config::load(&Cli::parse_from(all)).map_err(|e| e.to_string())
+        };
+        let c = load(&["--sip-tls-listen", "127.0.0.1", "--tls-self-signed"]).unwrap();
+        assert_eq!(c.sip_tls_listen, Some("127.0.0.1:5061".parse().unwrap()));
+        let c = load(&["--sip-tls-listen", "127.0.0.1:6061", "--tls-self-signed"]).unwrap();
+        assert_eq!(c.sip_tls_listen, Some("127.0.0.1:6061".parse().unwrap()));
+        assert_eq!(
+            load(&["--sip-tls-listen", "off"]).unwrap().sip_tls_listen,
+            None
+        );
+        let e = load(&["--sip-tls-listen", "127.0.0.1"]).unwrap_err();
+        assert!(e.contains("certificate"), "{e}");
+        let e = load(&[
+            "--sip-tls-listen",
+            "127.0.0.1",
+            "--tls-self-signed",
+            "--sip-listen",
+            "off",
+        ])
+        .unwrap_err();
+        assert!(e.contains("sip_listen"), "{e}");
+        let e = load(&["--sip-tls-listen", "nonsense"]).unwrap_err();
+        assert!(e.contains("sip_tls_listen"), "{e}");
+        // From TOML too, with the media policy and dial-out keys.
+        let c = Config::from_toml(
+            "sip_tls_listen = \"127.0.0.1\"\n[sip]\nmedia_encryption = \"required\"\n\
+             outbound_proxy = \"sip:pbx.example.com\"\nring_timeout_s = 20\n",
+        )
+        .unwrap();
+        assert_eq!(c.sip_tls_listen, Some("127.0.0.1:5061".parse().unwrap()));
+        assert_eq!(c.sip.media_encryption, MediaEncryption::Required);
+        assert_eq!(c.sip.ring_timeout_s, 20);
+        assert!(Config::from_toml("[sip]\nmedia_encryption = \"maybe\"\n").is_err());
     }
 }

@@ -16,11 +16,18 @@ fn main() -> anyhow::Result<()> {
     } else {
         "info,webrtc=warn,rtc=warn,rsipstack=warn"
     };
+    // The SIP stack's transport logs every raw message at `info` — SDP bodies with SRTP
+    // keys (SDES) among them — so it is held at `warn` whatever RUST_LOG says: secrets
+    // never reach the log.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| default_filter.into())
+        .add_directive(
+            "rsipstack::transport=warn"
+                .parse()
+                .expect("a literal directive"),
+        );
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| default_filter.into()),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
     tessera::room::tune_allocator();

@@ -895,3 +895,68 @@ fn beyond_the_talker_limit_everyone_takes_turns() {
     }
     child.kill().unwrap();
 }
+
+/// SDES keys never reach the log, even at `RUST_LOG=trace` (the SIP stack logs raw
+/// messages at `info`; the server holds its transport at `warn`).
+#[test]
+fn srtp_keys_in_an_offer_never_reach_the_log() {
+    let dir = tempdir::Dir::new();
+    let cfg = dir.path().join("tessera.toml");
+    std::fs::write(&cfg, "").unwrap();
+    let log_path = dir.path().join("stderr.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--sip-listen",
+            "127.0.0.1:0",
+            "--config",
+        ])
+        .arg(&cfg)
+        .env("RUST_LOG", "trace")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    use std::io::BufRead;
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let (mut line, mut sip) = (String::new(), None);
+    while sip.is_none() && out.read_line(&mut line).unwrap() > 0 {
+        sip = line
+            .split("sip:")
+            .nth(1)
+            .and_then(|a| a.split_whitespace().next())
+            .and_then(|a| a.parse::<SocketAddr>().ok());
+        line.clear();
+    }
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    let key = "3XQ6Xdg/+6XoO/DlYqCfFnqbOZaWZX5Yp7M9rUwh";
+    let mut c = Caller::new(sip.expect("SIP address printed"), None);
+    // Best-effort SRTP over UDP: answered with plain RTP, the key ignored.
+    let code = c.call_with_sdp(
+        "keys",
+        "RTP/AVP 0",
+        &format!("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{key}\r\n"),
+    );
+    assert_eq!(code, 200);
+    let answer = c
+        .responses
+        .iter()
+        .find(|r| r.starts_with("SIP/2.0 200"))
+        .unwrap();
+    assert!(
+        !answer.contains("a=crypto"),
+        "a key answered over UDP: {answer}"
+    );
+    c.bye();
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        log.contains("SIP call answered"),
+        "trace logging is on: {log}"
+    );
+    assert!(!log.contains(key), "the caller's SRTP key is in the log");
+    assert!(!log.contains("inline:"), "an SRTP key is in the log");
+}

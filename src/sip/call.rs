@@ -233,40 +233,29 @@ pub async fn incoming(bridge: Arc<Bridge>, mut tx: Transaction) {
         return;
     }
     tracing::info!(room = %room_id, id = %info.id, %name, ?codec, tls, srtp = keys.is_some(), "SIP call answered");
-    bridge
-        .calls
-        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let mut handler = dialog.clone();
     tokio::spawn(async move {
         let _ = handler.handle(&mut tx).await;
     });
-    let Some((ssrc, out_rx, ctl_rx)) = attached else {
+    let Some(attached) = attached else {
         return;
     };
-    let guard = SourceGuard::new(offer.remote.map(|a| a.ip()), source);
-    let call = Call {
+    let parts = Parts {
         bridge: bridge.clone(),
         room,
         id: info.id,
         dialog,
         socket,
         local,
-        offer,
+        source: SourceGuard::new(offer.remote.map(|a| a.ip()), source),
+        remote: offer,
         pt,
         codec,
-        ssrc,
-        keypad: Keypad::new(policy.needs_pin()),
-        dtmf: Default::default(),
-        received: Default::default(),
-        sent: Default::default(),
-        source: guard,
-        held: false,
-        hangup_at: None,
         session,
-        last_rtp: Instant::now(),
         keys,
+        pin: policy.needs_pin(),
     };
-    call.run(state_rx, out_rx, ctl_rx).await;
+    run(parts, state_rx, attached).await;
 }
 
 /// What [`attach`] hands the call task: our SSRC, the mix to send, the room's controls.
@@ -312,70 +301,47 @@ pub(super) struct Parts {
     pub codec: AudioCodec,
     pub source: SourceGuard,
     pub session: (u64, u64),
+    /// SRTP: the far end's key line, ours, and the contexts (`None`: plain RTP).
+    pub keys: Option<(KeyLine, KeyLine, Srtp)>,
+    /// It must enter the room's PIN first (a caller to a room with a PIN; never a callee).
+    pub pin: bool,
 }
 
-/// Runs a call we placed (dial-out) once it is answered: no PIN (the callee was invited),
-/// plain RTP. Returns when it ends.
-pub(super) async fn run_placed(
-    parts: Parts,
-    states: DialogStateReceiver,
-    attached: Attached,
-) -> End {
+/// Runs an answered call, ours or the caller's, until it ends.
+pub(super) async fn run(parts: Parts, states: DialogStateReceiver, attached: Attached) -> End {
     let (ssrc, out_rx, ctl_rx) = attached;
-    let Parts {
-        bridge,
-        room,
-        id,
-        dialog,
-        socket,
-        local,
-        remote,
-        pt,
-        codec,
-        source,
-        session,
-    } = parts;
-    bridge
+    parts
+        .bridge
         .calls
         .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let call = Call {
-        bridge,
-        room,
-        id,
-        dialog,
-        socket,
-        local,
-        offer: remote,
-        pt,
-        codec,
+        bridge: parts.bridge,
+        room: parts.room,
+        id: parts.id,
+        dialog: parts.dialog,
+        socket: parts.socket,
+        local: parts.local,
+        offer: parts.remote,
+        pt: parts.pt,
+        codec: parts.codec,
         ssrc,
-        keypad: Keypad::new(false),
+        keypad: Keypad::new(parts.pin),
         dtmf: Default::default(),
         received: Default::default(),
         sent: Default::default(),
-        source,
+        source: parts.source,
         held: false,
         hangup_at: None,
-        session,
+        session: parts.session,
         last_rtp: Instant::now(),
-        keys: None,
+        keys: parts.keys,
     };
     call.run(states, out_rx, ctl_rx).await
 }
 
-/// The caller's address as the transport saw it (Via `received`, else the Via host).
+/// The caller's address as the transport saw it.
 fn source_ip(req: &Request) -> Option<std::net::IpAddr> {
-    let via = req.via_header().ok()?.value().to_owned();
-    via.split(';')
-        .find_map(|p| p.trim().strip_prefix("received="))
-        .and_then(|v| v.parse().ok())
-        .or_else(|| {
-            let host = via.split_whitespace().nth(1)?.split(';').next()?;
-            host.parse::<SocketAddr>()
-                .map(|a| a.ip())
-                .ok()
-                .or_else(|| host.parse().ok())
-        })
+    super::via_source(req.via_header().ok()?.value())
 }
 
 /// An RTP socket on the media IP (in the configured port range when there is one).

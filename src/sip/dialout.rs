@@ -478,6 +478,8 @@ async fn place(
         codec,
         source,
         session,
+        keys: None,
+        pin: false,
     };
     // Hanging up through the API once answered: a kick (the call sends BYE).
     let kick = {
@@ -490,7 +492,7 @@ async fn place(
             }
         })
     };
-    let end = call::run_placed(parts, states, attached).await;
+    let end = call::run(parts, states, attached).await;
     kick.abort();
     bridge.dialogs.remove_dialog(&dialog_id);
     tracing::info!(call = %id, ?end, "placed call ended");
@@ -568,20 +570,10 @@ fn answered(
     }
 }
 
-/// Where the answer came from (its top Via's `received`, else its host).
+/// Where the answer came from.
 fn resp_source(resp: &rsipstack::sip::Response) -> Option<std::net::IpAddr> {
     use rsipstack::sip::prelude::HeadersExt;
-    let via = resp.via_header().ok()?.value().to_owned();
-    via.split(';')
-        .find_map(|p| p.trim().strip_prefix("received="))
-        .and_then(|v| v.parse().ok())
-        .or_else(|| {
-            let host = via.split_whitespace().nth(1)?.split(';').next()?;
-            host.parse::<SocketAddr>()
-                .map(|a| a.ip())
-                .ok()
-                .or_else(|| host.parse().ok())
-        })
+    super::via_source(resp.via_header().ok()?.value())
 }
 
 #[cfg(test)]

@@ -294,6 +294,21 @@ impl Bridge {
     }
 }
 
+/// The address a SIP message came from, from its top Via as the transport saw it: the
+/// `received` parameter (RFC 3261 §18.2.1), else the Via's host.
+pub fn via_source(via: &str) -> Option<IpAddr> {
+    via.split(';')
+        .find_map(|p| p.trim().strip_prefix("received="))
+        .and_then(|v| v.parse().ok())
+        .or_else(|| {
+            let host = via.split_whitespace().nth(1)?.split(';').next()?;
+            host.parse::<SocketAddr>()
+                .map(|a| a.ip())
+                .ok()
+                .or_else(|| host.parse().ok())
+        })
+}
+
 /// The caller's name for the roster: its display name, else "Caller {user}" (bounded,
 /// printable).
 pub fn caller_name(display: Option<&str>, user: Option<&str>) -> String {
@@ -317,6 +332,25 @@ pub fn caller_name(display: Option<&str>, user: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn via_sources() {
+        let v = |s: &str| via_source(s).map(|ip| ip.to_string());
+        assert_eq!(
+            v("SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKx;received=203.0.113.7;rport=1"),
+            Some("203.0.113.7".into())
+        );
+        assert_eq!(
+            v("SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKx"),
+            Some("10.0.0.5".into())
+        );
+        assert_eq!(
+            v("SIP/2.0/TLS 10.0.0.6;branch=z9hG4bKx"),
+            Some("10.0.0.6".into())
+        );
+        assert_eq!(v("SIP/2.0/UDP pbx.example.com;branch=z"), None);
+        assert_eq!(v("garbage"), None);
+    }
 
     #[test]
     fn caller_names() {
