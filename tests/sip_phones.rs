@@ -41,11 +41,13 @@ async fn servers(
         ..Default::default()
     };
     let server = TestServer::start_with(|c| c.rooms = vec![vault.clone()]).await;
-    let mut config = Config::default();
-    config.tls_cert = Some(cert.to_owned());
-    config.tls_key = Some(key.to_owned());
-    config.sip_tls_listen = Some("127.0.0.1:0".parse().unwrap());
-    config.rooms = vec![vault];
+    let config = Config {
+        tls_cert: Some(cert.to_owned()),
+        tls_key: Some(key.to_owned()),
+        sip_tls_listen: Some("127.0.0.1:0".parse().unwrap()),
+        rooms: vec![vault],
+        ..Default::default()
+    };
     let sip = tessera::sip::start(
         "127.0.0.1:0".parse().unwrap(),
         Arc::new(config),
@@ -318,11 +320,9 @@ async fn dial_out_to_a_phone_that_answers_brings_it_into_the_room() {
 /// with a CANCEL); bad targets are refused at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dial_out_reports_busy_declined_and_unanswered_calls() {
-    let (dir, cert, key) = certificate();
+    let (dir, _cert, _key) = certificate();
     let server = TestServer::start().await;
     let mut config = Config::default();
-    config.tls_cert = Some(cert.clone());
-    config.tls_key = Some(key.clone());
     config.sip.ring_timeout_s = 2;
     config.sip.max_outbound_calls_per_room = 1;
     let sip = tessera::sip::start(
