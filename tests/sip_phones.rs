@@ -168,6 +168,21 @@ async fn plain_rtp_to_a_required_room_and_keys_in_clear_text_get_488() {
     );
     assert_eq!(answers.2, 488, "an SRTP offer with its key in clear text");
     assert_eq!(answers.3, 200);
+    // Calls placed from a room are plain RTP: the room that requires encryption places none.
+    let body = serde_json::json!({ "to": "sip:bob@127.0.0.1:5099" }).to_string();
+    let resp = http(
+        server.addr,
+        "POST",
+        "/api/rooms/vault/calls",
+        Some(("application/json", body.as_bytes())),
+    )
+    .await;
+    assert_eq!(resp.status, 409, "{}", resp.body);
+    assert!(
+        resp.body.contains("requires encrypted media"),
+        "{}",
+        resp.body
+    );
     sip.stop();
     server.stop().await;
     let _ = std::fs::remove_dir_all(dir);

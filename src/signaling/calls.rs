@@ -5,8 +5,9 @@
 //! - `GET /api/rooms/{room}/calls` → the room's calls; `GET …/calls/{id}` → one
 //! - `DELETE …/calls/{id}` → hang up (CANCEL while ringing, BYE once answered)
 //!
-//! Refusals: `400` bad body or `to`, `429` over the room's calls per minute, `503` over
-//! the per-room or per-server limit, or SIP off.
+//! Refusals: `400` bad body or `to`, `409` the room requires encrypted media (placed
+//! calls are plain RTP), `429` over the room's calls per minute, `503` over the per-room
+//! or per-server limit, or SIP off.
 
 use super::AppState;
 use crate::ids::RoomId;
@@ -69,6 +70,7 @@ pub async fn place(
         Err(e) => {
             let status = match e {
                 DialError::BadTarget => StatusCode::BAD_REQUEST,
+                DialError::NeedsEncryption => StatusCode::CONFLICT,
                 DialError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
                 DialError::RoomLimit(_) | DialError::ServerLimit(_) | DialError::Closing => {
                     StatusCode::SERVICE_UNAVAILABLE

@@ -8,7 +8,8 @@
 //! callee ([`super::source`]). Progress — `dialing`, `ringing`, `answered`, then `ended`,
 //! or `busy`, `no_answer`, `declined`, `failed` (with the SIP code), `cancelled` — goes to
 //! the room's WebSocket (`callUpdated`), the server's SSE stream and `GET …/calls/{id}`.
-//! Bounded: calls per server and per room, and new calls per room per minute.
+//! Bounded: calls per server and per room, and new calls per room per minute. Placed calls
+//! are plain RTP, so a room that requires encrypted media places none (`409`).
 //!
 //! The outcome of a final response ([`outcome`]) and the per-room rate ([`RoomRate`]) are
 //! pure and unit-tested.
@@ -104,6 +105,8 @@ pub enum DialError {
     RateLimited(u32),
     #[error("the server is shutting down")]
     Closing,
+    #[error("this room requires encrypted media and calls placed from it would be plain RTP")]
+    NeedsEncryption,
 }
 
 /// New calls per room in a sliding minute (pure: `now` is an argument).
@@ -192,6 +195,13 @@ impl Dialer {
             return Err(DialError::Closing);
         }
         let cfg = &bridge.config.sip;
+        // Placed calls are plain RTP: a room that requires encryption places none.
+        let policy = bridge.rooms.policies.get(room);
+        if policy.media_encryption.unwrap_or(cfg.media_encryption)
+            == crate::config::MediaEncryption::Required
+        {
+            return Err(DialError::NeedsEncryption);
+        }
         let name = super::caller_name(name, target.auth.as_ref().map(|a| a.user.as_str()));
         let call = {
             let mut calls = lock(&self.calls);

@@ -117,6 +117,9 @@ async function runCase(name, { rateKbit, delayMs, loss }) {
           .then(() => true, (e) => { log(`${n}: page load attempt ${attempt}: ${e.message.split('\n')[0]}`); return false; });
         if (ready) break;
         if (attempt === 3) fail(`${n}: the web client did not load in 3 attempts`);
+        // Let the links settle and the failed navigation finish (back-to-back retries were
+        // each interrupted by the previous one's error page).
+        await sleep(1000 * attempt);
       }
       pages.push({ name: n, page });
     }
