@@ -194,6 +194,26 @@ fn free_port() -> u16 {
     u.local_addr().unwrap().port()
 }
 
+/// A baresip that waits for calls on a free loopback port (`answermode` `auto` or
+/// `manual`), playing 440 Hz, for `secs`; ready when returned. Gives it and its port.
+fn listening_phone(user: &str, answermode: &str, secs: u32) -> (Phone, u16) {
+    let port = free_port();
+    let phone = Phone::start(PhoneSetup {
+        account: format!("<sip:{user}@127.0.0.1>;answermode={answermode};regint=0"),
+        tone: 440,
+        ca: None,
+        dial: None,
+        listen: Some(format!("127.0.0.1:{port}")),
+        secs,
+    });
+    assert!(
+        phone.wait_for("baresip is ready", 10.0),
+        "{}",
+        phone.output()
+    );
+    (phone, port)
+}
+
 async fn dial(server: &TestServer, room: &str, to: &str) -> serde_json::Value {
     let body = serde_json::json!({ "to": to, "name": "Bob" }).to_string();
     let resp = http(
@@ -245,20 +265,7 @@ async fn dial_out_to_a_phone_that_answers_brings_it_into_the_room() {
     let (dir, cert, key) = certificate();
     let (server, sip) = servers(&cert, &key).await;
     let mut web = Client::join_ws(&server, "dial", "Web", (40, 200, 40), 1_000.0).await;
-    let port = free_port();
-    let phone = Phone::start(PhoneSetup {
-        account: "<sip:bob@127.0.0.1>;answermode=auto;regint=0".into(),
-        tone: 440,
-        ca: None,
-        dial: None,
-        listen: Some(format!("127.0.0.1:{port}")),
-        secs: 20,
-    });
-    assert!(
-        phone.wait_for("baresip is ready", 10.0),
-        "{}",
-        phone.output()
-    );
+    let (phone, port) = listening_phone("bob", "auto", 20);
     let t0 = std::time::Instant::now();
     let call = dial(&server, "dial", &format!("sip:bob@127.0.0.1:{port}")).await;
     let id = call["id"].as_str().unwrap().to_owned();
@@ -388,20 +395,7 @@ async fn dial_out_reports_busy_declined_and_unanswered_calls() {
         let _ = tokio::task::spawn_blocking(move || sipp.wait()).await;
     }
     // A phone that rings and is never picked up.
-    let port = free_port();
-    let phone = Phone::start(PhoneSetup {
-        account: "<sip:dave@127.0.0.1>;answermode=manual;regint=0".into(),
-        tone: 440,
-        ca: None,
-        dial: None,
-        listen: Some(format!("127.0.0.1:{port}")),
-        secs: 15,
-    });
-    assert!(
-        phone.wait_for("baresip is ready", 10.0),
-        "{}",
-        phone.output()
-    );
+    let (phone, port) = listening_phone("dave", "manual", 15);
     let call = dial(&server, "out", &format!("sip:dave@127.0.0.1:{port}")).await;
     let id = call["id"].as_str().unwrap().to_owned();
     // While it rings the room is at its limit of one call: another is refused.
