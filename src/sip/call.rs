@@ -1,6 +1,8 @@
-//! One phone call: answering the INVITE, then its media task — symmetric plain RTP in and
-//! out (RFC 3550, 3551) with media taken from and sent to the caller only ([`super::source`]), RTCP sender reports, DTMF (RFC 4733 and INFO) through the keypad,
-//! prompts, hold/resume by re-INVITE, kicks, and the BYE from either side.
+//! One phone call: answering the INVITE (or, for a call we placed, its answer), then its
+//! media task — symmetric RTP in and out (RFC 3550, 3551), SRTP where negotiated
+//! ([`super::sdes`]), media taken from and sent to the far end only ([`super::source`]),
+//! RTCP sender reports, DTMF (RFC 4733 and INFO) through the keypad, prompts, hold/resume by
+//! re-INVITE, kicks, and the BYE from either side.
 
 use super::keypad::{Action, Keypad};
 use super::sdes::{self, KeyLine, Srtp};
