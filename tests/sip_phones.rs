@@ -169,14 +169,7 @@ async fn plain_rtp_to_a_required_room_and_keys_in_clear_text_get_488() {
     assert_eq!(answers.2, 488, "an SRTP offer with its key in clear text");
     assert_eq!(answers.3, 200);
     // Calls placed from a room are plain RTP: the room that requires encryption places none.
-    let body = serde_json::json!({ "to": "sip:bob@127.0.0.1:5099" }).to_string();
-    let resp = http(
-        server.addr,
-        "POST",
-        "/api/rooms/vault/calls",
-        Some(("application/json", body.as_bytes())),
-    )
-    .await;
+    let resp = post_call(&server, "vault", "sip:bob@127.0.0.1:5099").await;
     assert_eq!(resp.status, 409, "{}", resp.body);
     assert!(
         resp.body.contains("requires encrypted media"),
@@ -214,15 +207,21 @@ fn listening_phone(user: &str, answermode: &str, secs: u32) -> (Phone, u16) {
     (phone, port)
 }
 
-async fn dial(server: &TestServer, room: &str, to: &str) -> serde_json::Value {
+/// `POST /api/rooms/{room}/calls` to `to` (named Bob), whatever the answer.
+async fn post_call(server: &TestServer, room: &str, to: &str) -> HttpResponse {
     let body = serde_json::json!({ "to": to, "name": "Bob" }).to_string();
-    let resp = http(
+    http(
         server.addr,
         "POST",
         &format!("/api/rooms/{room}/calls"),
         Some(("application/json", body.as_bytes())),
     )
-    .await;
+    .await
+}
+
+/// Places a call, which must be accepted (201); gives the call.
+async fn dial(server: &TestServer, room: &str, to: &str) -> serde_json::Value {
+    let resp = post_call(server, room, to).await;
     assert_eq!(resp.status, 201, "{}", resp.body);
     serde_json::from_str(&resp.body).unwrap()
 }
@@ -399,14 +398,7 @@ async fn dial_out_reports_busy_declined_and_unanswered_calls() {
     let call = dial(&server, "out", &format!("sip:dave@127.0.0.1:{port}")).await;
     let id = call["id"].as_str().unwrap().to_owned();
     // While it rings the room is at its limit of one call: another is refused.
-    let body = serde_json::json!({ "to": format!("sip:erin@127.0.0.1:{port}") }).to_string();
-    let refused = http(
-        server.addr,
-        "POST",
-        "/api/rooms/out/calls",
-        Some(("application/json", body.as_bytes())),
-    )
-    .await;
+    let refused = post_call(&server, "out", &format!("sip:erin@127.0.0.1:{port}")).await;
     assert_eq!(refused.status, 503, "{}", refused.body);
     assert!(
         refused.body.contains("already has 1 calls"),
@@ -422,14 +414,7 @@ async fn dial_out_reports_busy_declined_and_unanswered_calls() {
     assert!(phone.wait_for("Incoming call", 1.0), "{}", phone.output());
     // Bad targets.
     for bad in ["tel:+15551234", "sip:a b@x", "http://example.com"] {
-        let body = serde_json::json!({ "to": bad }).to_string();
-        let resp = http(
-            server.addr,
-            "POST",
-            "/api/rooms/out/calls",
-            Some(("application/json", body.as_bytes())),
-        )
-        .await;
+        let resp = post_call(&server, "out", bad).await;
         assert_eq!(resp.status, 400, "{bad}: {}", resp.body);
     }
     drop(phone);

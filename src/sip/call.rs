@@ -501,10 +501,13 @@ impl Call {
         let plain;
         let data = match self.keys.as_mut() {
             None => data,
+            Some(_) if !self.source.may_be_caller(from) => {
+                let verdict = self.source.forged(from);
+                self.admit(from, verdict);
+                return None;
+            }
             Some((_, _, srtp)) => {
-                let opened = if !self.source.may_be_caller(from) {
-                    None
-                } else if rtcp {
+                let opened = if rtcp {
                     srtp.unprotect_rtcp(data)
                 } else {
                     srtp.unprotect_rtp(data)
@@ -519,11 +522,7 @@ impl Call {
                         if let Verdict::Reject { log: true } = self.source.forged(from) {
                             tracing::info!(id = %self.id, %from, "SIP call: a datagram failed SRTP authentication (dropped; more from this source are counted, not logged)");
                         }
-                        self.bridge
-                            .rooms
-                            .events
-                            .sip_rtp_rejected
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        self.count_rejected();
                         return None;
                     }
                 }
@@ -567,6 +566,15 @@ impl Call {
         None
     }
 
+    /// One more datagram in `tessera_sip_rtp_rejected_total`.
+    fn count_rejected(&self) {
+        self.bridge
+            .rooms
+            .events
+            .sip_rtp_rejected
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Applies the source rule's verdict: true to take the datagram. A rejected one is
     /// counted (`tessera_sip_rtp_rejected_total`) and its source logged once.
     fn admit(&mut self, from: SocketAddr, verdict: Verdict) -> bool {
@@ -574,11 +582,7 @@ impl Call {
             Verdict::Accept => true,
             Verdict::Learning => false,
             Verdict::Reject { log } => {
-                self.bridge
-                    .rooms
-                    .events
-                    .sip_rtp_rejected
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.count_rejected();
                 if log {
                     tracing::warn!(id = %self.id, %from, "SIP call: media from a source that is not the caller dropped");
                 }
