@@ -156,6 +156,53 @@ join_burst = 20
         put("av1_ingest", name, &records(&units))?;
     }
 
+    // VP8: a keyframe and inter frames from Tessera's encoder; a keyframe header that
+    // declares 16383x16383 (the format's largest).
+    {
+        let mut enc = tessera::codec::vpx::Vp8Encoder::new(EncoderSettings {
+            width: 320,
+            height: 180,
+            fps: 30,
+            bitrate_bps: 300_000,
+            idr_interval_frames: 300,
+            complexity: Default::default(),
+        })?;
+        let mut pay = rtc::rtp::codec::vp8::Vp8Payloader::default();
+        pay.enable_picture_id = true;
+        let mut data = Vec::new();
+        let mut units = Vec::new();
+        for i in 0..6u8 {
+            let mut f = I420Frame::solid(320, 180, rgb_to_yuv(40 * i, 90, 200));
+            for y in 0..180 {
+                for x in 0..320 {
+                    f.y[y * 320 + x] = (x + 2 * y + 8 * i as usize) as u8;
+                }
+            }
+            enc.encode(&f, &mut data)?;
+            if !data.is_empty() {
+                units.push(pay.payload(500, &Bytes::from(data.clone()))?);
+            }
+        }
+        put("vp8_ingest", "stream_320x180", &records(&units))?;
+        let mut huge = vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0xff, 0x3f, 0xff, 0x3f];
+        huge.extend_from_slice(&[0u8; 32]);
+        put(
+            "vp8_ingest",
+            "keyframe_16383x16383",
+            &records(&[pay.payload(500, &Bytes::from(huge))?]),
+        )?;
+    }
+    // VP9: the fixture's frames (libvpx via ffmpeg), packetised.
+    {
+        let clip = include_bytes!("../tests/data/vp9/testsrc_640x360.ivf");
+        let mut pay = rtc::rtp::codec::vp9::Vp9Payloader::default();
+        let mut units = Vec::new();
+        for f in tessera::codec::vpx::ivf_frames(clip).into_iter().take(4) {
+            units.push(pay.payload(500, &Bytes::copy_from_slice(f))?);
+        }
+        put("vp9_ingest", "testsrc_640x360", &records(&units))?;
+    }
+
     // RTCP feedback a viewer sends.
     use rtc::shared::marshal::Marshal;
     let rr = ReceiverReport {

@@ -8,12 +8,12 @@ cd "$(dirname "$0")"
 RUNS=${RUNS:-1000000}
 SECS=${SECONDS_PER_TARGET:-1800}
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(signaling_message sdp_offer whip_request layout_json config_toml rtcp_feedback h264_ingest av1_ingest)
+[ ${#targets[@]} -gt 0 ] || targets=(signaling_message sdp_offer whip_request layout_json config_toml rtcp_feedback h264_ingest av1_ingest vp8_ingest vp9_ingest)
 cargo +nightly fuzz build -O --debug-assertions
 mkdir -p logs
 for t in "${targets[@]}"; do
   case "$t" in
-    h264_ingest|av1_ingest) max_len=65536 ;;
+    h264_ingest|av1_ingest|vp8_ingest|vp9_ingest) max_len=65536 ;;
     sdp_offer|whip_request) max_len=16384 ;;
     *) max_len=4096 ;;
   esac

@@ -87,6 +87,14 @@ pub struct MediaSection {
     pub crypto: Vec<String>,
 }
 
+/// The value of `key` in an fmtp line (`a=1;key=value`).
+pub fn fmtp_value<'a>(fmtp: &'a str, key: &str) -> Option<&'a str> {
+    fmtp.split(';')
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| k.eq_ignore_ascii_case(key))
+        .map(|(_, v)| v.trim())
+}
+
 impl MediaSection {
     /// Whether the writer of this SDP will receive media on this section.
     pub fn writer_receives(&self) -> bool {
@@ -103,11 +111,13 @@ impl MediaSection {
             .iter()
             .filter_map(|(pt, name, _)| VideoCodec::from_encoding_name(name).map(|c| (*pt, c)))
             .filter(|(pt, c)| {
-                *c != VideoCodec::H264
-                    || self
-                        .fmtp
-                        .get(pt)
-                        .is_some_and(|f| f.contains("packetization-mode=1"))
+                let fmtp = self.fmtp.get(pt).map(String::as_str).unwrap_or("");
+                match c {
+                    VideoCodec::H264 => fmtp.contains("packetization-mode=1"),
+                    // 8-bit 4:2:0 only (profile 0, the default).
+                    VideoCodec::Vp9 => fmtp_value(fmtp, "profile-id").is_none_or(|v| v == "0"),
+                    _ => true,
+                }
             })
             .collect()
     }
@@ -262,7 +272,7 @@ mod tests {
 
     const OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\n\
 m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\na=sendrecv\r\na=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\n\
-m=video 9 UDP/TLS/RTP/SAVPF 96 102 45\r\na=mid:1\r\na=sendonly\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:102 H264/90000\r\na=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\na=rtpmap:45 AV1/90000\r\n";
+m=video 9 UDP/TLS/RTP/SAVPF 96 102 45 98 100\r\na=mid:1\r\na=sendonly\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:98 VP9/90000\r\na=fmtp:98 profile-id=0\r\na=rtpmap:100 VP9/90000\r\na=fmtp:100 profile-id=2\r\na=rtpmap:102 H264/90000\r\na=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\na=rtpmap:45 AV1/90000\r\n";
 
     #[test]
     fn reads_sections() {
@@ -276,13 +286,15 @@ m=video 9 UDP/TLS/RTP/SAVPF 96 102 45\r\na=mid:1\r\na=sendonly\r\na=rtpmap:96 VP
         let v = first(&s, "video").unwrap();
         assert!(!v.writer_receives() && v.writer_sends());
         assert_eq!(v.direction, Direction::SendOnly);
-        assert_eq!(v.formats, [96, 102, 45]);
+        assert_eq!(v.formats, [96, 102, 45, 98, 100]);
         assert_eq!(v.proto, "UDP/TLS/RTP/SAVPF");
         assert_eq!(v.rtpmap_of(102), Some(("H264", 90_000)));
         let pts = v.video_payload_types();
         assert_eq!(pts.get(&102), Some(&VideoCodec::H264));
         assert_eq!(pts.get(&45), Some(&VideoCodec::Av1));
-        assert_eq!(pts.get(&96), None);
+        assert_eq!(pts.get(&96), Some(&VideoCodec::Vp8));
+        assert_eq!(pts.get(&98), Some(&VideoCodec::Vp9));
+        assert_eq!(pts.get(&100), None, "VP9 profile 2 (10-bit) is not ingested");
         assert_eq!(
             v.payload_type("H264", Some("packetization-mode=1")),
             Some(102)

@@ -18,6 +18,8 @@ const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("config_toml", targets::config_toml),
     ("h264_ingest", targets::h264_ingest),
     ("av1_ingest", targets::av1_ingest),
+    ("vp8_ingest", targets::vp8_ingest),
+    ("vp9_ingest", targets::vp9_ingest),
     ("rtcp_feedback", targets::rtcp_feedback),
 ];
 

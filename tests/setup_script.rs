@@ -156,6 +156,7 @@ fn the_package_lists_hold_what_the_build_and_the_tests_use() {
         "nasm",
         "pkg-config",
         "libdav1d-dev",
+        "libvpx-dev",
         "libclang-dev",
     ] {
         assert!(
@@ -176,6 +177,7 @@ fn the_package_lists_hold_what_the_build_and_the_tests_use() {
         "redis-server",
         "baresip-core",
         "kamailio",
+        "firefox-esr",
     ] {
         assert!(test.contains(&p.to_owned()), "test set lacks {p}: {test:?}");
         assert!(

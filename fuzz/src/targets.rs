@@ -172,6 +172,16 @@ pub fn av1_ingest(data: &[u8]) {
     video_ingest(data, VideoCodec::Av1)
 }
 
+/// VP8 ingest: as `h264_ingest`, through the bounded VP8 depacketiser and libvpx.
+pub fn vp8_ingest(data: &[u8]) {
+    video_ingest(data, VideoCodec::Vp8)
+}
+
+/// VP9 ingest: as `h264_ingest`, through the bounded VP9 depacketiser and libvpx.
+pub fn vp9_ingest(data: &[u8]) {
+    video_ingest(data, VideoCodec::Vp9)
+}
+
 /// RTCP from viewers: compound packets parsed by `rtc-rtcp` as the interceptor chain does,
 /// then the keyframe-request filter Tessera applies to them.
 pub fn rtcp_feedback(data: &[u8]) {

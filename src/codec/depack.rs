@@ -1,7 +1,8 @@
-//! Bounded RTP depacketisers for H.264 (RFC 6184, packetization-mode 1) and AV1 (the
-//! AV1 RTP payload format, §4): one access unit's payloads in, the elementary stream out
-//! (Annex B for H.264, low-overhead OBUs with size fields for AV1), appended to a reused
-//! buffer that never grows beyond a limit.
+//! Bounded RTP depacketisers for H.264 (RFC 6184, packetization-mode 1), AV1 (the AV1
+//! RTP payload format, §4), VP8 (RFC 7741) and VP9 (RFC 9628): one access unit's payloads
+//! in, the elementary stream out (Annex B for H.264, low-overhead OBUs with size fields
+//! for AV1, the frame(s) for VP8/VP9), appended to a reused buffer that never grows beyond
+//! a limit.
 //!
 //! They replace the `rtc-rtp` depacketisers on the ingest path because those keep an
 //! unbounded fragment across packets and frames (an AV1 fragment that never ends was
@@ -281,6 +282,148 @@ pub fn av1(
     Ok(())
 }
 
+/// The VP8 payload descriptor (RFC 7741 §4.2) at the start of `p`: (its length, S bit,
+/// partition index). Every optional field is bounds-checked.
+fn vp8_descriptor(p: &[u8]) -> Result<(usize, bool, u8), DepackError> {
+    const C: &str = "VP8";
+    let &b0 = p.first().ok_or_else(|| malformed(C, "empty payload"))?;
+    let (start, pid) = (b0 & 0x10 != 0, b0 & 0x07);
+    let mut at = 1;
+    if b0 & 0x80 != 0 {
+        let &x = p.get(at).ok_or_else(|| malformed(C, "truncated descriptor"))?;
+        at += 1;
+        if x & 0x80 != 0 {
+            let &m = p.get(at).ok_or_else(|| malformed(C, "truncated PictureID"))?;
+            at += if m & 0x80 != 0 { 2 } else { 1 };
+        }
+        if x & 0x40 != 0 {
+            at += 1; // TL0PICIDX
+        }
+        if x & 0x30 != 0 {
+            at += 1; // TID/Y/KEYIDX
+        }
+    }
+    if at > p.len() {
+        return Err(malformed(C, "truncated descriptor"));
+    }
+    Ok((at, start, pid))
+}
+
+/// VP8 (RFC 7741): strips each packet's payload descriptor; the frame must start with
+/// S=1 of partition 0. `out` is cleared first; the frame is the concatenation.
+pub fn vp8(payloads: &[bytes::Bytes], out: &mut Vec<u8>, limit: usize) -> Result<(), DepackError> {
+    const C: &str = "VP8";
+    out.clear();
+    for (i, p) in payloads.iter().enumerate() {
+        let (at, start, pid) = vp8_descriptor(p)?;
+        if i == 0 && !(start && pid == 0) {
+            return Err(malformed(C, "frame does not start a partition 0"));
+        }
+        push(out, &p[at..], limit)?;
+    }
+    Ok(())
+}
+
+/// Byte ranges of the frames (spatial layers) of one VP9 picture in the depacketised
+/// buffer: each is decoded in turn.
+pub type Vp9Frames = Vec<std::ops::Range<usize>>;
+
+/// VP9 (RFC 9628): strips each packet's payload descriptor (picture ID, layer indices,
+/// reference diffs, scalability structure — all bounds-checked) and joins the packets of
+/// each frame from its B (beginning) to its E (end) bit. `out` is cleared first; `frames`
+/// receives each frame's range.
+pub fn vp9(
+    payloads: &[bytes::Bytes],
+    out: &mut Vec<u8>,
+    frames: &mut Vp9Frames,
+    limit: usize,
+) -> Result<(), DepackError> {
+    const C: &str = "VP9";
+    out.clear();
+    frames.clear();
+    let mut open: Option<usize> = None;
+    for p in payloads {
+        let &b0 = p.first().ok_or_else(|| malformed(C, "empty payload"))?;
+        let (i, pf, l, f, b, e, v) = (
+            b0 & 0x80 != 0,
+            b0 & 0x40 != 0,
+            b0 & 0x20 != 0,
+            b0 & 0x10 != 0,
+            b0 & 0x08 != 0,
+            b0 & 0x04 != 0,
+            b0 & 0x02 != 0,
+        );
+        let mut at = 1;
+        let byte = |at: usize| -> Result<u8, DepackError> {
+            p.get(at).copied().ok_or_else(|| malformed(C, "truncated descriptor"))
+        };
+        if i {
+            at += if byte(at)? & 0x80 != 0 { 2 } else { 1 };
+        }
+        if l {
+            at += 1;
+            if !f {
+                at += 1; // TL0PICIDX
+            }
+        }
+        if pf && f {
+            // Up to three reference diffs, each with a "next" bit.
+            let mut n = 0;
+            loop {
+                let d = byte(at)?;
+                at += 1;
+                n += 1;
+                if d & 1 == 0 {
+                    break;
+                }
+                if n == 3 {
+                    return Err(malformed(C, "more than 3 reference diffs"));
+                }
+            }
+        }
+        if v {
+            let ss = byte(at)?;
+            at += 1;
+            let n_s = usize::from(ss >> 5) + 1;
+            if ss & 0x10 != 0 {
+                at += 4 * n_s; // widths and heights
+            }
+            if ss & 0x08 != 0 {
+                let n_g = usize::from(byte(at)?);
+                at += 1;
+                for _ in 0..n_g {
+                    let r = usize::from((byte(at)? >> 2) & 3);
+                    at += 1 + r;
+                }
+            }
+        }
+        if at > p.len() {
+            return Err(malformed(C, "truncated descriptor"));
+        }
+        if b {
+            if open.is_some() {
+                return Err(malformed(C, "frame begins before the last one ended"));
+            }
+            open = Some(out.len());
+        }
+        let Some(start) = open else {
+            return Err(malformed(C, "packet outside a frame"));
+        };
+        push(out, &p[at..], limit)?;
+        if e {
+            if frames.len() >= 8 {
+                return Err(malformed(C, "more than 8 frames in a picture"));
+            }
+            frames.push(start..out.len());
+            open = None;
+        }
+    }
+    if open.is_some() {
+        return Err(malformed(C, "frame not finished at the end of the picture"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -423,6 +566,56 @@ mod tests {
     }
 
     #[test]
+    fn vp8_round_trips_through_the_library_payloader() {
+        use rtc::rtp::codec::vp8::Vp8Payloader;
+        let frame: Vec<u8> = (0..5000u32).map(|i| (i % 253) as u8).collect();
+        for pid in [false, true] {
+            let mut pay = Vp8Payloader::default();
+            pay.enable_picture_id = pid;
+            let payloads = pay.payload(1100, &Bytes::from(frame.clone())).unwrap();
+            assert!(payloads.len() >= 5);
+            let mut out = Vec::new();
+            vp8(&payloads, &mut out, LIMIT).unwrap();
+            assert_eq!(out, frame);
+            assert!(matches!(
+                vp8(&payloads, &mut out, 1000),
+                Err(DepackError::TooLarge { .. })
+            ));
+            // A frame whose first packet is not a partition start is refused.
+            assert!(vp8(&payloads[1..], &mut out, LIMIT).is_err());
+        }
+        // Truncated descriptors.
+        for bad in [&[0x90][..], &[0x90, 0x80][..], &[0x90, 0x80, 0x80][..], &[][..]] {
+            assert!(vp8(&[Bytes::copy_from_slice(bad)], &mut Vec::new(), LIMIT).is_err());
+        }
+    }
+
+    #[test]
+    fn vp9_round_trips_through_the_library_payloader() {
+        use rtc::rtp::codec::vp9::Vp9Payloader;
+        let frame: Vec<u8> = (0..4000u32).map(|i| (i % 241) as u8).collect();
+        let mut pay = Vp9Payloader::default();
+        let payloads = pay.payload(1100, &Bytes::from(frame.clone())).unwrap();
+        assert!(payloads.len() >= 4);
+        let (mut out, mut frames) = (Vec::new(), Vec::new());
+        vp9(&payloads, &mut out, &mut frames, LIMIT).unwrap();
+        assert_eq!(out, frame);
+        assert_eq!(frames, vec![0..frame.len()]);
+        // Without its end, or without its beginning, the picture is refused.
+        assert!(vp9(&payloads[..payloads.len() - 1], &mut out, &mut frames, LIMIT).is_err());
+        assert!(vp9(&payloads[1..], &mut out, &mut frames, LIMIT).is_err());
+        assert!(matches!(
+            vp9(&payloads, &mut out, &mut frames, 1000),
+            Err(DepackError::TooLarge { .. })
+        ));
+        // Flexible mode with four reference diffs, and a truncated scalability structure.
+        let bad = [0xd8 | 0x04, 0x81, 0x01, 0x03, 0x05, 0x07, 0x09, 0xaa];
+        assert!(vp9(&[Bytes::copy_from_slice(&bad)], &mut out, &mut frames, LIMIT).is_err());
+        let bad = [0x0e, 0xf8];
+        assert!(vp9(&[Bytes::copy_from_slice(&bad)], &mut out, &mut frames, LIMIT).is_err());
+    }
+
+    #[test]
     fn random_payloads_never_panic() {
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut next = || {
@@ -442,6 +635,11 @@ mod tests {
                 .collect();
             let _ = h264(&pkts, &mut out, &mut frag, 4096);
             let _ = av1(&pkts, &mut out, &mut frag, 4096);
+            assert!(out.len() <= 4096 && frag.len() <= 4096);
+            let _ = vp8(&pkts, &mut out, 4096);
+            assert!(out.len() <= 4096);
+            let mut frames = Vec::new();
+            let _ = vp9(&pkts, &mut out, &mut frames, 4096);
             assert!(out.len() <= 4096 && frag.len() <= 4096);
         }
     }

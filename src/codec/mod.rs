@@ -1,5 +1,5 @@
 //! Thin synchronous adapters over the codec libraries: Opus (`opus`), H.264 (`openh264`,
-//! both directions) and AV1 decode (`dav1d`). Each owns its library state and reusable
+//! both directions), AV1 decode (`dav1d`), VP8 (both directions) and VP9 decode (libvpx). Each owns its library state and reusable
 //! buffers; none touches the network or the clock.
 
 pub mod audio;
@@ -7,6 +7,7 @@ pub mod depack;
 pub mod pack;
 pub mod video;
 pub mod voice;
+pub mod vpx;
 
 /// A codec failure, with the library's message.
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +18,8 @@ pub enum CodecError {
     H264(String),
     #[error("dav1d: {0}")]
     Av1(String),
+    #[error("libvpx: {0}")]
+    Vpx(String),
     #[error("depacketize: {0}")]
     Depacketize(String),
     /// The input exceeds the configured ingest limits (size, bytes per frame).
@@ -33,6 +36,8 @@ pub enum CodecError {
 pub enum VideoCodec {
     H264,
     Av1,
+    Vp8,
+    Vp9,
 }
 
 impl VideoCodec {
@@ -41,7 +46,27 @@ impl VideoCodec {
         match name.to_ascii_uppercase().as_str() {
             "H264" => Some(Self::H264),
             "AV1" | "AV1X" => Some(Self::Av1),
+            "VP8" => Some(Self::Vp8),
+            "VP9" => Some(Self::Vp9),
             _ => None,
+        }
+    }
+}
+
+/// The video codecs Tessera sends to viewers (each viewer gets one, from its own offer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputCodec {
+    H264,
+    Vp8,
+}
+
+impl OutputCodec {
+    /// The SDP encoding name.
+    pub fn encoding_name(self) -> &'static str {
+        match self {
+            Self::H264 => "H264",
+            Self::Vp8 => "VP8",
         }
     }
 }

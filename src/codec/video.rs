@@ -1,6 +1,7 @@
-//! Video: per-participant decoders (H.264 via openh264, AV1 via dav1d) that take one
-//! frame's RTP payloads and leave the picture in a reused `I420Frame`, and the openh264
-//! encoder used for every output.
+//! Video: per-participant decoders (H.264 via openh264, AV1 via dav1d, VP8/VP9 via
+//! libvpx) that take one frame's RTP payloads and leave the picture in a reused
+//! `I420Frame`; the output encoders (openh264, and libvpx's VP8 for viewers without
+//! H.264) behind one [`VideoEncoder`].
 
 use super::{CodecError, VideoCodec};
 use crate::media::I420Frame;
@@ -67,11 +68,14 @@ pub struct VideoDecoder {
     au: Vec<u8>,
     /// Depacketiser scratch (a fragmented NAL/OBU being collected).
     frag: Vec<u8>,
+    /// VP9: the frames (spatial layers) of the picture in `au`.
+    vp9_frames: super::depack::Vp9Frames,
 }
 
 enum Inner {
     H264(Box<openh264::decoder::Decoder>),
     Av1(Box<dav1d::Decoder>),
+    Vpx(Box<super::vpx::VpxDecoder>),
 }
 
 impl VideoDecoder {
@@ -96,6 +100,12 @@ impl VideoDecoder {
                         .map_err(|e| CodecError::Av1(e.to_string()))?,
                 ))
             }
+            VideoCodec::Vp8 => Inner::Vpx(Box::new(super::vpx::VpxDecoder::new(
+                super::vpx::VpxKind::Vp8,
+            )?)),
+            VideoCodec::Vp9 => Inner::Vpx(Box::new(super::vpx::VpxDecoder::new(
+                super::vpx::VpxKind::Vp9,
+            )?)),
         };
         Ok(Self {
             codec,
@@ -103,6 +113,7 @@ impl VideoDecoder {
             limits,
             au: Vec::with_capacity(64 * 1024),
             frag: Vec::with_capacity(16 * 1024),
+            vp9_frames: Vec::with_capacity(4),
         })
     }
 
@@ -116,6 +127,10 @@ impl VideoDecoder {
         match self.codec {
             VideoCodec::H264 => super::depack::h264(payloads, &mut self.au, &mut self.frag, limit),
             VideoCodec::Av1 => super::depack::av1(payloads, &mut self.au, &mut self.frag, limit),
+            VideoCodec::Vp8 => super::depack::vp8(payloads, &mut self.au, limit),
+            VideoCodec::Vp9 => {
+                super::depack::vp9(payloads, &mut self.au, &mut self.vp9_frames, limit)
+            }
         }
         .map_err(|e| match e {
             super::depack::DepackError::TooLarge { .. } => CodecError::OverLimits(e.to_string()),
@@ -128,7 +143,37 @@ impl VideoDecoder {
         match self.codec {
             VideoCodec::H264 => h264_has_idr(&self.au),
             VideoCodec::Av1 => av1_has_sequence_header(&self.au),
+            VideoCodec::Vp8 => super::vpx::vp8_is_keyframe(&self.au),
+            VideoCodec::Vp9 => self.vp9_frames.first().is_some_and(|r| {
+                super::vpx::vp9_header(&self.au[r.clone()]).is_some_and(|h| h.keyframe)
+            }),
         }
+    }
+
+    /// The picture size the headers of the access unit declare, checked before the
+    /// decoder allocates for it.
+    fn check_declared_size(&self) -> Result<(), CodecError> {
+        match self.codec {
+            VideoCodec::Av1 => {
+                if let Some((w, h)) = av1_sequence_max_size(&self.au) {
+                    self.limits.check_picture(w, h)?;
+                }
+            }
+            VideoCodec::Vp8 => {
+                if let Some((w, h)) = super::vpx::vp8_keyframe_size(&self.au) {
+                    self.limits.check_picture(w, h)?;
+                }
+            }
+            VideoCodec::Vp9 => {
+                for r in &self.vp9_frames {
+                    if let Some((w, h)) = super::vpx::vp9_frame_size(&self.au[r.clone()]) {
+                        self.limits.check_picture(w, h)?;
+                    }
+                }
+            }
+            VideoCodec::H264 => {}
+        }
+        Ok(())
     }
 
     /// Decodes one frame. `need_keyframe` drops non-keyframes (after loss) instead of
@@ -147,12 +192,25 @@ impl VideoDecoder {
         if need_keyframe && !keyframe {
             return Ok(Decoded::Nothing);
         }
-        if keyframe && self.codec == VideoCodec::Av1 {
-            if let Some((w, h)) = av1_sequence_max_size(&self.au) {
-                self.limits.check_picture(w, h)?;
-            }
-        }
+        self.check_declared_size()?;
         match &mut self.inner {
+            Inner::Vpx(dec) => {
+                let limits = self.limits;
+                let accept = |w, h| limits.check_picture(w, h);
+                let mut got = false;
+                if self.codec == VideoCodec::Vp9 {
+                    for r in &self.vp9_frames {
+                        got |= dec.decode(&self.au[r.clone()], out, accept)?;
+                    }
+                } else {
+                    got = dec.decode(&self.au, out, accept)?;
+                }
+                Ok(if got {
+                    Decoded::Picture { keyframe }
+                } else {
+                    Decoded::Nothing
+                })
+            }
             Inner::H264(dec) => match dec
                 .decode(&self.au)
                 .map_err(|e| CodecError::H264(e.to_string()))?
@@ -734,7 +792,12 @@ mod tests {
         let payloads = H264Payloader::default()
             .payload(1100, &Bytes::copy_from_slice(&au))
             .unwrap();
-        for codec in [VideoCodec::H264, VideoCodec::Av1] {
+        for codec in [
+            VideoCodec::H264,
+            VideoCodec::Av1,
+            VideoCodec::Vp8,
+            VideoCodec::Vp9,
+        ] {
             let mut dec = VideoDecoder::new(codec).unwrap();
             let mut seed = 12345u32;
             let mut pictures = 0;
@@ -790,6 +853,108 @@ mod tests {
         enc.set_rate(15, 300_000).unwrap();
         assert!(!enc.encode(&f, &mut au).unwrap());
         assert_eq!(enc.effective_rate().unwrap(), (15.0, 300_000));
+    }
+
+    #[test]
+    fn vp8_and_vp9_streams_go_through_depacketiser_and_decoder_within_the_limits() {
+        use crate::codec::vpx::{ivf_frames, Vp8Encoder};
+        use rtc::rtp::codec::vp8::Vp8Payloader;
+        use rtc::rtp::codec::vp9::Vp9Payloader;
+        // VP8 from our encoder, packetised by the rtc payloader.
+        let mut enc = Vp8Encoder::new(EncoderSettings {
+            width: 320,
+            height: 180,
+            fps: 30,
+            bitrate_bps: 400_000,
+            idr_interval_frames: 300,
+            complexity: EncoderComplexity::Low,
+        })
+        .unwrap();
+        let mut pay = Vp8Payloader::default();
+        pay.enable_picture_id = true;
+        let mut dec = VideoDecoder::new(VideoCodec::Vp8).unwrap();
+        let (mut data, mut out) = (Vec::new(), I420Frame::default());
+        let colour = rgb_to_yuv(30, 90, 220);
+        let mut pictures = 0;
+        for i in 0..4 {
+            enc.encode(&I420Frame::solid(320, 180, colour), &mut data)
+                .unwrap();
+            let payloads = pay.payload(300, &Bytes::from(data.clone())).unwrap();
+            let got = dec.decode(&payloads, i == 0, &mut out).unwrap();
+            pictures += matches!(got, Decoded::Picture { .. }) as u32;
+        }
+        assert_eq!(pictures, 4);
+        assert!((out.mean_yuv(10, 10, 100, 100).0 - colour.0 as f64).abs() < 6.0);
+        // A decoder waiting for a keyframe drops inter frames.
+        let mut dec = VideoDecoder::new(VideoCodec::Vp8).unwrap();
+        enc.encode(&I420Frame::solid(320, 180, colour), &mut data)
+            .unwrap();
+        let payloads = pay.payload(300, &Bytes::from(data.clone())).unwrap();
+        assert_eq!(dec.decode(&payloads, true, &mut out).unwrap(), Decoded::Nothing);
+
+        // VP9 from libvpx (ffmpeg), packetised by the rtc payloader.
+        let mut pay = Vp9Payloader::default();
+        let mut dec = VideoDecoder::new(VideoCodec::Vp9).unwrap();
+        let mut keys = Vec::new();
+        for f in ivf_frames(crate::codec::vpx::tests::VP9_CLIP).iter().take(5) {
+            let payloads = pay.payload(1100, &Bytes::copy_from_slice(f)).unwrap();
+            match dec.decode(&payloads, keys.is_empty(), &mut out).unwrap() {
+                Decoded::Picture { keyframe } => keys.push(keyframe),
+                Decoded::Nothing => panic!("a VP9 frame made no picture"),
+            }
+        }
+        assert_eq!(keys, [true, false, false, false, false]);
+        assert_eq!((out.width, out.height), (640, 360));
+        // The same stream over tighter limits is refused before decoding.
+        let limits = IngestLimits {
+            max_width: 320,
+            max_height: 180,
+            max_frame_bytes: 1 << 20,
+        };
+        let mut dec = VideoDecoder::with_limits(VideoCodec::Vp9, limits).unwrap();
+        let f = ivf_frames(crate::codec::vpx::tests::VP9_CLIP)[0];
+        let payloads = pay.payload(1100, &Bytes::copy_from_slice(f)).unwrap();
+        assert!(matches!(
+            dec.decode(&payloads, true, &mut out),
+            Err(CodecError::OverLimits(why)) if why.contains("640x360")
+        ));
+    }
+
+    #[test]
+    fn hostile_vp8_and_vp9_keyframe_headers_are_refused_before_the_decoder_allocates() {
+        // A VP8 keyframe declaring 16383x16383 (the format's largest).
+        let mut kf = vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a];
+        kf.extend_from_slice(&16383u16.to_le_bytes());
+        kf.extend_from_slice(&16383u16.to_le_bytes());
+        kf.extend_from_slice(&[0u8; 64]);
+        let mut payload = vec![0x10]; // S=1, PID 0
+        payload.extend_from_slice(&kf);
+        let mut dec = VideoDecoder::new(VideoCodec::Vp8).unwrap();
+        let mut out = I420Frame::default();
+        assert!(matches!(
+            dec.decode(&[Bytes::from(payload)], true, &mut out),
+            Err(CodecError::OverLimits(why)) if why.contains("16383x16383")
+        ));
+        // A VP9 keyframe declaring 65536x65536 (profile 0, BT.601).
+        let mut bits = String::from("10000010");
+        bits += &format!("{:024b}", 0x49_83_42);
+        bits += "0010";
+        bits += &format!("{:016b}{:016b}", 65535, 65535);
+        bits += "00000000";
+        while bits.len() % 8 != 0 {
+            bits.push('0');
+        }
+        let mut payload = vec![0x0c]; // B and E: one frame in one packet
+        payload.extend(bits.as_bytes().chunks(8).map(|c| {
+            u8::from_str_radix(std::str::from_utf8(c).unwrap(), 2).unwrap()
+        }));
+        payload.extend_from_slice(&[0u8; 64]);
+        let mut dec = VideoDecoder::new(VideoCodec::Vp9).unwrap();
+        assert!(matches!(
+            dec.decode(&[Bytes::from(payload)], true, &mut out),
+            Err(CodecError::OverLimits(why)) if why.contains("65536x65536")
+        ));
+        assert_eq!(out.width, 0);
     }
 
     #[test]
