@@ -41,6 +41,9 @@ pub struct VideoConfig {
     /// one frame interval more video delay. Off by default: on 2 cores it measured within
     /// noise of the serial tick (BENCHMARKS.md, "Pipelining").
     pub pipeline: bool,
+    /// The codecs viewers are sent, in order of preference: each viewer gets the first of
+    /// these its own offer carries (`h264`, `vp8`; default both, H.264 first).
+    pub codecs: Vec<crate::codec::OutputCodec>,
 }
 
 impl VideoConfig {
@@ -71,6 +74,10 @@ impl Default for VideoConfig {
             complexity: Default::default(),
             pipeline: false,
             rungs: Vec::new(),
+            codecs: vec![
+                crate::codec::OutputCodec::H264,
+                crate::codec::OutputCodec::Vp8,
+            ],
         }
     }
 }
@@ -782,6 +789,15 @@ impl Config {
         if !(1..=300).contains(&v.idr_interval_s) {
             return bad("video.idr_interval_s", "must be between 1 and 300");
         }
+        if v.codecs.is_empty() {
+            return bad(
+                "video.codecs",
+                "must name at least one of \"h264\", \"vp8\"",
+            );
+        }
+        if (1..v.codecs.len()).any(|i| v.codecs[..i].contains(&v.codecs[i])) {
+            return bad("video.codecs", "names a codec twice");
+        }
         match v.ladder() {
             Err(e) => return bad("video.rungs", &e.to_string()),
             Ok(l) if l.max_fps() > v.fps => {
@@ -1163,11 +1179,21 @@ mod tests {
             width = 640
             height = 360
             pipeline = true
+            codecs = ["vp8", "h264"]
             "#,
         )
         .unwrap();
         c.validate().unwrap();
         assert_eq!(c.video.width, 640);
+        use crate::codec::OutputCodec::{Vp8, H264};
+        assert_eq!(c.video.codecs, [Vp8, H264]);
+        assert_eq!(Config::default().video.codecs, [H264, Vp8]);
+        for (codecs, why) in [("[]", "at least one"), ("[\"vp8\", \"vp8\"]", "twice")] {
+            let c = Config::from_toml(&format!("[video]\ncodecs = {codecs}")).unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("video.codecs") && e.contains(why), "{e}");
+        }
+        assert!(Config::from_toml("[video]\ncodecs = [\"vp9\"]").is_err());
         assert!(c.video.pipeline && !Config::default().video.pipeline);
         assert_eq!(c.video.fps, 30, "unset keys keep defaults");
         assert_eq!(c.ice_servers[0].username.as_deref(), Some("u"));

@@ -294,7 +294,11 @@ m=video 9 UDP/TLS/RTP/SAVPF 96 102 45 98 100\r\na=mid:1\r\na=sendonly\r\na=rtpma
         assert_eq!(pts.get(&45), Some(&VideoCodec::Av1));
         assert_eq!(pts.get(&96), Some(&VideoCodec::Vp8));
         assert_eq!(pts.get(&98), Some(&VideoCodec::Vp9));
-        assert_eq!(pts.get(&100), None, "VP9 profile 2 (10-bit) is not ingested");
+        assert_eq!(
+            pts.get(&100),
+            None,
+            "VP9 profile 2 (10-bit) is not ingested"
+        );
         assert_eq!(
             v.payload_type("H264", Some("packetization-mode=1")),
             Some(102)

@@ -290,10 +290,14 @@ fn vp8_descriptor(p: &[u8]) -> Result<(usize, bool, u8), DepackError> {
     let (start, pid) = (b0 & 0x10 != 0, b0 & 0x07);
     let mut at = 1;
     if b0 & 0x80 != 0 {
-        let &x = p.get(at).ok_or_else(|| malformed(C, "truncated descriptor"))?;
+        let &x = p
+            .get(at)
+            .ok_or_else(|| malformed(C, "truncated descriptor"))?;
         at += 1;
         if x & 0x80 != 0 {
-            let &m = p.get(at).ok_or_else(|| malformed(C, "truncated PictureID"))?;
+            let &m = p
+                .get(at)
+                .ok_or_else(|| malformed(C, "truncated PictureID"))?;
             at += if m & 0x80 != 0 { 2 } else { 1 };
         }
         if x & 0x40 != 0 {
@@ -355,7 +359,9 @@ pub fn vp9(
         );
         let mut at = 1;
         let byte = |at: usize| -> Result<u8, DepackError> {
-            p.get(at).copied().ok_or_else(|| malformed(C, "truncated descriptor"))
+            p.get(at)
+                .copied()
+                .ok_or_else(|| malformed(C, "truncated descriptor"))
         };
         if i {
             at += if byte(at)? & 0x80 != 0 { 2 } else { 1 };
@@ -585,7 +591,12 @@ mod tests {
             assert!(vp8(&payloads[1..], &mut out, LIMIT).is_err());
         }
         // Truncated descriptors.
-        for bad in [&[0x90][..], &[0x90, 0x80][..], &[0x90, 0x80, 0x80][..], &[][..]] {
+        for bad in [
+            &[0x90][..],
+            &[0x90, 0x80][..],
+            &[0x90, 0x80, 0x80][..],
+            &[][..],
+        ] {
             assert!(vp8(&[Bytes::copy_from_slice(bad)], &mut Vec::new(), LIMIT).is_err());
         }
     }
@@ -602,7 +613,13 @@ mod tests {
         assert_eq!(out, frame);
         assert_eq!(frames, vec![0..frame.len()]);
         // Without its end, or without its beginning, the picture is refused.
-        assert!(vp9(&payloads[..payloads.len() - 1], &mut out, &mut frames, LIMIT).is_err());
+        assert!(vp9(
+            &payloads[..payloads.len() - 1],
+            &mut out,
+            &mut frames,
+            LIMIT
+        )
+        .is_err());
         assert!(vp9(&payloads[1..], &mut out, &mut frames, LIMIT).is_err());
         assert!(matches!(
             vp9(&payloads, &mut out, &mut frames, 1000),
@@ -610,9 +627,21 @@ mod tests {
         ));
         // Flexible mode with four reference diffs, and a truncated scalability structure.
         let bad = [0xd8 | 0x04, 0x81, 0x01, 0x03, 0x05, 0x07, 0x09, 0xaa];
-        assert!(vp9(&[Bytes::copy_from_slice(&bad)], &mut out, &mut frames, LIMIT).is_err());
+        assert!(vp9(
+            &[Bytes::copy_from_slice(&bad)],
+            &mut out,
+            &mut frames,
+            LIMIT
+        )
+        .is_err());
         let bad = [0x0e, 0xf8];
-        assert!(vp9(&[Bytes::copy_from_slice(&bad)], &mut out, &mut frames, LIMIT).is_err());
+        assert!(vp9(
+            &[Bytes::copy_from_slice(&bad)],
+            &mut out,
+            &mut frames,
+            LIMIT
+        )
+        .is_err());
     }
 
     #[test]

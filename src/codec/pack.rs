@@ -1,5 +1,6 @@
-//! RTP payloads for an encoded H.264 access unit (RFC 6184, packetization-mode 1), made
-//! **once per encoded frame** and shared by every viewer of that encoder: all payloads are
+//! RTP payloads for an encoded H.264 access unit (RFC 6184, packetization-mode 1) or VP8
+//! frame (RFC 7741), made **once per encoded frame** and shared by every viewer of that
+//! encoder: all payloads are
 //! written back to back into one buffer and handed out as slices of it, so sending a frame
 //! to N viewers copies nothing and, once the network tasks have released the previous
 //! frame, allocates nothing (the buffer's storage is reclaimed, `BytesMut::reserve`).
@@ -8,6 +9,11 @@
 //! the tests): SPS and PPS are aggregated into one STAP-A ahead of the next NAL unit, a NAL
 //! unit that fits the MTU is sent alone, a larger one as FU-A fragments; AUD and filler
 //! NAL units are dropped.
+//!
+//! VP8 payloads are shared without their payload descriptor: its PictureID and TL0PICIDX
+//! must run on without a gap *per viewer* (a viewer moved to another encoder's stream would
+//! otherwise see them jump, and a receiver takes a PictureID gap for loss), so each viewer's
+//! [`Vp8Descriptors`] writes them in front of the shared bytes.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use std::ops::Range;
@@ -26,9 +32,24 @@ const STAP_A_HEADER: u8 = 0x60 | STAP_A;
 pub struct PacketizedFrame {
     data: Bytes,
     ranges: Vec<Range<usize>>,
+    format: FrameFormat,
+}
+
+/// What a viewer's sink must add to a frame's payloads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FrameFormat {
+    /// Complete payloads (H.264).
+    #[default]
+    Complete,
+    /// VP8 partition bytes; each needs its viewer's payload descriptor in front.
+    Vp8,
 }
 
 impl PacketizedFrame {
+    pub fn format(&self) -> FrameFormat {
+        self.format
+    }
+
     pub fn len(&self) -> usize {
         self.ranges.len()
     }
@@ -66,6 +87,109 @@ impl SharedBuf {
     }
 }
 
+/// Bytes of the VP8 payload descriptor Tessera writes: X, I (15-bit PictureID), L
+/// (TL0PICIDX), T (TID 0, Y).
+pub const VP8_DESCRIPTOR_LEN: usize = 6;
+
+/// Packetises a VP8 frame: chunks of at most `mtu - VP8_DESCRIPTOR_LEN` bytes, one
+/// partition (descriptors are per viewer, see [`Vp8Descriptors`]).
+#[derive(Default)]
+pub struct Vp8Packetizer {
+    buf: BytesMut,
+}
+
+impl Vp8Packetizer {
+    pub fn packetize(&mut self, frame: &[u8], mtu: usize, out: &mut PacketizedFrame) {
+        out.ranges.clear();
+        out.data = Bytes::new();
+        out.format = FrameFormat::Vp8;
+        if frame.is_empty() || mtu <= VP8_DESCRIPTOR_LEN {
+            return;
+        }
+        self.buf.clear();
+        self.buf.reserve(frame.len());
+        self.buf.extend_from_slice(frame);
+        let max = mtu - VP8_DESCRIPTOR_LEN;
+        let mut at = 0;
+        while at < frame.len() {
+            let end = (at + max).min(frame.len());
+            out.ranges.push(at..end);
+            at = end;
+        }
+        out.data = self.buf.split().freeze();
+    }
+}
+
+/// One viewer's VP8 payload descriptors: a PictureID and TL0PICIDX that advance by one per
+/// frame *this viewer* is sent, whichever encoder made it, written in front of the shared
+/// bytes into a reused buffer.
+pub struct Vp8Descriptors {
+    picture_id: u16,
+    tl0: u8,
+    buf: BytesMut,
+    ranges: Vec<Range<usize>>,
+}
+
+impl Vp8Descriptors {
+    pub fn new(picture_id: u16, tl0: u8) -> Self {
+        Self {
+            picture_id: picture_id & 0x7fff,
+            tl0,
+            buf: BytesMut::new(),
+            ranges: Vec::new(),
+        }
+    }
+
+    /// This viewer's payloads of `frame` (a VP8 frame from [`Vp8Packetizer`]).
+    pub fn payloads<'a>(&'a mut self, frame: &PacketizedFrame) -> impl Iterator<Item = Bytes> + 'a {
+        self.buf.clear();
+        self.ranges.clear();
+        let bytes: usize = frame.ranges.iter().map(|r| r.len()).sum();
+        self.buf.reserve(bytes + frame.len() * VP8_DESCRIPTOR_LEN);
+        let pid = self.picture_id;
+        for (i, r) in frame.ranges.iter().enumerate() {
+            let start = self.buf.len();
+            let s_bit = if i == 0 { 0x10 } else { 0 };
+            self.buf.put_slice(&[
+                0x80 | s_bit,            // X, S (partition 0)
+                0xe0,                    // I, L, T
+                0x80 | (pid >> 8) as u8, // M: 15-bit PictureID
+                pid as u8,
+                self.tl0, // TL0PICIDX
+                0x20,     // TID 0, Y
+            ]);
+            self.buf.put_slice(&frame.data[r.clone()]);
+            self.ranges.push(start..self.buf.len());
+        }
+        self.picture_id = (pid + 1) & 0x7fff;
+        self.tl0 = self.tl0.wrapping_add(1);
+        let data = self.buf.split().freeze();
+        self.ranges.iter().map(move |r| data.slice(r.clone()))
+    }
+}
+
+/// Either codec's packetiser (one per encoder).
+pub enum Packetizer {
+    H264(H264Packetizer),
+    Vp8(Vp8Packetizer),
+}
+
+impl Packetizer {
+    pub fn new(codec: crate::codec::OutputCodec) -> Self {
+        match codec {
+            crate::codec::OutputCodec::H264 => Self::H264(H264Packetizer::default()),
+            crate::codec::OutputCodec::Vp8 => Self::Vp8(Vp8Packetizer::default()),
+        }
+    }
+
+    pub fn packetize(&mut self, frame: &[u8], mtu: usize, out: &mut PacketizedFrame) {
+        match self {
+            Self::H264(p) => p.packetize(frame, mtu, out),
+            Self::Vp8(p) => p.packetize(frame, mtu, out),
+        }
+    }
+}
+
 /// Packetises access units into a reused buffer (one per encoder).
 #[derive(Default)]
 pub struct H264Packetizer {
@@ -78,6 +202,7 @@ impl H264Packetizer {
     pub fn packetize(&mut self, au: &[u8], mtu: usize, out: &mut PacketizedFrame) {
         out.ranges.clear();
         out.data = Bytes::new();
+        out.format = FrameFormat::Complete;
         if au.is_empty() || mtu <= 2 {
             return;
         }
@@ -292,6 +417,42 @@ mod tests {
         let at = third.as_ptr();
         drop(third);
         assert_eq!(b.share(&[4; 190]).as_ptr(), at, "released: same storage");
+    }
+
+    #[test]
+    fn vp8_payloads_carry_each_viewers_own_picture_ids_and_depacketise_back() {
+        let frame: Vec<u8> = (0..2500u32).map(|i| (i % 249) as u8).collect();
+        let mut out = PacketizedFrame::default();
+        Vp8Packetizer::default().packetize(&frame, 1100, &mut out);
+        assert_eq!(out.format(), FrameFormat::Vp8);
+        assert_eq!(out.len(), 3);
+        let mut a = Vp8Descriptors::new(0x7ffe, 255);
+        let mut b = Vp8Descriptors::new(100, 7);
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            let pa: Vec<Bytes> = a.payloads(&out).collect();
+            let pb: Vec<Bytes> = b.payloads(&out).collect();
+            assert!(pa.iter().all(|p| p.len() <= 1100));
+            // Each viewer's frame depacketises to the same bytes (RFC 7741 reader).
+            for p in [&pa, &pb] {
+                let mut back = Vec::new();
+                crate::codec::depack::vp8(p, &mut back, usize::MAX).unwrap();
+                assert_eq!(back, frame);
+                assert_eq!(p[0][0] & 0x10, 0x10, "S on the first packet only");
+                assert!(p[1..].iter().all(|q| q[0] & 0x10 == 0));
+            }
+            let pid = |p: &Bytes| (u16::from(p[2] & 0x7f) << 8) | u16::from(p[3]);
+            assert!(
+                pa.iter().all(|p| pid(p) == pid(&pa[0])),
+                "one PictureID per frame"
+            );
+            ids.push((pid(&pa[0]), pa[0][4], pid(&pb[0]), pb[0][4]));
+        }
+        // Per viewer, consecutive and wrapping (15 bits, 8 bits).
+        assert_eq!(
+            ids,
+            [(0x7ffe, 255, 100, 7), (0x7fff, 0, 101, 8), (0, 1, 102, 9)]
+        );
     }
 
     #[test]

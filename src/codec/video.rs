@@ -3,7 +3,7 @@
 //! `I420Frame`; the output encoders (openh264, and libvpx's VP8 for viewers without
 //! H.264) behind one [`VideoEncoder`].
 
-use super::{CodecError, VideoCodec};
+use super::{CodecError, OutputCodec, VideoCodec};
 use crate::media::I420Frame;
 use bytes::Bytes;
 use openh264::encoder::{
@@ -623,6 +623,74 @@ impl H264Encoder {
     }
 }
 
+/// One viewer-side encoder of either output codec, with one interface for the room.
+pub enum VideoEncoder {
+    H264(H264Encoder),
+    Vp8(super::vpx::Vp8Encoder),
+}
+
+impl VideoEncoder {
+    pub fn new(codec: OutputCodec, settings: EncoderSettings) -> Result<Self, CodecError> {
+        Ok(match codec {
+            OutputCodec::H264 => Self::H264(H264Encoder::new(settings)?),
+            OutputCodec::Vp8 => Self::Vp8(super::vpx::Vp8Encoder::new(settings)?),
+        })
+    }
+
+    pub fn codec(&self) -> OutputCodec {
+        match self {
+            Self::H264(_) => OutputCodec::H264,
+            Self::Vp8(_) => OutputCodec::Vp8,
+        }
+    }
+
+    pub fn settings(&self) -> EncoderSettings {
+        match self {
+            Self::H264(e) => e.settings(),
+            Self::Vp8(e) => e.settings(),
+        }
+    }
+
+    pub fn warm_up(&mut self) -> Result<(), CodecError> {
+        match self {
+            Self::H264(e) => e.warm_up(),
+            Self::Vp8(e) => e.warm_up(),
+        }
+    }
+
+    pub fn set_rate(&mut self, fps: u32, bitrate_bps: u32) -> Result<(), CodecError> {
+        match self {
+            Self::H264(e) => e.set_rate(fps, bitrate_bps),
+            Self::Vp8(e) => e.set_rate(fps, bitrate_bps),
+        }
+    }
+
+    pub fn request_keyframe(&mut self) {
+        match self {
+            Self::H264(e) => e.request_keyframe(),
+            Self::Vp8(e) => e.request_keyframe(),
+        }
+    }
+
+    /// The frame rate and bitrate the library runs with: read back from openh264; for
+    /// libvpx, the frame duration it is given and its configured target.
+    pub fn effective_rate(&mut self) -> Result<(f32, u32), CodecError> {
+        match self {
+            Self::H264(e) => e.effective_rate(),
+            Self::Vp8(e) => Ok((e.settings().fps as f32, e.target_kbps() * 1000)),
+        }
+    }
+
+    /// Encodes one picture (Annex B for H.264, one frame for VP8); returns whether it is
+    /// a keyframe (IDR).
+    pub fn encode(&mut self, frame: &I420Frame, out: &mut Vec<u8>) -> Result<bool, CodecError> {
+        match self {
+            Self::H264(e) => e.encode(frame, out),
+            Self::Vp8(e) => e.encode(frame, out),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -890,13 +958,19 @@ mod tests {
         enc.encode(&I420Frame::solid(320, 180, colour), &mut data)
             .unwrap();
         let payloads = pay.payload(300, &Bytes::from(data.clone())).unwrap();
-        assert_eq!(dec.decode(&payloads, true, &mut out).unwrap(), Decoded::Nothing);
+        assert_eq!(
+            dec.decode(&payloads, true, &mut out).unwrap(),
+            Decoded::Nothing
+        );
 
         // VP9 from libvpx (ffmpeg), packetised by the rtc payloader.
         let mut pay = Vp9Payloader::default();
         let mut dec = VideoDecoder::new(VideoCodec::Vp9).unwrap();
         let mut keys = Vec::new();
-        for f in ivf_frames(crate::codec::vpx::tests::VP9_CLIP).iter().take(5) {
+        for f in ivf_frames(crate::codec::vpx::tests::VP9_CLIP)
+            .iter()
+            .take(5)
+        {
             let payloads = pay.payload(1100, &Bytes::copy_from_slice(f)).unwrap();
             match dec.decode(&payloads, keys.is_empty(), &mut out).unwrap() {
                 Decoded::Picture { keyframe } => keys.push(keyframe),
@@ -945,9 +1019,11 @@ mod tests {
             bits.push('0');
         }
         let mut payload = vec![0x0c]; // B and E: one frame in one packet
-        payload.extend(bits.as_bytes().chunks(8).map(|c| {
-            u8::from_str_radix(std::str::from_utf8(c).unwrap(), 2).unwrap()
-        }));
+        payload.extend(
+            bits.as_bytes()
+                .chunks(8)
+                .map(|c| u8::from_str_radix(std::str::from_utf8(c).unwrap(), 2).unwrap()),
+        );
         payload.extend_from_slice(&[0u8; 64]);
         let mut dec = VideoDecoder::new(VideoCodec::Vp9).unwrap();
         assert!(matches!(

@@ -195,7 +195,11 @@ const TIMEBASE: i64 = 90_000;
 
 impl Vp8Encoder {
     pub fn new(settings: super::video::EncoderSettings) -> Result<Self, CodecError> {
-        if settings.width == 0 || settings.height == 0 || settings.width > 16383 || settings.height > 16383 {
+        if settings.width == 0
+            || settings.height == 0
+            || settings.width > 16383
+            || settings.height > 16383
+        {
             return Err(CodecError::Vpx(format!(
                 "VP8 cannot encode {}x{}",
                 settings.width, settings.height
@@ -203,14 +207,20 @@ impl Vp8Encoder {
         }
         let mut cfg = Box::new(MaybeUninit::<sys::vpx_codec_enc_cfg_t>::zeroed());
         // SAFETY: fills `cfg` with the VP8 defaults.
-        let rc = unsafe { sys::vpx_codec_enc_config_default(sys::vpx_codec_vp8_cx(), cfg.as_mut_ptr(), 0) };
+        let rc = unsafe {
+            sys::vpx_codec_enc_config_default(sys::vpx_codec_vp8_cx(), cfg.as_mut_ptr(), 0)
+        };
         check(std::ptr::null_mut(), "encoder defaults", rc)?;
         // SAFETY: initialised just above.
-        let mut cfg: Box<sys::vpx_codec_enc_cfg_t> = unsafe { Box::from_raw(Box::into_raw(cfg).cast()) };
+        let mut cfg: Box<sys::vpx_codec_enc_cfg_t> =
+            unsafe { Box::from_raw(Box::into_raw(cfg).cast()) };
         cfg.g_w = settings.width;
         cfg.g_h = settings.height;
         cfg.g_threads = 1;
-        cfg.g_timebase = sys::vpx_rational { num: 1, den: TIMEBASE as c_int };
+        cfg.g_timebase = sys::vpx_rational {
+            num: 1,
+            den: TIMEBASE as c_int,
+        };
         cfg.g_lag_in_frames = 0;
         cfg.g_error_resilient = 1; // VPX_ERROR_RESILIENT_DEFAULT
         cfg.g_pass = sys::vpx_enc_pass::VPX_RC_ONE_PASS;
@@ -251,12 +261,18 @@ impl Vp8Encoder {
         };
         let p = enc.ctx.as_mut_ptr();
         let controls = [
-            (sys::vp8e_enc_control_id::VP8E_SET_CPUUSED, vp8_cpu_used(settings.complexity)),
+            (
+                sys::vp8e_enc_control_id::VP8E_SET_CPUUSED,
+                vp8_cpu_used(settings.complexity),
+            ),
             (sys::vp8e_enc_control_id::VP8E_SET_NOISE_SENSITIVITY, 0),
             (sys::vp8e_enc_control_id::VP8E_SET_STATIC_THRESHOLD, 1),
             (sys::vp8e_enc_control_id::VP8E_SET_TOKEN_PARTITIONS, 0),
             // Keyframes at most 3x an average frame, so one does not stall the link.
-            (sys::vp8e_enc_control_id::VP8E_SET_MAX_INTRA_BITRATE_PCT, 300),
+            (
+                sys::vp8e_enc_control_id::VP8E_SET_MAX_INTRA_BITRATE_PCT,
+                300,
+            ),
         ];
         for (id, value) in controls {
             // SAFETY: each of these controls takes one int.
@@ -379,7 +395,9 @@ impl Vp8Encoder {
             let f = unsafe { pkt.data.frame };
             if !f.buf.is_null() && f.sz > 0 {
                 // SAFETY: `sz` bytes at `buf`, owned by the encoder.
-                out.extend_from_slice(unsafe { std::slice::from_raw_parts(f.buf as *const u8, f.sz as usize) });
+                out.extend_from_slice(unsafe {
+                    std::slice::from_raw_parts(f.buf as *const u8, f.sz as usize)
+                });
             }
             key |= f.flags & sys::VPX_FRAME_IS_KEY != 0;
         }
@@ -427,7 +445,10 @@ pub struct Vp9Header {
 
 /// Reads the uncompressed header of one VP9 frame far enough for its type and size.
 pub fn vp9_header(frame: &[u8]) -> Option<Vp9Header> {
-    let mut b = Bits { data: frame, pos: 0 };
+    let mut b = Bits {
+        data: frame,
+        pos: 0,
+    };
     if b.f(2)? != 2 {
         return None; // frame_marker
     }
@@ -573,7 +594,11 @@ pub(crate) mod tests {
             assert_eq!(vp8_is_keyframe(&data), keys[keys.len() - 1]);
             assert!(dec.decode(&data, &mut out, |_, _| Ok(())).unwrap());
         }
-        assert_eq!(keys, [true, false, false, false, false], "first after warm-up is a key");
+        assert_eq!(
+            keys,
+            [true, false, false, false, false],
+            "first after warm-up is a key"
+        );
         assert_eq!((out.width, out.height), (320, 180));
         let (y, u, v) = out.mean_yuv(100, 50, 100, 80);
         assert!((y - colour.0 as f64).abs() < 6.0, "{y}");
@@ -644,7 +669,10 @@ pub(crate) mod tests {
         let frames = ivf_frames(VP9_CLIP);
         assert_eq!(frames.len(), 30);
         let first = vp9_header(frames[0]).unwrap();
-        assert!(first.keyframe && first.size == Some((640, 360)), "{first:?}");
+        assert!(
+            first.keyframe && first.size == Some((640, 360)),
+            "{first:?}"
+        );
         assert!(!vp9_header(frames[1]).unwrap().keyframe);
         let mut dec = VpxDecoder::new(VpxKind::Vp9).unwrap();
         let mut out = I420Frame::default();

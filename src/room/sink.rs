@@ -1,6 +1,7 @@
 //! Output sinks: the media thread hands a finished frame to a sink — an H.264 access unit
-//! already cut into payloads once for all its viewers (`codec::pack`), or one audio
-//! packet — which adds this receiver's RTP header (SSRC, sequence number, timestamp from
+//! or VP8 frame already cut into payloads once for all its viewers (`codec::pack`), or one
+//! audio packet — which adds this receiver's RTP header (and, for VP8, its payload
+//! descriptor) (SSRC, sequence number, timestamp from
 //! the media clock) and queues the packets — without blocking — for the network task
 //! that owns the track.
 //! A full queue drops the packet and counts it; the media loop never waits on the network.
@@ -21,6 +22,8 @@ pub struct RtpSink {
     tx: mpsc::Sender<Packet>,
     /// Packets dropped because the network task had not drained the queue.
     pub dropped: u64,
+    /// A VP8 viewer's own payload descriptors (PictureID, TL0PICIDX); `None`: H.264/audio.
+    vp8: Option<crate::codec::pack::Vp8Descriptors>,
 }
 
 impl RtpSink {
@@ -32,6 +35,24 @@ impl RtpSink {
             ts_offset: rand::random(),
             tx,
             dropped: 0,
+            vp8: None,
+        }
+    }
+
+    /// This video sink sends VP8 (each frame gets this viewer's payload descriptors).
+    pub fn with_vp8(mut self) -> Self {
+        self.vp8 = Some(crate::codec::pack::Vp8Descriptors::new(
+            rand::random(),
+            rand::random(),
+        ));
+        self
+    }
+
+    /// The video codec this sink's viewer receives.
+    pub fn codec(&self) -> crate::codec::OutputCodec {
+        match self.vp8 {
+            Some(_) => crate::codec::OutputCodec::Vp8,
+            None => crate::codec::OutputCodec::H264,
         }
     }
 
@@ -39,9 +60,23 @@ impl RtpSink {
     /// (this sink's SSRC, sequence numbers, timestamp offset) is per viewer; the payloads
     /// are shared views, not copies.
     pub fn send_packetized(&mut self, ts: u32, frame: &crate::codec::pack::PacketizedFrame) {
+        use crate::codec::pack::FrameFormat;
         let n = frame.len();
-        for (i, payload) in frame.payloads().enumerate() {
-            self.push(ts, i + 1 == n, payload);
+        match (frame.format(), self.vp8.take()) {
+            (FrameFormat::Complete, vp8) => {
+                self.vp8 = vp8;
+                for (i, payload) in frame.payloads().enumerate() {
+                    self.push(ts, i + 1 == n, payload);
+                }
+            }
+            (FrameFormat::Vp8, Some(mut d)) => {
+                for (i, payload) in d.payloads(frame).enumerate() {
+                    self.push(ts, i + 1 == n, payload);
+                }
+                self.vp8 = Some(d);
+            }
+            // A VP8 frame for a sink that does not send VP8: never sent as something else.
+            (FrameFormat::Vp8, None) => self.dropped += n as u64,
         }
     }
 

@@ -47,14 +47,14 @@
 
 mod pool;
 
-use pool::{EncoderPool, Spare};
+use pool::{EncoderPool, Shape, Spare};
 
 use super::clock::TickClock;
 use super::link::ViewerLink;
 use super::overload::FrameRateGovernor;
 use super::{RoomEvent, RoomStats, RtpSink, Upstream, VideoCmd};
-use crate::codec::video::{Decoded, EncoderSettings, H264Encoder, IngestLimits, VideoDecoder};
-use crate::codec::{CodecError, VideoCodec};
+use crate::codec::video::{Decoded, EncoderSettings, IngestLimits, VideoDecoder, VideoEncoder};
+use crate::codec::{CodecError, OutputCodec, VideoCodec};
 use crate::compositor::{self, TileCache, TileKey, TileNeed};
 use crate::config::Config;
 use crate::ids::ParticipantId;
@@ -123,6 +123,8 @@ struct Participant {
 
 struct Output {
     viewer: ParticipantId,
+    /// The codec its sink sends (negotiated from its offer).
+    codec: OutputCodec,
     sink: RtpSink,
     /// The viewer's picture, laid out at its rung's size.
     plan: Plan,
@@ -139,11 +141,12 @@ struct Output {
     logged_at: Option<Instant>,
 }
 
-/// One distinct (picture, rung, frame rate) and the encoder that makes it.
+/// One distinct (picture, rung, frame rate, codec) and the encoder that makes it.
 struct PictureEncoder {
     id: u64,
     plan: Plan,
     rung: usize,
+    codec: OutputCodec,
     /// The frame rate it runs at: the viewers' rate, capped by the room's output rate.
     fps: u32,
     /// The viewers' rate (their decision); a change of it means another encoder, with a
@@ -167,9 +170,12 @@ struct PictureEncoder {
 }
 
 impl PictureEncoder {
-    /// Makes the same (picture, rung, frame rate) as `other`.
+    /// Makes the same (picture, rung, frame rate, codec) as `other`.
     fn same_picture(&self, other: &PictureEncoder) -> bool {
-        self.rung == other.rung && self.want_fps == other.want_fps && self.plan == other.plan
+        self.rung == other.rung
+            && self.want_fps == other.want_fps
+            && self.codec == other.codec
+            && self.plan == other.plan
     }
 
     /// Asks for an IDR, no sooner than `interval` after the last one.
@@ -202,7 +208,8 @@ struct RecordingPicture {
     layout: LayoutSpec,
     width: u32,
     height: u32,
-    encoder: H264Encoder,
+    /// Always H.264 (the recorder writes H.264 in fMP4).
+    encoder: VideoEncoder,
     canvas: I420Frame,
     au: Vec<u8>,
     /// Frames handed to the recorder, from one reclaimed buffer.
@@ -555,18 +562,16 @@ impl VideoLoop {
         for i in 0..self.outputs.len() {
             let d = self.outputs[i].decision;
             let r = self.ladder.get(d.rung);
-            let shape = (r.width, r.height, self.rate_for(d).1);
+            let shape = Shape::new(self.outputs[i].codec, r.width, r.height, self.rate_for(d).1);
             self.scratch.sizes.push(shape);
         }
         for &shape in &self.scratch.sizes {
             let n = self.scratch.sizes.iter().filter(|s| **s == shape).count();
             self.pool.reserve(shape, n);
         }
-        if !self.outputs.is_empty() {
-            for r in self.ladder.rungs() {
-                self.pool
-                    .reserve((r.width, r.height, r.bitrate_kbps * 1000), 1);
-            }
+        self.wanted_shapes();
+        for i in 0..self.scratch.sizes.len() {
+            self.pool.reserve(self.scratch.sizes[i], 1);
         }
         self.pool.settle();
     }
@@ -609,15 +614,17 @@ impl VideoLoop {
                     link.set_rung(decision.rung, decision.fps);
                     // Its encoder is being built while it finishes connecting.
                     let r = self.ladder.get(decision.rung);
+                    let codec = sink.codec();
                     let on_rung = self
                         .outputs
                         .iter()
-                        .filter(|o| o.decision.rung == decision.rung)
+                        .filter(|o| o.decision.rung == decision.rung && o.codec == codec)
                         .count();
-                    let shape = (r.width, r.height, self.rate_for(decision).1);
+                    let shape = Shape::new(codec, r.width, r.height, self.rate_for(decision).1);
                     self.pool.reserve(shape, on_rung + 1);
                     self.outputs.push(Output {
                         viewer: id,
+                        codec,
                         sink,
                         plan: Vec::new(),
                         link,
@@ -677,7 +684,7 @@ impl VideoLoop {
                     idr_interval_frames: self.settings.fps,
                     ..self.settings
                 };
-                match H264Encoder::new(settings) {
+                match VideoEncoder::new(OutputCodec::H264, settings) {
                     Ok(encoder) => {
                         self.recording = Some(RecordingPicture {
                             layout,
@@ -806,17 +813,21 @@ impl VideoLoop {
         &mut self,
         plan: &Plan,
         d: Decision,
+        codec: OutputCodec,
         private_for: Option<ParticipantId>,
         now: Instant,
     ) -> Option<usize> {
         let r = self.ladder.get(d.rung);
         let (fps, bitrate) = self.rate_for(d);
-        let parts = self.pool.take((r.width, r.height, bitrate), fps)?;
+        let parts = self
+            .pool
+            .take(Shape::new(codec, r.width, r.height, bitrate), fps)?;
         self.next_encoder_id += 1;
         let mut e = PictureEncoder {
             id: self.next_encoder_id,
             plan: Vec::new(),
             rung: d.rung,
+            codec,
             fps,
             want_fps: d.fps,
             private_for,
@@ -869,9 +880,10 @@ impl VideoLoop {
         self.scratch.votes.clear();
         for g in 0..groups {
             let lead = self.scratch.groups[g].lead;
-            let (rung, want_fps) = (
+            let (rung, want_fps, codec) = (
                 self.outputs[lead].decision.rung,
                 self.outputs[lead].decision.fps,
+                self.outputs[lead].codec,
             );
             let first = self.scratch.votes.len();
             for m in 0..self.scratch.groups[g].members.len() {
@@ -880,7 +892,11 @@ impl VideoLoop {
                     continue;
                 };
                 let e = &self.encoders[i];
-                if e.private_for.is_some() || e.rung != rung || e.want_fps != want_fps {
+                if e.private_for.is_some()
+                    || e.rung != rung
+                    || e.want_fps != want_fps
+                    || e.codec != codec
+                {
                     continue;
                 }
                 match self.scratch.votes[first..].iter_mut().find(|v| v.2 == i) {
@@ -913,7 +929,7 @@ impl VideoLoop {
                     if e.fps != fps || e.parts.encoder.settings().bitrate_bps != bitrate {
                         e.fps = fps;
                         if let Err(err) = e.parts.encoder.set_rate(fps, bitrate) {
-                            tracing::warn!("h264 encoder rate: {err}");
+                            tracing::warn!("video encoder rate: {err}");
                         }
                     }
                     i
@@ -928,7 +944,8 @@ impl VideoLoop {
                         continue;
                     }
                     let plan = std::mem::take(&mut self.outputs[lead].plan);
-                    let made = self.new_encoder(&plan, d, None, now);
+                    let codec = self.outputs[lead].codec;
+                    let made = self.new_encoder(&plan, d, codec, None, now);
                     self.outputs[lead].plan = plan;
                     match made {
                         Some(i) => {
@@ -996,11 +1013,14 @@ impl VideoLoop {
         let i = self.encoder_of(o)?;
         let e = &self.encoders[i];
         let d = self.outputs[o].decision;
-        (e.private_for == Some(self.outputs[o].viewer) && e.rung == rung && e.want_fps == d.fps)
+        (e.private_for == Some(self.outputs[o].viewer)
+            && e.rung == rung
+            && e.want_fps == d.fps
+            && e.codec == self.outputs[o].codec)
             .then_some(i)
     }
 
-    /// Groups outputs by (plan, rung, frame rate) into `scratch.groups[..groups_used]`.
+    /// Groups outputs by (plan, rung, frame rate, codec) into `scratch.groups[..groups_used]`.
     fn group_outputs(&mut self) {
         let Scratch {
             groups,
@@ -1009,10 +1029,17 @@ impl VideoLoop {
         } = &mut self.scratch;
         *groups_used = 0;
         for o in 0..self.outputs.len() {
-            let (plan, d) = (&self.outputs[o].plan, self.outputs[o].decision);
+            let (plan, d, codec) = (
+                &self.outputs[o].plan,
+                self.outputs[o].decision,
+                self.outputs[o].codec,
+            );
             let found = groups[..*groups_used].iter_mut().find(|g| {
                 let lead = &self.outputs[g.lead];
-                lead.decision.rung == d.rung && lead.decision.fps == d.fps && lead.plan == *plan
+                lead.decision.rung == d.rung
+                    && lead.decision.fps == d.fps
+                    && lead.codec == codec
+                    && lead.plan == *plan
             });
             match found {
                 Some(g) => g.members.push(o),
@@ -1073,8 +1100,9 @@ impl VideoLoop {
                     continue;
                 }
                 let (d, viewer) = (self.outputs[o].decision, self.outputs[o].viewer);
+                let codec = self.outputs[o].codec;
                 let plan = std::mem::take(&mut self.outputs[o].plan);
-                let made = self.new_encoder(&plan, d, Some(viewer), now);
+                let made = self.new_encoder(&plan, d, codec, Some(viewer), now);
                 self.outputs[o].plan = plan;
                 match made {
                     Some(p) => self.encoders[p].viewers.push(o),
@@ -1300,17 +1328,34 @@ impl VideoLoop {
 
         // A spare of every rung's shape while anyone watches: new viewers, moves between
         // rungs and keyframe requests never wait for a build.
+        self.wanted_shapes();
+        self.pool.want(&self.scratch.sizes);
+    }
+
+    /// Every rung's shape in every codec a viewer receives, into `scratch.sizes`.
+    fn wanted_shapes(&mut self) {
         let sizes = &mut self.scratch.sizes;
         sizes.clear();
-        if !self.outputs.is_empty() {
-            sizes.extend(
-                self.ladder
-                    .rungs()
-                    .iter()
-                    .map(|r| (r.width, r.height, r.bitrate_kbps * 1000)),
-            );
+        for codec in [OutputCodec::H264, OutputCodec::Vp8] {
+            if self.outputs.iter().any(|o| o.codec == codec) {
+                sizes.extend(
+                    self.ladder
+                        .rungs()
+                        .iter()
+                        .map(|r| Shape::new(codec, r.width, r.height, r.bitrate_kbps * 1000)),
+                );
+            }
         }
-        self.pool.want(sizes);
+    }
+
+    /// Encoders running per output codec: (H.264, VP8).
+    pub fn encoders_per_codec(&self) -> (usize, usize) {
+        let vp8 = self
+            .encoders
+            .iter()
+            .filter(|e| e.codec == OutputCodec::Vp8)
+            .count();
+        (self.encoders.len() - vp8, vp8)
     }
 }
 
@@ -1492,7 +1537,7 @@ fn render_picture(
     plan: &Plan,
     tiles: &TileCache,
     canvas: &mut I420Frame,
-    encoder: &mut H264Encoder,
+    encoder: &mut VideoEncoder,
     au: &mut Vec<u8>,
     stats: &RoomStats,
 ) -> Option<bool> {
@@ -1507,7 +1552,7 @@ fn render_picture(
         Ok(idr) if !au.is_empty() => Some(idr),
         Ok(_) => None,
         Err(e) => {
-            tracing::warn!("h264 encode: {e}");
+            tracing::warn!("video encode: {e}");
             None
         }
     }

@@ -7,6 +7,7 @@
 
 pub mod keyframe;
 
+use crate::codec::OutputCodec;
 use crate::config::Config;
 use crate::ids::ParticipantId;
 use crate::room::sink::RtpSink;
@@ -14,7 +15,7 @@ use crate::room::{Attachment, Room, Upstream};
 use crate::sdp;
 use rtc::interceptor::{CongestionControlBuilder, Slot, TwccSenderBuilder};
 use rtc::peer_connection::configuration::media_engine::{
-    MIME_TYPE_AV1, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_RTX,
+    MIME_TYPE_AV1, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_RTX, MIME_TYPE_VP8, MIME_TYPE_VP9,
 };
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
@@ -106,9 +107,10 @@ fn video_feedback() -> Vec<RTCPFeedback> {
     .collect()
 }
 
-/// Codecs Tessera negotiates: Opus; H.264 (packetization-mode 1: constrained baseline,
-/// baseline, main) and AV1 for ingest. Our outputs are always H.264.
-/// The codecs the server (and `tessera load`'s participants) negotiate.
+/// The codecs the server (and `tessera load`'s participants) negotiate: Opus; H.264
+/// (packetization-mode 1: constrained baseline, baseline, main, high), AV1, VP8 and VP9
+/// (profile 0) for ingest. Viewers are sent H.264 or VP8, per `[video] codecs` and what
+/// each one offers ([`choose_output_codec`]).
 pub fn media_engine() -> Result<MediaEngine, TransportError> {
     let mut m = MediaEngine::default();
     let codec = |mime: &str, clock, channels, fmtp: &str, fb: Vec<RTCPFeedback>, pt| {
@@ -149,14 +151,28 @@ pub fn media_engine() -> Result<MediaEngine, TransportError> {
         )
         .map_err(webrtc_err)?;
     }
-    m.register_codec(
-        codec(MIME_TYPE_AV1, 90_000, 0, "", video_feedback(), 45),
-        RtpCodecKind::Video,
-    )
-    .map_err(webrtc_err)?;
+    for (mime, fmtp, pt) in [
+        (MIME_TYPE_AV1, "", 45),
+        (MIME_TYPE_VP8, "", 96),
+        (MIME_TYPE_VP9, "profile-id=0", 98),
+    ] {
+        m.register_codec(
+            codec(mime, 90_000, 0, fmtp, video_feedback(), pt),
+            RtpCodecKind::Video,
+        )
+        .map_err(webrtc_err)?;
+    }
     // RFC 4588 retransmission, one per video codec: NACKed packets are resent on their own
     // SSRC, so the viewer can tell repairs from the stream (and count them).
-    for (pt, apt) in [(124, 125), (103, 102), (40, 39), (122, 123), (46, 45)] {
+    for (pt, apt) in [
+        (124, 125),
+        (103, 102),
+        (40, 39),
+        (122, 123),
+        (46, 45),
+        (97, 96),
+        (99, 98),
+    ] {
         m.register_codec(
             codec(MIME_TYPE_RTX, 90_000, 0, &format!("apt={apt}"), vec![], pt),
             RtpCodecKind::Video,
@@ -366,9 +382,17 @@ const OUTPUT_H264_FMTP: &str =
     "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
 
 /// The format the server sends `kind` in (declared on its tracks, so the stack binds its
-/// NACK responder, sender reports and congestion control to them).
-pub fn output_codec(kind: RtpCodecKind) -> RTCRtpCodec {
+/// NACK responder, sender reports and congestion control to them); `video` says which
+/// video codec.
+pub fn output_codec(kind: RtpCodecKind, video: OutputCodec) -> RTCRtpCodec {
     match kind {
+        RtpCodecKind::Video if video == OutputCodec::Vp8 => RTCRtpCodec {
+            mime_type: MIME_TYPE_VP8.to_owned(),
+            clock_rate: 90_000,
+            channels: 0,
+            sdp_fmtp_line: String::new(),
+            rtcp_feedback: video_feedback(),
+        },
         RtpCodecKind::Audio => RTCRtpCodec {
             mime_type: MIME_TYPE_OPUS.to_owned(),
             clock_rate: 48_000,
@@ -384,6 +408,21 @@ pub fn output_codec(kind: RtpCodecKind) -> RTCRtpCodec {
             rtcp_feedback: video_feedback(),
         },
     }
+}
+
+/// The codec a viewer is sent: the first of `preference` that its offer's video section
+/// carries in a form we send (H.264 with packetization-mode 1; VP8). `None`: the viewer
+/// offers neither, and gets no video.
+pub fn choose_output_codec(
+    offer: &sdp::MediaSection,
+    preference: &[OutputCodec],
+) -> Option<OutputCodec> {
+    preference.iter().copied().find(|c| match c {
+        OutputCodec::H264 => offer
+            .payload_type("H264", Some("packetization-mode=1"))
+            .is_some(),
+        OutputCodec::Vp8 => offer.payload_type("VP8", None).is_some(),
+    })
 }
 
 /// A local track that sends RTP we packetize ourselves, on SSRC `ssrc` (and `rtx` for
@@ -521,12 +560,20 @@ pub async fn connect(
         answer: String::new(),
         first_mid,
     };
+    let video_codec = video.and_then(|v| choose_output_codec(v, &config.video.codecs));
+    if video.is_some_and(|v| v.writer_receives()) && video_codec.is_none() && opts.subscribe {
+        tracing::warn!(
+            %id,
+            "the offer carries none of the video codecs we send ({:?}): no video to this viewer",
+            config.video.codecs
+        );
+    }
     match negotiate(
         &shared,
         &pc,
         offer,
         opts.subscribe && audio.is_some_and(|a| a.writer_receives()),
-        opts.subscribe && video.is_some_and(|v| v.writer_receives()),
+        video_codec.filter(|_| opts.subscribe && video.is_some_and(|v| v.writer_receives())),
         opts.wait_for_gathering,
     )
     .await
@@ -544,9 +591,11 @@ async fn negotiate(
     pc: &Arc<dyn PeerConnection>,
     offer: &str,
     send_audio: bool,
-    send_video: bool,
+    send_video: Option<OutputCodec>,
     wait_for_gathering: bool,
 ) -> Result<String, TransportError> {
+    let video_codec = send_video.unwrap_or(OutputCodec::H264);
+    let send_video = send_video.is_some();
     let offer = RTCSessionDescription::offer(offer.to_owned()).map_err(webrtc_err)?;
     pc.set_remote_description(offer).await.map_err(webrtc_err)?;
     let (audio_ssrc, video_ssrc) = (rand::random::<u32>(), rand::random::<u32>());
@@ -555,14 +604,14 @@ async fn negotiate(
         &format!("tessera-{}", shared.id),
         audio_ssrc,
         None,
-        Some(output_codec(RtpCodecKind::Audio)),
+        Some(output_codec(RtpCodecKind::Audio, video_codec)),
     );
     let video_track = local_track(
         RtpCodecKind::Video,
         &format!("tessera-{}", shared.id),
         video_ssrc,
         Some(rand::random()),
-        Some(output_codec(RtpCodecKind::Video)),
+        Some(output_codec(RtpCodecKind::Video, video_codec)),
     );
     if send_audio {
         pc.add_track(audio_track.clone())
@@ -599,19 +648,29 @@ async fn negotiate(
         spawn_local_track(shared, audio_track, rx, false);
     }
     let answer_video = sdp::first(&sections, "video");
-    // The payload type the stack bound the track's declared format to: that exact format
-    // if the viewer offered it, else the first H.264 with packetization-mode 1.
-    if let Some(pt) = answer_video.filter(|_| send_video).and_then(|v| {
-        v.payload_type("H264", Some("profile-level-id=42e01f"))
-            .filter(|pt| {
-                v.fmtp
-                    .get(pt)
-                    .is_some_and(|f| f.contains("packetization-mode=1"))
-            })
-            .or_else(|| v.payload_type("H264", Some("packetization-mode=1")))
-    }) {
+    // The payload type the stack bound the track's declared format to: VP8's, or for
+    // H.264 that exact format if the viewer offered it, else the first H.264 with
+    // packetization-mode 1.
+    if let Some(pt) = answer_video
+        .filter(|_| send_video)
+        .and_then(|v| match video_codec {
+            OutputCodec::Vp8 => v.payload_type("VP8", None),
+            OutputCodec::H264 => v
+                .payload_type("H264", Some("profile-level-id=42e01f"))
+                .filter(|pt| {
+                    v.fmtp
+                        .get(pt)
+                        .is_some_and(|f| f.contains("packetization-mode=1"))
+                })
+                .or_else(|| v.payload_type("H264", Some("packetization-mode=1"))),
+        })
+    {
         let (tx, rx) = mpsc::channel(1024);
-        video_out = Some(RtpSink::new(video_ssrc, pt, tx));
+        let sink = RtpSink::new(video_ssrc, pt, tx);
+        video_out = Some(match video_codec {
+            OutputCodec::Vp8 => sink.with_vp8(),
+            OutputCodec::H264 => sink,
+        });
         spawn_local_track(shared, video_track, rx, true);
     }
     let (up_tx, up_rx) = mpsc::channel(8);

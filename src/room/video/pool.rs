@@ -2,7 +2,8 @@
 //! openh264 encoder (and allocating its canvas) costs milliseconds: too much for a 33 ms
 //! tick shared by a whole room. A process-wide *factory* thread builds them (warmed up:
 //! initialised on a black frame, next frame an IDR) and also drops retired ones; each
-//! room's pool keeps a spare per *shape* (picture size and bitrate: the ladder's rungs),
+//! room's pool keeps a spare per *shape* (codec, picture size and bitrate: the ladder's
+//! rungs, in each codec its viewers receive),
 //! asks for more as they are taken, and takes retired encoders back for reuse.
 //!
 //! Shapes include the bitrate because openh264 handles a running encoder's bitrate being
@@ -14,23 +15,25 @@
 //! (the viewer keeps what it had, or gets its first picture a little later) instead of
 //! building one in the tick. Every such wait is counted.
 
-use crate::codec::pack::{H264Packetizer, PacketizedFrame};
-use crate::codec::video::{EncoderSettings, H264Encoder};
+use crate::codec::pack::{PacketizedFrame, Packetizer};
+use crate::codec::video::{EncoderSettings, VideoEncoder};
+use crate::codec::OutputCodec;
 use crate::media::I420Frame;
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::OnceLock;
 
 /// An encoder and the buffers that go with it, ready to make a picture of one size.
 pub struct Spare {
-    pub encoder: H264Encoder,
+    pub encoder: VideoEncoder,
     pub canvas: I420Frame,
     pub au: Vec<u8>,
-    pub packetizer: H264Packetizer,
+    pub packetizer: Packetizer,
     pub packets: PacketizedFrame,
 }
 
 enum Job {
     Make {
+        codec: OutputCodec,
         settings: EncoderSettings,
         reply: Sender<Result<Spare, String>>,
     },
@@ -48,8 +51,12 @@ fn factory() -> &'static std::sync::Mutex<Sender<Job>> {
                 crate::room::lower_thread_priority();
                 for job in rx {
                     match job {
-                        Job::Make { settings, reply } => {
-                            let _ = reply.send(build(settings));
+                        Job::Make {
+                            codec,
+                            settings,
+                            reply,
+                        } => {
+                            let _ = reply.send(build(codec, settings));
                         }
                         Job::Retire(spare) => drop(spare),
                     }
@@ -60,14 +67,14 @@ fn factory() -> &'static std::sync::Mutex<Sender<Job>> {
     })
 }
 
-fn build(settings: EncoderSettings) -> Result<Spare, String> {
-    let mut encoder = H264Encoder::new(settings).map_err(|e| e.to_string())?;
+fn build(codec: OutputCodec, settings: EncoderSettings) -> Result<Spare, String> {
+    let mut encoder = VideoEncoder::new(codec, settings).map_err(|e| e.to_string())?;
     encoder.warm_up().map_err(|e| e.to_string())?;
     Ok(Spare {
         encoder,
         canvas: I420Frame::new(settings.width as usize, settings.height as usize),
         au: Vec::with_capacity(256 * 1024),
-        packetizer: H264Packetizer::default(),
+        packetizer: Packetizer::new(codec),
         packets: PacketizedFrame::default(),
     })
 }
@@ -79,12 +86,29 @@ fn send(job: Job) -> bool {
     }
 }
 
-/// A picture size and bitrate: (width, height, bits per second).
-pub type Shape = (u32, u32, u32);
+/// What an encoder makes: codec, picture size and bitrate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    pub codec: OutputCodec,
+    pub width: u32,
+    pub height: u32,
+    pub bitrate_bps: u32,
+}
+
+impl Shape {
+    pub fn new(codec: OutputCodec, width: u32, height: u32, bitrate_bps: u32) -> Self {
+        Self {
+            codec,
+            width,
+            height,
+            bitrate_bps,
+        }
+    }
+}
 
 fn shape_of(s: &Spare) -> Shape {
     let st = s.encoder.settings();
-    (st.width, st.height, st.bitrate_bps)
+    Shape::new(s.encoder.codec(), st.width, st.height, st.bitrate_bps)
 }
 
 /// Spares kept per shape.
@@ -148,7 +172,7 @@ impl EncoderPool {
                     self.pending.remove(0);
                 }
                 self.failures += 1;
-                tracing::error!("h264 encoder: {e}");
+                tracing::error!("video encoder: {e}");
             }
         }
     }
@@ -180,10 +204,11 @@ impl EncoderPool {
     pub fn reserve(&mut self, shape: Shape, n: usize) {
         while self.count(shape) < n.min(64) {
             if !send(Job::Make {
+                codec: shape.codec,
                 settings: EncoderSettings {
-                    width: shape.0,
-                    height: shape.1,
-                    bitrate_bps: shape.2,
+                    width: shape.width,
+                    height: shape.height,
+                    bitrate_bps: shape.bitrate_bps,
                     ..self.base
                 },
                 reply: self.reply_tx.clone(),
@@ -208,8 +233,8 @@ impl EncoderPool {
             return None;
         };
         let mut s = self.ready.swap_remove(i);
-        if let Err(e) = s.encoder.set_rate(fps, shape.2) {
-            tracing::warn!("h264 encoder rate: {e}");
+        if let Err(e) = s.encoder.set_rate(fps, shape.bitrate_bps) {
+            tracing::warn!("video encoder rate: {e}");
         }
         s.encoder.request_keyframe();
         self.refill();
@@ -273,7 +298,8 @@ mod tests {
     #[test]
     fn spares_are_built_off_the_caller_and_replaced_when_taken() {
         let mut pool = EncoderPool::new(base());
-        let (top, low) = ((160, 90, 300_000), (80, 44, 100_000));
+        let top = Shape::new(OutputCodec::H264, 160, 90, 300_000);
+        let low = Shape::new(OutputCodec::H264, 80, 44, 100_000);
         assert!(pool.take(top, 30).is_none(), "nothing ready yet");
         assert_eq!(pool.waits, 1);
         pool.want(&[top, low]);
@@ -284,7 +310,10 @@ mod tests {
             "the shape asked by `take`, and the other wanted one"
         );
         let mut s = pool.take(top, 15).expect("ready");
-        assert_eq!(s.encoder.effective_rate().unwrap(), (15.0, 300_000));
+        let VideoEncoder::H264(h264) = &mut s.encoder else {
+            panic!("an H.264 shape made another codec");
+        };
+        assert_eq!(h264.effective_rate().unwrap(), (15.0, 300_000));
         // Warmed up: the first real frame is an IDR and no re-initialisation happens.
         let f = I420Frame::solid(160, 90, (60, 90, 200));
         assert!(s.encoder.encode(&f, &mut s.au).unwrap());
@@ -298,5 +327,13 @@ mod tests {
             "reused: IDR first"
         );
         assert_eq!(pool.failures, 0);
+        // VP8 is a shape of its own, next to H.264 of the same size.
+        let vp8 = Shape::new(OutputCodec::Vp8, 160, 90, 300_000);
+        pool.reserve(vp8, 1);
+        pool.settle();
+        let mut v = pool.take(vp8, 30).expect("a VP8 spare");
+        assert_eq!(v.encoder.codec(), OutputCodec::Vp8);
+        assert!(v.encoder.encode(&f, &mut v.au).unwrap(), "keyframe first");
+        assert!(crate::codec::vpx::vp8_is_keyframe(&v.au));
     }
 }

@@ -3,6 +3,7 @@
 //! leaves and speaker changes.
 
 use super::*;
+use crate::codec::video::H264Encoder;
 use crate::layout::LayoutSet;
 use rtc::rtp::codec::h264::H264Payloader;
 
@@ -49,6 +50,15 @@ impl Harness {
     }
 
     fn join(&mut self, name: &str) {
+        self.join_with(name, |s| s);
+    }
+
+    /// A viewer whose offer had no H.264: it is sent VP8.
+    fn join_vp8(&mut self, name: &str) {
+        self.join_with(name, RtpSink::with_vp8);
+    }
+
+    fn join_with(&mut self, name: &str, sink: impl FnOnce(RtpSink) -> RtpSink) {
         let id = ParticipantId::next();
         let (tx, rx) = mpsc::channel(100_000);
         let (up, _) = mpsc::channel(8);
@@ -60,7 +70,7 @@ impl Harness {
         self.video.handle(VideoCmd::Attach {
             id,
             payload_types: HashMap::new(),
-            sink: Some(RtpSink::new(1, 102, tx)),
+            sink: Some(sink(RtpSink::new(1, 102, tx))),
             upstream: up,
             link: link.clone(),
         });
@@ -713,4 +723,68 @@ fn pipelined_ticks_regroup_one_tick_later_with_the_same_idr_rules() {
     let idrs: Vec<u64> = (0..4).map(|i| h.idrs(i) - before[i]).collect();
     assert_eq!(idrs, vec![0, 0, 0, 1]);
     assert_eq!(h.video.encoder_count(), 4);
+}
+
+#[test]
+fn h264_and_vp8_viewers_of_one_picture_use_one_encoder_per_codec_and_keyframes_stay_per_codec() {
+    // A shared canvas: everyone sees the same picture. Three H.264 viewers, one VP8.
+    let shared = LayoutSet::builtin().get("grid-shared").unwrap().clone();
+    let mut h = Harness::with_config(shared, 3, &two_rungs());
+    h.join_vp8("firefox");
+    for _ in 0..5 {
+        h.tick();
+    }
+    assert_eq!(h.video.encoder_count(), 2, "one H.264 and one VP8 encoder");
+    assert_eq!(h.video.encoders_per_codec(), (1, 1));
+    // The VP8 viewer's packets carry its payload descriptor and depacketise to VP8 frames
+    // that decode to the composite; the others get H.264.
+    let (mut starts, mut units, mut cur) = (Vec::new(), Vec::new(), Vec::new());
+    while let Ok(p) = h.outs[3].try_recv() {
+        cur.push(p.payload.clone());
+        if p.header.marker {
+            units.push(std::mem::take(&mut cur));
+        }
+    }
+    let mut dec = VideoDecoder::new(VideoCodec::Vp8).unwrap();
+    let mut out = I420Frame::default();
+    let mut pictures = 0;
+    for (i, u) in units.iter().enumerate() {
+        let mut frame = Vec::new();
+        crate::codec::depack::vp8(u, &mut frame, usize::MAX).unwrap();
+        starts.push(crate::codec::vpx::vp8_is_keyframe(&frame));
+        if let Ok(Decoded::Picture { .. }) = dec.decode(u, i == 0, &mut out) {
+            pictures += 1;
+        }
+    }
+    assert_eq!(units.len(), 5, "a frame each tick");
+    assert_eq!(starts, [true, false, false, false, false]);
+    assert_eq!(pictures, 5);
+    assert_eq!((out.width, out.height), (160, 90));
+    let h264 = frame_starts(&mut h.outs[0]);
+    assert!(is_idr_start(h264[0]) && h264.len() == 5, "{h264:?}");
+    for rx in &mut h.outs {
+        frame_starts(rx);
+    }
+    // The VP8 viewer's PLI: a keyframe for it (its encoder is its own), none for the
+    // H.264 viewers.
+    for _ in 0..40 {
+        h.tick();
+    }
+    let before: Vec<u64> = (0..4).map(|i| h.idrs(i)).collect();
+    h.video.handle(VideoCmd::KeyframeRequest { id: h.ids[3] });
+    h.tick();
+    assert_eq!(
+        h.idrs(3),
+        before[3] + 1,
+        "the VP8 viewer got a keyframe at once"
+    );
+    for i in 0..3 {
+        assert_eq!(h.idrs(i), before[i], "H.264 viewer {i} got an IDR");
+    }
+    assert_eq!(h.video.encoders_per_codec(), (1, 1));
+    // A VP8 viewer on the lower rung: a VP8 encoder of that rung, the H.264 one untouched.
+    h.links[3].set_cap(100, 60);
+    h.tick();
+    assert_eq!(h.video.encoders_per_rung(), vec![1, 1]);
+    assert_eq!(h.video.encoders_per_codec(), (1, 1));
 }
