@@ -9,7 +9,7 @@ pub mod sip_caller;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use rtc::peer_connection::configuration::media_engine::{
-    MIME_TYPE_AV1, MIME_TYPE_H264, MIME_TYPE_OPUS,
+    MIME_TYPE_AV1, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_VP8, MIME_TYPE_VP9,
 };
 use rtc::rtp::codec::av1::Av1Payloader;
 use rtc::rtp::codec::h264::H264Payloader;
@@ -111,6 +111,23 @@ pub struct Received {
     pub audio_packets: AtomicU64,
     /// Server ICE candidates seen (trickled or in the answer).
     pub server_candidates: Mutex<Vec<String>>,
+    /// Video payload types of the answer (set before media flows; H.264 when unknown).
+    pub video_pts: Mutex<std::collections::HashMap<u8, VideoCodec>>,
+    /// The codec of the last decoded picture.
+    pub video_codec: Mutex<Option<VideoCodec>>,
+}
+
+impl Received {
+    /// Learns the answer's video payload types (which decoder each packet needs).
+    pub fn set_answer(&self, answer: &str) {
+        if let Some(v) = tessera::sdp::parse(answer)
+            .ok()
+            .as_deref()
+            .and_then(|s| tessera::sdp::first(s, "video"))
+        {
+            *self.video_pts.lock().unwrap() = v.video_payload_types();
+        }
+    }
 }
 
 struct Handler {
@@ -135,6 +152,7 @@ async fn receive(track: Arc<dyn TrackRemote>, received: Arc<Received>) {
     let kind = track.kind().await;
     let mut assembler = VideoAssembler::default();
     let mut video = VideoDecoder::new(VideoCodec::H264).unwrap();
+    let mut last_pt = None;
     let mut audio = OpusDecoder::new().unwrap();
     let mut pcm = vec![0i16; 5760];
     let mut picture = I420Frame::default();
@@ -154,6 +172,7 @@ async fn receive(track: Arc<dyn TrackRemote>, received: Arc<Received>) {
             }
         } else {
             let h = &pkt.header;
+            last_pt = Some(h.payload_type);
             assembler.push(
                 Instant::now(),
                 h.sequence_number,
@@ -165,10 +184,18 @@ async fn receive(track: Arc<dyn TrackRemote>, received: Arc<Received>) {
                 match pop {
                     VideoPop::Lost => need_key = true,
                     VideoPop::Frame { payloads, .. } => {
+                        let codec = last_pt
+                            .and_then(|pt| received.video_pts.lock().unwrap().get(&pt).copied())
+                            .unwrap_or(VideoCodec::H264);
+                        if video.codec() != codec {
+                            video = VideoDecoder::new(codec).unwrap();
+                            need_key = true;
+                        }
                         if let Ok(Decoded::Picture { .. }) =
                             video.decode(&payloads, need_key, &mut picture)
                         {
                             need_key = false;
+                            *received.video_codec.lock().unwrap() = Some(codec);
                             *received.frame.lock().unwrap() = Some(picture.clone());
                             received.frames.fetch_add(1, Ordering::Relaxed);
                         }
@@ -179,7 +206,18 @@ async fn receive(track: Arc<dyn TrackRemote>, received: Arc<Received>) {
     }
 }
 
-fn engine() -> MediaEngine {
+/// Which video codecs a test client offers.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Offer {
+    /// H.264, AV1, VP8 and VP9 (a browser with everything).
+    All,
+    /// VP8 only (an old stack, or a browser without H.264 told to prefer VP8).
+    Vp8Only,
+    /// VP9 only.
+    Vp9Only,
+}
+
+fn engine(offer: Offer) -> MediaEngine {
     let mut m = MediaEngine::default();
     let c = |mime: &str, clock, ch, fmtp: &str, pt| RTCRtpCodecParameters {
         rtp_codec: RTCRtpCodec {
@@ -196,19 +234,32 @@ fn engine() -> MediaEngine {
         RtpCodecKind::Audio,
     )
     .unwrap();
-    m.register_codec(
-        c(
-            MIME_TYPE_H264,
-            90_000,
-            0,
-            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
-            125,
-        ),
-        RtpCodecKind::Video,
-    )
-    .unwrap();
-    m.register_codec(c(MIME_TYPE_AV1, 90_000, 0, "", 45), RtpCodecKind::Video)
+    if offer == Offer::All {
+        m.register_codec(
+            c(
+                MIME_TYPE_H264,
+                90_000,
+                0,
+                "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+                125,
+            ),
+            RtpCodecKind::Video,
+        )
         .unwrap();
+        m.register_codec(c(MIME_TYPE_AV1, 90_000, 0, "", 45), RtpCodecKind::Video)
+            .unwrap();
+    }
+    if offer != Offer::Vp9Only {
+        m.register_codec(c(MIME_TYPE_VP8, 90_000, 0, "", 96), RtpCodecKind::Video)
+            .unwrap();
+    }
+    if offer != Offer::Vp8Only {
+        m.register_codec(
+            c(MIME_TYPE_VP9, 90_000, 0, "profile-id=0", 98),
+            RtpCodecKind::Video,
+        )
+        .unwrap();
+    }
     m
 }
 
@@ -252,7 +303,22 @@ pub async fn make_peer(
     u32,
     u32,
 ) {
-    let mut m = engine();
+    make_peer_offering(received, Offer::All).await
+}
+
+/// [`make_peer`] offering only the `offer` video codecs.
+pub async fn make_peer_offering(
+    received: Arc<Received>,
+    offer: Offer,
+) -> (
+    Arc<dyn PeerConnection>,
+    String,
+    Arc<TrackLocalStaticRTP>,
+    Arc<TrackLocalStaticRTP>,
+    u32,
+    u32,
+) {
+    let mut m = engine(offer);
     let registry = register_default_interceptors(Registry::new(), &mut m).unwrap();
     let gathered = Arc::new(Notify::new());
     let settings = SettingEngineBuilder::new()
@@ -314,9 +380,49 @@ pub enum Video {
     /// AV1 packets whose first OBU fragment never ends (Z and Y set on every packet), this
     /// many 1,100-byte packets a frame.
     Av1EndlessFragment { packets_per_frame: usize },
-    /// Random payloads (0–1,200 bytes, 1–8 packets a frame), alternately on the H.264 and
-    /// the AV1 payload type: malformed RTP inside an established session.
+    /// Random payloads (0–1,200 bytes, 1–8 packets a frame), in turn on the H.264, AV1,
+    /// VP8 and VP9 payload types: malformed RTP inside an established session.
     Garbage,
+    /// The colour as VP8 (libvpx) at this size; the client offers VP8 only.
+    Vp8 { width: u32, height: u32 },
+    /// An IVF file's VP9 frames, looped; the client offers VP9 only.
+    Vp9File(&'static [u8]),
+    /// A VP8 keyframe header declaring 16383x16383 (VP8's largest), every frame.
+    Vp8Huge,
+    /// A VP9 keyframe header declaring 16384x16384, every frame.
+    Vp9Huge,
+    /// VP8 packets that keep starting partitions (S set, partition index cycling), this
+    /// many 1,100-byte packets a frame.
+    Vp8EndlessPartitions { packets_per_frame: usize },
+}
+
+impl Video {
+    /// The codecs a client sending this offers.
+    pub fn offer(&self) -> Offer {
+        match self {
+            Video::Vp8 { .. } => Offer::Vp8Only,
+            Video::Vp9File(_) => Offer::Vp9Only,
+            _ => Offer::All,
+        }
+    }
+}
+
+/// A VP9 keyframe (profile 0) whose header declares `w`x`h`, padded with zeros.
+pub fn vp9_keyframe_header(w: u32, h: u32) -> Vec<u8> {
+    let mut bits = String::from("10000010");
+    bits += &format!("{:024b}", 0x49_83_42);
+    bits += "0010";
+    bits += &format!("{:016b}{:016b}", w - 1, h - 1);
+    while bits.len() % 8 != 0 {
+        bits.push('0');
+    }
+    let mut v: Vec<u8> = bits
+        .as_bytes()
+        .chunks(8)
+        .map(|c| u8::from_str_radix(std::str::from_utf8(c).unwrap(), 2).unwrap())
+        .collect();
+    v.resize(200, 0);
+    v
 }
 
 impl Media {
@@ -365,10 +471,11 @@ fn spawn_media(
     let apt = tessera::sdp::first(&sections, "audio")
         .and_then(|a| a.payload_type("opus", None))
         .unwrap();
-    let vpt = tessera::sdp::first(&sections, "video")
-        .and_then(|v| v.payload_type("H264", Some("packetization-mode=1")))
-        .unwrap();
-    let av1_pt = tessera::sdp::first(&sections, "video").and_then(|v| v.payload_type("AV1", None));
+    let answer_video = tessera::sdp::first(&sections, "video");
+    let vpt = answer_video.and_then(|v| v.payload_type("H264", Some("packetization-mode=1")));
+    let av1_pt = answer_video.and_then(|v| v.payload_type("AV1", None));
+    let vp8_pt = answer_video.and_then(|v| v.payload_type("VP8", None));
+    let vp9_pt = answer_video.and_then(|v| v.payload_type("VP9", None));
     let mut tasks = Vec::new();
     if media.rtcp_garbage {
         let vt = vt.clone();
@@ -406,6 +513,23 @@ fn spawn_media(
         })
         .unwrap();
         let mut pay = H264Payloader::default();
+        let mut vp8 = match media.video {
+            Video::Vp8 { width, height } => Some(
+                tessera::codec::vpx::Vp8Encoder::new(EncoderSettings {
+                    width,
+                    height,
+                    fps: 30,
+                    bitrate_bps: 300_000,
+                    idr_interval_frames: 15,
+                    complexity: Default::default(),
+                })
+                .unwrap(),
+            ),
+            _ => None,
+        };
+        let mut vp8_pay = rtc::rtp::codec::vp8::Vp8Payloader::default();
+        vp8_pay.enable_picture_id = true;
+        let mut vp9_pay = rtc::rtp::codec::vp9::Vp9Payloader::default();
         let mut au = Vec::new();
         let mut tick = tokio::time::interval(Duration::from_millis(33));
         let (mut seq, mut ts) = (rand::random::<u16>(), rand::random::<u32>());
@@ -430,10 +554,66 @@ fn spawn_media(
                         continue;
                     }
                     (
-                        vpt,
+                        vpt.expect("H.264 negotiated"),
                         pay.payload(1100, &Bytes::from(au.clone()))
                             .unwrap_or_default(),
                     )
+                }
+                Video::Vp8 { width, height } => {
+                    let enc = vp8.as_mut().expect("made above");
+                    let (rgb, _) = media.at(Instant::now());
+                    if last_rgb.is_some_and(|c| c != rgb) {
+                        enc.request_keyframe();
+                    }
+                    last_rgb = Some(rgb);
+                    let frame = I420Frame::solid(
+                        width as usize,
+                        height as usize,
+                        rgb_to_yuv(rgb.0, rgb.1, rgb.2),
+                    );
+                    if enc.encode(&frame, &mut au).is_err() || au.is_empty() {
+                        continue;
+                    }
+                    (
+                        vp8_pt.expect("VP8 negotiated"),
+                        vp8_pay
+                            .payload(1100, &Bytes::from(au.clone()))
+                            .unwrap_or_default(),
+                    )
+                }
+                Video::Vp9File(data) => {
+                    let frames = tessera::codec::vpx::ivf_frames(data);
+                    let f = frames[frame_no % frames.len()];
+                    (
+                        vp9_pt.expect("VP9 negotiated"),
+                        vp9_pay
+                            .payload(1100, &Bytes::copy_from_slice(f))
+                            .unwrap_or_default(),
+                    )
+                }
+                Video::Vp8Huge => {
+                    let mut kf = vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0xff, 0x3f, 0xff, 0x3f];
+                    kf.resize(200, 0);
+                    (
+                        vp8_pt.expect("VP8 negotiated"),
+                        vp8_pay.payload(1100, &Bytes::from(kf)).unwrap_or_default(),
+                    )
+                }
+                Video::Vp9Huge => (
+                    vp9_pt.expect("VP9 negotiated"),
+                    vp9_pay
+                        .payload(1100, &Bytes::from(vp9_keyframe_header(16384, 16384)))
+                        .unwrap_or_default(),
+                ),
+                Video::Vp8EndlessPartitions { packets_per_frame } => {
+                    let payloads = (0..packets_per_frame)
+                        .map(|i| {
+                            let mut p = vec![0x10 | (i % 8) as u8];
+                            p.resize(1100, (i % 251) as u8);
+                            Bytes::from(p)
+                        })
+                        .collect();
+                    (vp8_pt.expect("VP8 negotiated"), payloads)
                 }
                 Video::Av1File(data) => {
                     let units = tessera::codec::video::av1_temporal_units(data);
@@ -451,12 +631,11 @@ fn spawn_media(
                             Bytes::from((0..len).map(|_| rand::random::<u8>()).collect::<Vec<_>>())
                         })
                         .collect();
-                    let pt = if frame_no % 2 == 0 {
-                        vpt
-                    } else {
-                        av1_pt.unwrap_or(vpt)
-                    };
-                    (pt, payloads)
+                    let pts: Vec<u8> = [vpt, av1_pt, vp8_pt, vp9_pt]
+                        .into_iter()
+                        .flatten()
+                        .collect();
+                    (pts[frame_no % pts.len()], payloads)
                 }
                 Video::Av1EndlessFragment { packets_per_frame } => {
                     let payloads = (0..packets_per_frame)
@@ -580,7 +759,8 @@ impl Client {
         token: Option<&str>,
     ) -> Result<Client, SocketAddr> {
         let received = Arc::new(Received::default());
-        let (pc, offer, at, vt, assrc, vssrc) = make_peer(received.clone()).await;
+        let (pc, offer, at, vt, assrc, vssrc) =
+            make_peer_offering(received.clone(), media.video.offer()).await;
         let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
             .await
             .unwrap();
@@ -667,6 +847,7 @@ impl Client {
             .await
             .expect("answer in 10 s")
             .unwrap();
+        received.set_answer(&answer);
         pc.set_remote_description(RTCSessionDescription::answer(answer.clone()).unwrap())
             .await
             .unwrap();
@@ -754,6 +935,7 @@ impl Client {
             .starts_with("application/sdp"));
         let location = resp.header("location").expect("Location header").to_owned();
         let answer = resp.body.clone();
+        received.set_answer(&answer);
         pc.set_remote_description(RTCSessionDescription::answer(answer.clone()).unwrap())
             .await
             .unwrap();
