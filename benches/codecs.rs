@@ -1,6 +1,7 @@
-//! Codec costs on this machine: openh264 encode of composite-like content (what the MCU
-//! really encodes: several moving camera tiles) at 640x360 and 1280x720, and decode of
-//! H.264 (openh264), AV1 (dav1d) and Opus, and RTP depacketisation of a large keyframe.
+//! Codec costs on this machine: openh264 and libvpx VP8 encode of composite-like content
+//! (what the MCU really encodes: several moving camera tiles) at 640x360 and 1280x720, the
+//! same frames for both, and decode of H.264 (openh264), AV1 (dav1d), VP8 and VP9
+//! (libvpx) and Opus, and RTP depacketisation of a large keyframe.
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use openh264::encoder::{
@@ -12,6 +13,7 @@ use rtc::rtp::packetizer::Payloader;
 use tessera::bench::synth::{camera_frame, synthetic_clip};
 use tessera::codec::audio::{OpusDecoder, OpusEncoder};
 use tessera::codec::video::{EncoderSettings, H264Encoder, VideoDecoder};
+use tessera::codec::vpx::ivf_frames;
 use tessera::codec::VideoCodec;
 use tessera::compositor::{compose, render_tile};
 use tessera::layout::{LayoutSet, Rect};
@@ -62,6 +64,29 @@ fn encode(c: &mut Criterion) {
             |b| {
                 b.iter(|| {
                     enc.encode(&frames[i % frames.len()], &mut out).unwrap();
+                    i += 1;
+                })
+            },
+        );
+        // The same frames as VP8 (libvpx, Tessera's settings): what a viewer without H.264
+        // costs.
+        let mut vp8 = tessera::codec::vpx::Vp8Encoder::new(EncoderSettings {
+            width: w,
+            height: h,
+            fps: 30,
+            bitrate_bps: bps,
+            idr_interval_frames: 300,
+            complexity: Default::default(),
+        })
+        .unwrap();
+        g.bench_function(
+            BenchmarkId::new(
+                "libvpx_vp8_tessera_settings",
+                format!("{w}x{h}@{}k", bps / 1000),
+            ),
+            |b| {
+                b.iter(|| {
+                    vp8.encode(&frames[i % frames.len()], &mut out).unwrap();
                     i += 1;
                 })
             },
@@ -161,7 +186,7 @@ fn decode(c: &mut Criterion) {
         "/benches/data/av1_640x360.ivf"
     ))
     .unwrap();
-    let units = ivf_frames(&ivf);
+    let units: Vec<Vec<u8>> = ivf_frames(&ivf).into_iter().map(<[u8]>::to_vec).collect();
     let mut settings = dav1d::Settings::new();
     settings.set_n_threads(1);
     settings.set_max_frame_delay(1);
@@ -175,6 +200,53 @@ fn decode(c: &mut Criterion) {
             let _ = av1.send_data(units[j % units.len()].clone(), None, None, None);
             while av1.get_picture().is_ok() {}
             j += 1;
+        })
+    });
+    // VP8 640x360: the camera clip's frames encoded by libvpx (Tessera's settings), key
+    // frame every 60, through the depacketiser like received frames.
+    let mut vp8_enc = tessera::codec::vpx::Vp8Encoder::new(EncoderSettings {
+        width: 640,
+        height: 360,
+        fps: 30,
+        bitrate_bps: 600_000,
+        idr_interval_frames: 60,
+        complexity: Default::default(),
+    })
+    .unwrap();
+    let mut vp8_pay = rtc::rtp::codec::vp8::Vp8Payloader::default();
+    vp8_pay.enable_picture_id = true;
+    let mut vp8_units = Vec::new();
+    let mut cam = I420Frame::default();
+    let mut data = Vec::new();
+    for t in 0..60 {
+        camera_frame(0, t, 640, 360, &mut cam, 11);
+        vp8_enc.encode(&cam, &mut data).unwrap();
+        if !data.is_empty() {
+            vp8_units.push(vp8_pay.payload(1100, &Bytes::from(data.clone())).unwrap());
+        }
+    }
+    let mut dec = VideoDecoder::new(VideoCodec::Vp8).unwrap();
+    let mut k = 0;
+    g.bench_function("libvpx_vp8_640x360", |b| {
+        b.iter(|| {
+            let _ = dec.decode(&vp8_units[k % vp8_units.len()], false, &mut out);
+            k += 1;
+        })
+    });
+    // VP9 640x360: libvpx-vp9 (ffmpeg) test pattern, tests/data/vp9, 30 frames, looped on
+    // its keyframe.
+    let clip = include_bytes!("../tests/data/vp9/testsrc_640x360.ivf");
+    let mut vp9_pay = rtc::rtp::codec::vp9::Vp9Payloader::default();
+    let vp9_units: Vec<Vec<Bytes>> = ivf_frames(clip)
+        .into_iter()
+        .map(|f| vp9_pay.payload(1100, &Bytes::copy_from_slice(f)).unwrap())
+        .collect();
+    let mut dec = VideoDecoder::new(VideoCodec::Vp9).unwrap();
+    let mut k = 0;
+    g.bench_function("libvpx_vp9_640x360", |b| {
+        b.iter(|| {
+            let _ = dec.decode(&vp9_units[k % vp9_units.len()], false, &mut out);
+            k += 1;
         })
     });
     // Opus 20 ms mono.
@@ -208,22 +280,6 @@ fn decode(c: &mut Criterion) {
         });
     }
     g.finish();
-}
-
-/// Frames of an IVF file (32-byte header; 12-byte frame headers).
-fn ivf_frames(data: &[u8]) -> Vec<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut p = 32;
-    while p + 12 <= data.len() {
-        let len = u32::from_le_bytes([data[p], data[p + 1], data[p + 2], data[p + 3]]) as usize;
-        p += 12;
-        if p + len > data.len() {
-            break;
-        }
-        out.push(data[p..p + len].to_vec());
-        p += len;
-    }
-    out
 }
 
 /// Reassembling one access unit from its RTP payloads (runs for every received frame):

@@ -135,13 +135,14 @@ version_ge() { # version_ge A B: A >= B, numerically by component
 if ((test_deps)); then
   node_major=$(node -e 'console.log(process.versions.node.split(".")[0])' 2>/dev/null || echo 0)
   ((node_major >= 18)) || die "Node.js 18 or newer is needed for the browser tests (found: $(node --version 2>/dev/null || echo none))"
-  # playwright-core only drives the system Chromium; it never downloads a browser.
-  # Reinstalled only when the installed version differs from the lock file's.
+  # playwright-core only drives the system Chromium, puppeteer-core the system Firefox ESR
+  # (WebDriver BiDi); neither downloads a browser. Reinstalled only when an installed
+  # version differs from the lock file's.
   if ! (cd tests/e2e && node -e '
-      const lock = require("./package-lock.json").packages["node_modules/playwright-core"].version;
-      const have = require("./node_modules/playwright-core/package.json").version;
-      process.exit(lock === have ? 0 : 1);' 2>/dev/null); then
-    echo "setup: npm ci in tests/e2e (playwright-core)" >&2
+      const same = (m) => require("./package-lock.json").packages[`node_modules/${m}`].version
+        === require(`./node_modules/${m}/package.json`).version;
+      process.exit(same("playwright-core") && same("puppeteer-core") ? 0 : 1);' 2>/dev/null); then
+    echo "setup: npm ci in tests/e2e (playwright-core, puppeteer-core)" >&2
     (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error) ||
       die "npm ci in tests/e2e failed (see npm's error above)"
   fi

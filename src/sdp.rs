@@ -71,8 +71,12 @@ pub struct MediaSection {
     pub kind: String,
     pub mid: Option<String>,
     pub direction: Direction,
-    /// Port 0 = rejected section.
+    /// Port 0 = rejected section, unless `bundle_only`.
     pub port: u16,
+    /// `a=bundle-only` (RFC 8843 §6): port 0 in an offer, yet a live section carried on
+    /// the bundle's transport (Firefox marks every m-line after the first so under
+    /// `max-bundle`).
+    pub bundle_only: bool,
     /// The transport protocol (`RTP/AVP`, `RTP/SAVP`, `UDP/TLS/RTP/SAVPF`, …).
     pub proto: String,
     /// The connection address (`c=`, the section's or else the session's).
@@ -96,13 +100,17 @@ pub fn fmtp_value<'a>(fmtp: &'a str, key: &str) -> Option<&'a str> {
 }
 
 impl MediaSection {
+    /// Not rejected: a port, or bundle-only.
+    pub fn is_live(&self) -> bool {
+        self.port != 0 || self.bundle_only
+    }
     /// Whether the writer of this SDP will receive media on this section.
     pub fn writer_receives(&self) -> bool {
-        self.port != 0 && self.direction.writer_receives()
+        self.is_live() && self.direction.writer_receives()
     }
     /// Whether the writer of this SDP will send media on this section.
     pub fn writer_sends(&self) -> bool {
-        self.port != 0 && self.direction.writer_sends()
+        self.is_live() && self.direction.writer_sends()
     }
 
     /// Payload types of ingestible video codecs.
@@ -230,6 +238,7 @@ pub fn parse(sdp: &str) -> Result<Vec<MediaSection>, SdpError> {
                 mid: m.attribute("mid").flatten().map(str::to_owned),
                 direction: direction_of(&m.attributes).unwrap_or(session_direction),
                 port: u16::try_from(m.media_name.port.value).unwrap_or(0),
+                bundle_only: m.attributes.iter().any(|a| a.key == "bundle-only"),
                 proto: m.media_name.protos.join("/"),
                 connection: address(m.connection_information.as_ref()).or(session_address),
                 formats,
@@ -263,7 +272,7 @@ pub fn parse(sdp: &str) -> Result<Vec<MediaSection>, SdpError> {
 
 /// The first section of a kind.
 pub fn first<'a>(sections: &'a [MediaSection], kind: &str) -> Option<&'a MediaSection> {
-    sections.iter().find(|s| s.kind == kind && s.port != 0)
+    sections.iter().find(|s| s.kind == kind && s.is_live())
 }
 
 #[cfg(test)]
@@ -320,5 +329,17 @@ m=video 9 UDP/TLS/RTP/SAVPF 96 102 45 98 100\r\na=mid:1\r\na=sendonly\r\na=rtpma
         ));
         // Odd but harmless lines do not panic.
         let _ = parse("v=0\nm=\na=rtpmap:\na=fmtp:x\na=extmap:/ \nm=video x\n");
+    }
+
+    #[test]
+    fn a_bundle_only_section_is_live_though_its_port_is_zero() {
+        // Firefox under max-bundle: every m-line after the first has port 0 and
+        // a=bundle-only (RFC 8843).
+        let offer = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\nm=audio 9 UDP/TLS/RTP/SAVPF 109\r\nc=IN IP4 0.0.0.0\r\na=sendrecv\r\na=mid:0\r\na=rtpmap:109 opus/48000/2\r\nm=video 0 UDP/TLS/RTP/SAVPF 120\r\nc=IN IP4 0.0.0.0\r\na=bundle-only\r\na=sendrecv\r\na=mid:1\r\na=rtpmap:120 VP8/90000\r\nm=video 0 UDP/TLS/RTP/SAVPF 120\r\nc=IN IP4 0.0.0.0\r\na=inactive\r\na=mid:2\r\na=rtpmap:120 VP8/90000\r\n";
+        let s = parse(offer).unwrap();
+        let v = first(&s, "video").unwrap();
+        assert!(v.bundle_only && v.is_live() && v.writer_receives() && v.writer_sends());
+        assert_eq!(v.mid.as_deref(), Some("1"));
+        assert!(!s[2].is_live(), "port 0 without bundle-only is rejected");
     }
 }

@@ -111,10 +111,19 @@ function renderParticipants() {
 function preferCodec(transceiver, codec) {
   if (!transceiver.setCodecPreferences || !RTCRtpReceiver.getCapabilities) return;
   const caps = RTCRtpReceiver.getCapabilities('video').codecs;
-  const isH264 = (c) => c.mimeType === 'video/H264' && /packetization-mode=1/.test(c.sdpFmtpLine || '');
-  const isAv1 = (c) => c.mimeType === 'video/AV1';
-  // H.264 must stay in the list: it is what the server sends back on this transceiver.
-  const order = codec === 'av1' ? [isAv1, isH264] : [isH264, isAv1];
+  const is = {
+    h264: (c) => c.mimeType === 'video/H264' && /packetization-mode=1/.test(c.sdpFmtpLine || ''),
+    vp8: (c) => c.mimeType === 'video/VP8',
+    av1: (c) => c.mimeType === 'video/AV1',
+    // Profile 0 (8-bit 4:2:0) is what the server decodes.
+    vp9: (c) => c.mimeType === 'video/VP9' && !/profile-id=[123]/.test(c.sdpFmtpLine || ''),
+  };
+  // The chosen codec first (what this browser sends), then everything else the server
+  // takes: H.264 and VP8 must stay in the list, they are what it sends back (a browser
+  // without H.264 — Firefox without the OpenH264 plugin — gets VP8). Never assume a codec
+  // exists: only formats this browser lists are kept.
+  const first = is[codec] ? codec : 'h264';
+  const order = [first, ...['h264', 'vp8', 'av1', 'vp9'].filter((c) => c !== first)].map((c) => is[c]);
   // Keep the retransmission format too: without it the browser offers no RTX and NACKed
   // packets cannot be repaired on their own stream.
   const isRtx = (c) => c.mimeType === 'video/rtx';

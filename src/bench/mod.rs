@@ -70,6 +70,11 @@ pub struct RoomBenchArgs {
     /// their rung by a size cap, as a client asking for a smaller picture would be.
     #[arg(long, value_delimiter = ',')]
     pub rungs: Vec<usize>,
+    /// How many viewers (the last ones) are sent VP8 instead of H.264, as viewers whose
+    /// offer has no H.264 (Firefox without OpenH264) are: e.g. `--vp8 3` with 9
+    /// participants is 6 H.264 + 3 VP8 viewers.
+    #[arg(long, default_value_t = 0)]
+    pub vp8: usize,
     /// Print the summary as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -167,6 +172,10 @@ pub struct BenchReport {
     pub encoder_waits: u64,
     /// Viewers and encoders per rung (best first), with the rungs' formats.
     pub rungs: Vec<RungReport>,
+    /// Viewers sent (H.264, VP8).
+    pub viewers_per_codec: (usize, usize),
+    /// Encoders running per codec at the end, (H.264, VP8) (fast mode).
+    pub encoders_per_codec: Option<(usize, usize)>,
     pub threads: usize,
 }
 
@@ -377,6 +386,16 @@ fn sink(pt: u8, sinks: &mut Sinks, cap: usize) -> RtpSink {
 }
 
 const H264_PT: u8 = 102;
+const VP8_PT: u8 = 96;
+
+/// Viewer `i` of `n`'s video sink: the last `vp8` viewers are sent VP8.
+fn viewer_sink(i: usize, n: usize, vp8: usize, sinks: &mut Sinks) -> RtpSink {
+    if i + vp8.min(n) >= n {
+        sink(VP8_PT, sinks, 4096).with_vp8()
+    } else {
+        sink(H264_PT, sinks, 4096)
+    }
+}
 
 fn snapshot(stats: &RoomStats) -> [u64; 4] {
     let c = &stats.cpu;
@@ -419,6 +438,7 @@ pub fn run(args: &RoomBenchArgs) -> Result<BenchReport, BenchError> {
         .map_err(|e| BenchError::Rungs(e.to_string()))?;
     let caps = rung_caps(args, &ladder, n)?;
     let mut per_rung: Vec<usize> = Vec::new();
+    let mut per_codec = None;
     let mut pacing = None;
     let (wall, cpu, phases, lateness) = if args.paced {
         let room = Room::start(
@@ -440,7 +460,7 @@ pub fn run(args: &RoomBenchArgs) -> Result<BenchReport, BenchError> {
             }
             let (up, _) = mpsc::channel(64);
             let a = sink(111, &mut sinks, 4096);
-            let v = (!args.audio_only).then(|| sink(H264_PT, &mut sinks, 4096));
+            let v = (!args.audio_only).then(|| viewer_sink(i, n, args.vp8, &mut sinks));
             room.attach(
                 info.id,
                 Attachment {
@@ -545,7 +565,7 @@ pub fn run(args: &RoomBenchArgs) -> Result<BenchReport, BenchError> {
                     id,
                     name: format!("P{i}"),
                 });
-                let v = sink(H264_PT, &mut sinks, 4096);
+                let v = viewer_sink(i, n, args.vp8, &mut sinks);
                 let link = Arc::new(crate::room::link::ViewerLink::default());
                 link.set_cap(cap_w, cap_h);
                 video.handle(VideoCmd::Attach {
@@ -608,6 +628,7 @@ pub fn run(args: &RoomBenchArgs) -> Result<BenchReport, BenchError> {
         let (t0, c0, p0) = snap.expect("warm-up shorter than the run");
         let p1 = snapshot(&stats);
         per_rung = video.encoders_per_rung();
+        per_codec = Some(video.encoders_per_codec());
         (
             t0.elapsed(),
             process_cpu_ns() - c0,
@@ -681,6 +702,8 @@ pub fn run(args: &RoomBenchArgs) -> Result<BenchReport, BenchError> {
                 encoders: per_rung.get(r).copied(),
             })
             .collect(),
+        viewers_per_codec: (n - args.vp8.min(n), args.vp8.min(n)),
+        encoders_per_codec: per_codec.filter(|_| !args.audio_only),
         threads: rayon::current_num_threads(),
     })
 }
@@ -797,6 +820,15 @@ pub fn print_table(r: &BenchReport) {
         ("overhead ratio", format!("{:.3}", r.overhead_ratio)),
         ("video encoders running", r.video_encoders.to_string()),
         (
+            "viewers H.264 / VP8",
+            format!("{} / {}", r.viewers_per_codec.0, r.viewers_per_codec.1),
+        ),
+        (
+            "encoders H.264 / VP8",
+            r.encoders_per_codec
+                .map_or("-".into(), |(a, b)| format!("{a} / {b}")),
+        ),
+        (
             "rungs: viewers / encoders",
             r.rungs
                 .iter()
@@ -866,7 +898,22 @@ mod tests {
             rungs,
             json: false,
             pipeline: false,
+            vp8: 0,
         }
+    }
+
+    #[test]
+    fn a_codec_mix_runs_one_encoder_per_picture_and_codec() {
+        // A shared canvas: one picture; two H.264 viewers and one VP8 viewer.
+        let args = RoomBenchArgs {
+            layout: "grid-shared".into(),
+            vp8: 1,
+            ..tiny("320x180", "300k", vec![])
+        };
+        let r = run(&args).unwrap();
+        assert_eq!(r.viewers_per_codec, (2, 1));
+        assert_eq!(r.encoders_per_codec, Some((1, 1)));
+        assert_eq!(r.video_encoders, 2);
     }
 
     #[test]

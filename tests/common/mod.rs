@@ -152,7 +152,6 @@ async fn receive(track: Arc<dyn TrackRemote>, received: Arc<Received>) {
     let kind = track.kind().await;
     let mut assembler = VideoAssembler::default();
     let mut video = VideoDecoder::new(VideoCodec::H264).unwrap();
-    let mut last_pt = None;
     let mut audio = OpusDecoder::new().unwrap();
     let mut pcm = vec![0i16; 5760];
     let mut picture = I420Frame::default();
@@ -172,7 +171,7 @@ async fn receive(track: Arc<dyn TrackRemote>, received: Arc<Received>) {
             }
         } else {
             let h = &pkt.header;
-            last_pt = Some(h.payload_type);
+            let pt = h.payload_type;
             assembler.push(
                 Instant::now(),
                 h.sequence_number,
@@ -184,8 +183,14 @@ async fn receive(track: Arc<dyn TrackRemote>, received: Arc<Received>) {
                 match pop {
                     VideoPop::Lost => need_key = true,
                     VideoPop::Frame { payloads, .. } => {
-                        let codec = last_pt
-                            .and_then(|pt| received.video_pts.lock().unwrap().get(&pt).copied())
+                        // The frame just completed is this packet's (one payload type a
+                        // frame).
+                        let codec = received
+                            .video_pts
+                            .lock()
+                            .unwrap()
+                            .get(&pt)
+                            .copied()
                             .unwrap_or(VideoCodec::H264);
                         if video.codec() != codec {
                             video = VideoDecoder::new(codec).unwrap();
