@@ -625,14 +625,15 @@ impl H264Encoder {
 
 /// One viewer-side encoder of either output codec, with one interface for the room.
 pub enum VideoEncoder {
-    H264(H264Encoder),
+    /// Boxed: openh264's state is far larger than libvpx's handle.
+    H264(Box<H264Encoder>),
     Vp8(super::vpx::Vp8Encoder),
 }
 
 impl VideoEncoder {
     pub fn new(codec: OutputCodec, settings: EncoderSettings) -> Result<Self, CodecError> {
         Ok(match codec {
-            OutputCodec::H264 => Self::H264(H264Encoder::new(settings)?),
+            OutputCodec::H264 => Self::H264(Box::new(H264Encoder::new(settings)?)),
             OutputCodec::Vp8 => Self::Vp8(super::vpx::Vp8Encoder::new(settings)?),
         })
     }

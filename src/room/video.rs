@@ -1,14 +1,17 @@
-//! The room's video thread. Packets are reordered and cut into frames as they arrive; at
-//! every output tick (absolute deadline, `1/fps`) it
+//! The room's video thread. Packets are reordered and cut into frames as they arrive
+//! (per participant, [`ingest`]); at every output tick (absolute deadline, `1/fps`) it
 //! 1. works out every viewer's picture from the layout — everyone but the viewer, the
 //!    active speaker first for focus layouts — as a *plan* (tile rectangles + who),
 //! 2. decodes, in parallel, only participants that some plan shows (the others' frames
 //!    are dropped; when they become visible a PLI fetches a keyframe),
 //! 3. renders each distinct (participant, tile size) once into the shared tile cache,
-//! 4. composes and H.264-encodes each **distinct (picture, rung)** once (in parallel):
-//!    viewers with identical pictures on the same rung of the quality ladder share one
-//!    encoder and one encoded frame, so the number of running encoders equals the number of
-//!    distinct (picture, rung) pairs in use.
+//! 4. composes and encodes each **distinct (picture, rung, codec)** once (in parallel):
+//!    viewers with identical pictures on the same rung of the quality ladder in the same
+//!    codec (H.264, or VP8 for viewers whose offer has no H.264) share one encoder and one
+//!    encoded frame, so the number of running encoders equals the number of distinct
+//!    (picture, rung, codec) in use. Which encoder each viewer receives from, which are
+//!    kept, started or retired and who needs a keyframe is decided by a pure function,
+//!    [`sharing`]; this module applies it.
 //!
 //! **Rungs.** Every viewer has a [`RungPolicy`] fed with its link's bandwidth estimate
 //! ([`ViewerLink`], written by its transport) and capped by the size it asked for; its
@@ -22,7 +25,8 @@
 //! gets a *private* encoder of the same (picture, rung), which starts with an IDR, and
 //! rejoins the shared encoder at that encoder's next IDR (scheduled no later than
 //! `SHARED_IDR_INTERVAL` after its last). A viewer's own losses are repaired by NACK
-//! retransmission in its transport, not by keyframes.
+//! retransmission in its transport, not by keyframes. VP8 viewers' PictureIDs run on per
+//! viewer across these moves (their sinks write the payload descriptors).
 //!
 //! **Nothing in the tick that can be done before it.** Encoders come ready from a pool
 //! (built and initialised on another thread, [`pool`]); a viewer whose picture changes
@@ -45,69 +49,43 @@
 //! (`inputRejected`), and afterwards a PLI asks for a fresh keyframe. Only that
 //! participant's tile is affected.
 
+mod ingest;
 mod pool;
+pub mod sharing;
+
+use ingest::Input;
+pub use ingest::REJECT_FOR;
 
 use pool::{EncoderPool, Shape, Spare};
+pub use sharing::{SHARED_IDR_INTERVAL, SOLO_IDR_INTERVAL};
 
 use super::clock::TickClock;
 use super::link::ViewerLink;
 use super::overload::FrameRateGovernor;
 use super::{RoomEvent, RoomStats, RtpSink, Upstream, VideoCmd};
-use crate::codec::video::{Decoded, EncoderSettings, IngestLimits, VideoDecoder, VideoEncoder};
-use crate::codec::{CodecError, OutputCodec, VideoCodec};
+use crate::codec::video::{EncoderSettings, IngestLimits, VideoEncoder};
+use crate::codec::OutputCodec;
 use crate::compositor::{self, TileCache, TileKey, TileNeed};
 use crate::config::Config;
 use crate::ids::ParticipantId;
 use crate::ladder::{Decision, Ladder, PolicyConfig, RungPolicy};
 use crate::layout::{LayoutSpec, Rect};
-use crate::media::jitter::{VideoAssembler, VideoPop};
 use crate::media::{I420Frame, VIDEO_CLOCK};
 use crate::metrics::timed;
 use rayon::prelude::*;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 
-/// How long an input over the ingest limits is refused before it may try again.
-pub const REJECT_FOR: Duration = Duration::from_secs(5);
-/// Minimum time between two PLIs to the same sender.
-const PLI_INTERVAL: Duration = Duration::from_millis(500);
 /// A participant whose last picture is older than this shows the placeholder.
 const STALE_AFTER: Duration = Duration::from_secs(3);
 /// How often each viewer's estimate and rung are logged (debug level; moves at info).
 const LINK_LOG_INTERVAL: Duration = Duration::from_secs(5);
-/// Minimum time between two requested IDRs of an encoder with one viewer.
-pub const SOLO_IDR_INTERVAL: Duration = Duration::from_secs(1);
-/// Minimum time between two requested IDRs of an encoder that several viewers share.
-pub const SHARED_IDR_INTERVAL: Duration = Duration::from_secs(3);
 
 /// What one viewer sees: tiles in drawing order.
 type Plan = Vec<(Rect, TileKey)>;
-
-struct Input {
-    assembler: VideoAssembler,
-    decoder: Option<VideoDecoder>,
-    payload_types: HashMap<u8, VideoCodec>,
-    last_pt: Option<u8>,
-    need_keyframe: bool,
-    last_pli: Option<Instant>,
-    upstream: Option<mpsc::Sender<Upstream>>,
-    frame: I420Frame,
-    last_picture: Option<Instant>,
-    decoded: u64,
-    pli_sent: u64,
-    limits: IngestLimits,
-    max_fps: u32,
-    /// Start of the current one-second frame-rate window and frames decoded in it.
-    fps_window: (Option<Instant>, u32),
-    /// Refused until then (over the limits).
-    rejected_until: Option<Instant>,
-    /// Why it was refused, until the room has been told.
-    rejection_to_report: Option<String>,
-}
 
 struct Participant {
     id: ParticipantId,
@@ -158,8 +136,8 @@ struct PictureEncoder {
     parts: Spare,
     /// Indices into `outputs` of the viewers receiving this picture this tick.
     viewers: Vec<usize>,
-    /// Taken by a group of viewers this tick.
-    claimed: bool,
+    /// The group (this tick's) whose picture it makes.
+    group: usize,
     /// Frame-rate accumulator: a frame is due when it reaches the tick rate.
     credit: u32,
     /// `Some(idr)` when a frame was encoded this tick.
@@ -170,25 +148,11 @@ struct PictureEncoder {
 }
 
 impl PictureEncoder {
-    /// Makes the same (picture, rung, frame rate, codec) as `other`.
-    fn same_picture(&self, other: &PictureEncoder) -> bool {
-        self.rung == other.rung
-            && self.want_fps == other.want_fps
-            && self.codec == other.codec
-            && self.plan == other.plan
-    }
-
-    /// Asks for an IDR, no sooner than `interval` after the last one.
-    fn request_idr(&mut self, now: Instant, interval: Duration) {
-        match self.last_idr {
-            Some(t) if now.duration_since(t) < interval => {
-                let at = t + interval;
-                self.idr_due = Some(self.idr_due.map_or(at, |d| d.min(at)));
-            }
-            _ => {
-                self.parts.encoder.request_keyframe();
-                self.idr_due = None;
-            }
+    fn format(&self) -> sharing::Format {
+        sharing::Format {
+            rung: self.rung,
+            fps: self.want_fps,
+            codec: self.codec,
         }
     }
 }
@@ -199,8 +163,6 @@ struct Group {
     /// An output whose plan and decision are the group's.
     lead: usize,
     members: Vec<usize>,
-    /// Index into `encoders` of the encoder it runs on this tick.
-    encoder: Option<usize>,
 }
 
 /// The recorder's picture: everyone, in the recording layout, at the recording size.
@@ -231,12 +193,17 @@ struct Scratch {
     rects: Vec<Rect>,
     groups: Vec<Group>,
     groups_used: usize,
-    /// (viewers already on it, group, encoder) candidates for keeping an encoder.
-    votes: Vec<(usize, usize, usize)>,
-    /// (output, encoder index) pairs that need an IDR from that encoder.
-    need_idr: Vec<(usize, usize)>,
-    /// Encoder ids that start with an IDR anyway this tick.
-    fresh: Vec<u64>,
+    /// The sharing decision's inputs and output (`sharing`).
+    formats: Vec<sharing::Format>,
+    viewers: Vec<sharing::Viewer>,
+    running: Vec<sharing::Running>,
+    out_group: Vec<usize>,
+    sharing: sharing::Scratch,
+    decision: sharing::Decision,
+    /// Ids of the encoders started this tick (per `decision.started`; `None`: none ready).
+    started: Vec<Option<u64>>,
+    encoded: Vec<sharing::Encoded>,
+    moves: Vec<(ParticipantId, u64, u64)>,
     needs: Vec<TileNeed>,
     sizes: Vec<pool::Shape>,
 }
@@ -269,141 +236,6 @@ pub struct VideoLoop {
     pipeline: bool,
     /// Pipelined: the tiles being rendered for the next tick's encodes.
     next_tiles: TileCache,
-}
-
-impl Input {
-    fn new(limits: IngestLimits, max_fps: u32) -> Self {
-        Self {
-            assembler: VideoAssembler::default(),
-            decoder: None,
-            payload_types: HashMap::new(),
-            last_pt: None,
-            need_keyframe: true,
-            last_pli: None,
-            upstream: None,
-            frame: I420Frame::default(),
-            last_picture: None,
-            decoded: 0,
-            pli_sent: 0,
-            limits,
-            max_fps,
-            fps_window: (None, 0),
-            rejected_until: None,
-            rejection_to_report: None,
-        }
-    }
-
-    /// Refuses this input for [`REJECT_FOR`] (frames dropped undecoded).
-    fn reject(&mut self, now: Instant, reason: String) {
-        self.rejected_until = Some(now + REJECT_FOR);
-        self.rejection_to_report = Some(reason);
-        self.need_keyframe = true;
-        self.discard_pending(now);
-    }
-
-    /// Counts a decoded frame; false when the frame rate is over the limit (with 25 %
-    /// tolerance for bursts).
-    fn frame_rate_ok(&mut self, now: Instant) -> bool {
-        let (start, n) = &mut self.fps_window;
-        if start.is_none_or(|s| now.duration_since(s) >= Duration::from_secs(1)) {
-            *start = Some(now);
-            *n = 0;
-        }
-        *n += 1;
-        *n <= self.max_fps + self.max_fps / 4
-    }
-
-    fn request_keyframe(&mut self, now: Instant) {
-        self.need_keyframe = true;
-        if self
-            .last_pli
-            .is_some_and(|t| now.duration_since(t) < PLI_INTERVAL)
-        {
-            return;
-        }
-        if let Some(up) = &self.upstream {
-            if up.try_send(Upstream::KeyframeRequest).is_ok() {
-                self.last_pli = Some(now);
-                self.pli_sent += 1;
-            }
-        }
-    }
-
-    /// Drops complete frames of a participant nobody sees; it will need a keyframe.
-    fn discard_pending(&mut self, now: Instant) {
-        while self.assembler.pop(now).is_some() {
-            self.need_keyframe = true;
-        }
-    }
-
-    /// Decodes every complete frame; returns whether a new picture arrived.
-    fn decode_pending(&mut self, now: Instant) -> bool {
-        if let Some(until) = self.rejected_until {
-            if now < until {
-                self.discard_pending(now);
-                return false;
-            }
-            self.rejected_until = None;
-        }
-        let mut got = false;
-        while let Some(pop) = self.assembler.pop(now) {
-            match pop {
-                VideoPop::Lost => self.request_keyframe(now),
-                VideoPop::Frame { payloads, .. } => {
-                    let Some(codec) = self
-                        .last_pt
-                        .and_then(|pt| self.payload_types.get(&pt).copied())
-                    else {
-                        continue;
-                    };
-                    if self.decoder.as_ref().is_none_or(|d| d.codec() != codec) {
-                        match VideoDecoder::with_limits(codec, self.limits) {
-                            Ok(d) => self.decoder = Some(d),
-                            Err(e) => {
-                                tracing::warn!("video decoder: {e}");
-                                continue;
-                            }
-                        }
-                        self.need_keyframe = true;
-                    }
-                    let dec = self.decoder.as_mut().expect("created above");
-                    let result = dec.decode(&payloads, self.need_keyframe, &mut self.frame);
-                    self.assembler.recycle(payloads);
-                    match result {
-                        Ok(Decoded::Picture { .. }) if !self.frame_rate_ok(now) => {
-                            let max = self.max_fps;
-                            self.reject(now, format!("frame rate above {max} fps"));
-                            return got;
-                        }
-                        Ok(Decoded::Picture { .. }) => {
-                            self.need_keyframe = false;
-                            self.last_picture = Some(now);
-                            self.decoded += 1;
-                            got = true;
-                        }
-                        Ok(Decoded::Nothing) => {
-                            if self.need_keyframe {
-                                self.request_keyframe(now);
-                            }
-                        }
-                        Err(CodecError::OverLimits(reason)) => {
-                            self.reject(now, reason);
-                            return got;
-                        }
-                        Err(e) => {
-                            tracing::debug!("video decode: {e}");
-                            self.request_keyframe(now);
-                        }
-                    }
-                }
-            }
-        }
-        // Still waiting for a keyframe: keep asking (rate-limited).
-        if self.need_keyframe && self.last_pt.is_some() {
-            self.request_keyframe(now);
-        }
-        got
-    }
 }
 
 impl VideoLoop {
@@ -815,8 +647,9 @@ impl VideoLoop {
         d: Decision,
         codec: OutputCodec,
         private_for: Option<ParticipantId>,
+        group: usize,
         now: Instant,
-    ) -> Option<usize> {
+    ) -> Option<u64> {
         let r = self.ladder.get(d.rung);
         let (fps, bitrate) = self.rate_for(d);
         let parts = self
@@ -833,7 +666,7 @@ impl VideoLoop {
             private_for,
             parts,
             viewers: Vec::new(),
-            claimed: true,
+            group,
             credit: self.tick_fps,
             encoded: None,
             last_idr: Some(now),
@@ -841,157 +674,124 @@ impl VideoLoop {
         };
         e.plan.clone_from(plan);
         self.encoders.push(e);
-        self.scratch.fresh.push(self.next_encoder_id);
-        Some(self.encoders.len() - 1)
+        Some(self.next_encoder_id)
     }
 
-    /// Step 4's bookkeeping: one encoder per distinct (plan, rung, fps). A group of viewers
-    /// keeps the encoder most of them were already on (it just encodes the new picture);
-    /// viewers that move to another encoder's stream, or asked for a keyframe, get an IDR
-    /// without making everyone else's stream a keyframe stream (see the module doc).
+    /// Step 4's bookkeeping: one encoder per distinct (plan, rung, frame rate, codec). The
+    /// decision is `sharing::decide` (pure, unit-tested there); this applies it: encoders
+    /// retired to the pool, kept ones retargeted to their group's picture and rate, new
+    /// ones taken from the pool (a viewer whose encoder is not ready waits a tick and asks
+    /// again), keyframes requested or scheduled.
     fn assign_encoders(&mut self, now: Instant) {
+        self.group_outputs();
+        let sc = &mut self.scratch;
+        let groups = sc.groups_used;
+        sc.formats.clear();
+        sc.out_group.clear();
+        sc.out_group.resize(self.outputs.len(), 0);
+        for g in 0..groups {
+            let lead = &self.outputs[sc.groups[g].lead];
+            sc.formats.push(sharing::Format {
+                rung: lead.decision.rung,
+                fps: lead.decision.fps,
+                codec: lead.codec,
+            });
+            for &o in &sc.groups[g].members {
+                sc.out_group[o] = g;
+            }
+        }
+        sc.viewers.clear();
+        for (o, out) in self.outputs.iter_mut().enumerate() {
+            sc.viewers.push(sharing::Viewer {
+                id: out.viewer,
+                group: sc.out_group[o],
+                previous: out.encoder,
+                wants_keyframe: std::mem::take(&mut out.wants_idr),
+            });
+        }
+        sc.running.clear();
+        sc.running
+            .extend(self.encoders.iter().map(|e| sharing::Running {
+                id: e.id,
+                format: e.format(),
+                private_for: e.private_for,
+                last_idr: e.last_idr,
+                idr_due: e.idr_due,
+            }));
+        sharing::decide(
+            &sc.viewers,
+            &sc.formats,
+            &sc.running,
+            now,
+            &mut sc.sharing,
+            &mut sc.decision,
+        );
+        let d = &self.scratch.decision;
+
+        for &id in &d.retired {
+            if let Some(i) = self.encoders.iter().position(|e| e.id == id) {
+                let e = self.encoders.swap_remove(i);
+                self.pool.give_back(e.parts);
+            }
+        }
         for e in &mut self.encoders {
             e.viewers.clear();
-            e.claimed = false;
-        }
-        self.scratch.fresh.clear();
-        self.scratch.need_idr.clear();
-        self.group_outputs();
-        let groups = self.scratch.groups_used;
-
-        // Viewers on a private encoder of their own stay there (it follows the picture).
-        for g in 0..groups {
-            let lead = self.scratch.groups[g].lead;
-            let rung = self.outputs[lead].decision.rung;
-            for m in 0..self.scratch.groups[g].members.len() {
-                let o = self.scratch.groups[g].members[m];
-                let Some(i) = self.private_of(o, rung) else {
-                    continue;
-                };
-                let e = &mut self.encoders[i];
-                e.claimed = true;
-                e.viewers.push(o);
-                if e.plan != self.outputs[lead].plan {
-                    e.plan.clone_from(&self.outputs[lead].plan);
-                }
+            if d.promoted.contains(&e.id) {
+                e.private_for = None;
             }
-        }
-        // Each group keeps the shared encoder most of its viewers were on.
-        self.scratch.votes.clear();
-        for g in 0..groups {
-            let lead = self.scratch.groups[g].lead;
-            let (rung, want_fps, codec) = (
-                self.outputs[lead].decision.rung,
-                self.outputs[lead].decision.fps,
-                self.outputs[lead].codec,
-            );
-            let first = self.scratch.votes.len();
-            for m in 0..self.scratch.groups[g].members.len() {
-                let o = self.scratch.groups[g].members[m];
-                let Some(i) = self.encoder_of(o) else {
-                    continue;
-                };
-                let e = &self.encoders[i];
-                if e.private_for.is_some()
-                    || e.rung != rung
-                    || e.want_fps != want_fps
-                    || e.codec != codec
-                {
-                    continue;
-                }
-                match self.scratch.votes[first..].iter_mut().find(|v| v.2 == i) {
-                    Some(v) => v.0 += 1,
-                    None => self.scratch.votes.push((1, g, i)),
-                }
-            }
-        }
-        self.scratch
-            .votes
-            .sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        for v in 0..self.scratch.votes.len() {
-            let (_, g, i) = self.scratch.votes[v];
-            if self.scratch.groups[g].encoder.is_none() && !self.encoders[i].claimed {
-                self.encoders[i].claimed = true;
-                self.scratch.groups[g].encoder = Some(i);
-            }
-        }
-        // Retarget kept encoders; new ones for groups that have none.
-        for g in 0..groups {
-            let lead = self.scratch.groups[g].lead;
-            let d = self.outputs[lead].decision;
-            let idx = match self.scratch.groups[g].encoder {
-                Some(i) => {
-                    let (fps, bitrate) = self.rate_for(d);
-                    let e = &mut self.encoders[i];
-                    if e.plan != self.outputs[lead].plan {
-                        e.plan.clone_from(&self.outputs[lead].plan);
-                    }
-                    if e.fps != fps || e.parts.encoder.settings().bitrate_bps != bitrate {
-                        e.fps = fps;
-                        if let Err(err) = e.parts.encoder.set_rate(fps, bitrate) {
-                            tracing::warn!("video encoder rate: {err}");
-                        }
-                    }
-                    i
-                }
-                None => {
-                    // Everyone on a private encoder already: nothing shared to run.
-                    let all_private = self.scratch.groups[g]
-                        .members
-                        .iter()
-                        .all(|&o| self.private_of(o, d.rung).is_some());
-                    if all_private {
-                        continue;
-                    }
-                    let plan = std::mem::take(&mut self.outputs[lead].plan);
-                    let codec = self.outputs[lead].codec;
-                    let made = self.new_encoder(&plan, d, codec, None, now);
-                    self.outputs[lead].plan = plan;
-                    match made {
-                        Some(i) => {
-                            self.scratch.groups[g].encoder = Some(i);
-                            i
-                        }
-                        // No encoder ready: these viewers wait a tick.
-                        None => continue,
-                    }
-                }
-            };
-            let id = self.encoders[idx].id;
-            for m in 0..self.scratch.groups[g].members.len() {
-                let o = self.scratch.groups[g].members[m];
-                if self.private_of(o, d.rung).is_some() {
-                    continue; // kept on its private encoder above
-                }
-                let moved = self.outputs[o].encoder != Some(id);
-                let wants = std::mem::take(&mut self.outputs[o].wants_idr);
-                if self.scratch.fresh.contains(&id) {
-                    self.encoders[idx].viewers.push(o);
-                } else if moved || wants {
-                    self.scratch.need_idr.push((o, idx));
-                } else {
-                    self.encoders[idx].viewers.push(o);
-                }
-            }
-        }
-        // Keyframe requests of viewers on private encoders.
-        for i in 0..self.encoders.len() {
-            if self.encoders[i].private_for.is_some() && self.encoders[i].viewers.len() == 1 {
-                let o = self.encoders[i].viewers[0];
-                if std::mem::take(&mut self.outputs[o].wants_idr) {
-                    self.encoders[i].request_idr(now, SOLO_IDR_INTERVAL);
-                }
-            }
-        }
-        self.serve_idr_requests(now);
-        self.retire_unused();
-        for e in &mut self.encoders {
-            for &o in &e.viewers {
-                self.outputs[o].encoder = Some(e.id);
-            }
-            if e.idr_due.is_some_and(|t| now >= t) {
+            if d.keyframe_now.contains(&e.id) {
                 e.parts.encoder.request_keyframe();
-                e.idr_due = None;
+            }
+            if let Some(&(_, due)) = d.idr_due.iter().find(|(id, _)| *id == e.id) {
+                e.idr_due = due;
+            }
+        }
+        // Kept encoders follow their group's picture and rate (no restart, no IDR).
+        for k in 0..self.scratch.decision.kept.len() {
+            let (id, g) = self.scratch.decision.kept[k];
+            let lead = self.scratch.groups[g].lead;
+            let (fps, bitrate) = self.rate_for(self.outputs[lead].decision);
+            let Some(e) = self.encoders.iter_mut().find(|e| e.id == id) else {
+                continue;
+            };
+            e.group = g;
+            if e.plan != self.outputs[lead].plan {
+                e.plan.clone_from(&self.outputs[lead].plan);
+            }
+            if e.fps != fps || e.parts.encoder.settings().bitrate_bps != bitrate {
+                e.fps = fps;
+                if let Err(err) = e.parts.encoder.set_rate(fps, bitrate) {
+                    tracing::warn!("video encoder rate: {err}");
+                }
+            }
+        }
+        // New encoders, ready from the pool (each starts with an IDR).
+        self.scratch.started.clear();
+        for n in 0..self.scratch.decision.started.len() {
+            let st = self.scratch.decision.started[n];
+            let lead = self.scratch.groups[st.group].lead;
+            let (d, codec) = (self.outputs[lead].decision, self.outputs[lead].codec);
+            let private_for = st.private_for.map(|o| self.outputs[o].viewer);
+            let plan = std::mem::take(&mut self.outputs[lead].plan);
+            let made = self.new_encoder(&plan, d, codec, private_for, st.group, now);
+            self.outputs[lead].plan = plan;
+            self.scratch.started.push(made);
+        }
+        // Viewers onto their encoders.
+        for o in 0..self.outputs.len() {
+            let id = match self.scratch.decision.sources[o] {
+                Some(sharing::Source::Running(id)) => Some(id),
+                Some(sharing::Source::Started(n)) => self.scratch.started[n],
+                None => None,
+            };
+            match id.and_then(|id| self.encoders.iter_mut().find(|e| e.id == id)) {
+                Some(e) => {
+                    e.viewers.push(o);
+                    self.outputs[o].encoder = Some(e.id);
+                }
+                // None ready: it waits (and keeps asking) rather than get a stream it
+                // cannot decode.
+                None => self.outputs[o].wants_idr = true,
             }
         }
         self.stats
@@ -1000,24 +800,6 @@ impl VideoLoop {
         self.stats
             .video_encoder_waits
             .store(self.pool.waits, Ordering::Relaxed);
-    }
-
-    /// The index of the encoder output `o` received from last tick.
-    fn encoder_of(&self, o: usize) -> Option<usize> {
-        let id = self.outputs[o].encoder?;
-        self.encoders.iter().position(|e| e.id == id)
-    }
-
-    /// The private encoder output `o` is on, if it makes pictures of `rung`.
-    fn private_of(&self, o: usize, rung: usize) -> Option<usize> {
-        let i = self.encoder_of(o)?;
-        let e = &self.encoders[i];
-        let d = self.outputs[o].decision;
-        (e.private_for == Some(self.outputs[o].viewer)
-            && e.rung == rung
-            && e.want_fps == d.fps
-            && e.codec == self.outputs[o].codec)
-            .then_some(i)
     }
 
     /// Groups outputs by (plan, rung, frame rate, codec) into `scratch.groups[..groups_used]`.
@@ -1051,90 +833,8 @@ impl VideoLoop {
                     g.lead = o;
                     g.members.clear();
                     g.members.push(o);
-                    g.encoder = None;
                     *groups_used += 1;
                 }
-            }
-        }
-    }
-
-    /// Viewers that need an IDR from the encoder they were put on: from that encoder when
-    /// nobody else is on it or its last IDR is old enough, else from a private encoder of
-    /// the same picture until the shared one's next IDR (scheduled).
-    fn serve_idr_requests(&mut self, now: Instant) {
-        for n in 0..self.scratch.need_idr.len() {
-            let (_, idx) = self.scratch.need_idr[n];
-            if self.scratch.need_idr[..n].iter().any(|&(_, i)| i == idx) {
-                continue; // this encoder was served with its first requester
-            }
-            let e = &mut self.encoders[idx];
-            let shared_fresh = e
-                .last_idr
-                .is_none_or(|t| now.duration_since(t) >= SHARED_IDR_INTERVAL);
-            let interval = if e.viewers.is_empty() {
-                Some(SOLO_IDR_INTERVAL)
-            } else if shared_fresh {
-                Some(SHARED_IDR_INTERVAL)
-            } else {
-                None
-            };
-            if let Some(interval) = interval {
-                e.request_idr(now, interval);
-                for m in n..self.scratch.need_idr.len() {
-                    let (o, i) = self.scratch.need_idr[m];
-                    if i == idx {
-                        self.encoders[idx].viewers.push(o);
-                    }
-                }
-                continue;
-            }
-            // Not everyone's stream for a few viewers: each gets a private encoder (IDR
-            // first) until the shared one's next IDR, which is scheduled.
-            if let Some(t) = e.last_idr {
-                let at = t + SHARED_IDR_INTERVAL;
-                e.idr_due = Some(e.idr_due.map_or(at, |d| d.min(at)));
-            }
-            for m in n..self.scratch.need_idr.len() {
-                let (o, i) = self.scratch.need_idr[m];
-                if i != idx {
-                    continue;
-                }
-                let (d, viewer) = (self.outputs[o].decision, self.outputs[o].viewer);
-                let codec = self.outputs[o].codec;
-                let plan = std::mem::take(&mut self.outputs[o].plan);
-                let made = self.new_encoder(&plan, d, codec, Some(viewer), now);
-                self.outputs[o].plan = plan;
-                match made {
-                    Some(p) => self.encoders[p].viewers.push(o),
-                    // None ready: it waits (and keeps asking) rather than get a stream it
-                    // cannot decode.
-                    None => self.outputs[o].wants_idr = true,
-                }
-            }
-        }
-    }
-
-    /// Encoders nobody receives from and no group kept go back to the pool (a kept one
-    /// whose viewers all wait for a private encoder stays); a private encoder whose shared
-    /// counterpart is gone becomes the shared one.
-    fn retire_unused(&mut self) {
-        let mut i = 0;
-        while i < self.encoders.len() {
-            if self.encoders[i].viewers.is_empty() && !self.encoders[i].claimed {
-                let e = self.encoders.swap_remove(i);
-                self.pool.give_back(e.parts);
-            } else {
-                i += 1;
-            }
-        }
-        for i in 0..self.encoders.len() {
-            if self.encoders[i].private_for.is_some()
-                && !self
-                    .encoders
-                    .iter()
-                    .any(|s| s.private_for.is_none() && s.same_picture(&self.encoders[i]))
-            {
-                self.encoders[i].private_for = None;
             }
         }
     }
@@ -1293,21 +993,27 @@ impl VideoLoop {
             }
         }
         // A private viewer rejoins its shared encoder when that one sends an IDR.
-        for i in 0..self.encoders.len() {
-            let Some(viewer) = self.encoders[i].private_for else {
+        let sc = &mut self.scratch;
+        sc.encoded.clear();
+        sc.encoded
+            .extend(self.encoders.iter().map(|e| sharing::Encoded {
+                id: e.id,
+                group: e.group,
+                private_for: e.private_for,
+                idr: e.encoded == Some(true),
+            }));
+        sharing::rejoin(&sc.encoded, &mut sc.moves);
+        for m in 0..self.scratch.moves.len() {
+            let (viewer, from, to) = self.scratch.moves[m];
+            let Some(o) = self.outputs.iter().position(|o| o.viewer == viewer) else {
                 continue;
             };
-            let shared = self.encoders.iter().position(|s| {
-                s.private_for.is_none()
-                    && s.encoded == Some(true)
-                    && s.same_picture(&self.encoders[i])
-            });
-            if let Some(s) = shared {
-                if let Some(o) = self.outputs.iter().position(|o| o.viewer == viewer) {
-                    self.encoders[i].viewers.retain(|&v| v != o);
-                    self.encoders[s].viewers.push(o);
-                    self.outputs[o].encoder = Some(self.encoders[s].id);
-                }
+            if let Some(e) = self.encoders.iter_mut().find(|e| e.id == from) {
+                e.viewers.retain(|&v| v != o);
+            }
+            if let Some(e) = self.encoders.iter_mut().find(|e| e.id == to) {
+                e.viewers.push(o);
+                self.outputs[o].encoder = Some(to);
             }
         }
         for e in &self.encoders {

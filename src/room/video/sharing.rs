@@ -309,7 +309,10 @@ pub fn decide(
     s.shared.clear();
     s.shared.resize(formats.len(), false);
     for &(id, g) in &d.kept {
-        if running[position(id).expect("running")].private_for.is_none() {
+        if running[position(id).expect("running")]
+            .private_for
+            .is_none()
+        {
             s.shared[g] = true;
         }
     }
@@ -515,7 +518,7 @@ mod tests {
         let p = ids(3);
         let t0 = Instant::now();
         let now = t0 + Duration::from_secs(1); // the shared IDR is 1 s old: not fresh
-        // P0 and P1 on encoder 1; P2 moves from encoder 2 (another picture) into group 0.
+                                               // P0 and P1 on encoder 1; P2 moves from encoder 2 (another picture) into group 0.
         let v = [
             viewer(p[0], 0, Some(1)),
             viewer(p[1], 0, Some(1)),

@@ -4,8 +4,12 @@
 
 use super::*;
 use crate::codec::video::H264Encoder;
+use crate::codec::video::{Decoded, VideoDecoder};
+use crate::codec::VideoCodec;
 use crate::layout::LayoutSet;
 use rtc::rtp::codec::h264::H264Payloader;
+use std::collections::HashMap;
+use tokio::sync::mpsc;
 
 struct Harness {
     video: VideoLoop,
@@ -778,8 +782,8 @@ fn h264_and_vp8_viewers_of_one_picture_use_one_encoder_per_codec_and_keyframes_s
         before[3] + 1,
         "the VP8 viewer got a keyframe at once"
     );
-    for i in 0..3 {
-        assert_eq!(h.idrs(i), before[i], "H.264 viewer {i} got an IDR");
+    for (i, &b) in before.iter().enumerate().take(3) {
+        assert_eq!(h.idrs(i), b, "H.264 viewer {i} got an IDR");
     }
     assert_eq!(h.video.encoders_per_codec(), (1, 1));
     // A VP8 viewer on the lower rung: a VP8 encoder of that rung, the H.264 one untouched.
