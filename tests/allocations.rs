@@ -1,5 +1,6 @@
 //! The media loops allocate nothing per tick once a room is steady (issue 12): the video
-//! tick (decode, tiles, plans, encoder groups, compose, encode, packetise once, send) and
+//! tick (decode, tiles, plans, encoder groups, compose, encode — H.264 and, for one viewer,
+//! VP8 — packetise once, send) and
 //! the audio tick (levels, top-K, mixes, encodes, send) are run against real H.264 and
 //! Opus input while a counting global allocator watches every thread of this process.
 //!
@@ -139,7 +140,12 @@ fn steady_ticks(pipeline: bool) {
         video.handle(VideoCmd::Attach {
             id,
             payload_types: HashMap::from([(102, VideoCodec::H264)]),
-            sink: Some(RtpSink::new(10 + i as u32, 102, vtx)),
+            // The last viewer is sent VP8 (its own payload descriptors, libvpx's encoder).
+            sink: Some(if i == n - 1 {
+                RtpSink::new(10 + i as u32, 96, vtx).with_vp8()
+            } else {
+                RtpSink::new(10 + i as u32, 102, vtx)
+            }),
             upstream: up,
             link: Arc::new(ViewerLink::default()),
         });

@@ -91,6 +91,9 @@ impl SharedBuf {
 /// (TL0PICIDX), T (TID 0, Y).
 pub const VP8_DESCRIPTOR_LEN: usize = 6;
 
+/// The least storage a VP8 packetiser or a viewer's descriptor writer starts with.
+const VP8_BUFFER: usize = 128 * 1024;
+
 /// Packetises a VP8 frame: chunks of at most `mtu - VP8_DESCRIPTOR_LEN` bytes, one
 /// partition (descriptors are per viewer, see [`Vp8Descriptors`]).
 #[derive(Default)]
@@ -107,7 +110,10 @@ impl Vp8Packetizer {
             return;
         }
         self.buf.clear();
-        self.buf.reserve(frame.len());
+        // At least VP8_BUFFER from the start: the storage is reclaimed frame after frame
+        // only while frames fit the first allocation (a static picture's first frames
+        // are tiny, a later keyframe is not).
+        self.buf.reserve(frame.len().max(VP8_BUFFER));
         self.buf.extend_from_slice(frame);
         let max = mtu - VP8_DESCRIPTOR_LEN;
         let mut at = 0;
@@ -145,7 +151,8 @@ impl Vp8Descriptors {
         self.buf.clear();
         self.ranges.clear();
         let bytes: usize = frame.ranges.iter().map(|r| r.len()).sum();
-        self.buf.reserve(bytes + frame.len() * VP8_DESCRIPTOR_LEN);
+        self.buf
+            .reserve((bytes + frame.len() * VP8_DESCRIPTOR_LEN).max(VP8_BUFFER));
         let pid = self.picture_id;
         for (i, r) in frame.ranges.iter().enumerate() {
             let start = self.buf.len();

@@ -136,6 +136,9 @@ struct PictureEncoder {
     parts: Spare,
     /// Indices into `outputs` of the viewers receiving this picture this tick.
     viewers: Vec<usize>,
+    /// The recorder, when this is the recording's picture (then it has no viewers and
+    /// takes no part in sharing).
+    recorder: Option<Box<Recorder>>,
     /// The group (this tick's) whose picture it makes.
     group: usize,
     /// Frame-rate accumulator: a frame is due when it reaches the tick rate.
@@ -165,25 +168,23 @@ struct Group {
     members: Vec<usize>,
 }
 
-/// The recorder's picture: everyone, in the recording layout, at the recording size.
-struct RecordingPicture {
+/// The recorder as the consumer of a picture: what it asks for (everyone, in the recording
+/// layout, at the recording size) and where the encoded frames go. Its encoder is an
+/// ordinary [`PictureEncoder`] in the room's list (one of its own: the recording's size,
+/// bitrate and one-second IDRs are no viewer's), encoded and timed with the others; only
+/// the delivery differs (a queue to the recorder instead of RTP sinks).
+struct Recorder {
     layout: LayoutSpec,
     width: u32,
     height: u32,
-    /// Always H.264 (the recorder writes H.264 in fMP4).
-    encoder: VideoEncoder,
-    canvas: I420Frame,
-    au: Vec<u8>,
+    /// The picture planned this tick (its encoder takes it when encoders are assigned,
+    /// as viewers' encoders take their group's plan).
+    plan: Plan,
+    tx: crate::recording::RecSender,
     /// Frames handed to the recorder, from one reclaimed buffer.
     out: crate::codec::pack::SharedBuf,
-    /// The recording's plan for this tick, and the one its picture is encoded from (the
-    /// same when not pipelined; last tick's when pipelined).
-    plan: Plan,
-    encode_plan: Plan,
-    tx: crate::recording::RecSender,
     /// A frame was dropped: only an IDR may follow.
     awaiting_idr: bool,
-    encoded: Option<bool>,
 }
 
 /// Buffers the tick reuses instead of allocating.
@@ -227,7 +228,6 @@ pub struct VideoLoop {
     tick_fps: u32,
     /// When tick 0 was due (RTP and recording timestamps count from it).
     clock_start: Instant,
-    recording: Option<RecordingPicture>,
     events: broadcast::Sender<RoomEvent>,
     limits: IngestLimits,
     max_input_fps: u32,
@@ -272,7 +272,6 @@ impl VideoLoop {
             settings,
             tick_fps: v.fps,
             clock_start: Instant::now(),
-            recording: None,
             events,
             limits: config.ingest.limits(),
             max_input_fps: config.ingest.max_fps,
@@ -359,8 +358,18 @@ impl VideoLoop {
     /// picture and nothing is recorded.
     fn is_idle(&self) -> bool {
         self.outputs.is_empty()
-            && self.recording.is_none()
+            && !self.recording()
             && self.participants.iter().all(|p| p.input.upstream.is_none())
+    }
+
+    /// A recording is running.
+    fn recording(&self) -> bool {
+        self.encoders.iter().any(|e| e.recorder.is_some())
+    }
+
+    /// The encoders that make viewers' pictures (not the recording's).
+    fn viewer_encoders(&self) -> impl Iterator<Item = &PictureEncoder> {
+        self.encoders.iter().filter(|e| e.recorder.is_none())
     }
 
     fn find(&mut self, id: ParticipantId) -> Option<&mut Participant> {
@@ -369,13 +378,13 @@ impl VideoLoop {
 
     /// Video encoders running (one per distinct picture and rung, plus private ones).
     pub fn encoder_count(&self) -> usize {
-        self.encoders.len()
+        self.viewer_encoders().count()
     }
 
     /// Encoders running per rung of the ladder.
     pub fn encoders_per_rung(&self) -> Vec<usize> {
         let mut n = vec![0; self.ladder.rungs().len()];
-        for e in &self.encoders {
+        for e in self.viewer_encoders() {
             n[e.rung] += 1;
         }
         n
@@ -518,25 +527,44 @@ impl VideoLoop {
                 };
                 match VideoEncoder::new(OutputCodec::H264, settings) {
                     Ok(encoder) => {
-                        self.recording = Some(RecordingPicture {
-                            layout,
-                            width,
-                            height,
-                            encoder,
-                            canvas: I420Frame::new(width as usize, height as usize),
-                            au: Vec::with_capacity(512 * 1024),
-                            out: Default::default(),
+                        self.encoders.retain(|e| e.recorder.is_none());
+                        self.next_encoder_id += 1;
+                        self.encoders.push(PictureEncoder {
+                            id: self.next_encoder_id,
                             plan: Vec::new(),
-                            encode_plan: Vec::new(),
-                            tx,
-                            awaiting_idr: false,
+                            rung: 0,
+                            codec: OutputCodec::H264,
+                            fps: self.tick_fps,
+                            want_fps: self.tick_fps,
+                            private_for: None,
+                            parts: Spare {
+                                encoder,
+                                canvas: I420Frame::new(width as usize, height as usize),
+                                au: Vec::with_capacity(512 * 1024),
+                                packetizer: crate::codec::pack::Packetizer::new(OutputCodec::H264),
+                                packets: Default::default(),
+                            },
+                            viewers: Vec::new(),
+                            recorder: Some(Box::new(Recorder {
+                                layout,
+                                width,
+                                height,
+                                plan: Vec::new(),
+                                tx,
+                                out: Default::default(),
+                                awaiting_idr: false,
+                            })),
+                            group: usize::MAX,
+                            credit: 0,
                             encoded: None,
-                        })
+                            last_idr: None,
+                            idr_due: None,
+                        });
                     }
                     Err(e) => tracing::error!("recording encoder: {e}"),
                 }
             }
-            VideoCmd::StopRecording => self.recording = None,
+            VideoCmd::StopRecording => self.encoders.retain(|e| e.recorder.is_none()),
             VideoCmd::Stop => {}
         }
     }
@@ -577,8 +605,9 @@ impl VideoLoop {
                 &mut out.plan,
             );
         }
-        if let Some(rec) = self.recording.as_mut() {
-            // Everyone, join order (the current speaker first for focus layouts).
+        // The recorder's picture: everyone, join order (the current speaker first for
+        // focus layouts).
+        for rec in self.encoders.iter_mut().filter_map(|e| e.recorder.as_mut()) {
             picture.plan(
                 &rec.layout,
                 (rec.width, rec.height),
@@ -666,6 +695,7 @@ impl VideoLoop {
             private_for,
             parts,
             viewers: Vec::new(),
+            recorder: None,
             group,
             credit: self.tick_fps,
             encoded: None,
@@ -710,14 +740,18 @@ impl VideoLoop {
             });
         }
         sc.running.clear();
-        sc.running
-            .extend(self.encoders.iter().map(|e| sharing::Running {
-                id: e.id,
-                format: e.format(),
-                private_for: e.private_for,
-                last_idr: e.last_idr,
-                idr_due: e.idr_due,
-            }));
+        sc.running.extend(
+            self.encoders
+                .iter()
+                .filter(|e| e.recorder.is_none())
+                .map(|e| sharing::Running {
+                    id: e.id,
+                    format: e.format(),
+                    private_for: e.private_for,
+                    last_idr: e.last_idr,
+                    idr_due: e.idr_due,
+                }),
+        );
         sharing::decide(
             &sc.viewers,
             &sc.formats,
@@ -744,6 +778,16 @@ impl VideoLoop {
             }
             if let Some(&(_, due)) = d.idr_due.iter().find(|(id, _)| *id == e.id) {
                 e.idr_due = due;
+            }
+        }
+        // The recording's encoder takes the recorder's picture, at the room's rate.
+        let tick_fps = self.tick_fps;
+        for e in &mut self.encoders {
+            if let Some(rec) = e.recorder.as_ref() {
+                if e.plan != rec.plan {
+                    e.plan.clone_from(&rec.plan);
+                }
+                e.fps = tick_fps;
             }
         }
         // Kept encoders follow their group's picture and rate (no restart, no IDR).
@@ -796,7 +840,7 @@ impl VideoLoop {
         }
         self.stats
             .encoders
-            .store(self.encoders.len() as u64, Ordering::Relaxed);
+            .store(self.encoder_count() as u64, Ordering::Relaxed);
         self.stats
             .video_encoder_waits
             .store(self.pool.waits, Ordering::Relaxed);
@@ -858,9 +902,6 @@ impl VideoLoop {
         if self.pipeline {
             // Encoders take the plans made last tick (their tiles are ready).
             self.assign_encoders(now);
-            if let Some(rec) = self.recording.as_mut() {
-                rec.encode_plan.clone_from(&rec.plan);
-            }
             self.choose_rungs(now);
             self.plan();
             self.start_encodes();
@@ -870,7 +911,6 @@ impl VideoLoop {
                 encoders,
                 tiles,
                 next_tiles,
-                recording,
                 scratch,
                 stats,
                 tick_fps,
@@ -879,11 +919,14 @@ impl VideoLoop {
             let stats = &**stats;
             let tick_fps = *tick_fps;
             let tiles_now = &*tiles;
-            // The recording's new plan is read by the tile side while its picture is
-            // encoded from `encode_plan`: lent out for the join (a move, no copy).
-            let rec_plan = recording.as_mut().map(|r| std::mem::take(&mut r.plan));
+            // The recorder's new plan is read by the tile side while its encoder encodes
+            // last tick's: lent out for the join (a move, no copy).
+            let rec_plan = encoders
+                .iter_mut()
+                .find_map(|e| e.recorder.as_mut())
+                .map(|r| std::mem::take(&mut r.plan));
             rayon::join(
-                || encode_pictures(encoders, recording, tiles_now, tick_fps, stats),
+                || encode_pictures(encoders, tiles_now, tick_fps, stats),
                 || {
                     decode_inputs(participants, now, stats);
                     build_needs(
@@ -895,7 +938,10 @@ impl VideoLoop {
                     prepare_tiles(next_tiles, &scratch.needs, participants, stats);
                 },
             );
-            if let (Some(rec), Some(plan)) = (self.recording.as_mut(), rec_plan) {
+            if let (Some(rec), Some(plan)) = (
+                self.encoders.iter_mut().find_map(|e| e.recorder.as_mut()),
+                rec_plan,
+            ) {
                 rec.plan = plan;
             }
             std::mem::swap(&mut self.tiles, &mut self.next_tiles);
@@ -903,7 +949,11 @@ impl VideoLoop {
             self.choose_rungs(now);
             self.plan();
             decode_inputs(&mut self.participants, now, &self.stats);
-            let rec_plan = self.recording.as_ref().map(|r| r.plan.as_slice());
+            let rec_plan = self
+                .encoders
+                .iter()
+                .find_map(|e| e.recorder.as_ref())
+                .map(|r| r.plan.as_slice());
             build_needs(
                 &mut self.scratch.needs,
                 &self.outputs,
@@ -917,17 +967,8 @@ impl VideoLoop {
                 &self.stats,
             );
             self.assign_encoders(now);
-            if let Some(rec) = self.recording.as_mut() {
-                rec.encode_plan.clone_from(&rec.plan);
-            }
             self.start_encodes();
-            encode_pictures(
-                &mut self.encoders,
-                &mut self.recording,
-                &self.tiles,
-                self.tick_fps,
-                &self.stats,
-            );
+            encode_pictures(&mut self.encoders, &self.tiles, self.tick_fps, &self.stats);
         }
         self.report_rejections();
         self.finish_tick(now, at);
@@ -964,44 +1005,34 @@ impl VideoLoop {
             self.participants.iter().map(|p| p.input.pli_sent).sum(),
             Ordering::Relaxed,
         );
-        if let Some(rec) = self.recording.as_mut() {
-            if let Some(idr) = rec.encoded.take() {
-                // After a frame was lost to a full queue, only an IDR may follow.
-                if !rec.awaiting_idr || idr {
-                    // The recorder releases the previous frame long before: its storage is
-                    // reused instead of allocating.
-                    rec.awaiting_idr = !rec.tx.send(crate::recording::RecMsg::Video {
-                        at,
-                        data: rec.out.share(&rec.au),
-                    });
-                    if rec.awaiting_idr {
-                        rec.encoder.request_keyframe();
-                    }
-                }
-            }
-        }
         let media = at.saturating_duration_since(self.clock_start);
         let ts = (media.as_nanos() * VIDEO_CLOCK as u128 / 1_000_000_000) as u32;
         let (mut encoded, mut idrs) = (0, 0);
         for e in &mut self.encoders {
             if let Some(idr) = e.encoded {
-                encoded += 1;
                 if idr {
-                    idrs += 1;
                     e.last_idr = Some(now);
+                }
+                if e.recorder.is_none() {
+                    encoded += 1;
+                    idrs += idr as u64;
                 }
             }
         }
         // A private viewer rejoins its shared encoder when that one sends an IDR.
         let sc = &mut self.scratch;
         sc.encoded.clear();
-        sc.encoded
-            .extend(self.encoders.iter().map(|e| sharing::Encoded {
-                id: e.id,
-                group: e.group,
-                private_for: e.private_for,
-                idr: e.encoded == Some(true),
-            }));
+        sc.encoded.extend(
+            self.encoders
+                .iter()
+                .filter(|e| e.recorder.is_none())
+                .map(|e| sharing::Encoded {
+                    id: e.id,
+                    group: e.group,
+                    private_for: e.private_for,
+                    idr: e.encoded == Some(true),
+                }),
+        );
         sharing::rejoin(&sc.encoded, &mut sc.moves);
         for m in 0..self.scratch.moves.len() {
             let (viewer, from, to) = self.scratch.moves[m];
@@ -1014,6 +1045,22 @@ impl VideoLoop {
             if let Some(e) = self.encoders.iter_mut().find(|e| e.id == to) {
                 e.viewers.push(o);
                 self.outputs[o].encoder = Some(to);
+            }
+        }
+        for e in &mut self.encoders {
+            if let (Some(idr), Some(rec)) = (e.encoded, e.recorder.as_mut()) {
+                // After a frame was lost to a full queue, only an IDR may follow.
+                if !rec.awaiting_idr || idr {
+                    // The recorder releases the previous frame long before: its storage is
+                    // reused instead of allocating.
+                    rec.awaiting_idr = !rec.tx.send(crate::recording::RecMsg::Video {
+                        at,
+                        data: rec.out.share(&e.parts.au),
+                    });
+                    if rec.awaiting_idr {
+                        e.parts.encoder.request_keyframe();
+                    }
+                }
             }
         }
         for e in &self.encoders {
@@ -1057,11 +1104,10 @@ impl VideoLoop {
     /// Encoders running per output codec: (H.264, VP8).
     pub fn encoders_per_codec(&self) -> (usize, usize) {
         let vp8 = self
-            .encoders
-            .iter()
+            .viewer_encoders()
             .filter(|e| e.codec == OutputCodec::Vp8)
             .count();
-        (self.encoders.len() - vp8, vp8)
+        (self.encoder_count() - vp8, vp8)
     }
 }
 
@@ -1136,49 +1182,33 @@ fn prepare_tiles(
 }
 
 /// Step 4: composes and encodes every picture due this tick (in parallel) and packetises
-/// each once; the recording's picture alongside.
+/// each once for its viewers (the recording's picture is one of them; it needs no packets).
 fn encode_pictures(
     encoders: &mut [PictureEncoder],
-    recording: &mut Option<RecordingPicture>,
     tiles: &TileCache,
     tick_fps: u32,
     stats: &RoomStats,
 ) {
-    let record = move || {
-        if let Some(rec) = recording.as_mut() {
-            rec.encoded = render_picture(
-                &rec.encode_plan,
-                tiles,
-                &mut rec.canvas,
-                &mut rec.encoder,
-                &mut rec.au,
-                stats,
-            );
+    encoders.par_iter_mut().for_each(|e| {
+        if e.credit < tick_fps || (e.viewers.is_empty() && e.recorder.is_none()) {
+            return; // a lower frame rate than the tick's, or nobody to send it to
         }
-    };
-    let pictures = move || {
-        encoders.par_iter_mut().for_each(|e| {
-            if e.credit < tick_fps || e.viewers.is_empty() {
-                return; // a lower frame rate than the tick's: not due this tick
-            }
-            e.credit -= tick_fps;
-            let p = &mut e.parts;
-            e.encoded = render_picture(
-                &e.plan,
-                tiles,
-                &mut p.canvas,
-                &mut p.encoder,
-                &mut p.au,
-                stats,
-            );
-            if e.encoded.is_some() {
-                // Once per encoder, shared by its viewers.
-                p.packetizer
-                    .packetize(&p.au, super::sink::RTP_MTU, &mut p.packets);
-            }
-        })
-    };
-    rayon::join(pictures, record);
+        e.credit -= tick_fps;
+        let p = &mut e.parts;
+        e.encoded = render_picture(
+            &e.plan,
+            tiles,
+            &mut p.canvas,
+            &mut p.encoder,
+            &mut p.au,
+            stats,
+        );
+        if e.encoded.is_some() && !e.viewers.is_empty() {
+            // Once per encoder, shared by its viewers.
+            p.packetizer
+                .packetize(&p.au, super::sink::RTP_MTU, &mut p.packets);
+        }
+    });
 }
 
 /// Lays out pictures: who is seen, where (buffers reused from tick to tick).
