@@ -4,7 +4,8 @@
 // AV1 and no H.264, and must be sent VP8. Every page's camera is a canvas of one colour and
 // its microphone an oscillator of one tone; every page must see the other two colours where
 // the grid puts them and not its own, and hear the other two tones and not its own. Firefox
-// must decode at least 20 fps of VP8 (its getStats()). Never downloads a browser. Run inside
+// must decode at least 20 fps of VP8 (its getStats()), list its devices, mute (the others
+// stop hearing it) and change the layout from its page. Never downloads a browser. Run inside
 // a loopback-only network namespace (scripts/test.sh), as root: Firefox gathers no ICE
 // candidate on loopback (media.peerconnection.ice.loopback notwithstanding) nor on any
 // interface without a default route, so the test gives its namespace a veth pair with a
@@ -196,10 +197,42 @@ async function main() {
     const quality = await fox.page.evaluate(() => document.getElementById('quality').textContent);
     log('Firefox quality line:', quality);
     if (!/kbit\/s/.test(quality) || /no video/.test(quality)) fail(`Firefox quality line: ${quality}`);
+    // Devices: Firefox lists its cameras and microphones in the in-call pickers.
+    const devices = await fox.page.evaluate(() => ['camera-in-call', 'mic-in-call'].map((id) => document.getElementById(id).options.length));
+    log('Firefox device pickers (camera, microphone options):', devices.join(', '));
+    if (!(devices[0] >= 1 && devices[1] >= 1)) fail(`Firefox lists no devices: ${devices}`);
+    // Mute from Firefox's page: the others stop hearing its tone; unmute brings it back.
+    const foxTone = (o) => o.db[2] - o.db[1];
+    await fox.page.click('#mute-mic');
+    const muted = await waitFor('Ada to stop hearing Firefox', async () => {
+      const o = await look(pages[0]);
+      return { ok: o.db && foxTone(o) < -20, db: o.db };
+    }, 10_000);
+    const listed = (await (await fetch(`${url}/api/rooms`)).json()).find((r) => r.room === 'fx').participants.find((p) => p.name === 'Fox');
+    if (!listed.audioMuted) fail(`Firefox's mute is not shown: ${JSON.stringify(listed)}`);
+    await fox.page.click('#mute-mic');
+    const unmuted = await waitFor('Ada to hear Firefox again', async () => {
+      const o = await look(pages[0]);
+      return { ok: o.db && foxTone(o) > -6, db: o.db };
+    }, 10_000);
+    log(`Firefox muted: Ada hears it ${foxTone(muted).toFixed(1)} dB against Bob; unmuted: ${foxTone(unmuted).toFixed(1)} dB`);
+    // Layout from Firefox's page: the room switches, Firefox keeps decoding.
+    await fox.page.select('#layout', 'speaker');
+    await waitFor('the room to take the layout Firefox chose', async () => {
+      const r = (await (await fetch(`${url}/api/rooms`)).json()).find((x) => x.room === 'fx');
+      return { ok: r.layout === 'speaker', layout: r.layout };
+    }, 10_000);
+    const frames = () => fox.page.evaluate(async () => (await window.tessera.receiveStats()).video.framesDecoded);
+    const [c0, l0] = [await frames(), Date.now()];
+    await sleep(2000);
+    const [c1, l1] = [await frames(), Date.now()];
+    const after = (c1 - c0) / ((l1 - l0) / 1000);
+    log(`layout speaker chosen in Firefox; Firefox decodes ${after.toFixed(1)} fps after the switch`);
+    if (!(after >= 20)) fail(`Firefox slowed to ${after.toFixed(1)} fps after the layout change`);
     const room = (await (await fetch(`${url}/api/rooms`)).json()).find((r) => r.room === 'fx');
     log('room', JSON.stringify({ participants: room.participants.length, videoEncoders: room.videoEncoders }));
     if (room.participants.length !== 3) fail(`expected 3 participants: ${JSON.stringify(room)}`);
-    log('PASS: Firefox (VP8 both ways) and two Chromium pages see and hear the others and not themselves');
+    log('PASS: Firefox (VP8 both ways) and two Chromium pages see and hear the others and not themselves; Firefox lists devices, mutes and changes the layout');
   } catch (e) {
     // What every page saw, for the failure report.
     for (const p of pages) {
