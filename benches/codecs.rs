@@ -48,15 +48,15 @@ fn encode(c: &mut Criterion) {
     g.sample_size(30);
     for (w, h, bps) in [(640u32, 360u32, 600_000u32), (1280, 720, 1_200_000)] {
         let frames = composites(w, h);
-        let mut enc = H264Encoder::new(EncoderSettings {
+        let settings = EncoderSettings {
             width: w,
             height: h,
             fps: 30,
             bitrate_bps: bps,
             idr_interval_frames: 300,
             complexity: Default::default(),
-        })
-        .unwrap();
+        };
+        let mut enc = H264Encoder::new(settings).unwrap();
         let mut out = Vec::new();
         let mut i = 0;
         g.bench_function(
@@ -70,15 +70,7 @@ fn encode(c: &mut Criterion) {
         );
         // The same frames as VP8 (libvpx, Tessera's settings): what a viewer without H.264
         // costs.
-        let mut vp8 = tessera::codec::vpx::Vp8Encoder::new(EncoderSettings {
-            width: w,
-            height: h,
-            fps: 30,
-            bitrate_bps: bps,
-            idr_interval_frames: 300,
-            complexity: Default::default(),
-        })
-        .unwrap();
+        let mut vp8 = tessera::codec::vpx::Vp8Encoder::new(settings).unwrap();
         g.bench_function(
             BenchmarkId::new(
                 "libvpx_vp8_tessera_settings",

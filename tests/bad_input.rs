@@ -306,7 +306,8 @@ async fn viewers_beside(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn malformed_rtp_inside_an_established_session_hurts_nobody() {
     let server = TestServer::start().await;
-    // Only Eve's video payloads are random bytes.
+    // Only Eve's video payloads are random bytes, in turn on the H.264, AV1, VP8 and VP9
+    // payload types.
     let mut media = Media::steady((30, 220, 30), 900.0);
     media.video = Video::Garbage;
     let ((fps_a, fps_b), clients) = viewers_beside(&server, "junk", media).await;

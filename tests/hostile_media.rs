@@ -1,5 +1,6 @@
-//! One participant sends video that is too big or never ends; the others keep their frame
-//! rate, memory stays flat, and the sender is told its input was refused.
+//! One participant sends video that is too big or never ends (H.264, AV1, VP8, VP9); the
+//! others keep their frame rate, memory stays flat, and the sender is told its input was
+//! refused.
 //!
 //! The scenarios run one at a time (a shared lock): each measures another viewer's frame
 //! rate, which must not be disturbed by the other scenarios' load.
@@ -125,4 +126,31 @@ async fn an_h264_stream_over_the_size_limit_is_refused_and_the_sender_told() {
     .await;
     let reason = rejection(&messages).expect("inputRejected sent to the participant");
     assert!(reason.contains("2560x1440"), "{reason}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_oversize_vp8_keyframe_is_refused_and_the_sender_told() {
+    // 16383x16383, VP8's largest: libvpx would allocate it.
+    let messages = viewers_keep_their_frame_rate_while(Video::Vp8Huge, Some(64.0)).await;
+    let reason = rejection(&messages).expect("inputRejected sent to the participant");
+    assert!(reason.contains("16383x16383"), "{reason}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_16384x16384_vp9_keyframe_is_refused_and_the_sender_told() {
+    let messages = viewers_keep_their_frame_rate_while(Video::Vp9Huge, Some(64.0)).await;
+    let reason = rejection(&messages).expect("inputRejected sent to the participant");
+    assert!(reason.contains("16384x16384"), "{reason}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn endless_vp8_partitions_cost_the_room_nothing() {
+    // ~16 Mbit/s of packets that keep starting partitions.
+    viewers_keep_their_frame_rate_while(
+        Video::Vp8EndlessPartitions {
+            packets_per_frame: 60,
+        },
+        Some(64.0),
+    )
+    .await;
 }

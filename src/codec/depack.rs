@@ -626,22 +626,13 @@ mod tests {
             Err(DepackError::TooLarge { .. })
         ));
         // Flexible mode with four reference diffs, and a truncated scalability structure.
-        let bad = [0xd8 | 0x04, 0x81, 0x01, 0x03, 0x05, 0x07, 0x09, 0xaa];
-        assert!(vp9(
-            &[Bytes::copy_from_slice(&bad)],
-            &mut out,
-            &mut frames,
-            LIMIT
-        )
-        .is_err());
-        let bad = [0x0e, 0xf8];
-        assert!(vp9(
-            &[Bytes::copy_from_slice(&bad)],
-            &mut out,
-            &mut frames,
-            LIMIT
-        )
-        .is_err());
+        for bad in [
+            &[0xd8 | 0x04, 0x81, 0x01, 0x03, 0x05, 0x07, 0x09, 0xaa][..],
+            &[0x0e, 0xf8][..],
+        ] {
+            let p = [Bytes::copy_from_slice(bad)];
+            assert!(vp9(&p, &mut out, &mut frames, LIMIT).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! buffers; none touches the network or the clock.
 
 pub mod audio;
+mod bits;
 pub mod depack;
 pub mod pack;
 pub mod video;

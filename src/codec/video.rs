@@ -365,32 +365,7 @@ pub fn av1_sequence_max_size(data: &[u8]) -> Option<(u32, u32)> {
 /// `max_frame_width_minus_1`/`max_frame_height_minus_1` of a sequence header OBU body
 /// (AV1 spec 5.5.1).
 fn parse_sequence_size(body: &[u8]) -> Option<(u32, u32)> {
-    struct Bits<'a> {
-        data: &'a [u8],
-        pos: usize,
-    }
-    impl Bits<'_> {
-        fn f(&mut self, n: u32) -> Option<u32> {
-            let mut v = 0u32;
-            for _ in 0..n {
-                let byte = *self.data.get(self.pos / 8)?;
-                v = (v << 1) | u32::from((byte >> (7 - self.pos % 8)) & 1);
-                self.pos += 1;
-            }
-            Some(v)
-        }
-        fn uvlc(&mut self) -> Option<()> {
-            let mut zeros = 0;
-            while self.f(1)? == 0 {
-                zeros += 1;
-                if zeros >= 32 {
-                    return Some(());
-                }
-            }
-            self.f(zeros).map(|_| ())
-        }
-    }
-    let mut b = Bits { data: body, pos: 0 };
+    let mut b = super::bits::Bits::new(body);
     b.f(3)?; // seq_profile
     b.f(1)?; // still_picture
     if b.f(1)? == 1 {

@@ -445,10 +445,7 @@ pub struct Vp9Header {
 
 /// Reads the uncompressed header of one VP9 frame far enough for its type and size.
 pub fn vp9_header(frame: &[u8]) -> Option<Vp9Header> {
-    let mut b = Bits {
-        data: frame,
-        pos: 0,
-    };
+    let mut b = super::bits::Bits::new(frame);
     if b.f(2)? != 2 {
         return None; // frame_marker
     }
@@ -462,8 +459,8 @@ pub fn vp9_header(frame: &[u8]) -> Option<Vp9Header> {
     let keyframe = b.f(1)? == 0;
     let show_frame = b.f(1)? == 1;
     let error_resilient = b.f(1)? == 1;
-    let sync = |b: &mut Bits| -> Option<()> { (b.f(24)? == 0x49_83_42).then_some(()) };
-    let color = |b: &mut Bits| -> Option<()> {
+    let sync = |b: &mut super::bits::Bits| -> Option<()> { (b.f(24)? == 0x49_83_42).then_some(()) };
+    let color = |b: &mut super::bits::Bits| -> Option<()> {
         if profile >= 2 {
             b.f(1)?;
         }
@@ -478,7 +475,8 @@ pub fn vp9_header(frame: &[u8]) -> Option<Vp9Header> {
         }
         Some(())
     };
-    let size = |b: &mut Bits| -> Option<(u32, u32)> { Some((b.f(16)? + 1, b.f(16)? + 1)) };
+    let size =
+        |b: &mut super::bits::Bits| -> Option<(u32, u32)> { Some((b.f(16)? + 1, b.f(16)? + 1)) };
     if keyframe {
         sync(&mut b)?;
         color(&mut b)?;
@@ -543,23 +541,6 @@ pub fn ivf_frames(data: &[u8]) -> Vec<&[u8]> {
         at += 12 + size;
     }
     frames
-}
-
-struct Bits<'a> {
-    data: &'a [u8],
-    pos: usize,
-}
-
-impl Bits<'_> {
-    fn f(&mut self, n: u32) -> Option<u32> {
-        let mut v = 0u32;
-        for _ in 0..n {
-            let byte = *self.data.get(self.pos / 8)?;
-            v = (v << 1) | u32::from((byte >> (7 - self.pos % 8)) & 1);
-            self.pos += 1;
-        }
-        Some(v)
-    }
 }
 
 #[cfg(test)]

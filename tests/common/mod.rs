@@ -21,8 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tessera::codec::audio::{OpusDecoder, OpusEncoder};
-use tessera::codec::video::{Decoded, EncoderSettings, H264Encoder, VideoDecoder};
-use tessera::codec::VideoCodec;
+use tessera::codec::video::{Decoded, EncoderSettings, VideoDecoder, VideoEncoder};
+use tessera::codec::{OutputCodec, VideoCodec};
 use tessera::config::Config;
 use tessera::layout::LayoutSet;
 use tessera::media::frame::rgb_to_yuv;
@@ -297,32 +297,24 @@ impl Drop for Client {
     }
 }
 
-/// Builds a peer with sendrecv audio+video and returns it with its complete offer.
-pub async fn make_peer(
-    received: Arc<Received>,
-) -> (
+/// A test peer: the connection, its complete offer, its audio and video tracks and their
+/// SSRCs.
+pub type Peer = (
     Arc<dyn PeerConnection>,
     String,
     Arc<TrackLocalStaticRTP>,
     Arc<TrackLocalStaticRTP>,
     u32,
     u32,
-) {
+);
+
+/// Builds a peer with sendrecv audio+video and returns it with its complete offer.
+pub async fn make_peer(received: Arc<Received>) -> Peer {
     make_peer_offering(received, Offer::All).await
 }
 
 /// [`make_peer`] offering only the `offer` video codecs.
-pub async fn make_peer_offering(
-    received: Arc<Received>,
-    offer: Offer,
-) -> (
-    Arc<dyn PeerConnection>,
-    String,
-    Arc<TrackLocalStaticRTP>,
-    Arc<TrackLocalStaticRTP>,
-    u32,
-    u32,
-) {
+pub async fn make_peer_offering(received: Arc<Received>, offer: Offer) -> Peer {
     let mut m = engine(offer);
     let registry = register_default_interceptors(Registry::new(), &mut m).unwrap();
     let gathered = Arc::new(Notify::new());
@@ -504,34 +496,25 @@ fn spawn_media(
         }));
     }
     let video = tokio::spawn(async move {
-        let (width, height) = match media.video {
-            Video::H264 { width, height } => (width, height),
-            _ => (320, 180),
+        // The colour senders: H.264 or VP8 at their size (the others send no colour).
+        let (codec, width, height) = match media.video {
+            Video::Vp8 { width, height } => (OutputCodec::Vp8, width, height),
+            Video::H264 { width, height } => (OutputCodec::H264, width, height),
+            _ => (OutputCodec::H264, 320, 180),
         };
-        let mut enc = H264Encoder::new(EncoderSettings {
-            width,
-            height,
-            fps: 30,
-            bitrate_bps: 300_000,
-            idr_interval_frames: 15,
-            complexity: Default::default(),
-        })
+        let mut enc = VideoEncoder::new(
+            codec,
+            EncoderSettings {
+                width,
+                height,
+                fps: 30,
+                bitrate_bps: 300_000,
+                idr_interval_frames: 15,
+                complexity: Default::default(),
+            },
+        )
         .unwrap();
         let mut pay = H264Payloader::default();
-        let mut vp8 = match media.video {
-            Video::Vp8 { width, height } => Some(
-                tessera::codec::vpx::Vp8Encoder::new(EncoderSettings {
-                    width,
-                    height,
-                    fps: 30,
-                    bitrate_bps: 300_000,
-                    idr_interval_frames: 15,
-                    complexity: Default::default(),
-                })
-                .unwrap(),
-            ),
-            _ => None,
-        };
         let mut vp8_pay = rtc::rtp::codec::vp8::Vp8Payloader::default();
         vp8_pay.enable_picture_id = true;
         let mut vp9_pay = rtc::rtp::codec::vp9::Vp9Payloader::default();
@@ -544,7 +527,7 @@ fn spawn_media(
             tick.tick().await;
             frame_no += 1;
             let (pt, payloads) = match media.video {
-                Video::H264 { .. } => {
+                Video::H264 { .. } | Video::Vp8 { .. } => {
                     let (rgb, _) = media.at(Instant::now());
                     if last_rgb.is_some_and(|c| c != rgb) {
                         enc.request_keyframe(); // make the switch visible at once
@@ -558,33 +541,17 @@ fn spawn_media(
                     if enc.encode(&frame, &mut au).is_err() || au.is_empty() {
                         continue;
                     }
-                    (
-                        vpt.expect("H.264 negotiated"),
-                        pay.payload(1100, &Bytes::from(au.clone()))
-                            .unwrap_or_default(),
-                    )
-                }
-                Video::Vp8 { width, height } => {
-                    let enc = vp8.as_mut().expect("made above");
-                    let (rgb, _) = media.at(Instant::now());
-                    if last_rgb.is_some_and(|c| c != rgb) {
-                        enc.request_keyframe();
+                    let au = Bytes::from(au.clone());
+                    match codec {
+                        OutputCodec::H264 => (
+                            vpt.expect("H.264 negotiated"),
+                            pay.payload(1100, &au).unwrap_or_default(),
+                        ),
+                        OutputCodec::Vp8 => (
+                            vp8_pt.expect("VP8 negotiated"),
+                            vp8_pay.payload(1100, &au).unwrap_or_default(),
+                        ),
                     }
-                    last_rgb = Some(rgb);
-                    let frame = I420Frame::solid(
-                        width as usize,
-                        height as usize,
-                        rgb_to_yuv(rgb.0, rgb.1, rgb.2),
-                    );
-                    if enc.encode(&frame, &mut au).is_err() || au.is_empty() {
-                        continue;
-                    }
-                    (
-                        vp8_pt.expect("VP8 negotiated"),
-                        vp8_pay
-                            .payload(1100, &Bytes::from(au.clone()))
-                            .unwrap_or_default(),
-                    )
                 }
                 Video::Vp9File(data) => {
                     let frames = tessera::codec::vpx::ivf_frames(data);
