@@ -34,8 +34,11 @@ const PEOPLE = [
 const NO_TONE = 1900;
 
 // Runs in the page before its scripts: the camera is a canvas painted one colour 30 times a
-// second, the microphone an oscillator.
-function fakeMedia(rgb, freq) {
+// second; the microphone an oscillator, or (`deviceTone`) the browser's own fake microphone,
+// whose tone Firefox takes from a pref: headless Firefox ESR 140 (Debian 12's) never starts an
+// AudioContext without a sound device, so an oscillator there is silent.
+function fakeMedia(rgb, freq, deviceTone) {
+  const orig = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
   navigator.mediaDevices.getUserMedia = async (c) => {
     const s = new MediaStream();
     if (c.video) {
@@ -47,7 +50,9 @@ function fakeMedia(rgb, freq) {
       setInterval(paint, 33);
       s.addTrack(cv.captureStream(30).getVideoTracks()[0]);
     }
-    if (c.audio) {
+    if (c.audio && deviceTone) {
+      s.addTrack((await orig({ audio: true })).getAudioTracks()[0]);
+    } else if (c.audio) {
       const ac = new AudioContext();
       ac.resume().catch(() => {});
       window.__micContext = ac;
@@ -62,8 +67,10 @@ function fakeMedia(rgb, freq) {
 }
 
 // Page side: what the page receives — stats, the codec of each direction, the colour at
-// each grid tile's centre and the share of each colour, and the level of each tone.
-async function observe({ colours, tones }) {
+// each grid tile's centre and the share of each colour, and the level of each tone (dB, from
+// an AnalyserNode; or with `record`, where no AudioContext runs, from 1.5 s of the received
+// audio recorded, decoded offline and measured with the Goertzel filter).
+async function observe({ colours, tones, record }) {
   const t = window.tessera;
   const out = { mic: window.__micContext && window.__micContext.state, stats: await t.receiveStats(), error: document.getElementById('error').hidden ? null : document.getElementById('error').textContent };
   const rs = await t.pc.getStats();
@@ -83,6 +90,23 @@ async function observe({ colours, tones }) {
     // Two tiles side by side: the centres of the left and right halves.
     out.tiles = [[40, 45], [120, 45]].map(([x, y]) => { const i = (y * c.width + x) * 4; return colours.findIndex((rgb) => near(i, rgb)); });
     out.size = [v.videoWidth, v.videoHeight];
+  }
+  if (record && v.srcObject && v.srcObject.getAudioTracks().length) {
+    const rec = new MediaRecorder(new MediaStream(v.srcObject.getAudioTracks()));
+    const chunks = [];
+    rec.ondataavailable = (e) => chunks.push(e.data);
+    rec.start();
+    await new Promise((r) => setTimeout(r, 1500));
+    await new Promise((r) => { rec.onstop = r; rec.stop(); });
+    const audio = await new OfflineAudioContext(1, 48000, 48000).decodeAudioData(await new Blob(chunks).arrayBuffer());
+    const x = audio.getChannelData(0).slice(-audio.sampleRate);
+    out.db = tones.map((f) => {
+      const c = 2 * Math.cos(2 * Math.PI * f / audio.sampleRate);
+      let s1 = 0, s2 = 0;
+      for (let i = 0; i < x.length; i++) { const s0 = x[i] + c * s1 - s2; s2 = s1; s1 = s0; }
+      return 10 * Math.log10((s1 * s1 + s2 * s2 - c * s1 * s2) / x.length + 1e-12);
+    });
+    return out;
   }
   if (!window.__an && v.srcObject && v.srcObject.getAudioTracks().length) {
     const ac = new AudioContext();
@@ -132,6 +156,10 @@ async function main() {
   const chrome = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: [...CHROMIUM_ARGS, '--allow-loopback-in-peer-connection'] });
   const firefox = await puppeteer.launch({
     browser: 'firefox', executablePath: FIREFOX, headless: true,
+    // As large as the Chromium pages' (playwright's 1280x720): the web client asks for the
+    // size its video element shows, and puppeteer's default 800x600 makes that a lower rung
+    // on some Firefox versions (ESR 140 asked for 320x180).
+    defaultViewport: { width: 1280, height: 800 },
     extraPrefsFirefox: {
       'media.navigator.streams.fake': true, 'media.navigator.permission.disabled': true,
       'media.peerconnection.ice.loopback': true, 'media.peerconnection.ice.obfuscate_host_addresses': false,
@@ -139,12 +167,15 @@ async function main() {
       // No sound device in CI: without cubeb's mock backend an AudioContext never runs
       // (the oscillator microphone would be silent and nothing could be analysed).
       'media.cubeb.force_mock_context': true,
+      // Firefox's microphone is its fake device, at Fox's tone.
+      'media.navigator.audio.fake_frequency': PEOPLE.find((p) => p.browser === 'firefox').tone,
     },
   });
   log('browsers:', chrome.version(), '/', await firefox.version());
   const colours = PEOPLE.map((p) => p.rgb);
   const tones = [...PEOPLE.map((p) => p.tone), NO_TONE];
   const pages = [];
+  const look = (p) => p.page.evaluate(observe, { colours, tones, record: p.browser === 'firefox' });
   try {
     for (const p of PEOPLE) {
       const joinUrl = `${url}/?room=fx&name=${p.name}&autojoin=1`;
@@ -155,14 +186,13 @@ async function main() {
         page = await firefox.newPage();
       }
       // The same script source for both drivers.
-      const init = `(${fakeMedia})(${JSON.stringify(p.rgb)}, ${p.tone});`;
+      const init = `(${fakeMedia})(${JSON.stringify(p.rgb)}, ${p.tone}, ${p.browser === 'firefox'});`;
       if (p.browser === 'chromium') await page.addInitScript({ content: init });
       else await page.evaluateOnNewDocument(init);
       page.on('pageerror', (e) => log(`${p.name} page error:`, e.message));
       await page.goto(joinUrl);
       pages.push({ ...p, page });
     }
-    const look = (p) => p.page.evaluate(observe, { colours, tones });
 
     for (const [k, p] of pages.entries()) {
       const o = await waitFor(`${p.name} (${p.browser}) to see both others and hear them`, async () => {
@@ -202,20 +232,22 @@ async function main() {
     log('Firefox device pickers (camera, microphone options):', devices.join(', '));
     if (!(devices[0] >= 1 && devices[1] >= 1)) fail(`Firefox lists no devices: ${devices}`);
     // Mute from Firefox's page: the others stop hearing its tone; unmute brings it back.
+    // Firefox's tone at Ada, in dB against Bob's.
     const foxTone = (o) => o.db[2] - o.db[1];
+    const base = foxTone(await look(pages[0]));
     await fox.page.click('#mute-mic');
     const muted = await waitFor('Ada to stop hearing Firefox', async () => {
       const o = await look(pages[0]);
-      return { ok: o.db && foxTone(o) < -20, db: o.db };
+      return { ok: o.db && foxTone(o) < base - 20, db: o.db };
     }, 10_000);
     const listed = (await (await fetch(`${url}/api/rooms`)).json()).find((r) => r.room === 'fx').participants.find((p) => p.name === 'Fox');
     if (!listed.audioMuted) fail(`Firefox's mute is not shown: ${JSON.stringify(listed)}`);
     await fox.page.click('#mute-mic');
     const unmuted = await waitFor('Ada to hear Firefox again', async () => {
       const o = await look(pages[0]);
-      return { ok: o.db && foxTone(o) > -6, db: o.db };
+      return { ok: o.db && foxTone(o) > base - 6, db: o.db };
     }, 10_000);
-    log(`Firefox muted: Ada hears it ${foxTone(muted).toFixed(1)} dB against Bob; unmuted: ${foxTone(unmuted).toFixed(1)} dB`);
+    log(`Firefox at Ada against Bob: ${base.toFixed(1)} dB; muted ${foxTone(muted).toFixed(1)} dB; unmuted ${foxTone(unmuted).toFixed(1)} dB`);
     // Layout from Firefox's page: the room switches, Firefox keeps decoding.
     await fox.page.select('#layout', 'speaker');
     await waitFor('the room to take the layout Firefox chose', async () => {
@@ -234,9 +266,11 @@ async function main() {
     if (room.participants.length !== 3) fail(`expected 3 participants: ${JSON.stringify(room)}`);
     log('PASS: Firefox (VP8 both ways) and two Chromium pages see and hear the others and not themselves; Firefox lists devices, mutes and changes the layout');
   } catch (e) {
+    const r = await fetch(`${url}/api/rooms`).then((x) => x.json()).catch(() => []);
+    log('links at failure:', JSON.stringify((r.find((x) => x.room === 'fx') || {}).links));
     // What every page saw, for the failure report.
     for (const p of pages) {
-      const o = await p.page.evaluate(observe, { colours, tones }).catch((x) => ({ error: x.message }));
+      const o = await look(p).catch((x) => ({ error: x.message }));
       if (!o.recvCodec) log(`${p.name}'s offer:`, await p.page.evaluate(() => window.tessera.pc.localDescription.sdp).catch(() => null));
       log(`${p.name} at failure:`, JSON.stringify({ mic: o.mic, recv: o.recvCodec, send: o.sendCodec, tiles: o.tiles, share: o.share, db: o.db, video: o.stats && o.stats.video, audio: o.stats && o.stats.audio }));
     }
