@@ -61,13 +61,3 @@ pub enum OutputCodec {
     H264,
     Vp8,
 }
-
-impl OutputCodec {
-    /// The SDP encoding name.
-    pub fn encoding_name(self) -> &'static str {
-        match self {
-            Self::H264 => "H264",
-            Self::Vp8 => "VP8",
-        }
-    }
-}

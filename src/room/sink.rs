@@ -1,9 +1,8 @@
 //! Output sinks: the media thread hands a finished frame to a sink — an H.264 access unit
 //! or VP8 frame already cut into payloads once for all its viewers (`codec::pack`), or one
-//! audio packet — which adds this receiver's RTP header (and, for VP8, its payload
-//! descriptor) (SSRC, sequence number, timestamp from
-//! the media clock) and queues the packets — without blocking — for the network task
-//! that owns the track.
+//! audio packet — which adds this receiver's RTP header (SSRC, sequence number, timestamp
+//! from the media clock) and, for VP8, its own payload descriptor (PictureID, TL0PICIDX),
+//! and queues the packets — without blocking — for the network task that owns the track.
 //! A full queue drops the packet and counts it; the media loop never waits on the network.
 
 use bytes::Bytes;
