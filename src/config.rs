@@ -137,6 +137,59 @@ impl Default for RecordingConfig {
     }
 }
 
+/// Presenting a screen: the layout a room switches to, who may take the floor, and what
+/// one presenter's content may cost.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PresentationConfig {
+    /// The layout a room switches to when someone starts presenting.
+    pub layout: String,
+    /// Switch to `layout` when a presentation starts and back when it stops (unless
+    /// someone chose a layout meanwhile). Rooms may override it (`PATCH`).
+    pub switch_layout: bool,
+    /// A second presenter while one presents: `refuse` it, or let it `take` the floor.
+    /// Rooms may override it.
+    pub floor: FloorPolicy,
+    /// Largest content picture, either orientation.
+    pub max_width: u32,
+    pub max_height: u32,
+    /// Highest content frame rate (25 % burst tolerance).
+    pub max_fps: u32,
+}
+
+/// What happens to a second presenter (see [`PresentationConfig::floor`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FloorPolicy {
+    #[default]
+    Refuse,
+    Take,
+}
+
+impl Default for PresentationConfig {
+    fn default() -> Self {
+        Self {
+            layout: "presentation".into(),
+            switch_layout: true,
+            floor: FloorPolicy::Refuse,
+            max_width: 1920,
+            max_height: 1080,
+            max_fps: 30,
+        }
+    }
+}
+
+impl PresentationConfig {
+    /// The content decoder's share of these limits (bytes per frame as for cameras).
+    pub fn limits(&self, ingest: &IngestConfig) -> crate::codec::video::IngestLimits {
+        crate::codec::video::IngestLimits {
+            max_width: self.max_width,
+            max_height: self.max_height,
+            ..ingest.limits()
+        }
+    }
+}
+
 /// What one participant's input may cost; more is refused for that participant only.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -263,6 +316,7 @@ pub struct Config {
     pub audio: AudioConfig,
     pub recording: RecordingConfig,
     pub ingest: IngestConfig,
+    pub presentation: PresentationConfig,
     pub timeouts: TimeoutsConfig,
     pub http: HttpConfig,
     /// SIP (UDP and TCP) listen address for phones dialling in; `"off"` disables SIP.
@@ -415,6 +469,12 @@ pub struct RoomDecl {
     /// SRTP for this room's calls, overriding `[sip] media_encryption`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_encryption: Option<MediaEncryption>,
+    /// Overrides `[presentation] floor` for this room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub floor: Option<FloorPolicy>,
+    /// Overrides `[presentation] switch_layout` for this room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switch_layout: Option<bool>,
 }
 
 fn yes() -> bool {
@@ -497,6 +557,7 @@ impl Default for Config {
             audio: AudioConfig::default(),
             recording: RecordingConfig::default(),
             ingest: IngestConfig::default(),
+            presentation: PresentationConfig::default(),
             timeouts: TimeoutsConfig::default(),
             http: HttpConfig::default(),
             sip_listen: Some("127.0.0.1:5060".parse().expect("literal address")),
@@ -788,6 +849,16 @@ impl Config {
         }
         if !(1..=300).contains(&v.idr_interval_s) {
             return bad("video.idr_interval_s", "must be between 1 and 300");
+        }
+        let pr = &self.presentation;
+        if !(16..=3840).contains(&pr.max_width) || !(16..=3840).contains(&pr.max_height) {
+            return bad(
+                "presentation.max_width",
+                "max_width and max_height must be between 16 and 3840",
+            );
+        }
+        if !(1..=60).contains(&pr.max_fps) {
+            return bad("presentation.max_fps", "must be between 1 and 60");
         }
         if v.codecs.is_empty() {
             return bad(

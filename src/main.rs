@@ -214,6 +214,13 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
             layouts.names().join(", ")
         );
     }
+    if layouts.get(&config.presentation.layout).is_none() {
+        anyhow::bail!(
+            "config `presentation.layout`: unknown layout `{}` (known: {})",
+            config.presentation.layout,
+            layouts.names().join(", ")
+        );
+    }
     // A bad certificate or key stops the start here, before anything listens.
     tessera::signaling::tls::server_config(&config)?;
     raise_fd_limit();

@@ -89,6 +89,8 @@ pub struct MediaSection {
     pub extmap: HashMap<String, u8>,
     /// `a=crypto` values (RFC 4568), in order.
     pub crypto: Vec<String>,
+    /// `a=content:` (RFC 4796): `slides` marks a presenter's content, not a camera.
+    pub content: Option<String>,
 }
 
 /// The value of `key` in an fmtp line (`a=1;key=value`).
@@ -100,6 +102,15 @@ pub fn fmtp_value<'a>(fmtp: &'a str, key: &str) -> Option<&'a str> {
 }
 
 impl MediaSection {
+    /// A presenter's content (`a=content:slides`, RFC 4796), not a camera.
+    pub fn is_content(&self) -> bool {
+        self.kind == "video"
+            && self
+                .content
+                .as_deref()
+                .is_some_and(|c| c.split(',').any(|v| v.trim() == "slides"))
+    }
+
     /// Not rejected: a port, or bundle-only.
     pub fn is_live(&self) -> bool {
         self.port != 0 || self.bundle_only
@@ -258,6 +269,10 @@ pub fn parse(sdp: &str) -> Result<Vec<MediaSection>, SdpError> {
                     .filter(|a| a.key == "crypto")
                     .filter_map(|a| a.value.clone())
                     .collect(),
+                content: m
+                    .attribute("content")
+                    .flatten()
+                    .map(|v| v.trim().to_ascii_lowercase()),
             }
         })
         .collect();
@@ -270,9 +285,31 @@ pub fn parse(sdp: &str) -> Result<Vec<MediaSection>, SdpError> {
     Ok(sections)
 }
 
-/// The first section of a kind.
+/// The first live section of a kind (for video, the first camera: content sections are
+/// found with [`content`]).
 pub fn first<'a>(sections: &'a [MediaSection], kind: &str) -> Option<&'a MediaSection> {
-    sections.iter().find(|s| s.kind == kind && s.is_live())
+    sections
+        .iter()
+        .find(|s| s.kind == kind && s.is_live() && !s.is_content())
+}
+
+/// The first live content section (`a=content:slides`) the writer sends.
+pub fn content(sections: &[MediaSection]) -> Option<&MediaSection> {
+    sections.iter().find(|s| s.is_content() && s.writer_sends())
+}
+
+/// `sdp` with `a=content:slides` added to the m-section whose mid is `mid` (an answer
+/// echoes the offer's content attribute, RFC 4796).
+pub fn mark_content(sdp: &str, mid: &str) -> String {
+    let mut out = String::with_capacity(sdp.len() + 24);
+    let want = format!("a=mid:{mid}");
+    for line in sdp.split_inclusive('\n') {
+        out.push_str(line);
+        if line.trim_end() == want {
+            out.push_str("a=content:slides\r\n");
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -282,6 +319,24 @@ mod tests {
     const OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\n\
 m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\na=sendrecv\r\na=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\n\
 m=video 9 UDP/TLS/RTP/SAVPF 96 102 45 98 100\r\na=mid:1\r\na=sendonly\r\na=rtpmap:96 VP8/90000\r\na=rtpmap:98 VP9/90000\r\na=fmtp:98 profile-id=0\r\na=rtpmap:100 VP9/90000\r\na=fmtp:100 profile-id=2\r\na=rtpmap:102 H264/90000\r\na=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\na=rtpmap:45 AV1/90000\r\n";
+
+    #[test]
+    fn content_sections_are_not_cameras() {
+        let offer = format!(
+            "{OFFER}m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\na=sendonly\r\na=content:slides\r\na=rtpmap:96 VP8/90000\r\n"
+        );
+        let s = parse(&offer).unwrap();
+        assert_eq!(first(&s, "video").unwrap().mid.as_deref(), Some("1"));
+        let c = content(&s).unwrap();
+        assert_eq!(c.mid.as_deref(), Some("2"));
+        assert!(c.is_content() && !s[1].is_content());
+        assert!(content(&parse(OFFER).unwrap()).is_none());
+        let marked = mark_content("v=0\r\nm=video 9 X 96\r\na=mid:2\r\na=recvonly\r\n", "2");
+        assert_eq!(
+            marked,
+            "v=0\r\nm=video 9 X 96\r\na=mid:2\r\na=content:slides\r\na=recvonly\r\n"
+        );
+    }
 
     #[test]
     fn reads_sections() {

@@ -197,6 +197,7 @@ fn steady_ticks(pipeline: bool) {
             for (j, p) in aus.iter().enumerate() {
                 video.handle(VideoCmd::Packet {
                     id,
+                    content: false,
                     arrival: now,
                     pt: 102,
                     seq: vseq[i],

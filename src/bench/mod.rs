@@ -606,6 +606,7 @@ pub fn run(args: &RoomBenchArgs) -> Result<BenchReport, BenchError> {
                 feed_video(&feed, &ids, k, |id, seq, ts, marker, payload| {
                     video.handle(VideoCmd::Packet {
                         id,
+                        content: false,
                         arrival: media_now,
                         pt: H264_PT,
                         seq,

@@ -581,6 +581,11 @@ impl H264Encoder {
         self.force_idr = true;
     }
 
+    /// An IDR was asked for and not yet made.
+    pub fn keyframe_pending(&self) -> bool {
+        self.force_idr
+    }
+
     /// Encodes `frame` into `out` (Annex B, cleared first). Returns whether it is an IDR.
     pub fn encode(&mut self, frame: &I420Frame, out: &mut Vec<u8>) -> Result<bool, CodecError> {
         if self.force_idr {
@@ -645,6 +650,14 @@ impl VideoEncoder {
         match self {
             Self::H264(e) => e.request_keyframe(),
             Self::Vp8(e) => e.request_keyframe(),
+        }
+    }
+
+    /// A keyframe was asked for and not yet made (the next frame must be encoded).
+    pub fn keyframe_pending(&self) -> bool {
+        match self {
+            Self::H264(e) => e.keyframe_pending(),
+            Self::Vp8(e) => e.keyframe_pending(),
         }
     }
 

@@ -326,6 +326,11 @@ impl Vp8Encoder {
         self.force_key = true;
     }
 
+    /// A keyframe was asked for and not yet made.
+    pub fn keyframe_pending(&self) -> bool {
+        self.force_key
+    }
+
     /// Encodes `frame` into `out` (one VP8 frame, cleared first; empty when rate control
     /// dropped it). Returns whether it is a keyframe.
     pub fn encode(&mut self, frame: &I420Frame, out: &mut Vec<u8>) -> Result<bool, CodecError> {

@@ -7,8 +7,9 @@
 //!    participant at that size shares the same tile.
 //! 2. **Canvases** — each output canvas is filled and the shared tiles are copied in.
 //!
-//! Aspect ratio: tiles **crop** (cover) — the source is cut to the tile's shape, never
-//! stretched and never letterboxed.
+//! Aspect ratio: camera tiles **crop** (cover) — the source is cut to the tile's shape,
+//! never stretched and never letterboxed. Content tiles (a shared screen) are **fitted**
+//! (contain): scaled whole into the tile and letterboxed, so no text is cut off.
 
 pub mod scale;
 pub mod text;
@@ -23,13 +24,73 @@ pub const BACKGROUND: (u8, u8, u8) = (24, 128, 128);
 /// Placeholder tile colour (slate).
 const PLACEHOLDER: (u8, u8, u8) = (52, 136, 124);
 
-/// Renders one tile: the scaled picture (or a placeholder) with the name label.
+/// Letterbox around fitted content (black).
+pub const LETTERBOX: (u8, u8, u8) = (16, 128, 128);
+/// The active speaker's frame in presentation layouts (amber).
+const SPEAKER_MARK: (u8, u8, u8) = (170, 44, 180);
+
+/// How a tile shows its source.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Look {
+    /// A camera: cropped to fill, name label (placeholder with initials without video).
+    #[default]
+    Camera,
+    /// A camera marked as the active speaker (a coloured frame around it).
+    Speaker,
+    /// A participant's content (shared screen): fitted whole and letterboxed, no label.
+    Content,
+}
+
+/// Renders one camera tile: the scaled picture (or a placeholder) with the name label.
 pub fn render_tile(src: Option<&I420Frame>, name: &str, out: &mut I420Frame) {
-    match src {
-        Some(frame) if frame.width >= 2 && frame.height >= 2 => scale::scale_cover(frame, out),
-        _ => placeholder(name, out),
+    render_tile_as(src, name, Look::Camera, out)
+}
+
+/// Renders one tile the way `look` says.
+pub fn render_tile_as(src: Option<&I420Frame>, name: &str, look: Look, out: &mut I420Frame) {
+    let picture = src.filter(|f| f.width >= 2 && f.height >= 2);
+    match (look, picture) {
+        (Look::Content, Some(frame)) => scale::scale_contain(frame, out, LETTERBOX),
+        (Look::Content, None) => out.fill(LETTERBOX),
+        (_, Some(frame)) => scale::scale_cover(frame, out),
+        (_, None) => placeholder(name, out),
     }
-    text::draw_label(out, name);
+    if look != Look::Content {
+        text::draw_label(out, name);
+    }
+    if look == Look::Speaker {
+        frame_border(out, (out.height / 60).clamp(2, 8) & !1, SPEAKER_MARK);
+    }
+}
+
+/// Paints a `t`-pixel border (even) around `f`.
+fn frame_border(f: &mut I420Frame, t: usize, (y, u, v): (u8, u8, u8)) {
+    let (w, h) = (f.width, f.height);
+    if t == 0 || 2 * t >= w || 2 * t >= h {
+        return;
+    }
+    for row in 0..h {
+        let line = &mut f.y[row * w..(row + 1) * w];
+        if row < t || row >= h - t {
+            line.fill(y);
+        } else {
+            line[..t].fill(y);
+            line[w - t..].fill(y);
+        }
+    }
+    let (cw, ch, ct) = (f.chroma_width(), f.chroma_height(), t / 2);
+    for plane in [(&mut f.u, u), (&mut f.v, v)] {
+        let (p, val) = plane;
+        for row in 0..ch {
+            let line = &mut p[row * cw..(row + 1) * cw];
+            if row < ct || row >= ch - ct {
+                line.fill(val);
+            } else {
+                line[..ct].fill(val);
+                line[cw - ct..].fill(val);
+            }
+        }
+    }
 }
 
 /// A tile for someone without (or with muted) video: slate background, initials centred.
@@ -102,6 +163,8 @@ pub struct TileKey {
     pub participant: ParticipantId,
     pub w: u32,
     pub h: u32,
+    /// Camera, marked speaker or content: each is its own tile.
+    pub look: Look,
 }
 
 struct CachedTile {
@@ -208,10 +271,16 @@ impl TileCache {
         self.tiles.par_iter_mut().for_each(|t| {
             if let Some(i) = t.dirty {
                 let (src, name) = source(i);
-                crate::metrics::timed(cpu_ns, || render_tile(src, name, &mut t.frame));
+                let look = t.key.look;
+                crate::metrics::timed(cpu_ns, || render_tile_as(src, name, look, &mut t.frame));
             }
         });
         rendered
+    }
+
+    /// The picture version a cached tile was rendered from.
+    pub fn version(&self, key: &TileKey) -> Option<u64> {
+        self.tiles.iter().find(|t| t.key == *key).map(|t| t.version)
     }
 
     pub fn get(&self, key: &TileKey) -> Option<&I420Frame> {

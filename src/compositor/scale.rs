@@ -122,6 +122,85 @@ pub fn scale_cover(src: &I420Frame, dst: &mut I420Frame) {
     );
 }
 
+/// Where a `sw`×`sh` picture goes when fitted whole into `dw`×`dh` (centred, aspect
+/// ratio kept, even coordinates and sizes): the letterboxed area.
+pub fn contain_window(sw: usize, sh: usize, dw: usize, dh: usize) -> Window {
+    if sw == 0 || sh == 0 {
+        return Window {
+            x: 0,
+            y: 0,
+            w: dw,
+            h: dh,
+        };
+    }
+    if sw * dh > dw * sh {
+        // Source is wider: bars above and below.
+        let h = ((dw * sh / sw) & !1).clamp(2.min(dh), dh);
+        Window {
+            x: 0,
+            y: ((dh - h) / 2) & !1,
+            w: dw,
+            h,
+        }
+    } else {
+        let w = ((dh * sw / sh) & !1).clamp(2.min(dw), dw);
+        Window {
+            x: ((dw - w) / 2) & !1,
+            y: 0,
+            w,
+            h: dh,
+        }
+    }
+}
+
+/// Scales all of `src` into `dst` (already sized), keeping its aspect ratio: the rest of
+/// `dst` is filled with `bars` (letterbox / pillarbox). Nothing of the source is cut.
+pub fn scale_contain(src: &I420Frame, dst: &mut I420Frame, bars: (u8, u8, u8)) {
+    if src.width < 2 || src.height < 2 || dst.width < 2 || dst.height < 2 {
+        return;
+    }
+    let area = contain_window(src.width, src.height, dst.width, dst.height);
+    if area.w != dst.width || area.h != dst.height {
+        dst.fill(bars);
+    }
+    let filter = if src.width > 3 * area.w {
+        yuv_sys::FilterMode_kFilterBox
+    } else {
+        yuv_sys::FilterMode_kFilterBilinear
+    };
+    let full = |w: usize, h: usize| Window { x: 0, y: 0, w, h };
+    let (scw, sch) = (src.chroma_width(), src.chroma_height());
+    let (dw, dcw) = (dst.width, dst.chroma_width());
+    let (cx, cy, cw, ch) = (area.x / 2, area.y / 2, area.w / 2, area.h / 2);
+    let (dy, du, dv) = (&mut dst.y, &mut dst.u, &mut dst.v);
+    rayon::join(
+        || {
+            scale_plane_at(
+                &src.y,
+                src.width,
+                full(src.width, src.height),
+                &mut dy[area.y * dw + area.x..],
+                dw,
+                area.w,
+                area.h,
+                filter,
+            )
+        },
+        || {
+            rayon::join(
+                || {
+                    let d = &mut du[cy * dcw + cx..];
+                    scale_plane_at(&src.u, scw, full(scw, sch), d, dcw, cw, ch, filter)
+                },
+                || {
+                    let d = &mut dv[cy * dcw + cx..];
+                    scale_plane_at(&src.v, scw, full(scw, sch), d, dcw, cw, ch, filter)
+                },
+            )
+        },
+    );
+}
+
 /// libyuv plane scaling of `win` of `src` (row stride `stride`) into `dst` (dw×dh, tight).
 fn scale_plane(
     src: &[u8],
@@ -132,8 +211,31 @@ fn scale_plane(
     dh: usize,
     filter: yuv_sys::FilterMode,
 ) {
+    scale_plane_at(src, stride, win, dst, dw, dw, dh, filter)
+}
+
+/// libyuv plane scaling of `win` of `src` (row stride `stride`) into the `dw`×`dh` area
+/// at the start of `dst`, whose rows are `dst_stride` apart.
+#[allow(clippy::too_many_arguments)]
+fn scale_plane_at(
+    src: &[u8],
+    stride: usize,
+    win: Window,
+    dst: &mut [u8],
+    dst_stride: usize,
+    dw: usize,
+    dh: usize,
+    filter: yuv_sys::FilterMode,
+) {
     let src_end = (win.y + win.h).saturating_sub(1) * stride + win.x + win.w;
-    if win.w == 0 || win.h == 0 || dw == 0 || dh == 0 || src_end > src.len() || dw * dh > dst.len()
+    let dst_end = dh.saturating_sub(1) * dst_stride + dw;
+    if win.w == 0
+        || win.h == 0
+        || dw == 0
+        || dh == 0
+        || dw > dst_stride
+        || src_end > src.len()
+        || dst_end > dst.len()
     {
         debug_assert!(false, "scale_plane out of bounds: {win:?} {dw}x{dh}");
         return;
@@ -147,7 +249,7 @@ fn scale_plane(
             win.w as i32,
             win.h as i32,
             dst.as_mut_ptr(),
-            dw as i32,
+            dst_stride as i32,
             dw as i32,
             dh as i32,
             filter,

@@ -285,6 +285,7 @@ fn tiles_land_where_the_layout_puts_them() {
                 participant: ParticipantId(id),
                 w: r.w,
                 h: r.h,
+                look: Default::default(),
             },
             version: 1,
             source: Some(f),
@@ -325,6 +326,7 @@ fn cache_drops_tiles_nobody_needs() {
             participant: ParticipantId(id),
             w: 8,
             h: 8,
+            look: Default::default(),
         },
         version: 1,
         source: Some(&f),
@@ -334,4 +336,58 @@ fn cache_drops_tiles_nobody_needs() {
     assert_eq!(cache.len(), 2);
     cache.prepare(&[job(2)]);
     assert_eq!(cache.len(), 1);
+}
+
+#[test]
+fn content_is_fitted_whole_and_letterboxed() {
+    use crate::compositor::scale::{contain_window, scale_contain};
+    // A 4:3 picture with a white border in a 16:9 tile: pillarboxed, border kept.
+    let (sw, sh) = (640, 480);
+    let mut src = I420Frame::solid(sw, sh, rgb_to_yuv(0, 0, 255));
+    for y in 0..sh {
+        for x in 0..sw {
+            if x < 8 || y < 8 || x >= sw - 8 || y >= sh - 8 {
+                src.y[y * sw + x] = 235;
+            }
+        }
+    }
+    let mut tile = I420Frame::new(640, 360);
+    render_tile_as(Some(&src), "Ada", Look::Content, &mut tile);
+    let win = contain_window(sw, sh, 640, 360);
+    assert_eq!((win.w, win.h, win.y), (480, 360, 0));
+    assert_eq!(win.x, 80);
+    // Bars either side, the picture between them with its border (nothing cut).
+    assert_eq!(tile.pixel(10, 180), LETTERBOX);
+    assert_eq!(tile.pixel(630, 180), LETTERBOX);
+    assert!(tile.pixel(81, 180).0 > 200, "left border kept");
+    assert!(tile.pixel(558, 180).0 > 200, "right border kept");
+    assert!(tile.pixel(320, 1).0 > 200, "top border kept");
+    assert!(tile.pixel(320, 358).0 > 200, "bottom border kept");
+    let near = |a: (u8, u8, u8), b: (u8, u8, u8)| {
+        a.0.abs_diff(b.0) <= 2 && a.1.abs_diff(b.1) <= 2 && a.2.abs_diff(b.2) <= 2
+    };
+    assert!(near(tile.pixel(320, 180), rgb_to_yuv(0, 0, 255)));
+    // Same shape: no bars at all.
+    let mut same = I420Frame::new(320, 240);
+    scale_contain(&src, &mut same, LETTERBOX);
+    assert!(same.pixel(1, 120).0 > 200 && same.pixel(318, 120).0 > 200);
+    // Wider source: bars above and below.
+    let wide = I420Frame::solid(1920, 1080, rgb_to_yuv(255, 0, 0));
+    let mut square = I420Frame::new(400, 400);
+    scale_contain(&wide, &mut square, LETTERBOX);
+    assert_eq!(square.pixel(200, 10), LETTERBOX);
+    assert!(near(square.pixel(200, 200), rgb_to_yuv(255, 0, 0)));
+    assert_eq!(contain_window(1920, 1080, 400, 400).h, 224);
+}
+
+#[test]
+fn the_speaker_mark_frames_a_camera_tile() {
+    let cam = I420Frame::solid(320, 180, rgb_to_yuv(0, 200, 0));
+    let mut plain = I420Frame::new(320, 180);
+    let mut marked = I420Frame::new(320, 180);
+    render_tile_as(Some(&cam), "", Look::Camera, &mut plain);
+    render_tile_as(Some(&cam), "", Look::Speaker, &mut marked);
+    assert_eq!(plain.pixel(0, 90), rgb_to_yuv(0, 200, 0));
+    assert_ne!(marked.pixel(0, 90), rgb_to_yuv(0, 200, 0));
+    assert_eq!(marked.pixel(160, 90), rgb_to_yuv(0, 200, 0));
 }

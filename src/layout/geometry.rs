@@ -251,6 +251,44 @@ mod tests {
     }
 
     #[test]
+    fn presentation_gives_content_the_room_and_drops_cameras_on_small_canvases() {
+        let set = LayoutSet::builtin();
+        let spec = set.get("presentation").unwrap();
+        let mut r = Vec::new();
+        for (w, h) in CANVASES {
+            for n in 1..=8 {
+                spec.place_with_content(n, true, w, h, &mut r);
+                for x in &r {
+                    assert!(x.inside(w, h) && x.w % 2 == 0 && x.x % 2 == 0, "{x:?}");
+                }
+                for (i, a) in r.iter().enumerate() {
+                    for b in r.iter().skip(i + 1) {
+                        assert!(!a.overlaps(b), "n={n} {w}x{h}: {a:?} overlaps {b:?}");
+                    }
+                }
+                let content = r[0];
+                if w < 480 {
+                    // Content alone, full frame: the cameras are dropped first.
+                    assert_eq!(r, vec![Rect { x: 0, y: 0, w, h }], "n={n} {w}x{h}");
+                } else {
+                    assert_eq!(r.len(), n.min(spec.capacity()));
+                    // The content area has the canvas' width and most of its height.
+                    assert_eq!(content.w, w);
+                    assert!(content.h * 10 >= h * 7, "{content:?}");
+                    for cam in &r[1..] {
+                        assert!(cam.w * cam.h * 8 <= content.w * content.h);
+                    }
+                }
+            }
+        }
+        // No presentation: a grid of the cameras.
+        spec.place_with_content(4, false, 1280, 720, &mut r);
+        let mut g = Vec::new();
+        grid(4, 1280, 720, 4, &mut g);
+        assert_eq!(r, g);
+    }
+
+    #[test]
     fn grid_shapes() {
         assert_eq!(grid_shape(1), (1, 1));
         assert_eq!(grid_shape(2), (2, 1));

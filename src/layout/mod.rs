@@ -60,6 +60,23 @@ pub enum LayoutKind {
         #[serde(default = "default_gap")]
         gap: u32,
     },
+    /// Someone's content (a shared screen) large, letterboxed so nothing is cut, the
+    /// cameras in a strip — the presenter's first, the active speaker marked. Below
+    /// `content_only_below` pixels of canvas width the content fills the picture alone
+    /// (the cameras are dropped first, so a small picture keeps the content legible).
+    /// Without a presentation it is a grid of the cameras.
+    Presentation {
+        #[serde(default)]
+        strip: StripSide,
+        #[serde(default = "default_strip_fraction")]
+        strip_fraction: f32,
+        #[serde(default = "default_max_strip")]
+        max_strip: u32,
+        #[serde(default = "default_gap")]
+        gap: u32,
+        #[serde(default = "default_content_only_below")]
+        content_only_below: u32,
+    },
     /// The focus full frame, the others as insets in a corner, drawn on top.
     Pip {
         #[serde(default)]
@@ -104,6 +121,9 @@ fn default_strip_fraction() -> f32 {
 }
 fn default_max_strip() -> u32 {
     6
+}
+fn default_content_only_below() -> u32 {
+    480
 }
 fn default_inset_fraction() -> f32 {
     0.25
@@ -188,6 +208,26 @@ impl LayoutSpec {
                     return bad("gap", "must be between 0 and 64 pixels");
                 }
             }
+            LayoutKind::Presentation {
+                strip_fraction,
+                max_strip,
+                gap,
+                content_only_below,
+                ..
+            } => {
+                if !(0.05..=0.5).contains(&strip_fraction) {
+                    return bad("strip_fraction", "must be between 0.05 and 0.5");
+                }
+                if !(1..=16).contains(&max_strip) {
+                    return bad("max_strip", "must be between 1 and 16");
+                }
+                if gap > 64 {
+                    return bad("gap", "must be between 0 and 64 pixels");
+                }
+                if content_only_below > 3840 {
+                    return bad("content_only_below", "must be between 0 and 3840 pixels");
+                }
+            }
             LayoutKind::Pip {
                 inset_fraction,
                 margin,
@@ -213,6 +253,7 @@ impl LayoutSpec {
         match self.kind {
             LayoutKind::Grid { max_tiles, .. } => max_tiles as usize,
             LayoutKind::Focus { max_strip, .. } => 1 + max_strip as usize,
+            LayoutKind::Presentation { max_strip, .. } => 1 + max_strip as usize,
             LayoutKind::Pip { max_insets, .. } => 1 + max_insets as usize,
         }
     }
@@ -228,9 +269,36 @@ impl LayoutSpec {
 
     /// `place` into a reused vector (cleared first): the media loop's allocation-free form.
     pub fn place_into(&self, n: usize, width: u32, height: u32, out: &mut Vec<Rect>) {
+        self.place_with_content(n, false, width, height, out)
+    }
+
+    /// Rectangles for `n` tiles, tile 0 being a presentation's content when `content`
+    /// (into `out`, cleared first). Every layout shows content as its tile 0 (the focus of
+    /// `focus` and `pip`, the first cell of a grid); the `presentation` layout gives it
+    /// the room it needs, or the whole canvas below its `content_only_below` width.
+    pub fn place_with_content(
+        &self,
+        n: usize,
+        content: bool,
+        width: u32,
+        height: u32,
+        out: &mut Vec<Rect>,
+    ) {
         out.clear();
         let n = n.min(self.capacity());
         match self.kind {
+            LayoutKind::Presentation {
+                content_only_below, ..
+            } if content && width < content_only_below => {
+                geometry::grid(n.min(1), width, height, 0, out)
+            }
+            LayoutKind::Presentation {
+                strip,
+                strip_fraction,
+                gap,
+                ..
+            } if content => geometry::focus(n, width, height, strip, strip_fraction, gap, out),
+            LayoutKind::Presentation { gap, .. } => geometry::grid(n, width, height, gap, out),
             LayoutKind::Grid { gap, .. } => geometry::grid(n, width, height, gap, out),
             LayoutKind::Focus {
                 strip,
@@ -254,7 +322,13 @@ impl LayoutSpec {
 
     /// Whether tile 0 should be the active speaker (focus and pip) rather than join order.
     pub fn speaker_first(&self) -> bool {
-        !matches!(self.kind, LayoutKind::Grid { .. })
+        matches!(self.kind, LayoutKind::Focus { .. } | LayoutKind::Pip { .. })
+    }
+
+    /// A layout made for presentations: the presenter's camera leads the strip and the
+    /// active speaker's tile is marked.
+    pub fn is_presentation(&self) -> bool {
+        matches!(self.kind, LayoutKind::Presentation { .. })
     }
 }
 
@@ -265,7 +339,7 @@ pub struct LayoutSet {
     layouts: BTreeMap<String, LayoutSpec>,
 }
 
-const BUILTIN: [(&str, &str); 4] = [
+const BUILTIN: [(&str, &str); 5] = [
     ("layouts/grid.json", include_str!("../../layouts/grid.json")),
     (
         "layouts/grid-shared.json",
@@ -276,6 +350,10 @@ const BUILTIN: [(&str, &str); 4] = [
         include_str!("../../layouts/speaker.json"),
     ),
     ("layouts/pip.json", include_str!("../../layouts/pip.json")),
+    (
+        "layouts/presentation.json",
+        include_str!("../../layouts/presentation.json"),
+    ),
 ];
 
 impl LayoutSet {
@@ -339,7 +417,11 @@ mod tests {
     #[test]
     fn builtins_load() {
         let set = LayoutSet::builtin();
-        assert_eq!(set.names(), vec!["grid", "grid-shared", "pip", "speaker"]);
+        assert_eq!(
+            set.names(),
+            vec!["grid", "grid-shared", "pip", "presentation", "speaker"]
+        );
+        assert!(set.get("presentation").unwrap().is_presentation());
         assert!(set.get("grid-shared").unwrap().shared());
         assert!(!set.get("grid").unwrap().shared());
     }

@@ -14,6 +14,7 @@ pub mod clock;
 pub mod link;
 pub mod overload;
 pub mod policy;
+pub mod presentation;
 pub mod server_events;
 pub mod sink;
 pub mod video;
@@ -67,6 +68,15 @@ pub enum RoomEvent {
     },
     /// A call the bridge placed from this room changed state (`sip::dialout::OutCall`).
     CallUpdated { call: serde_json::Value },
+    /// A participant started presenting (its content is shown).
+    #[serde(rename_all = "camelCase")]
+    PresentationStarted { participant_id: ParticipantId },
+    /// A presentation ended: `reason` is `ended`, `moderator`, `replaced` or `left`.
+    #[serde(rename_all = "camelCase")]
+    PresentationStopped {
+        participant_id: ParticipantId,
+        reason: presentation::StopReason,
+    },
 }
 
 /// A participant as the control plane and clients see it.
@@ -136,6 +146,8 @@ pub enum RoomError {
     Closed,
     #[error("the room is locked")]
     Locked,
+    #[error(transparent)]
+    Floor(#[from] presentation::FloorError),
 }
 
 /// A request from the media threads to a participant's network side.
@@ -203,6 +215,12 @@ pub struct RoomStats {
     pub video_idrs: AtomicU64,
     /// Video encoders running now (= distinct pictures).
     pub encoders: AtomicU64,
+    /// Frames of pictures with content not encoded because nothing in them changed.
+    pub video_frames_unchanged: AtomicU64,
+    /// Presentations started in this room.
+    pub presentations: AtomicU64,
+    /// Who presents now (0: nobody); content packets from anyone else are dropped.
+    pub presenter: AtomicU64,
     /// Opus encodes in the last audio tick (talkers + one shared mix).
     pub audio_encoders: AtomicU64,
     /// Opus decodes in the last audio tick.
@@ -319,8 +337,19 @@ pub enum VideoCmd {
         muted: bool,
     },
     Layout(LayoutSpec),
+    /// `id` presents: its content is decoded (own limits) and shown from now on.
+    Present {
+        id: ParticipantId,
+        payload_types: HashMap<u8, VideoCodec>,
+        upstream: mpsc::Sender<Upstream>,
+    },
+    StopPresenting {
+        id: ParticipantId,
+    },
     Packet {
         id: ParticipantId,
+        /// From its content (shared screen), not its camera.
+        content: bool,
         arrival: Instant,
         pt: u8,
         seq: u16,
@@ -372,6 +401,10 @@ pub struct Room {
     recording: Mutex<Option<crate::recording::Recording>>,
     /// The server's event bus, once the room is registered with [`Rooms`].
     server: std::sync::OnceLock<Arc<server_events::ServerEvents>>,
+    /// Who presents, and the layout to go back to (control plane only).
+    floor: Mutex<presentation::Floor>,
+    /// The room's floor policy and whether it switches layouts (from its policy).
+    floor_rules: Mutex<(crate::config::FloorPolicy, bool)>,
 }
 
 impl Room {
@@ -409,7 +442,6 @@ impl Room {
         let video = spawn_thread(format!("video-{name}"), move || v.run(video_rx))?;
         Ok(Arc::new(Self {
             id,
-            settings,
             audio_tx,
             video_tx,
             events,
@@ -424,6 +456,12 @@ impl Room {
             threads: Mutex::new(vec![audio, video]),
             recording: Mutex::new(None),
             server: std::sync::OnceLock::new(),
+            floor: Mutex::new(presentation::Floor::default()),
+            floor_rules: Mutex::new((
+                settings.config.presentation.floor,
+                settings.config.presentation.switch_layout,
+            )),
+            settings,
         }))
     }
 
@@ -756,6 +794,7 @@ impl Room {
             let _ = self.send_audio(AudioCmd::Leave { id });
         }
         if listed {
+            self.release_floor(id, presentation::StopReason::Left);
             let _ = self.send_video(VideoCmd::Leave { id });
             self.tone(&LEAVE_TONE);
             let _ = self
@@ -788,8 +827,104 @@ impl Room {
         Ok(())
     }
 
-    /// Switches the room's layout; the video thread applies it at its next tick.
+    /// Someone chooses the room's layout; the video thread applies it at its next tick. A
+    /// choice made during a presentation stays after it.
     pub fn set_layout(&self, name: &str) -> Result<(), RoomError> {
+        self.apply_layout(name)?;
+        lock(&self.floor).layout_chosen();
+        Ok(())
+    }
+
+    /// Who presents now.
+    pub fn presenter(&self) -> Option<ParticipantId> {
+        lock(&self.floor).presenter()
+    }
+
+    /// The room's floor policy and layout switching (from its policy; see
+    /// `[presentation]`).
+    pub fn set_floor_rules(&self, floor: crate::config::FloorPolicy, switch_layout: bool) {
+        *lock(&self.floor_rules) = (floor, switch_layout);
+    }
+
+    /// `id` asks to present: granted (the room may switch to the presentation layout,
+    /// a previous presenter may lose the floor) or refused. Its content is shown once
+    /// [`Self::attach_content`] connects it.
+    pub fn request_floor(&self, id: ParticipantId) -> Result<(), RoomError> {
+        if !lock(&self.roster).iter().any(|p| p.id == id) {
+            return Err(RoomError::NoSuchParticipant);
+        }
+        let (policy, switch) = *lock(&self.floor_rules);
+        let to = switch.then_some(self.settings.config.presentation.layout.as_str());
+        let layout = self.layout();
+        let change = lock(&self.floor).request(id, policy, &layout, to)?;
+        self.apply_floor(change);
+        Ok(())
+    }
+
+    /// `id`'s content is negotiated: the video thread decodes and shows it.
+    pub fn attach_content(
+        &self,
+        id: ParticipantId,
+        payload_types: HashMap<u8, VideoCodec>,
+        upstream: mpsc::Sender<Upstream>,
+    ) -> Result<(), RoomError> {
+        if self.presenter() != Some(id) {
+            return Err(presentation::FloorError::NobodyPresenting.into());
+        }
+        self.send_video(VideoCmd::Present {
+            id,
+            payload_types,
+            upstream,
+        })
+    }
+
+    /// `id` stops presenting (or its content connection ended, or it left).
+    pub fn release_floor(&self, id: ParticipantId, reason: presentation::StopReason) {
+        let layout = self.layout();
+        let change = lock(&self.floor).release(id, reason, &layout);
+        self.apply_floor(change);
+    }
+
+    /// Stops whoever presents: by participant `by` (a moderator, or the presenter), or by
+    /// the control API (`None`). Returns who presented.
+    pub fn stop_presentation(&self, by: Option<ParticipantId>) -> Result<ParticipantId, RoomError> {
+        let by = by.map(|b| (b, self.is_moderator(b)));
+        let layout = self.layout();
+        let change = lock(&self.floor).stop(by, &layout)?;
+        let who = change.stopped.map(|s| s.0);
+        self.apply_floor(change);
+        who.ok_or(presentation::FloorError::NobodyPresenting.into())
+    }
+
+    /// Carries out what the floor decided: content stopped and started in the video
+    /// thread, clients told, the layout switched.
+    fn apply_floor(&self, change: presentation::FloorChange) {
+        if let Some((id, reason)) = change.stopped {
+            self.stats.presenter.store(0, Ordering::Relaxed);
+            let _ = self.send_video(VideoCmd::StopPresenting { id });
+            tracing::info!(room = %self.id, %id, ?reason, "presentation stopped");
+            let _ = self.events.send(RoomEvent::PresentationStopped {
+                participant_id: id,
+                reason,
+            });
+        }
+        if let Some(id) = change.started {
+            self.stats.presenter.store(id.0, Ordering::Relaxed);
+            self.stats.presentations.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(room = %self.id, %id, "presentation started");
+            let _ = self
+                .events
+                .send(RoomEvent::PresentationStarted { participant_id: id });
+        }
+        if let Some(layout) = change.layout {
+            if let Err(e) = self.apply_layout(&layout) {
+                tracing::warn!(room = %self.id, "presentation layout: {e}");
+            }
+        }
+    }
+
+    /// Switches the room's layout (by a choice or by the floor).
+    fn apply_layout(&self, name: &str) -> Result<(), RoomError> {
         let spec = self
             .settings
             .layouts
@@ -829,6 +964,33 @@ impl Room {
         self.stats.received(payload.len());
         self.try_video(VideoCmd::Packet {
             id,
+            content: false,
+            arrival: Instant::now(),
+            pt,
+            seq,
+            ts,
+            marker,
+            payload,
+        });
+    }
+
+    /// An incoming packet of `id`'s content (dropped unless `id` presents).
+    pub fn content_packet(
+        &self,
+        id: ParticipantId,
+        pt: u8,
+        seq: u16,
+        ts: u32,
+        marker: bool,
+        payload: Bytes,
+    ) {
+        if self.stats.presenter.load(Ordering::Relaxed) != id.0 {
+            return;
+        }
+        self.stats.received(payload.len());
+        self.try_video(VideoCmd::Packet {
+            id,
+            content: true,
             arrival: Instant::now(),
             pt,
             seq,
@@ -1242,7 +1404,10 @@ impl Rooms {
             self.stop_in_background(room);
             return Err(JoinError::ServerFull(format!("{max_rooms} rooms")));
         }
-        room.set_tones(self.policies.get(id).tones);
+        let policy = self.policies.get(id);
+        room.set_tones(policy.tones);
+        let (floor, switch) = policy.floor_rules(&self.settings.config.presentation);
+        room.set_floor_rules(floor, switch);
         let _ = room.server.set(self.events.clone());
         rooms.insert(id.clone(), room.clone());
         self.events.emit(server_events::ServerEvent::RoomStarted {
@@ -1260,6 +1425,8 @@ impl Rooms {
         let p = self.policies.patch(id, patch)?;
         if let Some(room) = self.get(id) {
             room.set_tones(p.tones);
+            let (floor, switch) = p.floor_rules(&self.settings.config.presentation);
+            room.set_floor_rules(floor, switch);
             let _ = room
                 .events
                 .send(RoomEvent::RoomPolicy { policy: p.clone() });

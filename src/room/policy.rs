@@ -2,7 +2,7 @@
 //! room runs (declared in the config's `[[rooms]]`, or set with `PATCH /api/rooms/{room}`)
 //! and kept after it stops, so a bridge keeps its PIN between meetings.
 
-use crate::config::{valid_pin, RoomDecl};
+use crate::config::{valid_pin, FloorPolicy, PresentationConfig, RoomDecl};
 use crate::ids::RoomId;
 use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::HashMap;
@@ -24,6 +24,13 @@ pub struct RoomPolicy {
     /// SRTP for this room's calls (declared in the config), else the server's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub media_encryption: Option<crate::config::MediaEncryption>,
+    /// A second presenter is refused or takes the floor (`None`: `[presentation] floor`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub floor: Option<FloorPolicy>,
+    /// Switch to the presentation layout and back (`None`: `[presentation]
+    /// switch_layout`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub switch_layout: Option<bool>,
 }
 
 impl Default for RoomPolicy {
@@ -36,6 +43,8 @@ impl Default for RoomPolicy {
             locked: false,
             tones: true,
             media_encryption: None,
+            floor: None,
+            switch_layout: None,
         }
     }
 }
@@ -48,6 +57,8 @@ impl RoomPolicy {
             locked: d.locked,
             tones: d.tones,
             media_encryption: d.media_encryption,
+            floor: d.floor,
+            switch_layout: d.switch_layout,
             ..Self::default()
         };
         p.refresh();
@@ -57,6 +68,14 @@ impl RoomPolicy {
     fn refresh(&mut self) {
         self.has_pin = self.pin.is_some();
         self.has_moderator_pin = self.moderator_pin.is_some();
+    }
+
+    /// The floor policy and layout switching in force, given the server's defaults.
+    pub fn floor_rules(&self, defaults: &PresentationConfig) -> (FloorPolicy, bool) {
+        (
+            self.floor.unwrap_or(defaults.floor),
+            self.switch_layout.unwrap_or(defaults.switch_layout),
+        )
     }
 
     /// Whether a joiner must give a PIN before it is admitted.
@@ -94,6 +113,8 @@ pub struct PolicyPatch {
     pub moderator_pin: Option<Option<String>>,
     pub locked: Option<bool>,
     pub tones: Option<bool>,
+    pub floor: Option<FloorPolicy>,
+    pub switch_layout: Option<bool>,
 }
 
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
@@ -163,6 +184,12 @@ impl Policies {
         if let Some(t) = patch.tones {
             p.tones = t;
         }
+        if let Some(f) = patch.floor {
+            p.floor = Some(f);
+        }
+        if let Some(s) = patch.switch_layout {
+            p.switch_layout = Some(s);
+        }
         p.refresh();
         Ok(p.clone())
     }
@@ -181,6 +208,8 @@ mod tests {
             locked: false,
             tones: true,
             media_encryption: None,
+            floor: None,
+            switch_layout: None,
         };
         let all = Policies::new(&[decl], 10);
         let id = RoomId::parse("bridge").unwrap();

@@ -65,7 +65,7 @@ use super::overload::FrameRateGovernor;
 use super::{RoomEvent, RoomStats, RtpSink, Upstream, VideoCmd};
 use crate::codec::video::{EncoderSettings, IngestLimits, VideoEncoder};
 use crate::codec::OutputCodec;
-use crate::compositor::{self, TileCache, TileKey, TileNeed};
+use crate::compositor::{self, Look, TileCache, TileKey, TileNeed};
 use crate::config::Config;
 use crate::ids::ParticipantId;
 use crate::ladder::{Decision, Ladder, PolicyConfig, RungPolicy};
@@ -79,6 +79,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 
+/// A picture with content whose canvas has not changed is still sent every this many
+/// seconds.
+const STATIC_REFRESH_S: u32 = 1;
 /// A participant whose last picture is older than this shows the placeholder.
 const STALE_AFTER: Duration = Duration::from_secs(3);
 /// How often each viewer's estimate and rung are logged (debug level; moves at info).
@@ -87,8 +90,11 @@ const LINK_LOG_INTERVAL: Duration = Duration::from_secs(5);
 /// What one viewer sees: tiles in drawing order.
 type Plan = Vec<(Rect, TileKey)>;
 
+/// A source of pictures: a participant's camera, or its content while it presents.
 struct Participant {
     id: ParticipantId,
+    /// This is the participant's content (a shared screen), not its camera.
+    content: bool,
     name: String,
     muted: bool,
     /// Bumped whenever the tile's look changes (new picture, mute, stale).
@@ -145,6 +151,11 @@ struct PictureEncoder {
     credit: u32,
     /// `Some(idr)` when a frame was encoded this tick.
     encoded: Option<bool>,
+    /// What the last encoded frame showed (see [`picture_signature`]); a picture with
+    /// content is not encoded again while this is unchanged.
+    shown: Option<u64>,
+    /// Frames not encoded since the last one because nothing changed.
+    unchanged: u32,
     last_idr: Option<Instant>,
     /// A requested IDR deferred by the interval limits.
     idr_due: Option<Instant>,
@@ -231,6 +242,9 @@ pub struct VideoLoop {
     events: broadcast::Sender<RoomEvent>,
     limits: IngestLimits,
     max_input_fps: u32,
+    /// The same for a presenter's content.
+    content_limits: IngestLimits,
+    content_max_fps: u32,
     scratch: Scratch,
     /// `[video] pipeline`: encode tick t-1's pictures while tick t decodes (see `tick_at`).
     pipeline: bool,
@@ -275,6 +289,8 @@ impl VideoLoop {
             events,
             limits: config.ingest.limits(),
             max_input_fps: config.ingest.max_fps,
+            content_limits: config.presentation.limits(&config.ingest),
+            content_max_fps: config.presentation.max_fps,
             scratch: Scratch::default(),
             pipeline: v.pipeline,
             next_tiles: TileCache::default(),
@@ -372,8 +388,11 @@ impl VideoLoop {
         self.encoders.iter().filter(|e| e.recorder.is_none())
     }
 
-    fn find(&mut self, id: ParticipantId) -> Option<&mut Participant> {
-        self.participants.iter_mut().find(|p| p.id == id)
+    /// A participant's camera source (`content`: its content source, while it presents).
+    fn find(&mut self, id: ParticipantId, content: bool) -> Option<&mut Participant> {
+        self.participants
+            .iter_mut()
+            .find(|p| p.id == id && p.content == content)
     }
 
     /// Video encoders running (one per distinct picture and rung, plus private ones).
@@ -427,6 +446,7 @@ impl VideoLoop {
         match cmd {
             VideoCmd::Join { id, name } => self.participants.push(Participant {
                 id,
+                content: false,
                 name,
                 muted: false,
                 version: 0,
@@ -441,7 +461,7 @@ impl VideoLoop {
                 upstream,
                 link,
             } => {
-                if let Some(p) = self.find(id) {
+                if let Some(p) = self.find(id, false) {
                     p.input.payload_types = payload_types;
                     p.input.upstream = Some(upstream);
                 }
@@ -483,8 +503,35 @@ impl VideoLoop {
                 self.outputs.retain(|o| o.viewer != id);
                 self.last_speakers.retain(|p| *p != id);
             }
+            VideoCmd::Present {
+                id,
+                payload_types,
+                upstream,
+            } => {
+                // One content source per participant; a new one replaces the old.
+                self.participants.retain(|p| !(p.id == id && p.content));
+                let Some(name) = self.find(id, false).map(|p| p.name.clone()) else {
+                    return;
+                };
+                let mut input = Input::new(self.content_limits, self.content_max_fps);
+                input.payload_types = payload_types;
+                input.upstream = Some(upstream);
+                self.participants.push(Participant {
+                    id,
+                    content: true,
+                    name,
+                    muted: false,
+                    version: 0,
+                    showing_video: false,
+                    visible: false,
+                    input,
+                });
+            }
+            VideoCmd::StopPresenting { id } => {
+                self.participants.retain(|p| !(p.id == id && p.content));
+            }
             VideoCmd::Mute { id, muted } => {
-                if let Some(p) = self.find(id) {
+                if let Some(p) = self.find(id, false) {
                     p.muted = muted;
                     p.version += 1;
                 }
@@ -492,6 +539,7 @@ impl VideoLoop {
             VideoCmd::Layout(spec) => self.layout = spec,
             VideoCmd::Packet {
                 id,
+                content,
                 arrival,
                 pt,
                 seq,
@@ -499,7 +547,7 @@ impl VideoLoop {
                 marker,
                 payload,
             } => {
-                if let Some(p) = self.find(id) {
+                if let Some(p) = self.find(id, content) {
                     p.input.last_pt = Some(pt);
                     p.input.assembler.push(arrival, seq, ts, marker, payload);
                 }
@@ -559,6 +607,8 @@ impl VideoLoop {
                             encoded: None,
                             last_idr: None,
                             idr_due: None,
+                            shown: None,
+                            unchanged: 0,
                         });
                     }
                     Err(e) => tracing::error!("recording encoder: {e}"),
@@ -701,6 +751,8 @@ impl VideoLoop {
             encoded: None,
             last_idr: Some(now),
             idr_due: None,
+            shown: None,
+            unchanged: 0,
         };
         e.plan.clone_from(plan);
         self.encoders.push(e);
@@ -1153,7 +1205,11 @@ fn build_needs(
             if needs.iter().any(|n| n.key == *key) {
                 continue;
             }
-            if let Some(i) = participants.iter().position(|p| p.id == key.participant) {
+            let content = key.look == Look::Content;
+            if let Some(i) = participants
+                .iter()
+                .position(|p| p.id == key.participant && p.content == content)
+            {
                 needs.push(TileNeed {
                     key: *key,
                     version: participants[i].version,
@@ -1194,6 +1250,21 @@ fn encode_pictures(
             return; // a lower frame rate than the tick's, or nobody to send it to
         }
         e.credit -= tick_fps;
+        // Content-aware: a picture holding a shared screen is encoded only when something
+        // in it changed (a static slide costs next to nothing), at least every
+        // STATIC_REFRESH frames so receivers and their statistics see it live. Cameras
+        // change every frame; the recording keeps its regular frames (its IDR cadence).
+        let content = e.recorder.is_none() && e.plan.iter().any(|(_, k)| k.look == Look::Content);
+        let shown = content.then(|| picture_signature(&e.plan, tiles));
+        if shown.is_some()
+            && shown == e.shown
+            && !e.parts.encoder.keyframe_pending()
+            && e.unchanged < e.fps.max(1) * STATIC_REFRESH_S
+        {
+            e.unchanged += 1;
+            stats.video_frames_unchanged.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let p = &mut e.parts;
         e.encoded = render_picture(
             &e.plan,
@@ -1203,12 +1274,34 @@ fn encode_pictures(
             &mut p.au,
             stats,
         );
+        if e.encoded.is_some() {
+            e.shown = shown;
+            e.unchanged = 0;
+        }
         if e.encoded.is_some() && !e.viewers.is_empty() {
             // Once per encoder, shared by its viewers.
             p.packetizer
                 .packetize(&p.au, super::sink::RTP_MTU, &mut p.packets);
         }
     });
+}
+
+/// What a picture shows: every tile's place, source and picture version, hashed (FNV-1a).
+/// Equal signatures mean an identical canvas.
+fn picture_signature(plan: &Plan, tiles: &TileCache) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut mix = |v: u64| {
+        for b in v.to_le_bytes() {
+            h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for (r, k) in plan {
+        mix(((r.x as u64) << 32) | r.y as u64);
+        mix(((r.w as u64) << 32) | r.h as u64);
+        mix(k.participant.0 ^ ((k.look as u64) << 62));
+        mix(tiles.version(k).unwrap_or(u64::MAX));
+    }
+    h
 }
 
 /// Lays out pictures: who is seen, where (buffers reused from tick to tick).
@@ -1221,9 +1314,12 @@ struct Picturing<'a> {
 
 impl Picturing<'_> {
     /// `plan` for a `size` canvas in `layout`, seen by `viewer` (`None`: everyone is in
-    /// it — a shared canvas, the recording). For focus layouts the active speaker comes
-    /// first; for the speaker themself (personal canvas) the one before, from
-    /// `last_speakers`. Marks who is shown as visible.
+    /// it — a shared canvas, the recording). A presenter's content, if any, is tile 0 for
+    /// everyone (the presenter too), fitted, never cropped; in a presentation layout the
+    /// presenter's camera comes next and the active speaker's tile is marked. For focus
+    /// layouts the active speaker comes first (after the content); for the speaker
+    /// themself (personal canvas) the one before, from `last_speakers`. Marks who is
+    /// shown as visible.
     fn plan(
         &mut self,
         layout: &LayoutSpec,
@@ -1234,8 +1330,19 @@ impl Picturing<'_> {
     ) {
         let (participants, order) = (&mut *self.participants, &mut *self.order);
         order.clear();
-        order.extend((0..participants.len()).filter(|&i| Some(participants[i].id) != viewer));
-        if layout.speaker_first() {
+        order.extend(
+            (0..participants.len())
+                .filter(|&i| !participants[i].content && Some(participants[i].id) != viewer),
+        );
+        let content = participants.iter().position(|p| p.content);
+        let presenter = content
+            .filter(|_| layout.is_presentation())
+            .map(|c| participants[c].id);
+        if let Some(presenter) = presenter {
+            if let Some(pos) = order.iter().position(|&i| participants[i].id == presenter) {
+                order[..=pos].rotate_right(1);
+            }
+        } else if layout.speaker_first() {
             let focus = match self.speaker {
                 Some(s) if Some(s) != viewer => Some(s),
                 _ => last_speakers
@@ -1250,17 +1357,29 @@ impl Picturing<'_> {
                 order[..=pos].rotate_right(1);
             }
         }
-        layout.place_into(order.len(), size.0, size.1, self.rects);
+        if let Some(c) = content {
+            order.insert(0, c);
+        }
+        layout.place_with_content(order.len(), content.is_some(), size.0, size.1, self.rects);
+        let marked = self.speaker.filter(|_| layout.is_presentation());
         plan.clear();
         for (r, &i) in self.rects.iter().zip(order.iter()) {
             let p = &mut participants[i];
             p.visible = true;
+            let look = if p.content {
+                Look::Content
+            } else if Some(p.id) == marked {
+                Look::Speaker
+            } else {
+                Look::Camera
+            };
             plan.push((
                 *r,
                 TileKey {
                     participant: p.id,
                     w: r.w,
                     h: r.h,
+                    look,
                 },
             ));
         }

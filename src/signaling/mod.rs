@@ -482,6 +482,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/api/rooms/{room}/mute-all", post(moderation::mute_all))
         .route(
+            "/api/rooms/{room}/presentation",
+            axum::routing::delete(moderation::stop_presentation),
+        )
+        .route(
             "/api/rooms/{room}/recording",
             post(recordings::start).delete(recordings::stop),
         )

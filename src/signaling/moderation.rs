@@ -5,6 +5,7 @@
 //! - `POST /api/rooms/{room}/participants/{id}/mute` `{"muted": true}`
 //! - `POST /api/rooms/{room}/mute-all` `{"muted": true}` — everyone but the moderators
 //! - `DELETE /api/rooms/{room}/participants/{id}` — kick (a caller gets a BYE)
+//! - `DELETE /api/rooms/{room}/presentation` — stop whoever presents
 //! - dialling a phone into the room and hanging it up (`dial`, `hangUp`; over the API:
 //!   `signaling::calls`)
 //!
@@ -56,6 +57,8 @@ pub enum Moderation {
     HangUp {
         call_id: String,
     },
+    /// Stops whoever presents.
+    StopPresentation,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -64,6 +67,8 @@ pub enum ModError {
     NoRoom(RoomId),
     #[error("no such participant")]
     NoParticipant,
+    #[error("nobody is presenting")]
+    NotPresenting,
     #[error(transparent)]
     Policy(#[from] PolicyError),
     #[error("{0}")]
@@ -75,7 +80,7 @@ pub enum ModError {
 impl ModError {
     fn status(&self) -> StatusCode {
         match self {
-            Self::NoRoom(_) | Self::NoParticipant => StatusCode::NOT_FOUND,
+            Self::NoRoom(_) | Self::NoParticipant | Self::NotPresenting => StatusCode::NOT_FOUND,
             Self::Policy(PolicyError::BadPin) => StatusCode::BAD_REQUEST,
             Self::Policy(PolicyError::TooMany(_)) => StatusCode::INSUFFICIENT_STORAGE,
             Self::Room(_) => StatusCode::CONFLICT,
@@ -88,6 +93,9 @@ impl From<RoomError> for ModError {
     fn from(e: RoomError) -> Self {
         match e {
             RoomError::NoSuchParticipant => Self::NoParticipant,
+            RoomError::Floor(crate::room::presentation::FloorError::NobodyPresenting) => {
+                Self::NotPresenting
+            }
             other => Self::Room(other.to_string()),
         }
     }
@@ -123,6 +131,9 @@ pub fn apply(rooms: &Rooms, id: &RoomId, m: &Moderation) -> Result<(), ModError>
             dialer
                 .place(id, to, name.as_deref())
                 .map_err(|e| ModError::Dial(e.to_string()))?;
+        }
+        Moderation::StopPresentation => {
+            room()?.stop_presentation(None)?;
         }
         Moderation::HangUp { call_id } => {
             let hung = rooms.dialer.get().is_some_and(|d| d.hang_up(id, call_id));
@@ -226,4 +237,16 @@ pub async fn kick(
         participant_id: ParticipantId(pid),
     };
     respond(apply(&state.rooms, &id, &action))
+}
+
+/// `DELETE /api/rooms/{room}/presentation`: stops whoever presents (`404` when nobody does).
+pub async fn stop_presentation(
+    State(state): State<Arc<AppState>>,
+    Path(room): Path<String>,
+) -> Response {
+    let id = match room_id(&room) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    respond(apply(&state.rooms, &id, &Moderation::StopPresentation))
 }

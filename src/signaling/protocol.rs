@@ -27,7 +27,7 @@ pub enum ClientMessage {
         token: Option<String>,
     },
     /// A moderator's action (`action`: `mute`, `muteAll`, `kick`, `lock`, `setPin`,
-    /// `dial`, `hangUp`).
+    /// `dial`, `hangUp`, `stopPresentation`).
     Moderate(super::moderation::Moderation),
     Offer {
         sdp: String,
@@ -49,6 +49,15 @@ pub enum ClientMessage {
         #[serde(default)]
         video: Option<bool>,
     },
+    /// Present a screen: an offer for a second connection carrying only the client's
+    /// content (one sendonly video m-line; all candidates in it — no trickle). Answered
+    /// with `presentAnswer`, or an error (`floorTaken`) when the room refuses a second
+    /// presenter.
+    Present {
+        sdp: String,
+    },
+    /// Stop presenting (the content connection closes).
+    StopPresenting,
     /// The size (device pixels) the client shows the composite at: the server sends no
     /// rung larger than the smallest one that covers it.
     VideoSize {
@@ -82,8 +91,14 @@ pub enum ServerMessage {
         video: VideoInfo,
         /// Whether the room is being recorded (show an indicator).
         recording: bool,
+        /// Who presents now.
+        presenter: Option<ParticipantId>,
     },
     Answer {
+        sdp: String,
+    },
+    /// The answer for a `present` offer (all server candidates included).
+    PresentAnswer {
         sdp: String,
     },
     #[serde(rename_all = "camelCase")]
@@ -143,6 +158,8 @@ pub enum ErrorCode {
     BadSdp,
     NegotiationFailed,
     BadCandidate,
+    /// Someone else presents and the room refuses a second presenter.
+    FloorTaken,
     /// The session waited too long (no offer after join, media never connected).
     Timeout,
     Internal,

@@ -3,6 +3,11 @@
 //! `Location`; `DELETE` on that location leaves. A client whose offer has sendrecv
 //! transceivers receives its personal composite and N-1 mix on them. Trickle ICE over
 //! `PATCH` is not supported (`405`), which RFC 9725 allows.
+//!
+//! A second video m-line marked `a=content:slides` (RFC 4796) is the client's content (a
+//! shared screen), not another camera: the client presents for as long as the session
+//! lasts. Floor control applies: when someone else holds the floor and the room refuses
+//! a second presenter, the POST is answered `409 Conflict` and nobody joins.
 
 use super::AppState;
 use crate::ids::{ParticipantId, RoomId};
@@ -175,11 +180,22 @@ pub async fn post(
     if let Some(link) = room.link(info.id) {
         link.set_cap(cap.0, cap.1);
     }
+    let presents = grant.publish
+        && crate::sdp::parse(offer)
+            .ok()
+            .is_some_and(|s| crate::sdp::content(&s).is_some());
+    if presents {
+        if let Err(e) = room.request_floor(info.id) {
+            state.rooms.leave(&room, info.id);
+            return plain(StatusCode::CONFLICT, format!("cannot present: {e}"));
+        }
+    }
     let (tx, rx) = mpsc::unbounded_channel();
     let opts = transport::ConnectOptions {
         wait_for_gathering: true,
         publish: grant.publish,
         subscribe: grant.subscribe,
+        content: false,
     };
     let peer = match transport::connect(room.clone(), info.id, offer, &state.config, tx, opts).await
     {

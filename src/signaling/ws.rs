@@ -1,6 +1,11 @@
 //! One WebSocket signaling session: lobby → joined (room + participant) → connected
 //! (peer). Every client message is validated; a bad one gets an `error` reply and the
 //! session goes on. When the socket closes, the participant leaves and its peer closes.
+//!
+//! Presenting: `present` carries the offer of a second peer connection that holds only
+//! the client's screen (floor control first, then negotiation without trickle); it lasts
+//! until `stopPresenting`, until its connection fails or closes, or until the room ends
+//! the presentation (a moderator, another presenter taking the floor).
 
 use super::protocol::{
     parse_client_message, validate_name, ClientMessage, ErrorCode, ServerMessage, VideoInfo,
@@ -20,6 +25,8 @@ struct Joined {
     id: ParticipantId,
     events: broadcast::Receiver<crate::room::RoomEvent>,
     peer: Option<PeerSession>,
+    /// The content connection while it presents.
+    content: Option<PeerSession>,
     /// The media connection has been established.
     connected: bool,
     /// What the token allows (everything in open mode).
@@ -45,6 +52,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
         let _ = out_tx.send(m);
     };
     let (peer_tx, mut peer_rx) = mpsc::unbounded_channel::<PeerEvent>();
+    let (content_tx, mut content_rx) = mpsc::unbounded_channel::<PeerEvent>();
     let mut shutdown = state.shutdown.clone();
     let mut joined: Option<Joined> = None;
     // Set while a joined session has no established media: by then it must have offered
@@ -104,7 +112,7 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
                 if matches!(msg, ClientMessage::Leave) {
                     break;
                 }
-                handle(msg, &state, &mut joined, &peer_tx, &send).await;
+                handle(msg, &state, &mut joined, (&peer_tx, &content_tx), &send).await;
             }
             ev = async {
                 match joined.as_mut() {
@@ -119,6 +127,13 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
                     Ok(ev @ crate::room::RoomEvent::ParticipantKicked { participant_id }) if joined.as_ref().is_some_and(|j| j.id == participant_id) => {
                         send(ServerMessage::Room(ev));
                         break;
+                    }
+                    // This client's presentation ended in the room: its connection goes.
+                    Ok(ev @ crate::room::RoomEvent::PresentationStopped { participant_id, .. }) if joined.as_ref().is_some_and(|j| j.id == participant_id) => {
+                        if let Some(c) = joined.as_mut().and_then(|j| j.content.take()) {
+                            c.close().await;
+                        }
+                        send(ServerMessage::Room(ev));
                     }
                     Ok(ev) => send(ServerMessage::Room(ev)),
                     Err(broadcast::error::RecvError::Lagged(n)) => tracing::warn!("signaling client lagged {n} room events"),
@@ -147,6 +162,16 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
                     }
                 }
             },
+            Some(pe) = content_rx.recv() => {
+                if let PeerEvent::State(RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed) = pe {
+                    if let Some(j) = joined.as_mut() {
+                        if let Some(c) = j.content.take() {
+                            c.close().await;
+                            j.room.release_floor(j.id, crate::room::presentation::StopReason::Ended);
+                        }
+                    }
+                }
+            }
             _ = shutdown.changed() => {
                 send(ServerMessage::Bye { reason: "server is shutting down".into() });
                 break;
@@ -164,6 +189,9 @@ async fn leave(state: &AppState, j: Joined) {
     if let Some(peer) = &j.peer {
         peer.close().await;
     }
+    if let Some(content) = &j.content {
+        content.close().await;
+    }
     state.rooms.leave(&j.room, j.id);
     tracing::info!(room = %j.room.id, id = %j.id, "participant left");
     drop(j);
@@ -174,7 +202,10 @@ async fn handle(
     msg: ClientMessage,
     state: &Arc<AppState>,
     joined: &mut Option<Joined>,
-    peer_tx: &mpsc::UnboundedSender<PeerEvent>,
+    (peer_tx, content_tx): (
+        &mpsc::UnboundedSender<PeerEvent>,
+        &mpsc::UnboundedSender<PeerEvent>,
+    ),
     send: &impl Fn(ServerMessage),
 ) {
     let bad_state = |m: &str| ServerMessage::error(ErrorCode::BadState, m);
@@ -273,12 +304,14 @@ async fn handle(
                     fps: v.fps,
                 },
                 recording: room.is_recording(),
+                presenter: room.presenter(),
             });
             *joined = Some(Joined {
                 room,
                 id: info.id,
                 events,
                 peer: None,
+                content: None,
                 connected: false,
                 grant,
             });
@@ -300,6 +333,7 @@ async fn handle(
                     wait_for_gathering: false,
                     publish: j.grant.publish,
                     subscribe: j.grant.subscribe,
+                    content: false,
                 },
             )
             .await
@@ -319,6 +353,66 @@ async fn handle(
                     send(ServerMessage::error(code, e.to_string()));
                 }
             }
+        }
+        ClientMessage::Present { sdp } => {
+            let Some(j) = joined.as_mut() else {
+                return send(bad_state("join a room before presenting"));
+            };
+            if !j.grant.publish {
+                return send(ServerMessage::error(
+                    ErrorCode::Unauthorized,
+                    "this token does not allow publishing",
+                ));
+            }
+            // A new screen replaces this client's old one.
+            if let Some(old) = j.content.take() {
+                old.close().await;
+            }
+            if let Err(e) = j.room.request_floor(j.id) {
+                return send(ServerMessage::error(ErrorCode::FloorTaken, e.to_string()));
+            }
+            match transport::connect(
+                j.room.clone(),
+                j.id,
+                &sdp,
+                &state.config,
+                content_tx.clone(),
+                transport::ConnectOptions {
+                    wait_for_gathering: true,
+                    publish: true,
+                    subscribe: false,
+                    content: true,
+                },
+            )
+            .await
+            {
+                Ok(peer) => {
+                    send(ServerMessage::PresentAnswer {
+                        sdp: peer.answer.clone(),
+                    });
+                    j.content = Some(peer);
+                }
+                Err(e) => {
+                    j.room
+                        .release_floor(j.id, crate::room::presentation::StopReason::Ended);
+                    let code = match e {
+                        transport::TransportError::BadSdp(_) => ErrorCode::BadSdp,
+                        _ => ErrorCode::NegotiationFailed,
+                    };
+                    tracing::info!(id = %j.id, "present offer refused: {e}");
+                    send(ServerMessage::error(code, e.to_string()));
+                }
+            }
+        }
+        ClientMessage::StopPresenting => {
+            let Some(j) = joined.as_mut() else {
+                return send(bad_state("join a room first"));
+            };
+            if let Some(c) = j.content.take() {
+                c.close().await;
+            }
+            j.room
+                .release_floor(j.id, crate::room::presentation::StopReason::Ended);
         }
         ClientMessage::Candidate {
             candidate,
@@ -376,7 +470,10 @@ async fn handle(
             let Some(j) = joined.as_ref() else {
                 return send(bad_state("join a room first"));
             };
-            if !j.room.is_moderator(j.id) {
+            // A presenter may stop its own presentation this way too.
+            let own = matches!(action, super::moderation::Moderation::StopPresentation)
+                && j.room.presenter() == Some(j.id);
+            if !own && !j.room.is_moderator(j.id) {
                 return send(ServerMessage::error(
                     ErrorCode::NotModerator,
                     "only a moderator may do that",

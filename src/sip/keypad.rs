@@ -179,7 +179,7 @@ mod tests {
             moderator_pin: Some("9999".into()),
             locked: false,
             tones: true,
-            media_encryption: None,
+            ..Default::default()
         };
         Policies::new(&[d], 4).get(&RoomId::parse("b").unwrap())
     }

@@ -217,6 +217,15 @@ struct Shared {
     first_mid: String,
     /// The remote video track, once it arrives, for sending PLIs upstream.
     remote_video: Mutex<Option<(Arc<dyn TrackRemote>, u32)>>,
+    /// The remote content track (a presenter's screen), likewise.
+    remote_content: Mutex<Option<(Arc<dyn TrackRemote>, u32)>>,
+    /// Every video track of this connection is the participant's content (the web
+    /// client's Present connection).
+    content_only: bool,
+    /// mids of the offer's content sections (`a=content:slides`).
+    content_mids: Vec<String>,
+    /// The connection, to find which m-section a remote track came on.
+    pc: std::sync::OnceLock<std::sync::Weak<dyn PeerConnection>>,
     gathered: Notify,
     /// True once DTLS/SRTP is up: media written before that would be dropped by the stack.
     connected: tokio::sync::watch::Sender<bool>,
@@ -233,6 +242,10 @@ pub struct ConnectOptions {
     pub publish: bool,
     /// The room's composite and mix are sent on the participant's sendrecv transceivers.
     pub subscribe: bool,
+    /// The connection carries only the participant's content (a shared screen): its
+    /// video is content, nothing is sent, and the participant's camera connection,
+    /// link and outputs are left alone. The floor must have been granted.
+    pub content: bool,
 }
 
 struct Handler(Arc<Shared>);
@@ -257,7 +270,7 @@ impl PeerConnectionEventHandler for Handler {
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
         let up = state == RTCPeerConnectionState::Connected;
         self.0.connected.send_replace(up);
-        if up {
+        if up && !self.0.content_only {
             // The viewer's decoder needs an IDR to start.
             self.0.room.keyframe_request(self.0.id);
         }
@@ -270,12 +283,40 @@ impl PeerConnectionEventHandler for Handler {
     }
 }
 
+/// The mid of the m-section `track` arrived on.
+async fn track_mid(shared: &Shared, track: &Arc<dyn TrackRemote>) -> Option<String> {
+    let pc = shared.pc.get()?.upgrade()?;
+    let id = track.track_id().await;
+    for t in pc.get_transceivers().await {
+        let Ok(Some(r)) = t.receiver().await else {
+            continue;
+        };
+        let same = std::ptr::addr_eq(Arc::as_ptr(r.track()), Arc::as_ptr(track))
+            || r.track().track_id().await == id;
+        if same {
+            return t.mid().await.ok().flatten();
+        }
+    }
+    None
+}
+
 /// Forwards one remote track's RTP into the room until the track ends.
 async fn read_remote_track(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
     let kind = track.kind().await;
+    let mut content = false;
     if kind == RtpCodecKind::Video {
+        content = shared.content_only
+            || (!shared.content_mids.is_empty()
+                && track_mid(&shared, &track)
+                    .await
+                    .is_some_and(|m| shared.content_mids.contains(&m)));
         if let Some(ssrc) = track.ssrcs().await.first().copied() {
-            *shared.remote_video.lock().await = Some((track.clone(), ssrc));
+            let slot = if content {
+                &shared.remote_content
+            } else {
+                &shared.remote_video
+            };
+            *slot.lock().await = Some((track.clone(), ssrc));
         }
     }
     let (room, id, level_id) = (&shared.room, shared.id, shared.audio_level_id);
@@ -300,9 +341,17 @@ async fn read_remote_track(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
                     .and_then(|b| b.first().map(|v| v & 0x7f));
                 room.audio_packet(id, h.sequence_number, pkt.payload, level);
             }
+            // Padding-only packets still occupy sequence numbers; pass them on so the
+            // assembler does not mistake them for loss.
+            RtpCodecKind::Video if content => room.content_packet(
+                id,
+                h.payload_type,
+                h.sequence_number,
+                h.timestamp,
+                h.marker,
+                pkt.payload,
+            ),
             RtpCodecKind::Video => {
-                // Padding-only packets still occupy sequence numbers; pass them on so the
-                // assembler does not mistake them for loss.
                 room.video_packet(
                     id,
                     h.payload_type,
@@ -318,10 +367,16 @@ async fn read_remote_track(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
     tracing::debug!(%id, ?kind, "remote track ended");
 }
 
-/// Sends PLIs upstream when the room asks (the remote video track may arrive later).
-async fn forward_upstream(shared: Arc<Shared>, mut rx: mpsc::Receiver<Upstream>) {
+/// Sends PLIs upstream when the room asks (the remote video track may arrive later), to
+/// the camera track or (`content`) the content track.
+async fn forward_upstream(shared: Arc<Shared>, mut rx: mpsc::Receiver<Upstream>, content: bool) {
     while let Some(Upstream::KeyframeRequest) = rx.recv().await {
-        let target = shared.remote_video.lock().await.clone();
+        let slot = if content {
+            &shared.remote_content
+        } else {
+            &shared.remote_video
+        };
+        let target = slot.lock().await.clone();
         if let Some((track, media_ssrc)) = target {
             let pli = PictureLossIndication {
                 sender_ssrc: 0,
@@ -480,6 +535,14 @@ pub async fn connect(
         audio_level_id: audio.and_then(|a| a.extmap.get(sdp::AUDIO_LEVEL_URI).copied()),
         first_mid: first_mid.clone(),
         remote_video: Mutex::new(None),
+        remote_content: Mutex::new(None),
+        content_only: opts.content,
+        content_mids: sections
+            .iter()
+            .filter(|s| s.is_content() && s.writer_sends())
+            .filter_map(|s| s.mid.clone())
+            .collect(),
+        pc: std::sync::OnceLock::new(),
         gathered: Notify::new(),
         connected: tokio::sync::watch::channel(false).0,
         publish: opts.publish,
@@ -506,17 +569,23 @@ pub async fn connect(
         30_000.0,
         (top * 2.0).max(1_000_000.0),
     );
-    let registry = registry
-        .with(
-            Slot::CongestionControl,
-            CongestionControlBuilder::new(estimator).build(),
-        )
-        .with(Slot::TwccSender, TwccSenderBuilder::new().build())
-        .with(Slot::from(500), keyframe::LinkTap::new(link))
-        .with(
-            Slot::from(14_000),
-            keyframe::KeyframeRequestForwarder::default(),
-        );
+    // (A content connection sends nothing: no estimate of its own link may reach the
+    // participant's, which its camera connection measures.)
+    let registry = if opts.content {
+        registry
+    } else {
+        registry
+            .with(
+                Slot::CongestionControl,
+                CongestionControlBuilder::new(estimator).build(),
+            )
+            .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+            .with(Slot::from(500), keyframe::LinkTap::new(link))
+    }
+    .with(
+        Slot::from(14_000),
+        keyframe::KeyframeRequestForwarder::default(),
+    );
     let mut settings = SettingEngineBuilder::new()
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
         .with_ice_connection_attempts(Some(Duration::from_millis(20)), Some(50))
@@ -555,6 +624,7 @@ pub async fn connect(
         .await
         .map_err(webrtc_err)?;
     let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+    let _ = shared.pc.set(Arc::downgrade(&pc));
     let session = PeerSession {
         pc: pc.clone(),
         answer: String::new(),
@@ -568,12 +638,13 @@ pub async fn connect(
             config.video.codecs
         );
     }
+    let subscribe = opts.subscribe && !opts.content;
     match negotiate(
         &shared,
         &pc,
         offer,
-        opts.subscribe && audio.is_some_and(|a| a.writer_receives()),
-        video_codec.filter(|_| opts.subscribe && video.is_some_and(|v| v.writer_receives())),
+        subscribe && audio.is_some_and(|a| a.writer_receives()),
+        video_codec.filter(|_| subscribe && video.is_some_and(|v| v.writer_receives())),
         opts.wait_for_gathering,
     )
     .await
@@ -673,8 +744,31 @@ async fn negotiate(
         });
         spawn_local_track(shared, video_track, rx, true);
     }
+    let mut answer = answer;
+    // The content: the whole connection's video, or the offer's content section.
+    let content_section = if shared.content_only {
+        sections.iter().find(|s| s.kind == "video" && s.is_live())
+    } else {
+        shared
+            .content_mids
+            .first()
+            .and_then(|mid| sections.iter().find(|s| s.mid.as_deref() == Some(mid)))
+    };
+    if let Some(c) = content_section.filter(|_| shared.publish) {
+        let (tx, rx) = mpsc::channel(8);
+        tokio::spawn(forward_upstream(shared.clone(), rx, true));
+        shared
+            .room
+            .attach_content(shared.id, c.video_payload_types(), tx)?;
+        if let Some(mid) = c.mid.as_deref() {
+            answer = sdp::mark_content(&answer, mid);
+        }
+    }
+    if shared.content_only {
+        return Ok(answer);
+    }
     let (up_tx, up_rx) = mpsc::channel(8);
-    tokio::spawn(forward_upstream(shared.clone(), up_rx));
+    tokio::spawn(forward_upstream(shared.clone(), up_rx, false));
     shared.room.attach(
         shared.id,
         Attachment {

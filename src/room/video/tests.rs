@@ -254,6 +254,7 @@ fn feed_frames(
         for (j, p) in payloads.into_iter().enumerate() {
             h.video.handle(VideoCmd::Packet {
                 id,
+                content: false,
                 arrival: Instant::now(),
                 pt: 102,
                 seq: seqs[i],
@@ -357,6 +358,7 @@ fn send_av1(h: &mut Harness, id: ParticipantId, tu: &[u8], seq: &mut u16, ts: u3
     for (i, payload) in pkts.into_iter().enumerate() {
         h.video.handle(VideoCmd::Packet {
             id,
+            content: false,
             arrival: now,
             pt: 45,
             seq: *seq,
@@ -791,4 +793,247 @@ fn h264_and_vp8_viewers_of_one_picture_use_one_encoder_per_codec_and_keyframes_s
     h.tick();
     assert_eq!(h.video.encoders_per_rung(), vec![1, 1]);
     assert_eq!(h.video.encoders_per_codec(), (1, 1));
+}
+
+/// Sends one H.264 frame of `frame` as participant `id`'s camera or content.
+fn send_h264(
+    h: &mut Harness,
+    id: ParticipantId,
+    content: bool,
+    enc: &mut H264Encoder,
+    frame: &I420Frame,
+    seq: &mut u16,
+    k: u32,
+) {
+    use rtc::rtp::packetizer::Payloader;
+    let mut au = Vec::new();
+    enc.encode(frame, &mut au).unwrap();
+    let payloads = H264Payloader::default()
+        .payload(1100, &bytes::Bytes::copy_from_slice(&au))
+        .unwrap();
+    let n = payloads.len();
+    for (j, p) in payloads.into_iter().enumerate() {
+        h.video.handle(VideoCmd::Packet {
+            id,
+            content,
+            arrival: Instant::now(),
+            pt: 102,
+            seq: *seq,
+            ts: k * 3000,
+            marker: j + 1 == n,
+            payload: p,
+        });
+        *seq = seq.wrapping_add(1);
+    }
+}
+
+/// Decodes every complete frame a viewer received; returns (frames, last picture).
+fn decode_received(
+    rx: &mut mpsc::Receiver<rtc::rtp::packet::Packet>,
+    dec: &mut VideoDecoder,
+    out: &mut I420Frame,
+) -> usize {
+    let (mut cur, mut n) = (Vec::new(), 0);
+    while let Ok(p) = rx.try_recv() {
+        cur.push(p.payload.clone());
+        if p.header.marker {
+            if let Ok(Decoded::Picture { .. }) = dec.decode(&cur, false, out) {
+                n += 1;
+            }
+            cur.clear();
+        }
+    }
+    n
+}
+
+#[test]
+fn content_is_tile_0_fitted_for_everyone_and_a_static_slide_is_not_encoded_again() {
+    let mut config = Config::default();
+    config.video.width = 640;
+    config.video.height = 360;
+    let presentation = LayoutSet::builtin().get("presentation").unwrap().clone();
+    let mut h = Harness::with_config(presentation, 3, &config);
+    let settings = EncoderSettings {
+        width: 64,
+        height: 36,
+        fps: 30,
+        bitrate_bps: 300_000,
+        idr_interval_frames: 1000,
+        complexity: Default::default(),
+    };
+    let mut cams: Vec<_> = (0..3)
+        .map(|_| H264Encoder::new(settings).unwrap())
+        .collect();
+    let mut slides = H264Encoder::new(EncoderSettings {
+        width: 192,
+        height: 144,
+        ..settings
+    })
+    .unwrap();
+    let colours = [(60, 90, 200), (110, 200, 60), (160, 60, 90)];
+    let slide = I420Frame::solid(192, 144, (200, 128, 128));
+    let mut seqs = [0u16; 4];
+    let presenter = h.ids[1];
+    let (up, _up_rx) = mpsc::channel(8);
+    for id in h.ids.clone() {
+        h.video.handle(VideoCmd::Attach {
+            id,
+            payload_types: [(102, VideoCodec::H264)].into(),
+            sink: None,
+            upstream: mpsc::channel(8).0,
+            link: Default::default(),
+        });
+    }
+    h.video.handle(VideoCmd::Present {
+        id: presenter,
+        payload_types: [(102, VideoCodec::H264)].into(),
+        upstream: up,
+    });
+    for k in 0..8u32 {
+        for i in 0..3 {
+            let f = I420Frame::solid(64, 36, colours[i]);
+            let id = h.ids[i];
+            send_h264(&mut h, id, false, &mut cams[i], &f, &mut seqs[i], k);
+        }
+        send_h264(
+            &mut h,
+            presenter,
+            true,
+            &mut slides,
+            &slide,
+            &mut seqs[3],
+            k,
+        );
+        h.tick();
+    }
+    // One picture for everyone (shared canvas), the presenter included.
+    assert_eq!(h.video.encoder_count(), 1);
+    let mut pictures = Vec::new();
+    for i in 0..3 {
+        let mut dec = VideoDecoder::new(VideoCodec::H264).unwrap();
+        let mut out = I420Frame::default();
+        assert!(decode_received(&mut h.outs[i], &mut dec, &mut out) >= 6);
+        pictures.push(out);
+    }
+    let pic = &pictures[0];
+    assert_eq!((pic.width, pic.height), (640, 360));
+    // The 4:3 content in the 640x284 content area: pillarboxed, 378 wide, centred.
+    let y = |x: usize, yy: usize| pic.pixel(x, yy).0 as i32;
+    assert!(
+        (y(320, 142) - 200).abs() < 12,
+        "content at the centre: {}",
+        y(320, 142)
+    );
+    assert!((y(140, 142) - 200).abs() < 12, "content near its left edge");
+    assert!(
+        y(20, 142) < 40,
+        "letterbox, not a cropped fill: {}",
+        y(20, 142)
+    );
+    assert!(y(620, 142) < 40, "letterbox on the right");
+    // The strip: the presenter's camera first (its colour at the first strip tile).
+    let strip_y = 288 + 36;
+    let first = pic.mean_yuv(200, strip_y - 10, 40, 20).0;
+    assert!(
+        (first - colours[1].0 as f64).abs() < 15.0,
+        "presenter's camera leads the strip: {first}"
+    );
+    for p in &pictures[1..] {
+        assert!(
+            (p.pixel(320, 142).0 as i32 - y(320, 142)).abs() <= 2,
+            "the same picture for everyone"
+        );
+    }
+    // Nothing changes now (no new frames): no frame is encoded, except one refresh per
+    // second; a keyframe request is still answered at once.
+    h.tick(); // last frames arrive
+    for rx in &mut h.outs {
+        frame_starts(rx);
+    }
+    let unchanged_before = h.video.stats.video_frames_unchanged.load(Ordering::Relaxed);
+    for _ in 0..20 {
+        h.tick();
+    }
+    assert!(
+        frame_starts(&mut h.outs[0]).is_empty(),
+        "a static slide is not encoded again"
+    );
+    assert_eq!(
+        h.video.stats.video_frames_unchanged.load(Ordering::Relaxed) - unchanged_before,
+        20
+    );
+    h.video.handle(VideoCmd::KeyframeRequest { id: h.ids[0] });
+    h.tick();
+    let starts = frame_starts(&mut h.outs[0]);
+    assert_eq!(starts.len(), 1, "the keyframe is sent");
+    assert!(is_idr_start(starts[0]));
+    for _ in 0..40 {
+        h.tick();
+    }
+    assert!(
+        !frame_starts(&mut h.outs[1]).is_empty(),
+        "refreshed at least once a second"
+    );
+    // The presentation stops: the grid of cameras again, encoded every tick.
+    h.video.handle(VideoCmd::StopPresenting { id: presenter });
+    for _ in 0..3 {
+        h.tick();
+    }
+    for rx in &mut h.outs {
+        frame_starts(rx);
+    }
+    for _ in 0..3 {
+        h.tick();
+    }
+    assert_eq!(frame_starts(&mut h.outs[0]).len(), 3);
+    assert!(h.video.participants.iter().all(|p| !p.content));
+}
+
+#[test]
+fn content_is_refused_over_its_own_limits() {
+    let mut config = small();
+    config.presentation.max_width = 128;
+    config.presentation.max_height = 128;
+    let presentation = LayoutSet::builtin().get("presentation").unwrap().clone();
+    let mut h = Harness::with_config(presentation, 2, &config);
+    let presenter = h.ids[0];
+    h.video.handle(VideoCmd::Present {
+        id: presenter,
+        payload_types: [(102, VideoCodec::H264)].into(),
+        upstream: mpsc::channel(8).0,
+    });
+    let mut enc = H264Encoder::new(EncoderSettings {
+        width: 320,
+        height: 180,
+        fps: 30,
+        bitrate_bps: 300_000,
+        idr_interval_frames: 1000,
+        complexity: Default::default(),
+    })
+    .unwrap();
+    let mut seq = 0;
+    let f = I420Frame::solid(320, 180, (200, 128, 128));
+    for k in 0..3 {
+        send_h264(&mut h, presenter, true, &mut enc, &f, &mut seq, k);
+        h.tick();
+    }
+    let mut refused = None;
+    while let Ok(ev) = h.events.try_recv() {
+        if let RoomEvent::InputRejected {
+            participant_id,
+            reason,
+        } = ev
+        {
+            refused = Some((participant_id, reason));
+        }
+    }
+    let (who, reason) = refused.expect("the oversize content is refused");
+    assert_eq!(who, presenter);
+    assert!(reason.contains("320x180"), "{reason}");
+    // The camera of the same participant is not affected (it has the camera limits).
+    assert!(h
+        .video
+        .participants
+        .iter()
+        .any(|p| p.id == presenter && !p.content));
 }
