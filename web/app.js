@@ -28,6 +28,7 @@ const ERROR_TEXT = {
   negotiation_failed: 'Could not establish the media connection.', unknown_layout: 'That layout does not exist.',
   pin_required: 'This room needs its PIN.', room_locked: 'This room is locked by its moderator.',
   not_moderator: 'Only a moderator can do that.',
+  floor_taken: 'Someone else is presenting; ask them (or a moderator) to stop first.',
   unauthorized: 'This server needs an invitation link (access token) for this room.',
 };
 
@@ -85,6 +86,7 @@ function renderParticipants() {
   const ul = $('participants');
   const mod = isModerator();
   $('moderator').hidden = !mod;
+  $('stop-presentation').hidden = !(mod && state.presenter && state.presenter !== state.me);
   $('lock').textContent = state.locked ? 'Unlock room' : 'Lock room';
   ul.replaceChildren(...[...state.participants.values()].map((p) => {
     const li = document.createElement('li');
@@ -92,7 +94,7 @@ function renderParticipants() {
     li.dataset.id = p.id;
     if (p.id === state.me) li.classList.add('me');
     if (p.id === state.speaker) li.classList.add('speaker');
-    const flags = [p.kind === 'sip' && 'phone', p.moderator && 'moderator', p.audioMuted && 'mic off', p.videoMuted && 'camera off'].filter(Boolean).join(', ');
+    const flags = [p.id === state.presenter && 'presenting', p.kind === 'sip' && 'phone', p.moderator && 'moderator', p.audioMuted && 'mic off', p.videoMuted && 'camera off'].filter(Boolean).join(', ');
     if (flags) { const s = document.createElement('span'); s.className = 'flags'; s.textContent = flags; li.append(s); }
     if (mod && p.id !== state.me) {
       const mute = document.createElement('button');
@@ -177,11 +179,57 @@ async function startPeer(iceServers) {
   send({ type: 'offer', sdp: pc.localDescription.sdp });
 }
 
+// Presenting: a second connection that carries only the screen (docs/protocol.md,
+// `present`). `window.tessera.displayOptions` may replace the getDisplayMedia options.
+async function startPresenting() {
+  if (state.presentPc) return;
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getDisplayMedia(state.displayOptions || { video: { frameRate: { max: 30 } }, audio: false });
+  } catch (e) {
+    showError(`Screen sharing unavailable or refused (${e.name}).`);
+    return;
+  }
+  const track = stream.getVideoTracks()[0];
+  if (!track) return;
+  track.contentHint = 'detail'; // text and fine lines over motion
+  const pc = new RTCPeerConnection({ iceServers: state.iceServers || [], bundlePolicy: 'max-bundle' });
+  Object.assign(state, { presentPc: pc, presentStream: stream });
+  const t = pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
+  preferCodec(t, $('codec').value || params.get('codec'));
+  track.onended = () => stopPresenting(false); // the browser's own "Stop sharing"
+  pc.onconnectionstatechange = () => { if (pc.connectionState === 'failed') stopPresenting(false); };
+  await pc.setLocalDescription(await pc.createOffer());
+  // No trickle on this connection: every candidate goes in the offer.
+  await new Promise((resolve) => {
+    if (pc.iceGatheringState === 'complete') return resolve();
+    pc.onicegatheringstatechange = () => { if (pc.iceGatheringState === 'complete') resolve(); };
+    setTimeout(resolve, 3000);
+  });
+  if (state.presentPc !== pc) return;
+  send({ type: 'present', sdp: pc.localDescription.sdp });
+  $('present').textContent = 'Stop presenting';
+  $('present').classList.add('off');
+}
+
+function stopPresenting(fromServer) {
+  const pc = state.presentPc;
+  if (!pc) return;
+  if (!fromServer) send({ type: 'stopPresenting' });
+  pc.close();
+  state.presentStream.getTracks().forEach((t) => t.stop());
+  Object.assign(state, { presentPc: null, presentStream: null });
+  $('present').textContent = 'Present';
+  $('present').classList.remove('off');
+}
+
 async function onMessage(msg) {
   switch (msg.type) {
     case 'joined':
       state.me = msg.participantId;
       state.speaker = msg.activeSpeaker;
+      state.presenter = msg.presenter;
+      state.iceServers = msg.iceServers;
       msg.participants.forEach((p) => state.participants.set(p.id, p));
       $('room-name').textContent = `in ${msg.room}`;
       $('rec').hidden = !msg.recording;
@@ -215,6 +263,20 @@ async function onMessage(msg) {
       state.speaker = msg.participantId; renderParticipants(); break;
     case 'layoutChanged':
       $('layout').value = msg.layout; break;
+    case 'presentAnswer':
+      if (state.presentPc) await state.presentPc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
+      break;
+    case 'presentationStarted':
+      state.presenter = msg.participantId; renderParticipants(); break;
+    case 'presentationStopped':
+      if (state.presenter === msg.participantId) state.presenter = null;
+      if (msg.participantId === state.me) {
+        stopPresenting(true);
+        if (msg.reason === 'moderator') showError('A moderator stopped your presentation.');
+        if (msg.reason === 'replaced') showError('Someone else started presenting.');
+      }
+      renderParticipants();
+      break;
     case 'recordingChanged':
       $('rec').hidden = !msg.recording; break;
     case 'callUpdated':
@@ -231,6 +293,7 @@ async function onMessage(msg) {
     case 'bye':
       showError(`Disconnected: ${msg.reason}`); leave(true); break;
     case 'error':
+      if (msg.code === 'floor_taken') stopPresenting(true);
       showError(ERROR_TEXT[msg.code] || msg.message);
       if (!state.me) leave(true);
       break;
@@ -279,6 +342,7 @@ function leave(fromServer) {
   if (!fromServer) send({ type: 'leave' });
   if (state.ws) state.ws.close();
   if (state.pc) state.pc.close();
+  stopPresenting(true);
   if (state.local) state.local.getTracks().forEach((t) => t.stop());
   Object.assign(state, { ws: null, pc: null, local: null, me: null, speaker: null, pendingCandidates: [] });
   state.participants.clear();
@@ -311,6 +375,8 @@ $('unmute-all').addEventListener('click', () => moderate({ action: 'muteAll', mu
 $('lock').addEventListener('click', () => moderate({ action: 'lock', locked: !state.locked }));
 $('set-pin').addEventListener('click', () => moderate({ action: 'setPin', pin: $('new-pin').value.trim() || null }));
 $('leave').onclick = () => leave(false);
+$('present').onclick = () => (state.presentPc ? stopPresenting(false) : startPresenting().catch((err) => showError(String(err))));
+$('stop-presentation').onclick = () => moderate({ action: 'stopPresentation' });
 $('layout').onchange = (e) => send({ type: 'setLayout', layout: e.target.value });
 $('mute-mic').onclick = (e) => {
   state.micMuted = !state.micMuted;

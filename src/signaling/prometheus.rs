@@ -214,9 +214,24 @@ impl Snapshot {
                     "Times a viewer waited a tick because no ready encoder was there",
                     s.video_encoder_waits.load(Relaxed),
                 ),
+                (
+                    "tessera_presentations",
+                    "Presentations started (screens shared)",
+                    s.presentations.load(Relaxed),
+                ),
+                (
+                    "tessera_video_frames_unchanged",
+                    "Frames of pictures with content not encoded because nothing in them changed",
+                    s.video_frames_unchanged.load(Relaxed),
+                ),
             ];
             let rec = r.recording_info();
             snap.gauges = vec![
+                (
+                    "tessera_presenting",
+                    "1 while someone presents in the room",
+                    (s.presenter.load(Relaxed) != 0) as u8 as f64,
+                ),
                 (
                     "tessera_video_encoders",
                     "Video encoders running (distinct pictures)",

@@ -315,6 +315,27 @@ pub async fn make_peer(received: Arc<Received>) -> Peer {
 
 /// [`make_peer`] offering only the `offer` video codecs.
 pub async fn make_peer_offering(received: Arc<Received>, offer: Offer) -> Peer {
+    let (pc, gathered) = build_pc(received, offer).await;
+    let (assrc, vssrc) = (rand::random::<u32>(), rand::random::<u32>());
+    let at = local_track(RtpCodecKind::Audio, assrc);
+    let vt = local_track(RtpCodecKind::Video, vssrc);
+    pc.add_track(at.clone()).await.unwrap();
+    pc.add_track(vt.clone()).await.unwrap();
+    let offer = complete_offer(&pc, &gathered).await;
+    (pc, offer, at, vt, assrc, vssrc)
+}
+
+/// Sets a fresh offer as the local description and waits (3 s at most) for gathering.
+async fn complete_offer(pc: &Arc<dyn PeerConnection>, gathered: &Notify) -> String {
+    let offer = pc.create_offer(None).await.unwrap();
+    let wait = gathered.notified();
+    pc.set_local_description(offer).await.unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(3), wait).await;
+    pc.local_description().await.unwrap().sdp
+}
+
+/// A test peer connection on loopback, and the signal that its gathering completed.
+async fn build_pc(received: Arc<Received>, offer: Offer) -> (Arc<dyn PeerConnection>, Arc<Notify>) {
     let mut m = engine(offer);
     let registry = register_default_interceptors(Registry::new(), &mut m).unwrap();
     let gathered = Arc::new(Notify::new());
@@ -336,18 +357,132 @@ pub async fn make_peer_offering(received: Arc<Received>, offer: Offer) -> Peer {
         .build()
         .await
         .unwrap();
-    let pc: Arc<dyn PeerConnection> = Arc::new(pc);
-    let (assrc, vssrc) = (rand::random::<u32>(), rand::random::<u32>());
-    let at = local_track(RtpCodecKind::Audio, assrc);
-    let vt = local_track(RtpCodecKind::Video, vssrc);
-    pc.add_track(at.clone()).await.unwrap();
+    (Arc::new(pc), gathered)
+}
+
+/// A presenter's content on its way: the connection that carries it (the participant's own
+/// for WHIP) and the task sending the picture.
+pub struct ContentSender {
+    pub pc: Option<Arc<dyn PeerConnection>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ContentSender {
+    /// Stops sending (and closes a content-only connection).
+    pub async fn stop(self) {
+        self.task.abort();
+        if let Some(pc) = &self.pc {
+            let _ = pc.close().await;
+        }
+    }
+}
+
+/// What a content track sends: one picture (re-encoded every frame, as a screen capturer
+/// does), or oversize / garbage frames.
+#[derive(Clone)]
+pub enum ContentPicture {
+    Picture(I420Frame),
+    /// H.264 keyframes of this size (content over the limits).
+    Oversize(u32, u32),
+    Garbage,
+}
+
+/// Sends `picture` as H.264 at 30 fps on `track` (payload type `pt`).
+pub fn spawn_content(
+    pt: u8,
+    track: Arc<TrackLocalStaticRTP>,
+    ssrc: u32,
+    picture: ContentPicture,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let (w, h) = match &picture {
+            ContentPicture::Picture(f) => (f.width as u32, f.height as u32),
+            ContentPicture::Oversize(w, h) => (*w, *h),
+            ContentPicture::Garbage => (64, 64),
+        };
+        let mut enc = VideoEncoder::new(
+            OutputCodec::H264,
+            EncoderSettings {
+                width: w,
+                height: h,
+                fps: 30,
+                bitrate_bps: 1_500_000,
+                idr_interval_frames: 30,
+                complexity: Default::default(),
+            },
+        )
+        .unwrap();
+        let frame = match &picture {
+            ContentPicture::Picture(f) => f.clone(),
+            _ => I420Frame::solid(w as usize, h as usize, (128, 128, 128)),
+        };
+        let mut pay = H264Payloader::default();
+        let mut au = Vec::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(33));
+        let (mut seq, mut ts) = (rand::random::<u16>(), rand::random::<u32>());
+        loop {
+            tick.tick().await;
+            let payloads = if matches!(picture, ContentPicture::Garbage) {
+                (0..1 + rand::random::<u8>() as usize % 8)
+                    .map(|_| {
+                        let len = rand::random::<u16>() as usize % 1201;
+                        Bytes::from((0..len).map(|_| rand::random::<u8>()).collect::<Vec<_>>())
+                    })
+                    .collect()
+            } else {
+                if enc.encode(&frame, &mut au).is_err() || au.is_empty() {
+                    continue;
+                }
+                pay.payload(1100, &Bytes::from(au.clone()))
+                    .unwrap_or_default()
+            };
+            let n = payloads.len();
+            for (i, p) in payloads.into_iter().enumerate() {
+                let pkt = rtc::rtp::packet::Packet {
+                    header: rtc::rtp::header::Header {
+                        version: 2,
+                        marker: i + 1 == n,
+                        payload_type: pt,
+                        sequence_number: seq,
+                        timestamp: ts,
+                        ssrc,
+                        ..Default::default()
+                    },
+                    payload: p,
+                };
+                seq = seq.wrapping_add(1);
+                let _ = track.write_rtp(pkt).await;
+            }
+            ts = ts.wrapping_add(3000);
+        }
+    })
+}
+
+/// A peer with no media but one video track (a content-only connection), its complete
+/// offer, the track and its SSRC.
+pub async fn make_content_peer() -> (
+    Arc<dyn PeerConnection>,
+    String,
+    Arc<TrackLocalStaticRTP>,
+    u32,
+) {
+    let (pc, gathered) = build_pc(Arc::new(Received::default()), Offer::All).await;
+    let ssrc = rand::random::<u32>();
+    let vt = local_track(RtpCodecKind::Video, ssrc);
     pc.add_track(vt.clone()).await.unwrap();
-    let offer = pc.create_offer(None).await.unwrap();
-    let wait = gathered.notified();
-    pc.set_local_description(offer).await.unwrap();
-    let _ = tokio::time::timeout(Duration::from_secs(3), wait).await;
-    let offer = pc.local_description().await.unwrap().sdp;
-    (pc, offer, at, vt, assrc, vssrc)
+    let offer = complete_offer(&pc, &gathered).await;
+    (pc, offer, vt, ssrc)
+}
+
+/// The H.264 payload type (packetization-mode 1) of the answer's section `mid` (or its
+/// first video section).
+pub fn h264_pt(answer: &str, mid: Option<&str>) -> u8 {
+    let sections = tessera::sdp::parse(answer).unwrap();
+    sections
+        .iter()
+        .find(|s| s.kind == "video" && mid.is_none_or(|m| s.mid.as_deref() == Some(m)))
+        .and_then(|v| v.payload_type("H264", Some("packetization-mode=1")))
+        .expect("H.264 in the answer")
 }
 
 /// Malformed RTCP packets the stack accepted for sending (`Media::rtcp_garbage`).
@@ -712,9 +847,21 @@ impl Client {
         media: Media,
         token: Option<&str>,
     ) -> Client {
+        Self::join_ws_with(addr, room, name, media, token, None).await
+    }
+
+    /// [`Client::join_ws_token`] giving a PIN (a moderator PIN makes it a moderator).
+    pub async fn join_ws_with(
+        addr: SocketAddr,
+        room: &str,
+        name: &str,
+        media: Media,
+        token: Option<&str>,
+        pin: Option<&str>,
+    ) -> Client {
         let mut addr = addr;
         for _ in 0..4 {
-            match Self::join_ws_once(addr, room, name, media, token).await {
+            match Self::join_ws_once(addr, room, name, media, token, pin).await {
                 Ok(c) => return c,
                 Err(next) => addr = next,
             }
@@ -729,6 +876,7 @@ impl Client {
         name: &str,
         media: Media,
         token: Option<&str>,
+        pin: Option<&str>,
     ) -> Result<Client, SocketAddr> {
         let received = Arc::new(Received::default());
         let (pc, offer, at, vt, assrc, vssrc) =
@@ -752,6 +900,9 @@ impl Client {
         let mut join = serde_json::json!({"type":"join","room":room,"name":name});
         if let Some(t) = token {
             join["token"] = t.into();
+        }
+        if let Some(p) = pin {
+            join["pin"] = p.into();
         }
         out_tx.send(join.to_string()).unwrap();
         let (msg_tx, mut msg_rx) = mpsc::unbounded_channel();
@@ -925,6 +1076,106 @@ impl Client {
             answer,
             tasks,
         }
+    }
+
+    /// Presents `picture` over the WebSocket protocol (a second, content-only connection,
+    /// as the web client does). `Err`: the server's error message (e.g. `floor_taken`).
+    pub async fn present(
+        &mut self,
+        picture: ContentPicture,
+    ) -> Result<ContentSender, serde_json::Value> {
+        let (pc, offer, track, ssrc) = make_content_peer().await;
+        self.signal(serde_json::json!({"type": "present", "sdp": offer}));
+        let answer = loop {
+            let v = tokio::time::timeout(Duration::from_secs(10), self.messages.recv())
+                .await
+                .expect("an answer to present in 10 s")
+                .expect("socket open");
+            match v["type"].as_str() {
+                Some("presentAnswer") => break v["sdp"].as_str().unwrap().to_owned(),
+                Some("error") => {
+                    let _ = pc.close().await;
+                    return Err(v);
+                }
+                _ => {}
+            }
+        };
+        pc.set_remote_description(RTCSessionDescription::answer(answer.clone()).unwrap())
+            .await
+            .unwrap();
+        let task = spawn_content(h264_pt(&answer, None), track, ssrc, picture);
+        Ok(ContentSender { pc: Some(pc), task })
+    }
+
+    /// Joins over WHIP with sendrecv audio and camera and a third, sendonly video m-line
+    /// marked `a=content:slides` (RFC 4796) carrying `picture`. `Err`: the POST's status
+    /// and body when the server refuses it.
+    pub async fn join_whip_presenting(
+        addr: SocketAddr,
+        room: &str,
+        name: &str,
+        rgb: (u8, u8, u8),
+        tone_hz: f32,
+        picture: ContentPicture,
+    ) -> Result<(Client, ContentSender), (u16, String)> {
+        let received = Arc::new(Received::default());
+        let (pc, gathered) = build_pc(received.clone(), Offer::All).await;
+        let (assrc, vssrc, cssrc) = (rand::random(), rand::random(), rand::random());
+        let at = local_track(RtpCodecKind::Audio, assrc);
+        let vt = local_track(RtpCodecKind::Video, vssrc);
+        let ct = local_track(RtpCodecKind::Video, cssrc);
+        for t in [&at, &vt, &ct] {
+            pc.add_track(t.clone()).await.unwrap();
+        }
+        let offer = complete_offer(&pc, &gathered).await;
+        // The third m-section is the content: say so (the stack does not write it).
+        let sections = tessera::sdp::parse(&offer).unwrap();
+        let content_mid = sections
+            .iter()
+            .filter(|s| s.kind == "video")
+            .nth(1)
+            .and_then(|s| s.mid.clone())
+            .expect("a second video m-line");
+        let offer = tessera::sdp::mark_content(&offer, &content_mid);
+        let resp = http_with(
+            addr,
+            "POST",
+            &format!("/whip/{room}?name={name}"),
+            &[],
+            Some(("application/sdp", offer.as_bytes())),
+        )
+        .await;
+        if resp.status != 201 {
+            let _ = pc.close().await;
+            return Err((resp.status, resp.body));
+        }
+        let location = resp.header("location").expect("Location header").to_owned();
+        let answer = resp.body.clone();
+        received.set_answer(&answer);
+        pc.set_remote_description(RTCSessionDescription::answer(answer.clone()).unwrap())
+            .await
+            .unwrap();
+        let tasks = spawn_senders(&answer, at, vt, assrc, vssrc, rgb, tone_hz);
+        let content = spawn_content(h264_pt(&answer, Some(&content_mid)), ct, cssrc, picture);
+        let (_tx, rx) = mpsc::unbounded_channel();
+        Ok((
+            Client {
+                name: name.into(),
+                pc,
+                received,
+                messages: rx,
+                ws_out: None,
+                whip_location: Some(location),
+                ws_fd: None,
+                addr,
+                answer,
+                tasks,
+            },
+            ContentSender {
+                pc: None,
+                task: content,
+            },
+        ))
     }
 
     /// UDP ports of the server's candidates for this client.
