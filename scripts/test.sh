@@ -38,6 +38,9 @@ isolated node tests/e2e/secure.test.mjs
 isolated node tests/e2e/sip_mixed.test.mjs
 # Two Chromium pages and an offline Firefox ESR (no H.264: VP8 both ways) in one room.
 isolated node tests/e2e/firefox.test.mjs
+# Presenting: a Chromium tab shares a known pattern; viewers and the recording are
+# checked against it (PSNR), the layout switch is timed.
+isolated node tests/e2e/present.test.mjs
 # Two cluster nodes on a real redis-server: the web client follows a `redirect` to the
 # room's node by itself.
 isolated node tests/e2e/cluster.test.mjs

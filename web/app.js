@@ -224,6 +224,9 @@ function stopPresenting(fromServer) {
 }
 
 async function onMessage(msg) {
+  if (/^presentation|^layoutChanged$|^presentAnswer$/.test(msg.type)) {
+    (state.eventLog ||= []).push({ type: msg.type, at: Date.now(), layout: msg.layout, reason: msg.reason });
+  }
   switch (msg.type) {
     case 'joined':
       state.me = msg.participantId;

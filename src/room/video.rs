@@ -656,10 +656,17 @@ impl VideoLoop {
             );
         }
         // The recorder's picture: everyone, join order (the current speaker first for
-        // focus layouts).
+        // focus layouts); while the room shows a presentation in a presentation layout,
+        // the recording follows it.
+        let presenting =
+            self.layout.is_presentation() && picture.participants.iter().any(|p| p.content);
         for rec in self.encoders.iter_mut().filter_map(|e| e.recorder.as_mut()) {
             picture.plan(
-                &rec.layout,
+                if presenting {
+                    &self.layout
+                } else {
+                    &rec.layout
+                },
                 (rec.width, rec.height),
                 None,
                 &[],
