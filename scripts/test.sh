@@ -41,6 +41,8 @@ isolated node tests/e2e/firefox.test.mjs
 # Presenting: a Chromium tab shares a known pattern; viewers and the recording are
 # checked against it (PSNR), the layout switch is timed.
 isolated node tests/e2e/present.test.mjs
+# An independent WHIP client (aiortc) presents with a=content:slides (RFC 4796).
+isolated /usr/bin/python3 tests/e2e/whip_present.py
 # Two cluster nodes on a real redis-server: the web client follows a `redirect` to the
 # room's node by itself.
 isolated node tests/e2e/cluster.test.mjs
