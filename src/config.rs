@@ -155,6 +155,9 @@ pub struct PresentationConfig {
     pub max_height: u32,
     /// Highest content frame rate (25 % burst tolerance).
     pub max_fps: u32,
+    /// The frame rate of pictures holding content, at the rung's whole bitrate: a screen
+    /// needs detail more than motion (more bits per frame). At most the room's rate.
+    pub output_fps: u32,
 }
 
 /// What happens to a second presenter (see [`PresentationConfig::floor`]).
@@ -175,6 +178,7 @@ impl Default for PresentationConfig {
             max_width: 1920,
             max_height: 1080,
             max_fps: 30,
+            output_fps: 15,
         }
     }
 }
@@ -859,6 +863,9 @@ impl Config {
         }
         if !(1..=60).contains(&pr.max_fps) {
             return bad("presentation.max_fps", "must be between 1 and 60");
+        }
+        if !(1..=60).contains(&pr.output_fps) {
+            return bad("presentation.output_fps", "must be between 1 and 60");
         }
         if v.codecs.is_empty() {
             return bad(

@@ -327,7 +327,10 @@ async fn oversize_and_garbage_content_is_bounded_like_a_camera() {
     // Ada still gets pictures, with Bob's camera in them.
     let before = ada.frames();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(ada.frames() - before > 30, "Ada's picture goes on");
+    assert!(
+        ada.frames() - before > 15,
+        "Ada's picture goes on (15 fps with content)"
+    );
     big.stop().await;
     // Garbage content: nothing shown from it, nothing else hurt.
     let junk = bob
@@ -337,7 +340,10 @@ async fn oversize_and_garbage_content_is_bounded_like_a_camera() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = ada.frames();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(ada.frames() - before > 30, "Ada's picture goes on");
+    assert!(
+        ada.frames() - before > 15,
+        "Ada's picture goes on (15 fps with content)"
+    );
     let f = ada.last_frame().unwrap();
     let (_, cams) = presentation_rects(2, f.width as u32, f.height as u32, (16, 9));
     assert!(

@@ -245,6 +245,8 @@ pub struct VideoLoop {
     /// The same for a presenter's content.
     content_limits: IngestLimits,
     content_max_fps: u32,
+    /// The frame rate of pictures holding content (`[presentation] output_fps`).
+    content_fps: u32,
     scratch: Scratch,
     /// `[video] pipeline`: encode tick t-1's pictures while tick t decodes (see `tick_at`).
     pipeline: bool,
@@ -291,6 +293,7 @@ impl VideoLoop {
             max_input_fps: config.ingest.max_fps,
             content_limits: config.presentation.limits(&config.ingest),
             content_max_fps: config.presentation.max_fps,
+            content_fps: config.presentation.output_fps,
             scratch: Scratch::default(),
             pipeline: v.pipeline,
             next_tiles: TileCache::default(),
@@ -725,6 +728,16 @@ impl VideoLoop {
         (d.fps.min(self.tick_fps), bitrate)
     }
 
+    /// A picture's frame rates and bitrate: the viewers' rate (its format's), the rate it
+    /// runs at and its bitrate. A picture holding content runs at no more than
+    /// `[presentation] output_fps` on the rung's whole bitrate: detail over motion, each
+    /// frame gets more of the rung's bits.
+    fn picture_rate(&self, d: Decision, plan: &Plan) -> (u32, u32, u32) {
+        let (fps, bitrate) = self.rate_for(d);
+        let cap = |f| content_capped(plan, f, self.content_fps);
+        (cap(d.fps), cap(fps), bitrate)
+    }
+
     /// A ready encoder for `plan` at decision `d` (its first frame an IDR), or `None` when
     /// the pool has none ready yet.
     fn new_encoder(
@@ -737,7 +750,7 @@ impl VideoLoop {
         now: Instant,
     ) -> Option<u64> {
         let r = self.ladder.get(d.rung);
-        let (fps, bitrate) = self.rate_for(d);
+        let (want_fps, fps, bitrate) = self.picture_rate(d, plan);
         let parts = self
             .pool
             .take(Shape::new(codec, r.width, r.height, bitrate), fps)?;
@@ -748,7 +761,7 @@ impl VideoLoop {
             rung: d.rung,
             codec,
             fps,
-            want_fps: d.fps,
+            want_fps,
             private_for,
             parts,
             viewers: Vec::new(),
@@ -782,7 +795,7 @@ impl VideoLoop {
             let lead = &self.outputs[sc.groups[g].lead];
             sc.formats.push(sharing::Format {
                 rung: lead.decision.rung,
-                fps: lead.decision.fps,
+                fps: content_capped(&lead.plan, lead.decision.fps, self.content_fps),
                 codec: lead.codec,
             });
             for &o in &sc.groups[g].members {
@@ -853,7 +866,8 @@ impl VideoLoop {
         for k in 0..self.scratch.decision.kept.len() {
             let (id, g) = self.scratch.decision.kept[k];
             let lead = self.scratch.groups[g].lead;
-            let (fps, bitrate) = self.rate_for(self.outputs[lead].decision);
+            let (_, fps, bitrate) =
+                self.picture_rate(self.outputs[lead].decision, &self.outputs[lead].plan);
             let Some(e) = self.encoders.iter_mut().find(|e| e.id == id) else {
                 continue;
             };
@@ -1291,6 +1305,15 @@ fn encode_pictures(
                 .packetize(&p.au, super::sink::RTP_MTU, &mut p.packets);
         }
     });
+}
+
+/// `fps`, or at most `cap` for a picture holding content.
+fn content_capped(plan: &Plan, fps: u32, cap: u32) -> u32 {
+    if plan.iter().any(|(_, k)| k.look == Look::Content) {
+        fps.min(cap)
+    } else {
+        fps
+    }
 }
 
 /// What a picture shows: every tile's place, source and picture version, hashed (FNV-1a).

@@ -28,13 +28,13 @@ const waitFor = waiter(deadline);
 const PATTERN = `(c) => {
   const g = c.getContext('2d');
   g.fillStyle = '#ffffff'; g.fillRect(0, 0, c.width, c.height);
-  g.fillStyle = '#e020e0'; g.fillRect(0, 0, c.width, 90);
+  g.fillStyle = '#101010'; g.fillRect(0, 0, c.width, 90);
   g.fillStyle = '#101010'; g.font = 'bold 64px sans-serif'; g.fillText('Quarterly results 42', 60, 200);
   g.font = '40px sans-serif'; g.fillText('Tessera presents: fine detail stays legible', 60, 270);
   for (let y = 320; y < 680; y += 16) for (let x = 60; x < 1220; x += 16) {
     g.fillStyle = ((x - 60) / 16 + (y - 320) / 16) % 2 ? '#202020' : '#e8e8e8'; g.fillRect(x, y, 16, 16);
   }
-  g.fillStyle = '#2050d0'; g.fillRect(900, 120, 300, 160);
+  g.fillStyle = '#808080'; g.fillRect(900, 120, 300, 160);
 }`;
 
 // In a page: PSNR (luma) of `source` (a video element) inside `rect` of its picture
@@ -110,9 +110,9 @@ async function main() {
         const g = c.getContext('2d', { willReadFrequently: true });
         window.presentSeen = [];
         const look = () => {
-          g.drawImage(v, 640 * v.videoWidth / 1280 - 4, 30 * v.videoHeight / 720, 8, 8, 0, 0, 8, 8);
+          g.drawImage(v, 700 * v.videoWidth / 1280 - 4, 30 * v.videoHeight / 720, 8, 8, 0, 0, 8, 8);
           const [r, gg, b] = g.getImageData(4, 4, 1, 1).data;
-          const magenta = r > 170 && b > 170 && gg < 90;
+          const magenta = r < 50 && gg < 50 && b < 50; // the pattern's dark band
           const last = window.presentSeen.at(-1);
           if (!last || last.magenta !== magenta) window.presentSeen.push({ magenta, at: Date.now() });
           v.requestVideoFrameCallback(look);
