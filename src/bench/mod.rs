@@ -82,6 +82,10 @@ pub struct RoomBenchArgs {
     /// measure what pipelining gives.
     #[arg(long)]
     pub pipeline: bool,
+    /// Participant 0 also presents a 1280x720 screen: one `static` slide or a `scroll`ing
+    /// one (use with `--layout presentation`).
+    #[arg(long)]
+    pub present: Option<synth::Screen>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -174,6 +178,8 @@ pub struct BenchReport {
     pub rungs: Vec<RungReport>,
     /// Viewers sent (H.264, VP8).
     pub viewers_per_codec: (usize, usize),
+    /// `--present`: what participant 0's screen does.
+    pub present: Option<synth::Screen>,
     /// Encoders running per codec at the end, (H.264, VP8) (fast mode).
     pub encoders_per_codec: Option<(usize, usize)>,
     pub threads: usize,
@@ -201,6 +207,8 @@ pub struct RungReport {
     /// Encoders running on this rung at the end (fast mode; the paced mode's room keeps
     /// them on its own thread).
     pub encoders: Option<usize>,
+    /// Video sent to each of its viewers over the measured seconds (RTP payload).
+    pub kbit_s_per_viewer: Option<f64>,
 }
 
 /// The size cap that holds viewer `i` on its rung of `--rungs` (none without the flag).
@@ -366,14 +374,24 @@ pub fn write_inputs(args: &RoomBenchArgs, dir: &std::path::Path) -> Result<(), B
 
 struct Sinks {
     rx: Vec<mpsc::Receiver<rtc::rtp::packet::Packet>>,
+    /// The rung of each sink's viewer (video sinks only).
+    rung_of: Vec<Option<usize>>,
     bytes: u64,
+    /// Video payload bytes sent to the viewers of each rung.
+    rung_bytes: Vec<u64>,
 }
 
 impl Sinks {
     fn drain(&mut self) {
-        for r in &mut self.rx {
+        for (i, r) in self.rx.iter_mut().enumerate() {
             while let Ok(p) = r.try_recv() {
                 self.bytes += p.payload.len() as u64;
+                if let Some(rung) = self.rung_of[i] {
+                    if self.rung_bytes.len() <= rung {
+                        self.rung_bytes.resize(rung + 1, 0);
+                    }
+                    self.rung_bytes[rung] += p.payload.len() as u64;
+                }
             }
         }
     }
@@ -382,19 +400,66 @@ impl Sinks {
 fn sink(pt: u8, sinks: &mut Sinks, cap: usize) -> RtpSink {
     let (tx, rx) = mpsc::channel(cap);
     sinks.rx.push(rx);
+    sinks.rung_of.push(None);
     RtpSink::new(rand::random(), pt, tx)
 }
 
 const H264_PT: u8 = 102;
 const VP8_PT: u8 = 96;
 
-/// Viewer `i` of `n`'s video sink: the last `vp8` viewers are sent VP8.
-fn viewer_sink(i: usize, n: usize, vp8: usize, sinks: &mut Sinks) -> RtpSink {
-    if i + vp8.min(n) >= n {
+/// Viewer `i` of `n`'s video sink (on `rung`): the last `vp8` viewers are sent VP8.
+fn viewer_sink(i: usize, n: usize, vp8: usize, rung: usize, sinks: &mut Sinks) -> RtpSink {
+    let s = if i + vp8.min(n) >= n {
         sink(VP8_PT, sinks, 4096).with_vp8()
     } else {
         sink(H264_PT, sinks, 4096)
+    };
+    *sinks.rung_of.last_mut().expect("just pushed") = Some(rung);
+    s
+}
+
+/// The rung viewer `i` is held on by `--rungs` (0 without it).
+fn rung_of_viewer(args: &RoomBenchArgs, i: usize) -> usize {
+    let mut seen = 0;
+    for (r, &count) in args.rungs.iter().enumerate() {
+        seen += count;
+        if i < seen {
+            return r;
+        }
     }
+    0
+}
+
+/// The presenter's screen as RTP payloads (participant 0's content), for `--present`.
+fn prepare_screen(args: &RoomBenchArgs) -> Option<Feed> {
+    let screen = args.present?;
+    eprintln!("bench: encoding a 1280x720 {screen:?} screen…");
+    let clip = synth::screen_clip(screen, 1280, 720, args.fps, 2 * args.fps as usize);
+    let mut pay = H264Payloader::default();
+    let aus: Vec<Vec<Bytes>> = clip
+        .access_units
+        .iter()
+        .map(|au| {
+            pay.payload(crate::room::sink::RTP_MTU, &Bytes::copy_from_slice(au))
+                .unwrap_or_default()
+        })
+        .collect();
+    let prefix = aus
+        .iter()
+        .scan(0u64, |acc, au| {
+            let before = *acc;
+            *acc += au.len() as u64;
+            Some(before)
+        })
+        .collect();
+    let per_loop = aus.iter().map(|a| a.len() as u64).sum();
+    Some(Feed {
+        video: vec![aus],
+        packets_per_loop: vec![per_loop],
+        prefix: vec![prefix],
+        audio: Vec::new(),
+        levels: Vec::new(),
+    })
 }
 
 fn snapshot(stats: &RoomStats) -> [u64; 4] {
@@ -424,8 +489,13 @@ pub fn run(args: &RoomBenchArgs) -> Result<BenchReport, BenchError> {
     let pt_map: HashMap<u8, VideoCodec> = [(H264_PT, VideoCodec::H264)].into();
     let mut sinks = Sinks {
         rx: Vec::new(),
+        rung_of: Vec::new(),
         bytes: 0,
+        rung_bytes: Vec::new(),
     };
+    let screen = prepare_screen(args);
+    // Per-rung bytes from the end of the warm-up.
+    let mut rung_bytes0 = Vec::new();
     eprintln!(
         "bench: {} mode, {n} participants, {} media seconds (+{warmup_s} s warm-up)…",
         if args.paced { "paced" } else { "fast" },
@@ -460,7 +530,8 @@ pub fn run(args: &RoomBenchArgs) -> Result<BenchReport, BenchError> {
             }
             let (up, _) = mpsc::channel(64);
             let a = sink(111, &mut sinks, 4096);
-            let v = (!args.audio_only).then(|| viewer_sink(i, n, args.vp8, &mut sinks));
+            let v = (!args.audio_only)
+                .then(|| viewer_sink(i, n, args.vp8, rung_of_viewer(args, i), &mut sinks));
             room.attach(
                 info.id,
                 Attachment {
@@ -472,6 +543,14 @@ pub fn run(args: &RoomBenchArgs) -> Result<BenchReport, BenchError> {
             )
             .map_err(|e| BenchError::Io(std::io::Error::other(e.to_string())))?;
             ids.push(info.id);
+        }
+        if let (Some(_), Some(&presenter)) = (&screen, ids.first()) {
+            room.request_floor(presenter)
+                .and_then(|_| room.attach_content(presenter, pt_map.clone(), mpsc::channel(64).0))
+                .map_err(|e| BenchError::Io(std::io::Error::other(e.to_string())))?;
+            // The room switched to `[presentation] layout`; --layout is what it shows.
+            room.set_layout(&args.layout)
+                .map_err(|_| BenchError::Layout(args.layout.clone()))?;
         }
         let room_stats = room.stats.clone();
         let start = Instant::now();
@@ -500,6 +579,15 @@ pub fn run(args: &RoomBenchArgs) -> Result<BenchReport, BenchError> {
             feed_video(&feed, &ids, k, |id, seq, ts, marker, payload| {
                 room.video_packet(id, H264_PT, seq, ts, marker, payload)
             });
+            if let Some(screen) = &screen {
+                feed_video(screen, &ids[..1], k, |id, seq, ts, marker, payload| {
+                    room.content_packet(id, H264_PT, seq, ts, marker, payload)
+                });
+            }
+            if k == warmup_ticks {
+                sinks.drain();
+                rung_bytes0.clone_from(&sinks.rung_bytes);
+            }
             while audio_tick * 20_000 <= (k + 1) * 1_000_000 / args.fps as u64 {
                 feed_audio(&feed, &ids, audio_tick, |id, seq, payload, level| {
                     room.audio_packet(id, seq, payload, level)
@@ -565,7 +653,7 @@ pub fn run(args: &RoomBenchArgs) -> Result<BenchReport, BenchError> {
                     id,
                     name: format!("P{i}"),
                 });
-                let v = viewer_sink(i, n, args.vp8, &mut sinks);
+                let v = viewer_sink(i, n, args.vp8, rung_of_viewer(args, i), &mut sinks);
                 let link = Arc::new(crate::room::link::ViewerLink::default());
                 link.set_cap(cap_w, cap_h);
                 video.handle(VideoCmd::Attach {
@@ -578,6 +666,13 @@ pub fn run(args: &RoomBenchArgs) -> Result<BenchReport, BenchError> {
             }
             ids.push(id);
         }
+        if let (Some(_), Some(&presenter)) = (&screen, ids.first()) {
+            video.handle(VideoCmd::Present {
+                id: presenter,
+                payload_types: pt_map.clone(),
+                upstream: mpsc::channel(64).0,
+            });
+        }
         // Encoders come from the pool's factory thread: have them ready before timing.
         video.settle_encoders();
         let t_start = Instant::now();
@@ -586,6 +681,8 @@ pub fn run(args: &RoomBenchArgs) -> Result<BenchReport, BenchError> {
         for k in 0..video_ticks + warmup_ticks {
             if k == warmup_ticks {
                 snap = Some((Instant::now(), process_cpu_ns(), snapshot(&stats)));
+                sinks.drain();
+                rung_bytes0.clone_from(&sinks.rung_bytes);
             }
             let media_now = t_start + period * k as u32;
             // Audio ticks up to this video tick's media time.
@@ -615,6 +712,20 @@ pub fn run(args: &RoomBenchArgs) -> Result<BenchReport, BenchError> {
                         payload,
                     })
                 });
+                if let Some(screen) = &screen {
+                    feed_video(screen, &ids[..1], k, |id, seq, ts, marker, payload| {
+                        video.handle(VideoCmd::Packet {
+                            id,
+                            content: true,
+                            arrival: media_now,
+                            pt: H264_PT,
+                            seq,
+                            ts,
+                            marker,
+                            payload,
+                        })
+                    });
+                }
                 video.tick(media_now, k);
             }
             sinks.drain();
@@ -701,9 +812,25 @@ pub fn run(args: &RoomBenchArgs) -> Result<BenchReport, BenchError> {
                     args.rungs.get(r).copied().unwrap_or(0)
                 },
                 encoders: per_rung.get(r).copied(),
+                kbit_s_per_viewer: {
+                    let viewers = if args.rungs.is_empty() {
+                        if r == 0 {
+                            n
+                        } else {
+                            0
+                        }
+                    } else {
+                        args.rungs.get(r).copied().unwrap_or(0)
+                    };
+                    let sent = sinks.rung_bytes.get(r).copied().unwrap_or(0)
+                        - rung_bytes0.get(r).copied().unwrap_or(0);
+                    (viewers > 0 && !args.audio_only)
+                        .then(|| sent as f64 * 8.0 / 1000.0 / media / viewers as f64)
+                },
             })
             .collect(),
         viewers_per_codec: (n - args.vp8.min(n), args.vp8.min(n)),
+        present: args.present,
         encoders_per_codec: per_codec.filter(|_| !args.audio_only),
         threads: rayon::current_num_threads(),
     })
@@ -821,6 +948,10 @@ pub fn print_table(r: &BenchReport) {
         ("overhead ratio", format!("{:.3}", r.overhead_ratio)),
         ("video encoders running", r.video_encoders.to_string()),
         (
+            "presenter's screen",
+            r.present.map_or("-".into(), |p| format!("{p:?}")),
+        ),
+        (
             "viewers H.264 / VP8",
             format!("{} / {}", r.viewers_per_codec.0, r.viewers_per_codec.1),
         ),
@@ -830,12 +961,15 @@ pub fn print_table(r: &BenchReport) {
                 .map_or("-".into(), |(a, b)| format!("{a} / {b}")),
         ),
         (
-            "rungs: viewers / encoders",
+            "rungs: viewers / encoders / sent",
             r.rungs
                 .iter()
                 .map(|g| {
                     let e = g.encoders.map_or("-".into(), |e| e.to_string());
-                    format!("{}: {} / {e}", g.format, g.viewers)
+                    let k = g
+                        .kbit_s_per_viewer
+                        .map_or("-".into(), |k| format!("{k:.0} kbit/s each"));
+                    format!("{}: {} / {e} / {k}", g.format, g.viewers)
                 })
                 .collect::<Vec<_>>()
                 .join("; "),
@@ -900,7 +1034,38 @@ mod tests {
             json: false,
             pipeline: false,
             vp8: 0,
+            present: None,
         }
+    }
+
+    #[test]
+    fn a_presenter_runs_one_shared_picture_per_rung_at_the_content_rate() {
+        // 320x180: below the presentation layout's content-only width, the picture is the
+        // screen alone, so a static screen leaves nothing to send but the refreshes.
+        let run_with = |screen| {
+            let mut args = tiny("320x180", "300k", vec![]);
+            args.layout = "presentation".into();
+            args.present = Some(screen);
+            args.seconds = 3.0;
+            run(&args).unwrap()
+        };
+        let (still, scroll) = (
+            run_with(synth::Screen::Static),
+            run_with(synth::Screen::Scroll),
+        );
+        for r in [&still, &scroll] {
+            assert_eq!(r.video_encoders, 1, "one shared picture");
+        }
+        let kbit = |r: &BenchReport| r.rungs[0].kbit_s_per_viewer.unwrap();
+        assert!(
+            kbit(&still) * 20.0 < kbit(&scroll),
+            "static {} kbit/s, scrolling {} kbit/s",
+            kbit(&still),
+            kbit(&scroll)
+        );
+        // 15 fps requested (the content cap, [presentation] output_fps, is 15 too).
+        let per_s = scroll.video_frames_encoded as f64 / (scroll.media_seconds + 1.0);
+        assert!(per_s > 10.0, "scrolling: {per_s} frames a second");
     }
 
     #[test]

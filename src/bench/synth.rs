@@ -94,6 +94,69 @@ pub fn synthetic_clip(
     Clip { access_units }
 }
 
+/// What a presenter's screen does in the benchmark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Screen {
+    /// One slide, unchanged (a capturer still sends frames: the same picture).
+    Static,
+    /// The slide scrolling by 4 rows a frame (reading a document).
+    Scroll,
+}
+
+/// A slide (white, dark text lines, a fine checkerboard), `offset` rows scrolled.
+pub fn slide_frame(w: usize, h: usize, offset: usize, out: &mut I420Frame) {
+    out.resize(w, h);
+    out.fill((235, 128, 128));
+    let lines = [
+        "Quarterly results",
+        "Revenue grew 42 percent over the year",
+        "Costs per meeting fell by a third",
+        "Next steps: ship presenting to every room",
+    ];
+    let scale = (h / 180).max(1);
+    let page = h * 2;
+    for (i, text) in lines.iter().cycle().take(12).enumerate() {
+        let y = (i * page / 12 + page - offset % page) % page;
+        if y + 8 * scale < h {
+            crate::compositor::text::draw_text(out, w / 16, y, scale, text, 30);
+        }
+    }
+    let cell = (h / 45).max(2);
+    for y in h * 3 / 4..h - h / 16 {
+        let row = (y + offset) / cell;
+        for x in w / 2..w - w / 16 {
+            if (x / cell + row) % 2 == 1 {
+                out.y[y * w + x] = 40;
+            }
+        }
+    }
+}
+
+/// Encodes `frames` of a presenter's screen (IDR first).
+pub fn screen_clip(screen: Screen, w: usize, h: usize, fps: u32, frames: usize) -> Clip {
+    let mut enc = H264Encoder::new(EncoderSettings {
+        width: w as u32,
+        height: h as u32,
+        fps,
+        bitrate_bps: 2_000_000,
+        idr_interval_frames: frames as u32,
+        complexity: Default::default(),
+    })
+    .expect("openh264 encoder for synthetic input");
+    let mut frame = I420Frame::default();
+    let mut au = Vec::new();
+    let mut access_units = Vec::with_capacity(frames);
+    for t in 0..frames {
+        let offset = if screen == Screen::Scroll { t * 4 } else { 0 };
+        slide_frame(w, h, offset, &mut frame);
+        if enc.encode(&frame, &mut au).is_ok() && !au.is_empty() {
+            access_units.push(au.clone());
+        }
+    }
+    Clip { access_units }
+}
+
 /// Splits an Annex B H.264 stream into access units (a new one starts at each VCL NAL
 /// whose first_mb_in_slice is 0, taking any SPS/PPS/SEI/AUD just before it).
 pub fn split_annexb(data: &[u8]) -> Vec<Vec<u8>> {

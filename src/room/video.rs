@@ -95,6 +95,10 @@ struct Participant {
     id: ParticipantId,
     /// This is the participant's content (a shared screen), not its camera.
     content: bool,
+    /// Content only: a hash of the last decoded picture. A screen capturer sends the
+    /// same picture again and again; an identical one changes nothing (no new tile, and
+    /// a picture showing only unchanged tiles is not encoded again).
+    picture_hash: u64,
     name: String,
     muted: bool,
     /// Bumped whenever the tile's look changes (new picture, mute, stale).
@@ -450,6 +454,7 @@ impl VideoLoop {
             VideoCmd::Join { id, name } => self.participants.push(Participant {
                 id,
                 content: false,
+                picture_hash: 0,
                 name,
                 muted: false,
                 version: 0,
@@ -522,6 +527,7 @@ impl VideoLoop {
                 self.participants.push(Participant {
                     id,
                     content: true,
+                    picture_hash: 0,
                     name,
                     muted: false,
                     version: 0,
@@ -1190,11 +1196,19 @@ fn decode_inputs(participants: &mut [Participant], now: Instant, stats: &RoomSta
         .par_iter_mut()
         .map(|p| {
             timed(&stats.cpu.decode, || {
-                let got = if p.visible {
-                    p.input.decode_pending(now)
+                let (decoded, got) = if p.visible {
+                    let decoded = p.input.decode_pending(now);
+                    let changed = if decoded && p.content {
+                        // (Still a picture for the staleness clock: the screen is live.)
+                        let h = picture_hash(&p.input.frame);
+                        std::mem::replace(&mut p.picture_hash, h) != h
+                    } else {
+                        decoded
+                    };
+                    (decoded, changed)
                 } else {
                     p.input.discard_pending(now);
-                    false
+                    (false, false)
                 };
                 let showing = !p.muted
                     && p.input
@@ -1204,7 +1218,7 @@ fn decode_inputs(participants: &mut [Participant], now: Instant, stats: &RoomSta
                     p.version += 1;
                 }
                 p.showing_video = showing;
-                got as u64
+                decoded as u64
             })
         })
         .sum();
@@ -1305,6 +1319,23 @@ fn encode_pictures(
                 .packetize(&p.au, super::sink::RTP_MTU, &mut p.packets);
         }
     });
+}
+
+/// A fast hash of a whole picture (every byte of the three planes, 8 at a time).
+fn picture_hash(f: &I420Frame) -> u64 {
+    let mut h: u64 = (f.width as u64) << 32 | f.height as u64;
+    for plane in [&f.y, &f.u, &f.v] {
+        let chunks = plane.chunks_exact(8);
+        let rest = chunks.remainder();
+        for c in chunks {
+            let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+            h = (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(27);
+        }
+        for &b in rest {
+            h = (h ^ b as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    h
 }
 
 /// `fps`, or at most `cap` for a picture holding content.
