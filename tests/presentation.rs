@@ -169,6 +169,12 @@ async fn floor_control_one_presenter_moderators_stop_it_others_cannot() {
         }]
     })
     .await;
+    // The operators' event stream (SSE) sees the presentations too.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut sse = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    sse.write_all(format!("GET /api/events HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr).as_bytes())
+        .await
+        .unwrap();
     let media = |rgb| Media::steady(rgb, 500.0);
     let mut ada = Client::join_ws_at(server.addr, "floor", "Ada", media(RED)).await;
     let mut bob = Client::join_ws_at(server.addr, "floor", "Bob", media(GREEN)).await;
@@ -214,6 +220,22 @@ async fn floor_control_one_presenter_moderators_stop_it_others_cannot() {
     let layout = next_message(&mut ada, "layoutChanged").await;
     assert_eq!(layout["layout"], "grid", "back to the room's layout");
     ada_screen.stop().await;
+    let mut events = String::new();
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !(events.contains("\"type\":\"presentationStarted\"")
+        && events.contains("\"reason\":\"moderator\""))
+    {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout_at(until, sse.read(&mut chunk))
+            .await
+            .unwrap_or_else(|_| panic!("no presentation events on /api/events: {events}"))
+            .unwrap();
+        events.push_str(&String::from_utf8_lossy(&chunk[..n]));
+    }
+    assert!(
+        events.contains("\"type\":\"presentationStopped\""),
+        "{events}"
+    );
     // The room lets a second presenter take the floor (room policy, `PATCH`).
     let patched = http(
         server.addr,

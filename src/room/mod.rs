@@ -907,6 +907,13 @@ impl Room {
                 participant_id: id,
                 reason,
             });
+            if let Some(bus) = self.server.get() {
+                bus.emit(server_events::ServerEvent::PresentationStopped {
+                    room: self.id.to_string(),
+                    participant_id: id,
+                    reason,
+                });
+            }
         }
         if let Some(id) = change.started {
             self.stats.presenter.store(id.0, Ordering::Relaxed);
@@ -915,6 +922,12 @@ impl Room {
             let _ = self
                 .events
                 .send(RoomEvent::PresentationStarted { participant_id: id });
+            if let Some(bus) = self.server.get() {
+                bus.emit(server_events::ServerEvent::PresentationStarted {
+                    room: self.id.to_string(),
+                    participant_id: id,
+                });
+            }
         }
         if let Some(layout) = change.layout {
             if let Err(e) = self.apply_layout(&layout) {

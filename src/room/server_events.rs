@@ -1,5 +1,5 @@
 //! Server-wide events — rooms started and finished, participants joined and left,
-//! recordings finished — for operators (the `/api/events` SSE stream) and the counters
+//! recordings finished, presentations started and stopped — for operators (the `/api/events` SSE stream) and the counters
 //! `/metrics` exports. Sending never blocks: a subscriber that falls behind loses the
 //! oldest events and is told how many.
 
@@ -39,6 +39,17 @@ pub enum ServerEvent {
     CallUpdated {
         room: String,
         call: serde_json::Value,
+    },
+    #[serde(rename_all = "camelCase")]
+    PresentationStarted {
+        room: String,
+        participant_id: ParticipantId,
+    },
+    #[serde(rename_all = "camelCase")]
+    PresentationStopped {
+        room: String,
+        participant_id: ParticipantId,
+        reason: super::presentation::StopReason,
     },
 }
 
@@ -90,7 +101,10 @@ impl ServerEvents {
             ServerEvent::ParticipantJoined { .. } => Some(&self.participants_joined),
             ServerEvent::ParticipantLeft { .. } => Some(&self.participants_left),
             ServerEvent::RecordingFinished { .. } => Some(&self.recordings_finished),
-            ServerEvent::CallUpdated { .. } => None,
+            // (Presentations are counted per room: `tessera_presentations_total`.)
+            ServerEvent::CallUpdated { .. }
+            | ServerEvent::PresentationStarted { .. }
+            | ServerEvent::PresentationStopped { .. } => None,
         };
         if let Some(c) = counter {
             c.fetch_add(1, Relaxed);
