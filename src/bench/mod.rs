@@ -284,16 +284,7 @@ fn prepare(args: &RoomBenchArgs) -> Result<Feed, BenchError> {
         };
         let mut pay = H264Payloader::default();
         for i in 0..n {
-            let clip = &clips[i % clips.len()];
-            let aus = clip
-                .access_units
-                .iter()
-                .map(|au| {
-                    pay.payload(crate::room::sink::RTP_MTU, &Bytes::copy_from_slice(au))
-                        .unwrap_or_default()
-                })
-                .collect();
-            video.push(aus);
+            video.push(payloads(&mut pay, &clips[i % clips.len()]));
         }
     }
     let audio = (0..n)
@@ -309,29 +300,47 @@ fn prepare(args: &RoomBenchArgs) -> Result<Feed, BenchError> {
         .collect();
     // Staggered speech levels: participant 0 loudest (-20 dBov), then 1 dB quieter each.
     let levels = (0..n).map(|i| (20 + i).min(126) as u8).collect();
-    let prefix: Vec<Vec<u64>> = video
+    Ok(Feed::new(video, audio, levels))
+}
+
+impl Feed {
+    /// The feed of these payloads, with each clip's packet counts for sequence numbers.
+    fn new(video: Vec<Vec<Vec<Bytes>>>, audio: Vec<Vec<Bytes>>, levels: Vec<u8>) -> Self {
+        let prefix = video
+            .iter()
+            .map(|aus: &Vec<Vec<Bytes>>| {
+                aus.iter()
+                    .scan(0u64, |acc, au| {
+                        let before = *acc;
+                        *acc += au.len() as u64;
+                        Some(before)
+                    })
+                    .collect()
+            })
+            .collect();
+        let packets_per_loop = video
+            .iter()
+            .map(|aus| aus.iter().map(|a| a.len() as u64).sum())
+            .collect();
+        Feed {
+            video,
+            packets_per_loop,
+            prefix,
+            audio,
+            levels,
+        }
+    }
+}
+
+/// A clip's access units as RTP payloads.
+fn payloads(pay: &mut H264Payloader, clip: &synth::Clip) -> Vec<Vec<Bytes>> {
+    clip.access_units
         .iter()
-        .map(|aus: &Vec<Vec<Bytes>>| {
-            aus.iter()
-                .scan(0u64, |acc, au| {
-                    let before = *acc;
-                    *acc += au.len() as u64;
-                    Some(before)
-                })
-                .collect()
+        .map(|au| {
+            pay.payload(crate::room::sink::RTP_MTU, &Bytes::copy_from_slice(au))
+                .unwrap_or_default()
         })
-        .collect();
-    let packets_per_loop = video
-        .iter()
-        .map(|aus| aus.iter().map(|a| a.len() as u64).sum())
-        .collect();
-    Ok(Feed {
-        video,
-        packets_per_loop,
-        prefix,
-        audio,
-        levels,
-    })
+        .collect()
 }
 
 fn config_for(args: &RoomBenchArgs) -> Result<(Config, crate::layout::LayoutSpec), BenchError> {
@@ -435,31 +444,8 @@ fn prepare_screen(args: &RoomBenchArgs) -> Option<Feed> {
     let screen = args.present?;
     eprintln!("bench: encoding a 1280x720 {screen:?} screen…");
     let clip = synth::screen_clip(screen, 1280, 720, args.fps, 2 * args.fps as usize);
-    let mut pay = H264Payloader::default();
-    let aus: Vec<Vec<Bytes>> = clip
-        .access_units
-        .iter()
-        .map(|au| {
-            pay.payload(crate::room::sink::RTP_MTU, &Bytes::copy_from_slice(au))
-                .unwrap_or_default()
-        })
-        .collect();
-    let prefix = aus
-        .iter()
-        .scan(0u64, |acc, au| {
-            let before = *acc;
-            *acc += au.len() as u64;
-            Some(before)
-        })
-        .collect();
-    let per_loop = aus.iter().map(|a| a.len() as u64).sum();
-    Some(Feed {
-        video: vec![aus],
-        packets_per_loop: vec![per_loop],
-        prefix: vec![prefix],
-        audio: Vec::new(),
-        levels: Vec::new(),
-    })
+    let video = payloads(&mut H264Payloader::default(), &clip);
+    Some(Feed::new(vec![video], Vec::new(), Vec::new()))
 }
 
 fn snapshot(stats: &RoomStats) -> [u64; 4] {
@@ -700,23 +686,17 @@ pub fn run(args: &RoomBenchArgs) -> Result<BenchReport, BenchError> {
                 audio_tick += 1;
             }
             if !args.audio_only {
-                feed_video(&feed, &ids, k, |id, seq, ts, marker, payload| {
-                    video.handle(VideoCmd::Packet {
-                        id,
-                        content: false,
-                        arrival: media_now,
-                        pt: H264_PT,
-                        seq,
-                        ts,
-                        marker,
-                        payload,
-                    })
-                });
-                if let Some(screen) = &screen {
-                    feed_video(screen, &ids[..1], k, |id, seq, ts, marker, payload| {
+                // Cameras, then the presenter's screen (participant 0's content).
+                let inputs = [
+                    (Some(&feed), &ids[..], false),
+                    (screen.as_ref(), &ids[..1], true),
+                ];
+                for (input, who, content) in inputs {
+                    let Some(input) = input else { continue };
+                    feed_video(input, who, k, |id, seq, ts, marker, payload| {
                         video.handle(VideoCmd::Packet {
                             id,
-                            content: true,
+                            content,
                             arrival: media_now,
                             pt: H264_PT,
                             seq,

@@ -73,6 +73,20 @@ pub fn synthetic_clip(
     frames: usize,
     bitrate_bps: u32,
 ) -> Clip {
+    encode_clip(w, h, fps, frames, bitrate_bps, |t, f| {
+        camera_frame(who, t, w, h, f, 0x9e37_79b9)
+    })
+}
+
+/// Encodes `frames` pictures drawn by `draw(t, frame)` to H.264 (one IDR per loop).
+fn encode_clip(
+    w: usize,
+    h: usize,
+    fps: u32,
+    frames: usize,
+    bitrate_bps: u32,
+    mut draw: impl FnMut(usize, &mut I420Frame),
+) -> Clip {
     let mut enc = H264Encoder::new(EncoderSettings {
         width: w as u32,
         height: h as u32,
@@ -86,7 +100,7 @@ pub fn synthetic_clip(
     let mut au = Vec::new();
     let mut access_units = Vec::with_capacity(frames);
     for t in 0..frames {
-        camera_frame(who, t, w, h, &mut frame, 0x9e37_79b9);
+        draw(t, &mut frame);
         if enc.encode(&frame, &mut au).is_ok() && !au.is_empty() {
             access_units.push(au.clone());
         }
@@ -135,26 +149,10 @@ pub fn slide_frame(w: usize, h: usize, offset: usize, out: &mut I420Frame) {
 
 /// Encodes `frames` of a presenter's screen (IDR first).
 pub fn screen_clip(screen: Screen, w: usize, h: usize, fps: u32, frames: usize) -> Clip {
-    let mut enc = H264Encoder::new(EncoderSettings {
-        width: w as u32,
-        height: h as u32,
-        fps,
-        bitrate_bps: 2_000_000,
-        idr_interval_frames: frames as u32,
-        complexity: Default::default(),
-    })
-    .expect("openh264 encoder for synthetic input");
-    let mut frame = I420Frame::default();
-    let mut au = Vec::new();
-    let mut access_units = Vec::with_capacity(frames);
-    for t in 0..frames {
+    encode_clip(w, h, fps, frames, 2_000_000, |t, f| {
         let offset = if screen == Screen::Scroll { t * 4 } else { 0 };
-        slide_frame(w, h, offset, &mut frame);
-        if enc.encode(&frame, &mut au).is_ok() && !au.is_empty() {
-            access_units.push(au.clone());
-        }
-    }
-    Clip { access_units }
+        slide_frame(w, h, offset, f)
+    })
 }
 
 /// Splits an Annex B H.264 stream into access units (a new one starts at each VCL NAL

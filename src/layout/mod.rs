@@ -135,6 +135,24 @@ fn default_max_insets() -> u32 {
     3
 }
 
+/// The strip parameters `focus` and `presentation` share: the offending field and why.
+fn check_strip(
+    fraction: f32,
+    max_strip: u32,
+    gap: u32,
+) -> Result<(), (&'static str, &'static str)> {
+    if !(0.05..=0.5).contains(&fraction) {
+        return Err(("strip_fraction", "must be between 0.05 and 0.5"));
+    }
+    if !(1..=16).contains(&max_strip) {
+        return Err(("max_strip", "must be between 1 and 16"));
+    }
+    if gap > 64 {
+        return Err(("gap", "must be between 0 and 64 pixels"));
+    }
+    Ok(())
+}
+
 /// Why a layout file was rejected.
 #[derive(Debug, thiserror::Error)]
 pub enum LayoutError {
@@ -197,17 +215,7 @@ impl LayoutSpec {
                 max_strip,
                 gap,
                 ..
-            } => {
-                if !(0.05..=0.5).contains(&strip_fraction) {
-                    return bad("strip_fraction", "must be between 0.05 and 0.5");
-                }
-                if !(1..=16).contains(&max_strip) {
-                    return bad("max_strip", "must be between 1 and 16");
-                }
-                if gap > 64 {
-                    return bad("gap", "must be between 0 and 64 pixels");
-                }
-            }
+            } => check_strip(strip_fraction, max_strip, gap).or_else(|(f, m)| bad(f, m))?,
             LayoutKind::Presentation {
                 strip_fraction,
                 max_strip,
@@ -215,15 +223,7 @@ impl LayoutSpec {
                 content_only_below,
                 ..
             } => {
-                if !(0.05..=0.5).contains(&strip_fraction) {
-                    return bad("strip_fraction", "must be between 0.05 and 0.5");
-                }
-                if !(1..=16).contains(&max_strip) {
-                    return bad("max_strip", "must be between 1 and 16");
-                }
-                if gap > 64 {
-                    return bad("gap", "must be between 0 and 64 pixels");
-                }
+                check_strip(strip_fraction, max_strip, gap).or_else(|(f, m)| bad(f, m))?;
                 if content_only_below > 3840 {
                     return bad("content_only_below", "must be between 0 and 3840 pixels");
                 }

@@ -974,17 +974,7 @@ impl Room {
         marker: bool,
         payload: Bytes,
     ) {
-        self.stats.received(payload.len());
-        self.try_video(VideoCmd::Packet {
-            id,
-            content: false,
-            arrival: Instant::now(),
-            pt,
-            seq,
-            ts,
-            marker,
-            payload,
-        });
+        self.video_in(id, false, pt, seq, ts, marker, payload)
     }
 
     /// An incoming packet of `id`'s content (dropped unless `id` presents).
@@ -997,13 +987,26 @@ impl Room {
         marker: bool,
         payload: Bytes,
     ) {
-        if self.stats.presenter.load(Ordering::Relaxed) != id.0 {
-            return;
+        if self.stats.presenter.load(Ordering::Relaxed) == id.0 {
+            self.video_in(id, true, pt, seq, ts, marker, payload)
         }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn video_in(
+        &self,
+        id: ParticipantId,
+        content: bool,
+        pt: u8,
+        seq: u16,
+        ts: u32,
+        marker: bool,
+        payload: Bytes,
+    ) {
         self.stats.received(payload.len());
         self.try_video(VideoCmd::Packet {
             id,
-            content: true,
+            content,
             arrival: Instant::now(),
             pt,
             seq,

@@ -109,6 +109,22 @@ struct Participant {
     input: Input,
 }
 
+impl Participant {
+    fn new(id: ParticipantId, name: String, content: bool, input: Input) -> Self {
+        Self {
+            id,
+            content,
+            picture_hash: 0,
+            name,
+            muted: false,
+            version: 0,
+            showing_video: false,
+            visible: false,
+            input,
+        }
+    }
+}
+
 struct Output {
     viewer: ParticipantId,
     /// The codec its sink sends (negotiated from its offer).
@@ -451,17 +467,12 @@ impl VideoLoop {
             super::media_dequeued(&self.stats.video_queued);
         }
         match cmd {
-            VideoCmd::Join { id, name } => self.participants.push(Participant {
+            VideoCmd::Join { id, name } => self.participants.push(Participant::new(
                 id,
-                content: false,
-                picture_hash: 0,
                 name,
-                muted: false,
-                version: 0,
-                showing_video: false,
-                visible: false,
-                input: Input::new(self.limits, self.max_input_fps),
-            }),
+                false,
+                Input::new(self.limits, self.max_input_fps),
+            )),
             VideoCmd::Attach {
                 id,
                 payload_types,
@@ -524,17 +535,8 @@ impl VideoLoop {
                 let mut input = Input::new(self.content_limits, self.content_max_fps);
                 input.payload_types = payload_types;
                 input.upstream = Some(upstream);
-                self.participants.push(Participant {
-                    id,
-                    content: true,
-                    picture_hash: 0,
-                    name,
-                    muted: false,
-                    version: 0,
-                    showing_video: false,
-                    visible: false,
-                    input,
-                });
+                self.participants
+                    .push(Participant::new(id, name, true, input));
             }
             VideoCmd::StopPresenting { id } => {
                 self.participants.retain(|p| !(p.id == id && p.content));

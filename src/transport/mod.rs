@@ -343,16 +343,14 @@ async fn read_remote_track(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
             }
             // Padding-only packets still occupy sequence numbers; pass them on so the
             // assembler does not mistake them for loss.
-            RtpCodecKind::Video if content => room.content_packet(
-                id,
-                h.payload_type,
-                h.sequence_number,
-                h.timestamp,
-                h.marker,
-                pkt.payload,
-            ),
             RtpCodecKind::Video => {
-                room.video_packet(
+                let forward = if content {
+                    Room::content_packet
+                } else {
+                    Room::video_packet
+                };
+                forward(
+                    room,
                     id,
                     h.payload_type,
                     h.sequence_number,

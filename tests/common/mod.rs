@@ -360,6 +360,21 @@ async fn build_pc(received: Arc<Received>, offer: Offer) -> (Arc<dyn PeerConnect
     (Arc::new(pc), gathered)
 }
 
+/// A `201` WHIP answer applied to `pc`: its `Location` and the answer SDP.
+async fn accept_whip_answer(
+    resp: &HttpResponse,
+    pc: &Arc<dyn PeerConnection>,
+    received: &Received,
+) -> (String, String) {
+    let location = resp.header("location").expect("Location header").to_owned();
+    let answer = resp.body.clone();
+    received.set_answer(&answer);
+    pc.set_remote_description(RTCSessionDescription::answer(answer.clone()).unwrap())
+        .await
+        .unwrap();
+    (location, answer)
+}
+
 /// A presenter's content on its way: the connection that carries it (the participant's own
 /// for WHIP) and the task sending the picture.
 pub struct ContentSender {
@@ -385,6 +400,11 @@ pub enum ContentPicture {
     /// H.264 keyframes of this size (content over the limits).
     Oversize(u32, u32),
     Garbage,
+    /// An H.264 fragment (FU-A) that starts and never ends: `packets_per_frame` packets of
+    /// 1100 bytes every 33 ms, never a marker.
+    Endless {
+        packets_per_frame: usize,
+    },
 }
 
 /// Sends `picture` as H.264 at 30 fps on `track` (payload type `pt`).
@@ -398,7 +418,7 @@ pub fn spawn_content(
         let (w, h) = match &picture {
             ContentPicture::Picture(f) => (f.width as u32, f.height as u32),
             ContentPicture::Oversize(w, h) => (*w, *h),
-            ContentPicture::Garbage => (64, 64),
+            ContentPicture::Garbage | ContentPicture::Endless { .. } => (64, 64),
         };
         let mut enc = VideoEncoder::new(
             OutputCodec::H264,
@@ -420,9 +440,21 @@ pub fn spawn_content(
         let mut au = Vec::new();
         let mut tick = tokio::time::interval(Duration::from_millis(33));
         let (mut seq, mut ts) = (rand::random::<u16>(), rand::random::<u32>());
+        let first_seq = seq;
         loop {
             tick.tick().await;
-            let payloads = if matches!(picture, ContentPicture::Garbage) {
+            let payloads = if let ContentPicture::Endless { packets_per_frame } = picture {
+                (0..packets_per_frame)
+                    .map(|i| {
+                        // FU-A of an IDR slice: the first packet ever starts it (S), the
+                        // rest continue it, none ends it (E never set).
+                        let start = seq == first_seq && i == 0;
+                        let mut p = vec![0x7c, if start { 0x85 } else { 0x05 }];
+                        p.resize(1100, 0x5a);
+                        Bytes::from(p)
+                    })
+                    .collect::<Vec<_>>()
+            } else if matches!(picture, ContentPicture::Garbage) {
                 (0..1 + rand::random::<u8>() as usize % 8)
                     .map(|_| {
                         let len = rand::random::<u16>() as usize % 1201;
@@ -441,7 +473,7 @@ pub fn spawn_content(
                 let pkt = rtc::rtp::packet::Packet {
                     header: rtc::rtp::header::Header {
                         version: 2,
-                        marker: i + 1 == n,
+                        marker: i + 1 == n && !matches!(picture, ContentPicture::Endless { .. }),
                         payload_type: pt,
                         sequence_number: seq,
                         timestamp: ts,
@@ -1056,13 +1088,21 @@ impl Client {
             .header("content-type")
             .unwrap()
             .starts_with("application/sdp"));
-        let location = resp.header("location").expect("Location header").to_owned();
-        let answer = resp.body.clone();
-        received.set_answer(&answer);
-        pc.set_remote_description(RTCSessionDescription::answer(answer.clone()).unwrap())
-            .await
-            .unwrap();
+        let (location, answer) = accept_whip_answer(&resp, &pc, &received).await;
         let tasks = spawn_senders(&answer, at, vt, assrc, vssrc, rgb, tone_hz);
+        Self::whip(name, pc, received, location, addr, answer, tasks)
+    }
+
+    /// A WHIP client once its POST was answered.
+    fn whip(
+        name: &str,
+        pc: Arc<dyn PeerConnection>,
+        received: Arc<Received>,
+        location: String,
+        addr: SocketAddr,
+        answer: String,
+        tasks: Vec<tokio::task::JoinHandle<()>>,
+    ) -> Client {
         let (_tx, rx) = mpsc::unbounded_channel();
         Client {
             name: name.into(),
@@ -1149,28 +1189,11 @@ impl Client {
             let _ = pc.close().await;
             return Err((resp.status, resp.body));
         }
-        let location = resp.header("location").expect("Location header").to_owned();
-        let answer = resp.body.clone();
-        received.set_answer(&answer);
-        pc.set_remote_description(RTCSessionDescription::answer(answer.clone()).unwrap())
-            .await
-            .unwrap();
+        let (location, answer) = accept_whip_answer(&resp, &pc, &received).await;
         let tasks = spawn_senders(&answer, at, vt, assrc, vssrc, rgb, tone_hz);
         let content = spawn_content(h264_pt(&answer, Some(&content_mid)), ct, cssrc, picture);
-        let (_tx, rx) = mpsc::unbounded_channel();
         Ok((
-            Client {
-                name: name.into(),
-                pc,
-                received,
-                messages: rx,
-                ws_out: None,
-                whip_location: Some(location),
-                ws_fd: None,
-                addr,
-                answer,
-                tasks,
-            },
+            Self::whip(name, pc, received, location, addr, answer, tasks),
             ContentSender {
                 pc: None,
                 task: content,

@@ -242,28 +242,9 @@ fn feed_frames(
     seqs: &mut [u16],
     k: u32,
 ) {
-    use rtc::rtp::packetizer::Payloader;
-    let mut au = Vec::new();
     for (i, id) in h.ids.clone().into_iter().enumerate() {
         let f = I420Frame::solid(64, 36, (40 + 40 * i as u8, 128, 128));
-        encs[i].encode(&f, &mut au).unwrap();
-        let payloads = H264Payloader::default()
-            .payload(1100, &bytes::Bytes::copy_from_slice(&au))
-            .unwrap();
-        let n = payloads.len();
-        for (j, p) in payloads.into_iter().enumerate() {
-            h.video.handle(VideoCmd::Packet {
-                id,
-                content: false,
-                arrival: Instant::now(),
-                pt: 102,
-                seq: seqs[i],
-                ts: k * 3000,
-                marker: j + 1 == n,
-                payload: p,
-            });
-            seqs[i] = seqs[i].wrapping_add(1);
-        }
+        send_h264(h, id, false, &mut encs[i], &f, &mut seqs[i], k);
     }
 }
 
