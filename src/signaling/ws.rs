@@ -198,6 +198,15 @@ async fn leave(state: &AppState, j: Joined) {
     crate::room::note_memory_freed();
 }
 
+/// The error a client gets for an offer the transport refused.
+fn refused(e: &transport::TransportError) -> ServerMessage {
+    let code = match e {
+        transport::TransportError::BadSdp(_) => ErrorCode::BadSdp,
+        _ => ErrorCode::NegotiationFailed,
+    };
+    ServerMessage::error(code, e.to_string())
+}
+
 async fn handle(
     msg: ClientMessage,
     state: &Arc<AppState>,
@@ -345,12 +354,8 @@ async fn handle(
                     j.peer = Some(peer);
                 }
                 Err(e) => {
-                    let code = match e {
-                        transport::TransportError::BadSdp(_) => ErrorCode::BadSdp,
-                        _ => ErrorCode::NegotiationFailed,
-                    };
                     tracing::info!(id = %j.id, "offer refused: {e}");
-                    send(ServerMessage::error(code, e.to_string()));
+                    send(refused(&e));
                 }
             }
         }
@@ -395,12 +400,8 @@ async fn handle(
                 Err(e) => {
                     j.room
                         .release_floor(j.id, crate::room::presentation::StopReason::Ended);
-                    let code = match e {
-                        transport::TransportError::BadSdp(_) => ErrorCode::BadSdp,
-                        _ => ErrorCode::NegotiationFailed,
-                    };
                     tracing::info!(id = %j.id, "present offer refused: {e}");
-                    send(ServerMessage::error(code, e.to_string()));
+                    send(refused(&e));
                 }
             }
         }
