@@ -41,6 +41,13 @@
 //! output frame rate of every picture in steps ([`FrameRateGovernor`]: 30 → 20 → 15) and
 //! raises it again when the load falls, instead of skipping random ticks.
 //!
+//! **Presentations.** A source is a participant's camera or, while it presents, its
+//! content (a shared screen, with the `[presentation]` ingest limits): the content is
+//! tile 0 of every picture, fitted and letterboxed (`compositor::Look::Content`). A picture
+//! holding content runs at `[presentation] output_fps` on its rung's whole bitrate, and is
+//! not encoded again while nothing in it changed (identical content pictures are detected
+//! by hashing; one refresh a second; keyframe requests still answered).
+//!
 //! Loss or an undecodable frame makes a participant wait for a keyframe (its last good
 //! picture stays on screen) and sends a rate-limited PLI upstream.
 //!
