@@ -293,9 +293,16 @@ pub fn first<'a>(sections: &'a [MediaSection], kind: &str) -> Option<&'a MediaSe
         .find(|s| s.kind == kind && s.is_live() && !s.is_content())
 }
 
-/// The first live content section (`a=content:slides`) the writer sends.
+/// The live content sections (`a=content:slides`) the writer sends.
+pub fn contents(sections: &[MediaSection]) -> impl Iterator<Item = &MediaSection> {
+    sections
+        .iter()
+        .filter(|s| s.is_content() && s.writer_sends())
+}
+
+/// The first of [`contents`].
 pub fn content(sections: &[MediaSection]) -> Option<&MediaSection> {
-    sections.iter().find(|s| s.is_content() && s.writer_sends())
+    contents(sections).next()
 }
 
 /// `sdp` with `a=content:slides` added to the m-section whose mid is `mid` (an answer

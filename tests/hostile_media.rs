@@ -12,13 +12,6 @@ use std::time::{Duration, Instant};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Resident set size of this process (server and clients), in MiB.
-fn rss_mib() -> f64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-    let pages: f64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    pages * 4096.0 / (1024.0 * 1024.0)
-}
-
 /// Runs a room of two well-behaved participants plus one sending `hostile`; returns the
 /// messages the hostile participant received. `max_rss_growth_mib` bounds this process's
 /// growth (server and clients share it, so it is only meaningful where the client side is

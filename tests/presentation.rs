@@ -375,11 +375,6 @@ async fn oversize_and_garbage_content_is_bounded_like_a_camera() {
     junk.stop().await;
     // Endless content (~16 Mbit/s of one H.264 fragment that never ends): bounded by the
     // bytes-per-frame limit, like a camera's; memory stays put, nobody else suffers.
-    let rss = || {
-        let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-        let pages: f64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-        pages * 4096.0 / (1024.0 * 1024.0)
-    };
     let endless = bob
         .present(ContentPicture::Endless {
             packets_per_frame: 60,
@@ -387,9 +382,9 @@ async fn oversize_and_garbage_content_is_bounded_like_a_camera() {
         .await
         .expect("presents");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let (rss0, before) = (rss(), ada.frames());
+    let (rss0, before) = (rss_mib(), ada.frames());
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let grown = rss() - rss0;
+    let grown = rss_mib() - rss0;
     let fps = (ada.frames() - before) as f64 / 4.0;
     eprintln!("endless content: Ada at {fps:.1} fps, RSS grew {grown:.1} MiB");
     assert!(

@@ -535,9 +535,7 @@ pub async fn connect(
         remote_video: Mutex::new(None),
         remote_content: Mutex::new(None),
         content_only: opts.content,
-        content_mids: sections
-            .iter()
-            .filter(|s| s.is_content() && s.writer_sends())
+        content_mids: sdp::contents(&sections)
             .filter_map(|s| s.mid.clone())
             .collect(),
         pc: std::sync::OnceLock::new(),

@@ -360,6 +360,13 @@ async fn build_pc(received: Arc<Received>, offer: Offer) -> (Arc<dyn PeerConnect
     (Arc::new(pc), gathered)
 }
 
+/// Resident set size of this process (server and clients), in MiB.
+pub fn rss_mib() -> f64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: f64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096.0 / (1024.0 * 1024.0)
+}
+
 /// A `201` WHIP answer applied to `pc`: its `Location` and the answer SDP.
 async fn accept_whip_answer(
     resp: &HttpResponse,
