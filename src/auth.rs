@@ -251,6 +251,43 @@ impl Access {
         })
     }
 
+    /// May the holder of `token` watch `room` (WHEP, HLS)? A token for the room that
+    /// grants `subscribe` (or `admin`), or the admin key. Open mode: yes.
+    pub fn authorize_watch(
+        &self,
+        token: Option<&str>,
+        room: &str,
+        now: u64,
+    ) -> Result<JoinGrant, AuthError> {
+        if self.is_open() {
+            return Ok(JoinGrant::open());
+        }
+        let token = token.ok_or(AuthError::Missing)?;
+        if self.is_admin_key(token) {
+            return Ok(JoinGrant {
+                skips_pin: true,
+                ..JoinGrant::open()
+            });
+        }
+        let c = self.verify(token, now)?;
+        let g = c.grants;
+        match &c.room {
+            Some(r) if r != room => return Err(AuthError::WrongRoom(r.clone())),
+            None if !g.admin => return Err(AuthError::Invalid("no room in the token".into())),
+            _ => {}
+        }
+        if !(g.subscribe || g.admin) {
+            return Err(AuthError::NotGranted("subscribe"));
+        }
+        Ok(JoinGrant {
+            name: c.name,
+            moderator: false,
+            publish: false,
+            subscribe: true,
+            skips_pin: true,
+        })
+    }
+
     /// Is `bearer` the admin key or an admin token? Open mode: yes.
     pub fn authorize_admin(&self, bearer: Option<&str>, now: u64) -> Result<(), AuthError> {
         if self.is_open() {

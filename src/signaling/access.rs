@@ -1,48 +1,12 @@
-//! The HTTP side of access control: which credential each route needs ([`need`], one
-//! table for the whole router), and the middleware that checks it and the request's
-//! `Origin` before any handler runs. The rules themselves live in [`crate::auth`].
+//! The HTTP side of access control: checks the request's `Origin` and the credential its
+//! route needs ([`super::routes::Policy`], one table for the whole router) before any
+//! handler runs. The rules themselves live in [`crate::auth`].
 
+use super::routes::{Need, Policy};
 use super::AppState;
-use crate::auth::{AuthError, JoinGrant, RoomRight};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use crate::auth::{AuthError, JoinGrant};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use std::sync::Arc;
-
-/// What a route asks of the caller.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Need {
-    /// Static assets, health, the WebSocket upgrade (which checks its token at `join`).
-    Public,
-    /// The admin key or an admin token.
-    Admin,
-    /// An admin credential or a token for this room with this right.
-    Room(String, RoomRight),
-    /// A join token for this room (WHIP); the grant goes to the handler.
-    Join(String),
-}
-
-/// The credential `method path` needs. Unknown paths are public (they answer 404/405).
-pub fn need(method: &Method, path: &str) -> Need {
-    let seg: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let room = |i: usize| seg.get(i).copied().unwrap_or_default().to_owned();
-    match (method, seg.as_slice()) {
-        (_, ["whip", r, ..]) if *method != Method::OPTIONS => Need::Join((*r).to_owned()),
-        (_, ["api", "rooms", _, "recording"]) => Need::Room(room(2), RoomRight::Record),
-        (_, ["api", "rooms", _, ..]) => Need::Room(room(2), RoomRight::Moderate),
-        (_, ["api", ..]) | (_, ["metrics"]) | (_, ["dashboard"]) => Need::Admin,
-        _ => Need::Public,
-    }
-}
-
-/// Requests that change state, and WebSocket upgrades, from a browser page must come from
-/// an allowed origin. WHIP is exempt: it is cross-origin by design (CORS `*`) and carries a
-/// bearer token when access control is on.
-fn origin_checked(method: &Method, path: &str) -> bool {
-    if path.starts_with("/whip/") {
-        return false;
-    }
-    path == "/ws" || !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
-}
 
 fn refuse(e: &AuthError) -> Response {
     let status = if e.is_unauthenticated() {
@@ -69,11 +33,11 @@ fn header_str<'a>(h: &'a HeaderMap, name: header::HeaderName) -> Option<&'a str>
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// The bearer token: the `Authorization` header, or for the dashboard page (a browser
-/// navigation cannot set headers) a `token` query parameter.
-fn credential<'a>(req: &'a axum::extract::Request) -> Option<&'a str> {
+/// The bearer token: the `Authorization` header, or where the route allows it (a page a
+/// browser navigates to, a media player) a `token` query parameter.
+fn credential(req: &axum::extract::Request, query_token: bool) -> Option<&str> {
     crate::auth::bearer(header_str(req.headers(), header::AUTHORIZATION)).or_else(|| {
-        (req.uri().path() == "/dashboard")
+        query_token
             .then(|| req.uri().query())
             .flatten()
             .and_then(|q| {
@@ -84,15 +48,16 @@ fn credential<'a>(req: &'a axum::extract::Request) -> Option<&'a str> {
     })
 }
 
-/// Checks the origin, then the credential the route needs; a join grant is handed to the
-/// handler as a request extension.
-pub async fn authorize(
-    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
-    mut req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
-    if origin_checked(&method, &path) {
+/// Checks the origin, then the credential `policy` needs for `room` (the route's `{room}`);
+/// a join or watch grant is handed to the handler as a request extension.
+pub fn authorize(
+    state: &AppState,
+    policy: Policy,
+    room: Option<&str>,
+    req: &mut axum::extract::Request,
+) -> Result<(), Response> {
+    let path = req.uri().path();
+    if policy.origin_checked {
         let h = req.headers();
         let origin = header_str(h, header::ORIGIN);
         // In a cluster, a page from any live node may reach the node its room lives on.
@@ -104,80 +69,30 @@ pub async fn authorize(
             .or_else(|e| if peer_node() { Ok(()) } else { Err(e) })
         {
             tracing::debug!(%path, "refused: {e}");
-            return refuse(&e);
+            return Err(refuse(&e));
         }
     }
     let now = crate::auth::unix_now();
-    let token = credential(&req);
-    let verdict = match need(&method, &path) {
+    let token = credential(req, policy.query_token);
+    let room = room.unwrap_or_default();
+    let a = &state.access;
+    let verdict = match policy.need {
         Need::Public => Ok(None),
-        Need::Admin => state.access.authorize_admin(token, now).map(|_| None),
-        Need::Room(room, right) => state
-            .access
-            .authorize_room(token, &room, right, now)
-            .map(|_| None),
-        Need::Join(room) => state.access.authorize_join(token, &room, now).map(Some),
+        Need::Admin => a.authorize_admin(token, now).map(|_| None),
+        Need::Room(right) => a.authorize_room(token, room, right, now).map(|_| None),
+        Need::Join => a.authorize_join(token, room, now).map(Some),
+        Need::Watch => a.authorize_watch(token, room, now).map(Some),
     };
     match verdict {
         Ok(grant) => {
             if let Some(g) = grant {
                 req.extensions_mut().insert::<JoinGrant>(g);
             }
-            next.run(req).await
+            Ok(())
         }
         Err(e) => {
-            tracing::debug!(%method, %path, "refused: {e}");
-            refuse(&e)
+            tracing::debug!(method = %req.method(), %path, "refused: {e}");
+            Err(refuse(&e))
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_route_has_its_need() {
-        let get = Method::GET;
-        for p in ["/", "/app.js", "/style.css", "/healthz", "/ws", "/nope"] {
-            assert_eq!(need(&get, p), Need::Public, "{p}");
-        }
-        for p in [
-            "/api/rooms",
-            "/api/recordings",
-            "/api/recordings/x",
-            "/api/events",
-            "/metrics",
-            "/dashboard",
-        ] {
-            assert_eq!(need(&get, p), Need::Admin, "{p}");
-        }
-        assert_eq!(
-            need(&Method::PATCH, "/api/rooms/r"),
-            Need::Room("r".into(), RoomRight::Moderate)
-        );
-        assert_eq!(
-            need(&Method::POST, "/api/rooms/r/participants/3/mute"),
-            Need::Room("r".into(), RoomRight::Moderate)
-        );
-        assert_eq!(
-            need(&Method::POST, "/api/rooms/r/recording"),
-            Need::Room("r".into(), RoomRight::Record)
-        );
-        assert_eq!(need(&Method::POST, "/whip/r"), Need::Join("r".into()));
-        assert_eq!(need(&Method::DELETE, "/whip/r/s"), Need::Join("r".into()));
-        assert_eq!(need(&Method::OPTIONS, "/whip/r"), Need::Public);
-    }
-
-    #[test]
-    fn which_requests_must_come_from_an_allowed_origin() {
-        assert!(origin_checked(&Method::GET, "/ws"));
-        assert!(origin_checked(&Method::POST, "/api/rooms/r/recording"));
-        assert!(origin_checked(
-            &Method::DELETE,
-            "/api/rooms/r/participants/1"
-        ));
-        assert!(!origin_checked(&Method::GET, "/api/rooms"));
-        assert!(!origin_checked(&Method::POST, "/whip/r"));
     }
 }

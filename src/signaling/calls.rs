@@ -1,5 +1,5 @@
 //! Dial-out through the control API (`sip::dialout`), for an admin or a moderator of the
-//! room (`access::need` gives `/api/rooms/{room}/…` the moderate right):
+//! room (the route table gives `/api/rooms/{room}/…` the moderate right):
 //! - `POST /api/rooms/{room}/calls` `{"to": "sip:bob@pbx.example.com", "name": "Bob"}` →
 //!   `201` with the call (`id`, `state`: `dialing`, …) and its `Location`
 //! - `GET /api/rooms/{room}/calls` → the room's calls; `GET …/calls/{id}` → one

@@ -11,6 +11,7 @@ pub mod moderation;
 pub mod prometheus;
 pub mod protocol;
 pub mod recordings;
+pub mod routes;
 pub mod tls;
 pub mod whip;
 pub mod ws;
@@ -18,9 +19,8 @@ pub mod ws;
 use crate::config::Config;
 use crate::room::{JoinError, ParticipantInfo, Room, Rooms};
 use axum::extract::{State, WebSocketUpgrade};
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -61,10 +61,6 @@ impl Rates {
         }
     }
 }
-
-const INDEX_HTML: &str = include_str!("../../web/index.html");
-const APP_JS: &str = include_str!("../../web/app.js");
-const STYLE_CSS: &str = include_str!("../../web/style.css");
 
 /// A compiled-in file, revalidated on every load.
 fn asset(body: &'static str, ct: &'static str) -> Response {
@@ -115,29 +111,6 @@ pub fn temporary_redirect(base: &str, uri: &axum::http::Uri) -> Response {
             .into_response(),
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "bad node URL").into_response(),
     }
-}
-
-/// Cluster mode: `/api/rooms/{room}/…` (moderation, recording control) for a room that
-/// runs on another node is answered `307` to the same call there.
-async fn to_room_node(
-    State(state): State<Arc<AppState>>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    if state.cluster.is_some() {
-        let room = req
-            .uri()
-            .path()
-            .strip_prefix("/api/rooms/")
-            .and_then(|rest| rest.split('/').next())
-            .and_then(|r| crate::ids::RoomId::parse(r).ok());
-        if let Some(room) = room {
-            if let Some(r) = redirect_to_owner(&state, &room, req.uri()).await {
-                return r;
-            }
-        }
-    }
-    next.run(req).await
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -359,181 +332,43 @@ async fn ws_upgrade(
         })
 }
 
-/// Which rate a request is counted against; `None` = not rate-limited.
-fn rate_class(method: &Method, path: &str) -> Option<RateClass> {
-    match path {
-        "/healthz" | "/" | "/app.js" | "/style.css" | "/dashboard.js" | "/vendor/uplot.js"
-        | "/vendor/uplot.css" => None,
-        "/ws" => Some(RateClass::Join),
-        p if p.starts_with("/whip/") && method == Method::POST => Some(RateClass::Join),
-        _ => Some(RateClass::Api),
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum RateClass {
-    Join,
-    Api,
-}
-
-/// Counts every request against its source's bucket before any handler (or, later,
-/// authentication) runs: over the rate is `429` with `Retry-After`. Then bounds the time a
-/// request may take (`408`).
-async fn limit_requests(
-    State(state): State<Arc<AppState>>,
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let peer = req
+/// Counts a request against its source's bucket for `class`: over the rate is `429`
+/// with `Retry-After`.
+fn check_rate(
+    state: &AppState,
+    req: &axum::extract::Request,
+    class: routes::RateClass,
+) -> Result<(), Response> {
+    let Some(ip) = req
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip());
-    if let (Some(ip), Some(class)) = (peer, rate_class(req.method(), req.uri().path())) {
-        let verdict = {
-            let mut rates = state.rates.lock().unwrap_or_else(|p| p.into_inner());
-            let bucket = match class {
-                RateClass::Join => &mut rates.join,
-                RateClass::Api => &mut rates.api,
-            };
-            bucket.check(ip.into(), std::time::Instant::now())
+        .map(|c| c.0.ip())
+    else {
+        return Ok(());
+    };
+    let verdict = {
+        let mut rates = state.rates.lock().unwrap_or_else(|p| p.into_inner());
+        let bucket = match class {
+            routes::RateClass::Join => &mut rates.join,
+            routes::RateClass::Api => &mut rates.api,
         };
-        if let Err(wait) = verdict {
-            let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-            tracing::debug!(%ip, ?class, "rate limited");
-            let mut resp = (
-                StatusCode::TOO_MANY_REQUESTS,
-                format!("too many requests from {ip}; retry in {secs} s"),
-            )
-                .into_response();
-            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-                resp.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-            return resp;
-        }
+        bucket.check(ip.into(), std::time::Instant::now())
+    };
+    let Err(wait) = verdict else { return Ok(()) };
+    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+    tracing::debug!(%ip, ?class, "rate limited");
+    let mut resp = (
+        StatusCode::TOO_MANY_REQUESTS,
+        format!("too many requests from {ip}; retry in {secs} s"),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
     }
-    let limit = std::time::Duration::from_secs(state.config.http.request_timeout_s.into());
-    match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(resp) => resp,
-        Err(_) => (StatusCode::REQUEST_TIMEOUT, "request took too long").into_response(),
-    }
+    Err(resp)
 }
 
-/// WHIP clients are often pages on other origins: allow them.
-async fn cors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let is_whip = req.uri().path().starts_with("/whip/");
-    let mut resp = next.run(req).await;
-    if is_whip {
-        let h = resp.headers_mut();
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_ORIGIN,
-            HeaderValue::from_static("*"),
-        );
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static("POST, DELETE, PATCH, OPTIONS"),
-        );
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static("Content-Type, Authorization, If-Match"),
-        );
-        h.insert(
-            header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static("Location, Link, ETag"),
-        );
-    }
-    resp
-}
-
-pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route(
-            "/",
-            get(|| async { asset(INDEX_HTML, "text/html; charset=utf-8") }),
-        )
-        .route(
-            "/app.js",
-            get(|| async { asset(APP_JS, "text/javascript; charset=utf-8") }),
-        )
-        .route(
-            "/style.css",
-            get(|| async { asset(STYLE_CSS, "text/css; charset=utf-8") }),
-        )
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .route("/api/events", get(events))
-        .route("/api/stats", get(dashboard::stats))
-        .route("/dashboard", get(dashboard::page))
-        .route("/dashboard.js", get(dashboard::script))
-        .route("/vendor/uplot.js", get(dashboard::uplot_js))
-        .route("/vendor/uplot.css", get(dashboard::uplot_css))
-        .route("/ws", get(ws_upgrade))
-        .route("/api/rooms", get(list_rooms))
-        .route(
-            "/api/rooms/{room}",
-            axum::routing::patch(moderation::patch_room),
-        )
-        .route(
-            "/api/rooms/{room}/participants/{id}",
-            axum::routing::delete(moderation::kick),
-        )
-        .route(
-            "/api/rooms/{room}/participants/{id}/mute",
-            post(moderation::mute),
-        )
-        .route("/api/rooms/{room}/mute-all", post(moderation::mute_all))
-        .route(
-            "/api/rooms/{room}/presentation",
-            axum::routing::delete(moderation::stop_presentation),
-        )
-        .route(
-            "/api/rooms/{room}/recording",
-            post(recordings::start).delete(recordings::stop),
-        )
-        .route(
-            "/api/rooms/{room}/calls",
-            post(calls::place).get(calls::list),
-        )
-        .route(
-            "/api/rooms/{room}/calls/{id}",
-            get(calls::get).delete(calls::hang_up),
-        )
-        .route("/api/admin/drain", post(drain).get(drain_status))
-        .route("/api/cluster", get(cluster_status))
-        .route("/api/recordings", get(recordings::list))
-        .route("/api/recordings/{id}", get(recordings::download))
-        .route("/whip/{room}", post(whip::post).options(whip::options))
-        .route(
-            "/whip/{room}/{session}",
-            axum::routing::delete(whip::delete)
-                .patch(whip::patch)
-                .options(whip::options),
-        )
-        .fallback(|method: Method| async move {
-            if method == Method::GET {
-                (StatusCode::NOT_FOUND, "not found")
-            } else {
-                (StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
-            }
-        })
-        // Innermost: authorised calls about a room another node hosts go there.
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            to_room_node,
-        ))
-        // Outermost last: CORS headers go on every WHIP answer, 429 and 408 included, so a
-        // browser on another origin can read why it was refused. Rates are counted before
-        // credentials are checked (a guessing client is slowed down too).
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            access::authorize,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            limit_requests,
-        ))
-        .layer(axum::middleware::from_fn(cors))
-        .with_state(state)
-}
+pub use routes::router;
 
 /// Serves until `shutdown` resolves, then shuts everything down in order.
 pub async fn serve(

@@ -106,7 +106,7 @@ pub async fn post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    // `access::authorize` has checked the bearer token (or that the server is open).
+    // The route gate has checked the bearer token (or that the server is open).
     let Some(axum::Extension(grant)) = grant else {
         return plain(StatusCode::INTERNAL_SERVER_ERROR, "no access decision");
     };
