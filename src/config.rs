@@ -160,6 +160,31 @@ pub struct PresentationConfig {
     pub output_fps: u32,
 }
 
+/// Live output: the audience picture every watcher and live output receives, and what
+/// watching may cost.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LiveConfig {
+    /// The audience view: a layout with a shared canvas (everyone, nobody cut out).
+    /// Rooms may override it (`[[rooms]] audience_layout`). While someone presents in a
+    /// room showing a presentation layout, the audience sees that.
+    pub layout: String,
+    /// WHEP watchers per room.
+    pub max_watchers: usize,
+    /// WHEP watchers in all rooms together.
+    pub max_watchers_total: usize,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        Self {
+            layout: "grid-shared".into(),
+            max_watchers: 100,
+            max_watchers_total: 1000,
+        }
+    }
+}
+
 /// What happens to a second presenter (see [`PresentationConfig::floor`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -321,6 +346,7 @@ pub struct Config {
     pub recording: RecordingConfig,
     pub ingest: IngestConfig,
     pub presentation: PresentationConfig,
+    pub live: LiveConfig,
     pub timeouts: TimeoutsConfig,
     pub http: HttpConfig,
     /// SIP (UDP and TCP) listen address for phones dialling in; `"off"` disables SIP.
@@ -479,6 +505,9 @@ pub struct RoomDecl {
     /// Overrides `[presentation] switch_layout` for this room.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub switch_layout: Option<bool>,
+    /// Overrides `[live] layout` (the audience view) for this room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience_layout: Option<String>,
 }
 
 fn yes() -> bool {
@@ -562,6 +591,7 @@ impl Default for Config {
             recording: RecordingConfig::default(),
             ingest: IngestConfig::default(),
             presentation: PresentationConfig::default(),
+            live: LiveConfig::default(),
             timeouts: TimeoutsConfig::default(),
             http: HttpConfig::default(),
             sip_listen: Some("127.0.0.1:5060".parse().expect("literal address")),
@@ -866,6 +896,12 @@ impl Config {
         }
         if !(1..=60).contains(&pr.output_fps) {
             return bad("presentation.output_fps", "must be between 1 and 60");
+        }
+        if !(1..=100_000).contains(&self.live.max_watchers) {
+            return bad("live.max_watchers", "must be between 1 and 100000");
+        }
+        if !(1..=1_000_000).contains(&self.live.max_watchers_total) {
+            return bad("live.max_watchers_total", "must be between 1 and 1000000");
         }
         if v.codecs.is_empty() {
             return bad(

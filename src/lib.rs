@@ -52,6 +52,7 @@
 //! failing participant only loses its own session. Every `expect` states why it cannot
 //! fail.
 
+pub mod admission;
 pub mod auth;
 pub mod bench;
 pub mod cluster;

@@ -221,6 +221,24 @@ fn serve(cli: &Cli) -> anyhow::Result<()> {
             layouts.names().join(", ")
         );
     }
+    for (field, name) in std::iter::once(("live.layout", &config.live.layout)).chain(
+        config.rooms.iter().filter_map(|r| {
+            r.audience_layout
+                .as_ref()
+                .map(|l| ("rooms.audience_layout", l))
+        }),
+    ) {
+        match layouts.get(name) {
+            None => anyhow::bail!(
+                "config `{field}`: unknown layout `{name}` (known: {})",
+                layouts.names().join(", ")
+            ),
+            Some(l) if !l.shared() => anyhow::bail!(
+                "config `{field}`: layout `{name}` cuts each viewer out of their picture; the audience view needs a shared canvas (e.g. `grid-shared`)"
+            ),
+            Some(_) => {}
+        }
+    }
     // A bad certificate or key stops the start here, before anything listens.
     tessera::signaling::tls::server_config(&config)?;
     raise_fd_limit();

@@ -138,6 +138,25 @@ struct SharedMix {
     buf: SharedBuf,
 }
 
+impl SharedMix {
+    /// Encodes `total` for tick `tick` unless already done; returns the encode's CPU
+    /// time when it ran. One buffer, reference-counted into every listener's RTP packet
+    /// (the last tick's view released first, so its storage can be reused).
+    fn encode_once(&mut self, tick: u64, total: &[i32], b: &mut MixBuffers) -> Option<u64> {
+        if self.encoded_at == Some(tick) {
+            return None;
+        }
+        self.encoded_at = Some(tick);
+        self.limiter.process(total, &mut b.pcm);
+        let t = crate::metrics::thread_cpu_ns();
+        let len = self.encoder.encode(&b.pcm, &mut b.packet).unwrap_or(0);
+        let ns = crate::metrics::thread_cpu_ns() - t;
+        self.packet = bytes::Bytes::new();
+        self.packet = self.buf.share(&b.packet[..len]);
+        Some(ns)
+    }
+}
+
 pub struct AudioLoop {
     participants: Vec<Participant>,
     total: Vec<i32>,
@@ -159,6 +178,8 @@ pub struct AudioLoop {
     clock_start: Instant,
     /// The full room mix, encoded once more for the recorder.
     recording: Option<(OpusEncoder, Limiter, crate::recording::RecSender, SharedBuf)>,
+    /// Watchers (WHEP): each hears the full mix, the shared Opus mix's packets.
+    watchers: Vec<(ParticipantId, RtpSink)>,
 }
 
 impl AudioLoop {
@@ -186,6 +207,7 @@ impl AudioLoop {
             tick: 0,
             clock_start: Instant::now(),
             recording: None,
+            watchers: Vec::new(),
         }
     }
 
@@ -251,7 +273,9 @@ impl AudioLoop {
     /// No participant's media is attached (so no packet can come), nobody is sent a mix
     /// and nothing is recorded.
     fn is_idle(&self) -> bool {
-        self.recording.is_none() && self.participants.iter().all(|p| !p.attached)
+        self.recording.is_none()
+            && self.watchers.is_empty()
+            && self.participants.iter().all(|p| !p.attached)
     }
 
     fn find(&mut self, id: ParticipantId) -> Option<&mut Participant> {
@@ -303,17 +327,8 @@ impl AudioLoop {
                 let Some(codec) = self.find(id).map(|p| p.codec) else {
                     return;
                 };
-                if sink.is_some() && !self.shared.iter().any(|m| m.encoder.codec() == codec) {
-                    match AudioEncoder::new(codec, bitrate, complexity) {
-                        Ok(encoder) => self.shared.push(SharedMix {
-                            encoder,
-                            limiter: Limiter::default(),
-                            packet: bytes::Bytes::new(),
-                            encoded_at: None,
-                            buf: SharedBuf::default(),
-                        }),
-                        Err(e) => tracing::error!("shared {codec:?} encoder: {e}"),
-                    }
+                if sink.is_some() {
+                    self.ensure_shared(codec);
                 }
                 if let (Some(p), Some(sink)) = (self.find(id), sink) {
                     match AudioEncoder::new(codec, bitrate, complexity) {
@@ -347,7 +362,14 @@ impl AudioLoop {
                 }
                 self.announce.push((clip, 0));
             }
+            AudioCmd::Watch { id, sink } => {
+                if let Some(sink) = sink {
+                    self.ensure_shared(AudioCodec::Opus);
+                    self.watchers.push((id, sink));
+                }
+            }
             AudioCmd::Leave { id } => {
+                self.watchers.retain(|(w, _)| *w != id);
                 self.participants.retain(|p| p.id != id);
                 self.speaker.remove(id);
                 if self.speaker_shared.load(Ordering::Relaxed) == id.0 {
@@ -381,6 +403,23 @@ impl AudioLoop {
             }
             AudioCmd::StopRecording => self.recording = None,
             AudioCmd::Stop => {}
+        }
+    }
+
+    /// The shared mix of `codec`, started if there is none.
+    fn ensure_shared(&mut self, codec: AudioCodec) {
+        if self.shared.iter().any(|m| m.encoder.codec() == codec) {
+            return;
+        }
+        match AudioEncoder::new(codec, self.bitrate, self.complexity) {
+            Ok(encoder) => self.shared.push(SharedMix {
+                encoder,
+                limiter: Limiter::default(),
+                packet: bytes::Bytes::new(),
+                encoded_at: None,
+                buf: SharedBuf::default(),
+            }),
+            Err(e) => tracing::error!("shared {codec:?} encoder: {e}"),
         }
     }
 
@@ -600,20 +639,32 @@ impl AudioLoop {
             else {
                 continue;
             };
-            if m.encoded_at != Some(tick) {
-                m.encoded_at = Some(tick);
-                m.limiter.process(&self.total, &mut b.pcm);
+            if let Some(ns) = m.encode_once(tick, &self.total, b) {
                 encodes += 1;
-                let t = cpu();
-                let len = m.encoder.encode(&b.pcm, &mut b.packet).unwrap_or(0);
-                encode_ns += cpu() - t;
-                // One buffer, reference-counted into every listener's RTP packet (the
-                // last tick's view released first, so its storage can be reused).
-                m.packet = bytes::Bytes::new();
-                m.packet = m.buf.share(&b.packet[..len]);
+                encode_ns += ns;
             }
             if !m.packet.is_empty() {
                 o.sink.send_packet(ts, m.packet.clone());
+            }
+        }
+        // Watchers hear everyone: the shared Opus mix, encoded once for all of them (and
+        // for the participants who hear it too).
+        if !self.watchers.is_empty() {
+            if let Some(m) = self
+                .shared
+                .iter_mut()
+                .find(|m| m.encoder.codec() == AudioCodec::Opus)
+            {
+                if let Some(ns) = m.encode_once(tick, &self.total, b) {
+                    encodes += 1;
+                    encode_ns += ns;
+                }
+                if !m.packet.is_empty() {
+                    let ts = (tick as u32).wrapping_mul(AudioCodec::Opus.ts_per_tick());
+                    for (_, sink) in &mut self.watchers {
+                        sink.send_packet(ts, m.packet.clone());
+                    }
+                }
             }
         }
         // The recording hears everyone in the mix (no N-1).

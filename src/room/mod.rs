@@ -103,6 +103,9 @@ pub enum ParticipantKind {
     Whip,
     /// A phone (SIP, plain RTP).
     Sip,
+    /// A watcher (WHEP): receives the audience picture and the full mix; not listed,
+    /// not mixed, not shown.
+    Watcher,
 }
 
 /// What a joiner is, beyond its name.
@@ -148,6 +151,16 @@ pub enum RoomError {
     Locked,
     #[error(transparent)]
     Floor(#[from] presentation::FloorError),
+    #[error("the room has its most watchers ({0})")]
+    WatchersFull(usize),
+}
+
+/// Who left, as [`Room::leave`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Left {
+    /// Nobody (participant or watcher) is left.
+    pub empty: bool,
+    pub watcher: bool,
 }
 
 /// A request from the media threads to a participant's network side.
@@ -297,6 +310,11 @@ pub enum AudioCmd {
     Leave {
         id: ParticipantId,
     },
+    /// A watcher hears the full mix (Opus, the shared mix's packets).
+    Watch {
+        id: ParticipantId,
+        sink: Option<RtpSink>,
+    },
     Mute {
         id: ParticipantId,
         muted: bool,
@@ -332,6 +350,14 @@ pub enum VideoCmd {
     Leave {
         id: ParticipantId,
     },
+    /// A watcher receives the audience picture on the ladder, like a viewer.
+    Watch {
+        id: ParticipantId,
+        sink: RtpSink,
+        link: Arc<link::ViewerLink>,
+    },
+    /// The audience view's layout (a shared canvas).
+    AudienceLayout(LayoutSpec),
     Mute {
         id: ParticipantId,
         muted: bool,
@@ -386,6 +412,8 @@ pub struct Room {
     roster: Mutex<Vec<ParticipantInfo>>,
     /// Joined but not yet admitted (callers entering a PIN): not listed, not heard.
     waiting: Mutex<Vec<ParticipantInfo>>,
+    /// Watchers (WHEP) and their names: not listed, not mixed; they keep the room running.
+    watchers: Mutex<HashMap<ParticipantId, String>>,
     /// Each participant's network side, for kicks.
     controls: Mutex<HashMap<ParticipantId, mpsc::Sender<Control>>>,
     /// Join/leave tones (from the room's policy).
@@ -447,6 +475,7 @@ impl Room {
             events,
             roster: Mutex::new(Vec::new()),
             waiting: Mutex::new(Vec::new()),
+            watchers: Mutex::new(HashMap::new()),
             controls: Mutex::new(HashMap::new()),
             tones: std::sync::atomic::AtomicBool::new(true),
             links: Mutex::new(HashMap::new()),
@@ -622,6 +651,37 @@ impl Room {
         Ok(info)
     }
 
+    /// Adds a watcher (before its media is connected): it will receive the audience
+    /// picture and the full mix. Refused beyond `[live] max_watchers`.
+    pub fn watch(&self, name: &str) -> Result<ParticipantInfo, RoomError> {
+        let mut watchers = lock(&self.watchers);
+        let max = self.settings.config.live.max_watchers;
+        if watchers.len() >= max {
+            return Err(RoomError::WatchersFull(max));
+        }
+        let info = ParticipantInfo {
+            id: ParticipantId::next(),
+            name: name.to_owned(),
+            audio_muted: false,
+            video_muted: false,
+            kind: ParticipantKind::Watcher,
+            moderator: false,
+            audio_codec: crate::codec::voice::AudioCodec::Opus,
+        };
+        watchers.insert(info.id, info.name.clone());
+        lock(&self.links).insert(info.id, Arc::default());
+        Ok(info)
+    }
+
+    /// Watchers now.
+    pub fn watcher_count(&self) -> usize {
+        lock(&self.watchers).len()
+    }
+
+    fn is_watcher(&self, id: ParticipantId) -> bool {
+        lock(&self.watchers).contains_key(&id)
+    }
+
     fn announce_joined(&self, info: &ParticipantInfo) -> Result<(), RoomError> {
         self.send_video(VideoCmd::Join {
             id: info.id,
@@ -736,14 +796,26 @@ impl Room {
         ids.len()
     }
 
-    /// Listed plus waiting participants.
+    /// Listed plus waiting participants plus watchers (the room runs while this is
+    /// not zero).
     pub fn occupancy(&self) -> usize {
-        lock(&self.roster).len() + lock(&self.waiting).len()
+        lock(&self.roster).len() + lock(&self.waiting).len() + lock(&self.watchers).len()
     }
 
     /// Connects a participant's outputs (after negotiation).
     pub fn attach(&self, id: ParticipantId, a: Attachment) -> Result<(), RoomError> {
         let link = self.link(id).ok_or(RoomError::NoSuchParticipant)?;
+        if self.is_watcher(id) {
+            // A watcher sends nothing: only its outputs are connected.
+            self.send_audio(AudioCmd::Watch {
+                id,
+                sink: a.audio_out,
+            })?;
+            if let Some(sink) = a.video_out {
+                self.send_video(VideoCmd::Watch { id, sink, link })?;
+            }
+            return Ok(());
+        }
         self.send_audio(AudioCmd::Attach {
             id,
             sink: a.audio_out,
@@ -773,23 +845,33 @@ impl Room {
         v
     }
 
-    /// Removes a participant; returns whether the room is now empty.
-    /// Removes `id`; `None` if it was not here, else whether the room is now empty.
-    pub fn leave(&self, id: ParticipantId) -> Option<bool> {
-        let (listed, was_waiting, empty) = {
+    /// Removes a participant or watcher; `None` if it was not here.
+    pub fn leave(&self, id: ParticipantId) -> Option<Left> {
+        let (listed, was_waiting, watcher, empty) = {
             let mut roster = lock(&self.roster);
             let mut waiting = lock(&self.waiting);
+            let mut watchers = lock(&self.watchers);
             let (before, before_waiting) = (roster.len(), waiting.len());
             roster.retain(|p| p.id != id);
             waiting.retain(|p| p.id != id);
+            let watcher = watchers.remove(&id).is_some();
             lock(&self.links).remove(&id);
             lock(&self.controls).remove(&id);
             (
                 roster.len() != before,
                 waiting.len() != before_waiting,
-                roster.is_empty() && waiting.is_empty(),
+                watcher,
+                roster.is_empty() && waiting.is_empty() && watchers.is_empty(),
             )
         };
+        if watcher {
+            let _ = self.send_audio(AudioCmd::Leave { id });
+            let _ = self.send_video(VideoCmd::Leave { id });
+            return Some(Left {
+                empty,
+                watcher: true,
+            });
+        }
         if listed || was_waiting {
             let _ = self.send_audio(AudioCmd::Leave { id });
         }
@@ -801,7 +883,10 @@ impl Room {
                 .events
                 .send(RoomEvent::ParticipantLeft { participant_id: id });
         }
-        (listed || was_waiting).then_some(empty)
+        (listed || was_waiting).then_some(Left {
+            empty,
+            watcher: false,
+        })
     }
 
     pub fn set_muted(
@@ -1209,6 +1294,8 @@ pub enum JoinError {
     Unavailable(String),
     #[error("the room is locked")]
     Locked,
+    #[error("the room has its most watchers ({0})")]
+    WatchersFull(usize),
     /// The server is draining (about to be stopped): rooms already running take joins,
     /// no new room starts here.
     #[error("this server is draining and starts no new rooms; try another server")]
@@ -1223,6 +1310,8 @@ pub struct Rooms {
     rooms: Mutex<HashMap<RoomId, Arc<Room>>>,
     /// Participants in all rooms (joins reserve a place first).
     participants: std::sync::atomic::AtomicUsize,
+    /// Watchers in all rooms (likewise).
+    watchers: std::sync::atomic::AtomicUsize,
     /// Rooms that emptied and are stopping (threads joining, recordings finalising);
     /// `stop_all` waits for them so a shutdown never cuts a recording short.
     stopping: Mutex<Vec<JoinHandle<()>>>,
@@ -1244,6 +1333,7 @@ impl Rooms {
             settings: Arc::new(settings),
             rooms: Mutex::new(HashMap::new()),
             participants: std::sync::atomic::AtomicUsize::new(0),
+            watchers: std::sync::atomic::AtomicUsize::new(0),
             stopping: Mutex::new(Vec::new()),
             events: Arc::default(),
             drain_deadline: Mutex::new(None),
@@ -1292,6 +1382,41 @@ impl Rooms {
         self.participants.load(Ordering::Relaxed)
     }
 
+    /// Watchers in all rooms.
+    pub fn watcher_count(&self) -> usize {
+        self.watchers.load(Ordering::Relaxed)
+    }
+
+    /// Adds a watcher to room `id`, starting the room if needed (an audience may arrive
+    /// before the speakers). Refused when the room or the server has its most watchers,
+    /// or the room is locked.
+    pub fn watch(
+        &self,
+        id: &RoomId,
+        name: &str,
+    ) -> Result<(Arc<Room>, ParticipantInfo), JoinError> {
+        if self.policies.get(id).locked {
+            return Err(JoinError::Locked);
+        }
+        let max = self.settings.config.live.max_watchers_total;
+        use std::sync::atomic::Ordering::SeqCst;
+        if self
+            .watchers
+            .fetch_update(SeqCst, SeqCst, |n| (n < max).then_some(n + 1))
+            .is_err()
+        {
+            return Err(JoinError::ServerFull(format!("{max} watchers")));
+        }
+        let result = self.enter(id, |room| room.watch(name));
+        match &result {
+            Ok((room, info)) => tracing::info!(room = %room.id, id = %info.id, "watcher joined"),
+            Err(_) => {
+                self.watchers.fetch_sub(1, SeqCst);
+            }
+        }
+        result
+    }
+
     /// Joins `name` to room `id`, starting the room if needed. Refused when the room or
     /// the server is full, or when the room's threads cannot be started (that join only:
     /// nothing is left half-started and later joins try again).
@@ -1323,18 +1448,25 @@ impl Rooms {
                 c.max_participants_total
             )));
         }
-        let result = self.join_reserved(id, name, joiner);
+        let result = self.enter(id, |room| room.join_as(name, joiner));
+        if let Ok((room, info)) = &result {
+            self.events
+                .emit(server_events::ServerEvent::ParticipantJoined {
+                    room: room.id.to_string(),
+                    participant: info.clone(),
+                });
+        }
         if result.is_err() {
             self.participants.fetch_sub(1, SeqCst);
         }
         result
     }
 
-    fn join_reserved(
+    /// Runs `join` on room `id` (started if needed) with its place already reserved.
+    fn enter(
         &self,
         id: &RoomId,
-        name: &str,
-        joiner: Joiner,
+        join: impl Fn(&Room) -> Result<ParticipantInfo, RoomError>,
     ) -> Result<(Arc<Room>, ParticipantInfo), JoinError> {
         // The join happens under the rooms lock, so the last participant leaving cannot
         // remove the room between finding it and joining it; if that happened just
@@ -1346,7 +1478,7 @@ impl Rooms {
                 if !rooms.get(id).is_some_and(|r| Arc::ptr_eq(r, &room)) {
                     continue;
                 }
-                room.join_as(name, joiner)
+                join(&room)
             };
             return self.finish_join(id, room, started, joined);
         }
@@ -1364,11 +1496,6 @@ impl Rooms {
     ) -> Result<(Arc<Room>, ParticipantInfo), JoinError> {
         match joined {
             Ok(info) => {
-                self.events
-                    .emit(server_events::ServerEvent::ParticipantJoined {
-                        room: id.to_string(),
-                        participant: info.clone(),
-                    });
                 if started && self.settings.config.recording.auto {
                     if let Err(e) = room.start_recording() {
                         tracing::error!(room = %id, "automatic recording did not start: {e}");
@@ -1383,6 +1510,7 @@ impl Rooms {
                 Err(match e {
                     RoomError::Full(n) => JoinError::RoomFull(n),
                     RoomError::Locked => JoinError::Locked,
+                    RoomError::WatchersFull(n) => JoinError::WatchersFull(n),
                     other => JoinError::Unavailable(other.to_string()),
                 })
             }
@@ -1424,6 +1552,16 @@ impl Rooms {
         room.set_tones(policy.tones);
         let (floor, switch) = policy.floor_rules(&self.settings.config.presentation);
         room.set_floor_rules(floor, switch);
+        let c = &self.settings.config;
+        let audience = c
+            .rooms
+            .iter()
+            .find(|r| r.name == id.as_str())
+            .and_then(|r| r.audience_layout.as_deref())
+            .unwrap_or(&c.live.layout);
+        if let Some(spec) = self.settings.layouts.get(audience) {
+            let _ = room.send_video(VideoCmd::AudienceLayout(spec.clone()));
+        }
         let _ = room.server.set(self.events.clone());
         rooms.insert(id.clone(), room.clone());
         self.events.emit(server_events::ServerEvent::RoomStarted {
@@ -1461,19 +1599,20 @@ impl Rooms {
 
     /// Removes `id` from its room and stops the room when it is empty.
     pub fn leave(&self, room: &Arc<Room>, id: ParticipantId) {
-        match room.leave(id) {
-            Some(empty) => {
-                self.participants.fetch_sub(1, Ordering::SeqCst);
-                self.events
-                    .emit(server_events::ServerEvent::ParticipantLeft {
-                        room: room.id.to_string(),
-                        participant_id: id,
-                    });
-                if empty {
-                    self.remove_if_empty(room);
-                }
-            }
-            None => {}
+        let Some(left) = room.leave(id) else { return };
+        if left.watcher {
+            self.watchers.fetch_sub(1, Ordering::SeqCst);
+            tracing::info!(room = %room.id, %id, "watcher left");
+        } else {
+            self.participants.fetch_sub(1, Ordering::SeqCst);
+            self.events
+                .emit(server_events::ServerEvent::ParticipantLeft {
+                    room: room.id.to_string(),
+                    participant_id: id,
+                });
+        }
+        if left.empty {
+            self.remove_if_empty(room);
         }
     }
 

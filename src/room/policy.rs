@@ -210,6 +210,7 @@ mod tests {
             media_encryption: None,
             floor: None,
             switch_layout: None,
+            audience_layout: None,
         };
         let all = Policies::new(&[decl], 10);
         let id = RoomId::parse("bridge").unwrap();

@@ -134,6 +134,8 @@ impl Participant {
 
 struct Output {
     viewer: ParticipantId,
+    /// A watcher: it sees the audience view, not the room's layout.
+    audience: bool,
     /// The codec its sink sends (negotiated from its offer).
     codec: OutputCodec,
     sink: RtpSink,
@@ -256,6 +258,8 @@ pub struct VideoLoop {
     ladder: Ladder,
     policy: PolicyConfig,
     layout: LayoutSpec,
+    /// The audience view watchers see (a shared canvas).
+    audience: LayoutSpec,
     tiles: TileCache,
     speaker: Arc<AtomicU64>,
     /// Recent speakers, newest last, so a speaker sees the previous one focused.
@@ -307,6 +311,7 @@ impl VideoLoop {
             next_encoder_id: 0,
             ladder: v.ladder().expect("ladder validated at start-up"),
             policy: PolicyConfig::default(),
+            audience: layout.clone(),
             layout,
             tiles: TileCache::default(),
             speaker,
@@ -492,38 +497,11 @@ impl VideoLoop {
                     p.input.upstream = Some(upstream);
                 }
                 if let Some(sink) = sink {
-                    // Start on the best rung the viewer accepts; the estimate moves it down.
-                    let (w, h) = link.cap();
-                    let cap = self.ladder.best_within(w, h);
-                    let mut policy = RungPolicy::new(self.policy, cap);
-                    policy.set_cap(cap);
-                    let decision = policy.current(&self.ladder);
-                    link.set_rung(decision.rung, decision.fps);
-                    // Its encoder is being built while it finishes connecting.
-                    let r = self.ladder.get(decision.rung);
-                    let codec = sink.codec();
-                    let on_rung = self
-                        .outputs
-                        .iter()
-                        .filter(|o| o.decision.rung == decision.rung && o.codec == codec)
-                        .count();
-                    let shape = Shape::new(codec, r.width, r.height, self.rate_for(decision).1);
-                    self.pool.reserve(shape, on_rung + 1);
-                    self.outputs.push(Output {
-                        viewer: id,
-                        codec,
-                        sink,
-                        plan: Vec::new(),
-                        link,
-                        policy,
-                        decision,
-                        cap: (w, h),
-                        encoder: None,
-                        wants_idr: false,
-                        logged_at: None,
-                    });
+                    self.add_output(id, sink, link, false);
                 }
             }
+            VideoCmd::Watch { id, sink, link } => self.add_output(id, sink, link, true),
+            VideoCmd::AudienceLayout(spec) => self.audience = spec,
             VideoCmd::Leave { id } => {
                 self.participants.retain(|p| p.id != id);
                 self.outputs.retain(|o| o.viewer != id);
@@ -637,6 +615,47 @@ impl VideoLoop {
         }
     }
 
+    /// A viewer (or watcher) starts receiving, on the best rung it accepts; its link's
+    /// estimate moves it down.
+    fn add_output(
+        &mut self,
+        id: ParticipantId,
+        sink: RtpSink,
+        link: Arc<ViewerLink>,
+        audience: bool,
+    ) {
+        let (w, h) = link.cap();
+        let cap = self.ladder.best_within(w, h);
+        let mut policy = RungPolicy::new(self.policy, cap);
+        policy.set_cap(cap);
+        let decision = policy.current(&self.ladder);
+        link.set_rung(decision.rung, decision.fps);
+        // Its encoder is being built while it finishes connecting.
+        let r = self.ladder.get(decision.rung);
+        let codec = sink.codec();
+        let on_rung = self
+            .outputs
+            .iter()
+            .filter(|o| o.decision.rung == decision.rung && o.codec == codec)
+            .count();
+        let shape = Shape::new(codec, r.width, r.height, self.rate_for(decision).1);
+        self.pool.reserve(shape, on_rung + 1);
+        self.outputs.push(Output {
+            viewer: id,
+            audience,
+            codec,
+            sink,
+            plan: Vec::new(),
+            link,
+            policy,
+            decision,
+            cap: (w, h),
+            encoder: None,
+            wants_idr: false,
+            logged_at: None,
+        });
+    }
+
     /// Step 1: every viewer's plan (and the recording's); marks who is visible.
     fn plan(&mut self) {
         let speaker = match self.speaker.load(Ordering::Relaxed) {
@@ -652,7 +671,15 @@ impl VideoLoop {
         for p in &mut self.participants {
             p.visible = false;
         }
-        let shared = self.layout.shared();
+        // While the room shows a presentation in a presentation layout, the audience and
+        // the recording follow it.
+        let presenting =
+            self.layout.is_presentation() && self.participants.iter().any(|p| p.content);
+        let audience = if presenting {
+            &self.layout
+        } else {
+            &self.audience
+        };
         let Scratch { order, rects, .. } = &mut self.scratch;
         let mut picture = Picturing {
             participants: &mut self.participants,
@@ -662,22 +689,14 @@ impl VideoLoop {
         };
         for out in &mut self.outputs {
             let rung = self.ladder.get(out.decision.rung);
+            let layout = if out.audience { audience } else { &self.layout };
             // A shared canvas has no viewer to leave out.
-            let viewer = (!shared).then_some(out.viewer);
+            let viewer = (!layout.shared()).then_some(out.viewer);
             let size = (rung.width, rung.height);
-            picture.plan(
-                &self.layout,
-                size,
-                viewer,
-                &self.last_speakers,
-                &mut out.plan,
-            );
+            picture.plan(layout, size, viewer, &self.last_speakers, &mut out.plan);
         }
         // The recorder's picture: everyone, join order (the current speaker first for
-        // focus layouts); while the room shows a presentation in a presentation layout,
-        // the recording follows it.
-        let presenting =
-            self.layout.is_presentation() && picture.participants.iter().any(|p| p.content);
+        // focus layouts).
         for rec in self.encoders.iter_mut().filter_map(|e| e.recorder.as_mut()) {
             picture.plan(
                 if presenting {

@@ -86,6 +86,7 @@ fn stats_now(rooms: &crate::room::Rooms) -> Stats {
                 ParticipantKind::Web => s.participants.web += 1,
                 ParticipantKind::Whip => s.participants.whip += 1,
                 ParticipantKind::Sip => s.participants.sip += 1,
+                ParticipantKind::Watcher => {}
             }
         }
         let st = &r.stats;

@@ -17,7 +17,7 @@ pub mod whip;
 pub mod ws;
 
 use crate::config::Config;
-use crate::room::{JoinError, ParticipantInfo, Room, Rooms};
+use crate::room::Rooms;
 use axum::extract::{State, WebSocketUpgrade};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -42,6 +42,8 @@ pub struct AppState {
     pub access: crate::auth::Access,
     /// Cluster mode: where rooms live (`None`: a single node).
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// The one way into a room (placement, PIN, join) every entrance uses.
+    pub admission: crate::admission::Admission,
 }
 
 /// The per-source token buckets, one per request class.
@@ -72,18 +74,6 @@ fn asset(body: &'static str, ct: &'static str) -> Response {
         body,
     )
         .into_response()
-}
-
-/// Where a join to `id` goes: here, or (cluster mode) another node. Errors are the
-/// cluster's refusals (Redis unreachable, no node can take a room).
-pub async fn place(
-    state: &AppState,
-    id: &crate::ids::RoomId,
-) -> Result<crate::cluster::Placement, crate::cluster::ClusterError> {
-    match &state.cluster {
-        None => Ok(crate::cluster::Placement::Local),
-        Some(c) => c.place(id).await,
-    }
 }
 
 /// A `307 Temporary Redirect` to the same path and query on the node that hosts `room`,
@@ -210,21 +200,6 @@ async fn cluster_status(State(state): State<Arc<AppState>>) -> Json<ClusterStatu
 
 async fn drain_status(State(state): State<Arc<AppState>>) -> Json<DrainStatus> {
     Json(drain_status_now(&state.rooms))
-}
-
-/// Joins `name` to room `id` off the runtime (starting a room spawns threads and may
-/// open a recording file).
-async fn join_room(
-    state: &AppState,
-    id: &crate::ids::RoomId,
-    name: &str,
-    joiner: crate::room::Joiner,
-) -> Result<(Arc<Room>, ParticipantInfo), JoinError> {
-    let rooms = state.rooms.clone();
-    let (id, name) = (id.clone(), name.to_owned());
-    tokio::task::spawn_blocking(move || rooms.join_as(&id, &name, joiner))
-        .await
-        .unwrap_or_else(|e| Err(JoinError::Unavailable(e.to_string())))
 }
 
 /// 200 `ok` while the server can start rooms; 503 when the OS refuses threads (so an
@@ -396,6 +371,11 @@ pub async fn serve_node(
         shutdown: stop_rx,
         rates: Mutex::new(Rates::new(&config.http)),
         access: config.access(),
+        admission: crate::admission::Admission {
+            rooms: rooms.clone(),
+            cluster: cluster.clone(),
+            tokens: config.api_secret.is_some(),
+        },
         config: Arc::new(config),
         cluster,
     });

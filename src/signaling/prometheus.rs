@@ -85,11 +85,13 @@ struct ClusterSnap {
     counters: Vec<(&'static str, &'static str, u64)>,
 }
 
-fn kind_index(k: ParticipantKind) -> usize {
+/// A listed participant's kind (watchers are not participants: `tessera_watchers`).
+fn kind_index(k: ParticipantKind) -> Option<usize> {
     match k {
-        ParticipantKind::Web => 0,
-        ParticipantKind::Whip => 1,
-        ParticipantKind::Sip => 2,
+        ParticipantKind::Web => Some(0),
+        ParticipantKind::Whip => Some(1),
+        ParticipantKind::Sip => Some(2),
+        ParticipantKind::Watcher => None,
     }
 }
 
@@ -118,7 +120,9 @@ impl Snapshot {
                 ..Default::default()
             };
             for p in r.participants() {
-                snap.by_kind[kind_index(p.kind)] += 1;
+                if let Some(k) = kind_index(p.kind) {
+                    snap.by_kind[k] += 1;
+                }
             }
             let links = r.links();
             let nacks: u64 = links.iter().map(|l| l.nacked_packets).sum();
@@ -227,6 +231,11 @@ impl Snapshot {
             ];
             let rec = r.recording_info();
             snap.gauges = vec![
+                (
+                    "tessera_watchers",
+                    "WHEP watchers of the room (not participants)",
+                    r.watcher_count() as f64,
+                ),
                 (
                     "tessera_presenting",
                     "1 while someone presents in the room",

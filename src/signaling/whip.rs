@@ -10,6 +10,7 @@
 //! a second presenter, the POST is answered `409 Conflict` and nobody joins.
 
 use super::AppState;
+use crate::admission::{self, Refusal};
 use crate::ids::{ParticipantId, RoomId};
 use crate::room::Room;
 use crate::transport::{self, PeerEvent, PeerSession, TransportError};
@@ -85,6 +86,29 @@ pub fn check_offer<'a>(
     Ok(WhipOffer { room, name, sdp })
 }
 
+/// The HTTP answer to a refused WHIP or WHEP POST. In a cluster the room's node answers
+/// (RFC 9725 §4.5 allows redirecting the POST).
+pub fn refused(e: &Refusal, room: &RoomId, uri: &axum::http::Uri) -> Response {
+    use crate::room::JoinError;
+    let status = match e {
+        Refusal::Elsewhere(node) => return super::temporary_redirect(&node.public_url, uri),
+        Refusal::PinRequired | Refusal::PhoneNeedsPin => {
+            return plain(
+                StatusCode::FORBIDDEN,
+                format!("room `{room}` needs its PIN (`?pin=`) or an access token"),
+            )
+        }
+        Refusal::Join(JoinError::Locked) => StatusCode::FORBIDDEN,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    let mut resp = plain(status, format!("room `{room}`: {e}"));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    }
+    resp
+}
+
 /// An optional size query parameter: 0 when absent, else 16..=8192.
 fn dimension(q: &HashMap<String, String>, key: &str) -> Result<u32, String> {
     match q.get(key) {
@@ -123,59 +147,25 @@ pub async fn post(
         Ok(o) => o,
         Err((status, msg)) => return plain(status, msg),
     };
-    // In a cluster the room's node answers (RFC 9725 §4.5 allows redirecting the POST).
-    match super::place(&state, &room_id).await {
-        Ok(crate::cluster::Placement::Local) => {}
-        Ok(crate::cluster::Placement::Remote(node)) => {
-            return super::temporary_redirect(&node.public_url, &uri);
-        }
-        Err(e) => {
-            let mut resp = plain(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("room `{room_id}`: {e}"),
-            );
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            return resp;
-        }
-    }
     // A viewer's own maximum picture (a phone asking for 360p): `?maxWidth=&maxHeight=`.
     let cap = match (dimension(&q, "maxWidth"), dimension(&q, "maxHeight")) {
         (Ok(w), Ok(h)) => (w, h),
         (Err(m), _) | (_, Err(m)) => return plain(StatusCode::BAD_REQUEST, m),
     };
     // A token for the room stands in for its PIN; without one, `?pin=` gives it.
-    let moderator = if grant.skips_pin {
-        Some(grant.moderator)
-    } else {
-        state
-            .rooms
-            .policies
-            .get(&room_id)
-            .check_pin(q.get("pin").map(String::as_str))
-    };
-    let Some(moderator) = moderator else {
-        return plain(
-            StatusCode::FORBIDDEN,
-            format!("room `{room_id}` needs its PIN (`?pin=`) or an access token"),
-        );
-    };
-    let joiner = crate::room::Joiner {
+    let request = admission::Request {
+        room: &room_id,
+        name: &name,
         kind: crate::room::ParticipantKind::Whip,
-        moderator,
-        ..Default::default()
+        credential: admission::Credential::Grant {
+            grant: &grant,
+            pin: q.get("pin").map(String::as_str),
+        },
+        codec: crate::codec::voice::AudioCodec::Opus,
     };
-    let (room, info) = match super::join_room(&state, &room_id, &name, joiner).await {
+    let (room, info) = match state.admission.admit(request).await {
         Ok(joined) => joined,
-        Err(e @ crate::room::JoinError::Locked) => {
-            return plain(StatusCode::FORBIDDEN, format!("room `{room_id}`: {e}"));
-        }
-        Err(e) => {
-            let mut resp = plain(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            return resp;
-        }
+        Err(e) => return refused(&e, &room_id, &uri),
     };
     if let Some(link) = room.link(info.id) {
         link.set_cap(cap.0, cap.1);

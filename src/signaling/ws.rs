@@ -11,6 +11,7 @@ use super::protocol::{
     parse_client_message, validate_name, ClientMessage, ErrorCode, ServerMessage, VideoInfo,
 };
 use super::AppState;
+use crate::admission::{self, Refusal};
 use crate::ids::{ParticipantId, RoomId};
 use crate::room::{JoinError, Room};
 use crate::transport::{self, PeerEvent, PeerSession};
@@ -252,46 +253,38 @@ async fn handle(
                 Ok(n) => n,
                 Err(e) => return send(e),
             };
-            // The room's node checks its PIN and admits: send the client there first.
-            match super::place(state, &room_id).await {
-                Ok(crate::cluster::Placement::Local) => {}
-                Ok(crate::cluster::Placement::Remote(node)) => {
+            let request = admission::Request {
+                room: &room_id,
+                name: &name,
+                kind: crate::room::ParticipantKind::Web,
+                credential: admission::Credential::Grant {
+                    grant: &grant,
+                    pin: pin.as_deref(),
+                },
+                codec: crate::codec::voice::AudioCodec::Opus,
+            };
+            let (room, info) = match state.admission.admit(request).await {
+                Ok(joined) => joined,
+                // The room's node checks its PIN and admits: send the client there.
+                Err(Refusal::Elsewhere(node)) => {
                     return send(ServerMessage::Redirect {
                         url: node.ws_url(),
                         node: node.id.to_string(),
                     });
                 }
                 Err(e) => {
-                    return send(ServerMessage::error(
-                        ErrorCode::Unavailable,
-                        format!("room `{room_id}`: {e}"),
-                    ))
-                }
-            }
-            // A token for this room stands in for its PIN.
-            let moderator = if grant.skips_pin {
-                Some(grant.moderator)
-            } else {
-                state.rooms.policies.get(&room_id).check_pin(pin.as_deref())
-            };
-            let Some(moderator) = moderator else {
-                return send(ServerMessage::error(
-                    ErrorCode::PinRequired,
-                    format!("room `{room_id}` needs its PIN"),
-                ));
-            };
-            let joiner = crate::room::Joiner {
-                moderator,
-                ..Default::default()
-            };
-            let (room, info) = match super::join_room(state, &room_id, &name, joiner).await {
-                Ok(joined) => joined,
-                Err(e) => {
-                    let code = match e {
-                        JoinError::RoomFull(_) => ErrorCode::RoomFull,
-                        JoinError::Locked => ErrorCode::RoomLocked,
-                        JoinError::ServerFull(_) => ErrorCode::ServerFull,
-                        JoinError::Unavailable(_) | JoinError::Draining => ErrorCode::Unavailable,
+                    let code = match &e {
+                        Refusal::PinRequired | Refusal::PhoneNeedsPin => ErrorCode::PinRequired,
+                        Refusal::Join(JoinError::RoomFull(_)) => ErrorCode::RoomFull,
+                        Refusal::Join(JoinError::Locked) => ErrorCode::RoomLocked,
+                        Refusal::Join(JoinError::ServerFull(_) | JoinError::WatchersFull(_)) => {
+                            ErrorCode::ServerFull
+                        }
+                        Refusal::Elsewhere(_)
+                        | Refusal::Cluster(_)
+                        | Refusal::Join(JoinError::Unavailable(_) | JoinError::Draining) => {
+                            ErrorCode::Unavailable
+                        }
                     };
                     return send(ServerMessage::error(code, format!("room `{room_id}`: {e}")));
                 }

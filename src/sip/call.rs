@@ -9,10 +9,11 @@ use super::sdes::{self, KeyLine, Srtp};
 use super::sdp::{self, AudioOffer};
 use super::source::{SourceGuard, Verdict};
 use super::{caller_name, Bridge};
+use crate::admission::{self, Refusal};
 use crate::codec::voice::AudioCodec;
 use crate::ids::ParticipantId;
 use crate::prompts::Prompt;
-use crate::room::{Attachment, Control, JoinError, Joiner, ParticipantKind, Room, RtpSink};
+use crate::room::{Attachment, Control, JoinError, ParticipantKind, Room, RtpSink};
 use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver, TransactionHandle};
 use rsipstack::dialog::invite_dialog::InviteDialog;
 use rsipstack::sip::headers::untyped::ToTypedHeader;
@@ -28,6 +29,39 @@ use tokio::sync::mpsc;
 
 /// RTCP every 5 s (RFC 3550's minimum interval).
 const RTCP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The SIP answer to a refused call: another node's contact (`302`), or why not.
+async fn refuse(tx: &mut Transaction, e: &Refusal, user: &str) {
+    let warning =
+        |text: &str| Header::Warning(format!("399 tessera \"{}\"", text.replace('"', "'")).into());
+    let (code, headers) = match e {
+        Refusal::Elsewhere(node) => match &node.sip {
+            Some(contact) => (
+                StatusCode::MovedTemporarily,
+                vec![Header::Contact(format!("<sip:{user}@{contact}>").into())],
+            ),
+            None => (
+                StatusCode::TemporarilyUnavailable,
+                vec![warning("the room's node takes no calls")],
+            ),
+        },
+        Refusal::Cluster(_) => (
+            StatusCode::ServiceUnavailable,
+            vec![Header::RetryAfter("5".into()), warning(&e.to_string())],
+        ),
+        Refusal::PhoneNeedsPin | Refusal::PinRequired => {
+            (StatusCode::Forbidden, vec![warning(&e.to_string())])
+        }
+        Refusal::Join(JoinError::Locked) => (StatusCode::Forbidden, vec![]),
+        Refusal::Join(
+            JoinError::RoomFull(_) | JoinError::ServerFull(_) | JoinError::WatchersFull(_),
+        ) => (StatusCode::BusyHere, vec![]),
+        Refusal::Join(JoinError::Unavailable(_) | JoinError::Draining) => {
+            (StatusCode::ServiceUnavailable, vec![])
+        }
+    };
+    let _ = tx.reply_with(code, headers, None).await;
+}
 
 /// Answers a new INVITE: refuses it with the right code, or joins the room and runs the
 /// call until it ends.
@@ -52,42 +86,6 @@ pub async fn incoming(bridge: Arc<Bridge>, mut tx: Transaction) {
         let _ = tx.reply(StatusCode::NotFound).await;
         return;
     };
-    if let Some(cluster) = bridge.cluster.get() {
-        match cluster.place(&room_id).await {
-            Ok(crate::cluster::Placement::Local) => {}
-            Ok(crate::cluster::Placement::Remote(node)) => {
-                let Some(contact) = &node.sip else {
-                    tracing::info!(room = %room_id, node = %node.id, "SIP call refused: the room's node has SIP off");
-                    let warning =
-                        Header::Warning("399 tessera \"the room's node takes no calls\"".into());
-                    let _ = tx
-                        .reply_with(StatusCode::TemporarilyUnavailable, vec![warning], None)
-                        .await;
-                    return;
-                };
-                let user = user.as_deref().unwrap_or(room_id.as_str());
-                let to = Header::Contact(format!("<sip:{user}@{contact}>").into());
-                let _ = tx
-                    .reply_with(StatusCode::MovedTemporarily, vec![to], None)
-                    .await;
-                return;
-            }
-            Err(e) => {
-                tracing::info!(room = %room_id, "SIP call refused: {e}");
-                let warning = Header::Warning(
-                    format!("399 tessera \"{}\"", e.to_string().replace('"', "'")).into(),
-                );
-                let _ = tx
-                    .reply_with(
-                        StatusCode::ServiceUnavailable,
-                        vec![Header::RetryAfter("5".into()), warning],
-                        None,
-                    )
-                    .await;
-                return;
-            }
-        }
-    }
     let offer = match sdp::parse_offer(&req.body) {
         Ok(o) => o,
         Err(e) => {
@@ -104,18 +102,6 @@ pub async fn incoming(bridge: Arc<Bridge>, mut tx: Transaction) {
         return;
     };
     let policy = bridge.rooms.policies.get(&room_id);
-    // Phones carry no access token: with access control on, the PIN is the credential,
-    // so a room without one is not reachable by phone.
-    if bridge.config.api_secret.is_some() && !policy.needs_pin() {
-        tracing::info!(room = %room_id, "SIP call refused: access control is on and the room has no PIN");
-        let warning = Header::Warning(
-            "399 tessera \"access control is on: phones reach only rooms with a PIN\"".into(),
-        );
-        let _ = tx
-            .reply_with(StatusCode::Forbidden, vec![warning], None)
-            .await;
-        return;
-    }
     // Media security: SRTP keyed by SDES when offered over TLS (keys never in clear).
     let tls = tx
         .connection
@@ -165,27 +151,19 @@ pub async fn incoming(bridge: Arc<Bridge>, mut tx: Transaction) {
             .and_then(|f| f.uri.auth.as_ref())
             .map(|a| a.user.as_str()),
     );
-    let joiner = Joiner {
+    // Phones carry no access token: the PIN, entered on the keypad, is the credential.
+    let request = admission::Request {
+        room: &room_id,
+        name: &name,
         kind: ParticipantKind::Sip,
+        credential: admission::Credential::Keypad,
         codec,
-        waiting: policy.needs_pin(),
-        moderator: false,
     };
-    let rooms = bridge.rooms.clone();
-    let (rid, n) = (room_id.clone(), name.clone());
-    let joined = tokio::task::spawn_blocking(move || rooms.join_as(&rid, &n, joiner))
-        .await
-        .unwrap_or_else(|e| Err(JoinError::Unavailable(e.to_string())));
-    let (room, info) = match joined {
+    let (room, info) = match bridge.admission().admit(request).await {
         Ok(j) => j,
         Err(e) => {
-            let code = match e {
-                JoinError::Locked => StatusCode::Forbidden,
-                JoinError::RoomFull(_) | JoinError::ServerFull(_) => StatusCode::BusyHere,
-                JoinError::Unavailable(_) | JoinError::Draining => StatusCode::ServiceUnavailable,
-            };
             tracing::info!(room = %room_id, "SIP call refused: {e}");
-            let _ = tx.reply(code).await;
+            refuse(&mut tx, &e, user.as_deref().unwrap_or(room_id.as_str())).await;
             return;
         }
     };

@@ -19,7 +19,7 @@ use super::sdp::{self, AudioOffer};
 use super::source::SourceGuard;
 use super::Bridge;
 use crate::ids::{ParticipantId, RoomId};
-use crate::room::{JoinError, Joiner, ParticipantKind};
+use crate::room::ParticipantKind;
 use rsipstack::dialog::dialog::DialogState;
 use rsipstack::dialog::invitation::InviteOption;
 use serde::Serialize;
@@ -457,7 +457,7 @@ async fn place(
         // Answered as we cancelled: the stack ends that 2xx with a BYE.
         return fail(state, None);
     }
-    let answered = answered(&bridge, &id, &call, &room_id, &resp);
+    let answered = answered(&bridge, &id, &call, &room_id, &resp).await;
     let Some((room, pid, remote, pt, codec)) = answered else {
         let _ = dialog.bye().await;
         bridge.dialogs.remove_dialog(&dialog_id);
@@ -538,7 +538,7 @@ fn authorize(
 }
 
 /// Reads the callee's answer and joins the room (no PIN).
-fn answered(
+async fn answered(
     bridge: &Bridge,
     id: &str,
     call: &OutCall,
@@ -560,21 +560,17 @@ fn answered(
     };
     // The answer names one of the codecs we offered (on our payload type or its own).
     let (pt, codec) = remote.chosen()?;
-    let joiner = Joiner {
+    let request = crate::admission::Request {
+        room: room_id,
+        name: &call.name,
         kind: ParticipantKind::Sip,
+        credential: crate::admission::Credential::Invited,
         codec,
-        waiting: false,
-        moderator: false,
     };
-    match bridge.rooms.join_as(room_id, &call.name, joiner) {
+    match bridge.admission().admit(request).await {
         Ok((room, info)) => Some((room, info.id, remote, pt, codec)),
         Err(e) => {
-            let why = match e {
-                JoinError::Locked => "locked",
-                JoinError::RoomFull(_) | JoinError::ServerFull(_) => "full",
-                JoinError::Unavailable(_) | JoinError::Draining => "unavailable",
-            };
-            tracing::info!(call = %id, "the callee answered but cannot join: {why}");
+            tracing::info!(call = %id, "the callee answered but cannot join: {e}");
             None
         }
     }

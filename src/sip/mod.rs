@@ -270,6 +270,15 @@ async fn route(bridge: Arc<Bridge>, mut tx: Transaction) {
 }
 
 impl Bridge {
+    /// The one admission path, as the bridge's calls use it.
+    pub fn admission(&self) -> crate::admission::Admission {
+        crate::admission::Admission {
+            rooms: self.rooms.clone(),
+            cluster: self.cluster.get().cloned(),
+            tokens: self.config.api_secret.is_some(),
+        }
+    }
+
     /// Takes one call from `ip`'s budget, or says it is over it.
     fn admit(&self, ip: IpAddr) -> bool {
         if self.closing.is_cancelled() {
