@@ -35,7 +35,8 @@ pub struct Grants {
     pub join: bool,
     /// Its audio and video reach the room.
     pub publish: bool,
-    /// Receives the room's composite and mix.
+    /// Receives the room's composite and mix; alone (without `join`), may watch the room
+    /// (WHEP, HLS).
     pub subscribe: bool,
     /// Is a moderator of the room (mute, kick, lock, PIN).
     pub moderator: bool,

@@ -13,6 +13,7 @@ pub mod protocol;
 pub mod recordings;
 pub mod routes;
 pub mod tls;
+pub mod whep;
 pub mod whip;
 pub mod ws;
 
@@ -33,7 +34,8 @@ use tokio::sync::watch;
 pub struct AppState {
     pub config: Arc<Config>,
     pub rooms: Arc<Rooms>,
-    pub whip: Mutex<HashMap<String, whip::WhipSession>>,
+    /// WHIP and WHEP sessions by their id (the last part of their `Location`).
+    pub sessions: Mutex<HashMap<String, whip::Session>>,
     /// Flips to `true` once shutdown starts.
     pub shutdown: watch::Receiver<bool>,
     /// Request rates per source (joins, other API calls).
@@ -367,7 +369,7 @@ pub async fn serve_node(
     let (stop_tx, stop_rx) = watch::channel(false);
     let state = Arc::new(AppState {
         rooms: rooms.clone(),
-        whip: Mutex::new(HashMap::new()),
+        sessions: Mutex::new(HashMap::new()),
         shutdown: stop_rx,
         rates: Mutex::new(Rates::new(&config.http)),
         access: config.access(),

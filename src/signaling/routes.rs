@@ -6,7 +6,7 @@
 //! builds the axum router from it and one middleware, [`gate`], applies each row's
 //! [`Policy`]; nothing else classifies paths.
 
-use super::{access, calls, dashboard, moderation, recordings, whip, AppState};
+use super::{access, calls, dashboard, moderation, recordings, whep, whip, AppState};
 use crate::auth::RoomRight;
 use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
@@ -245,6 +245,14 @@ pub fn table() -> Vec<Route> {
         Row::new(M::DELETE, "/whip/{room}/{session}", Join, whip::delete).cross_origin(),
         Row::new(M::PATCH, "/whip/{room}/{session}", Join, whip::patch).cross_origin(),
         Row::new(M::OPTIONS, "/whip/{room}/{session}", Public, whip::options).cross_origin(),
+        // WHEP: watchers; the same session handling as WHIP.
+        Row::new(M::POST, "/whep/{room}", Watch, whep::post)
+            .joins()
+            .cross_origin(),
+        Row::new(M::OPTIONS, "/whep/{room}", Public, whip::options).cross_origin(),
+        Row::new(M::DELETE, "/whep/{room}/{session}", Watch, whip::delete).cross_origin(),
+        Row::new(M::PATCH, "/whep/{room}/{session}", Watch, whip::patch).cross_origin(),
+        Row::new(M::OPTIONS, "/whep/{room}/{session}", Public, whip::options).cross_origin(),
     ];
     rows.into_iter().map(|r| r.0).collect()
 }
@@ -448,6 +456,13 @@ mod tests {
             Need::Join
         );
         assert_eq!(row(Method::OPTIONS, "/whip/{room}").need, Need::Public);
+        let p = row(Method::POST, "/whep/{room}");
+        assert_eq!((p.need, p.rate), (Need::Watch, Some(RateClass::Join)));
+        assert!(p.cross_origin);
+        assert_eq!(
+            row(Method::DELETE, "/whep/{room}/{session}").need,
+            Need::Watch
+        );
     }
 
     #[test]

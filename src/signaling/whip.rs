@@ -23,14 +23,20 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use webrtc::peer_connection::RTCPeerConnectionState;
 
-/// A live WHIP session.
-pub struct WhipSession {
+/// A live WHIP or WHEP session.
+pub struct Session {
     room: Arc<Room>,
     id: ParticipantId,
     peer: PeerSession,
 }
 
-fn plain(status: StatusCode, msg: impl Into<String>) -> Response {
+fn lock(
+    m: &std::sync::Mutex<HashMap<String, Session>>,
+) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+pub fn plain(status: StatusCode, msg: impl Into<String>) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
@@ -109,6 +115,11 @@ pub fn refused(e: &Refusal, room: &RoomId, uri: &axum::http::Uri) -> Response {
     resp
 }
 
+/// A viewer's own maximum picture (`?maxWidth=&maxHeight=`; 0: no cap).
+pub fn size_cap(q: &HashMap<String, String>) -> Result<(u32, u32), String> {
+    Ok((dimension(q, "maxWidth")?, dimension(q, "maxHeight")?))
+}
+
 /// An optional size query parameter: 0 when absent, else 16..=8192.
 fn dimension(q: &HashMap<String, String>, key: &str) -> Result<u32, String> {
     match q.get(key) {
@@ -148,9 +159,9 @@ pub async fn post(
         Err((status, msg)) => return plain(status, msg),
     };
     // A viewer's own maximum picture (a phone asking for 360p): `?maxWidth=&maxHeight=`.
-    let cap = match (dimension(&q, "maxWidth"), dimension(&q, "maxHeight")) {
-        (Ok(w), Ok(h)) => (w, h),
-        (Err(m), _) | (_, Err(m)) => return plain(StatusCode::BAD_REQUEST, m),
+    let cap = match size_cap(&q) {
+        Ok(c) => c,
+        Err(m) => return plain(StatusCode::BAD_REQUEST, m),
     };
     // A token for the room stands in for its PIN; without one, `?pin=` gives it.
     let request = admission::Request {
@@ -180,18 +191,32 @@ pub async fn post(
             return plain(StatusCode::CONFLICT, format!("cannot present: {e}"));
         }
     }
-    let (tx, rx) = mpsc::unbounded_channel();
     let opts = transport::ConnectOptions {
         wait_for_gathering: true,
         publish: grant.publish,
         subscribe: grant.subscribe,
         content: false,
     };
-    let peer = match transport::connect(room.clone(), info.id, offer, &state.config, tx, opts).await
-    {
+    open_session(&state, room, info.id, offer, opts, "whip").await
+}
+
+/// Connects an admitted participant or watcher's offer and answers `201 Created` with the
+/// answer SDP and the session's `Location` (`/{base}/{room}/{session}`); the session ends
+/// on `DELETE`, when its connection fails or closes, when it never connects, or on a
+/// kick. A failed negotiation leaves the room again.
+pub async fn open_session(
+    state: &Arc<AppState>,
+    room: Arc<Room>,
+    id: ParticipantId,
+    offer: &str,
+    opts: transport::ConnectOptions,
+    base: &str,
+) -> Response {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let peer = match transport::connect(room.clone(), id, offer, &state.config, tx, opts).await {
         Ok(p) => p,
         Err(e) => {
-            state.rooms.leave(&room, info.id);
+            state.rooms.leave(&room, id);
             let status = match e {
                 TransportError::BadSdp(_) | TransportError::Negotiation(_) => {
                     StatusCode::BAD_REQUEST
@@ -207,25 +232,11 @@ pub async fn post(
         rand::random::<u64>(),
         rand::random::<u64>()
     );
-    let location = format!("/whip/{room_id}/{session_id}");
-    tracing::info!(room = %room_id, id = %info.id, "WHIP participant joined");
-    state.whip.lock().expect("whip lock poisoned").insert(
-        session_id.clone(),
-        WhipSession {
-            room,
-            id: info.id,
-            peer,
-        },
-    );
+    let location = format!("/{base}/{}/{session_id}", room.id);
+    tracing::info!(room = %room.id, %id, "{base} session started");
     let (ctl_tx, ctl_rx) = mpsc::channel(2);
-    if let Some(s) = state
-        .whip
-        .lock()
-        .expect("whip lock poisoned")
-        .get(&session_id)
-    {
-        s.room.set_control(s.id, ctl_tx);
-    }
+    room.set_control(id, ctl_tx);
+    lock(&state.sessions).insert(session_id.clone(), Session { room, id, peer });
     tokio::spawn(watch(state.clone(), session_id, rx, ctl_rx));
     let mut resp = (StatusCode::CREATED, answer).into_response();
     let h = resp.headers_mut();
@@ -288,16 +299,12 @@ async fn watch(
 }
 
 async fn end(state: &AppState, session_id: &str) -> bool {
-    let s = state
-        .whip
-        .lock()
-        .expect("whip lock poisoned")
-        .remove(session_id);
+    let s = lock(&state.sessions).remove(session_id);
     match s {
         Some(s) => {
             s.peer.close().await;
             state.rooms.leave(&s.room, s.id);
-            tracing::info!(room = %s.room.id, id = %s.id, "WHIP participant left");
+            tracing::info!(room = %s.room.id, id = %s.id, "session ended");
             drop(s);
             crate::room::note_memory_freed();
             true
@@ -312,10 +319,7 @@ pub async fn delete(
     uri: axum::http::Uri,
 ) -> Response {
     // The token was checked for `room`: only that room's sessions may be ended with it.
-    let in_room = state
-        .whip
-        .lock()
-        .expect("whip lock poisoned")
+    let in_room = lock(&state.sessions)
         .get(&session)
         .is_some_and(|s| s.room.id.as_str() == room);
     if in_room && end(&state, &session).await {
@@ -327,7 +331,7 @@ pub async fn delete(
             return r;
         }
     }
-    plain(StatusCode::NOT_FOUND, "no such WHIP session")
+    plain(StatusCode::NOT_FOUND, "no such session")
 }
 
 pub async fn patch() -> Response {
@@ -344,15 +348,9 @@ pub async fn options() -> Response {
     r
 }
 
-/// Closes every WHIP session (shutdown).
+/// Closes every WHIP and WHEP session (shutdown).
 pub async fn end_all(state: &AppState) {
-    let ids: Vec<String> = state
-        .whip
-        .lock()
-        .expect("whip lock poisoned")
-        .keys()
-        .cloned()
-        .collect();
+    let ids: Vec<String> = lock(&state.sessions).keys().cloned().collect();
     for id in ids {
         end(state, &id).await;
     }

@@ -368,6 +368,37 @@ pub fn rss_mib() -> f64 {
 }
 
 /// A `201` WHIP answer applied to `pc`: its `Location` and the answer SDP.
+/// POSTs an SDP offer; a cluster node that does not host the room answers 307 with the
+/// room's node's URL (RFC 9725 §4.5): the POST is repeated there, at most 3 times.
+/// Returns the node that answered last and its answer.
+pub async fn post_sdp(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    offer: &str,
+) -> (SocketAddr, HttpResponse) {
+    let (mut addr, mut path) = (addr, path.to_owned());
+    let mut hops = 0;
+    loop {
+        let resp = http_with(
+            addr,
+            "POST",
+            &path,
+            headers,
+            Some(("application/sdp", offer.as_bytes())),
+        )
+        .await;
+        if resp.status != 307 || hops == 3 {
+            return (addr, resp);
+        }
+        hops += 1;
+        let loc = resp.header("location").expect("307 with a Location");
+        let rest = loc.strip_prefix("http://").expect("absolute http Location");
+        let (host, p) = rest.split_at(rest.find('/').expect("a path"));
+        (addr, path) = (host.parse().expect("host:port"), p.to_owned());
+    }
+}
+
 async fn accept_whip_answer(
     resp: &HttpResponse,
     pc: &Arc<dyn PeerConnection>,
@@ -1068,28 +1099,8 @@ impl Client {
             .map(|a| ("Authorization", a))
             .into_iter()
             .collect();
-        // A cluster node that does not host the room answers 307 with the room's node's
-        // WHIP URL (RFC 9725 §4.5): the POST is repeated there, at most 3 times.
-        let (mut addr, mut path) = (addr, format!("/whip/{room}?name={name}"));
-        let mut hops = 0;
-        let resp = loop {
-            let resp = http_with(
-                addr,
-                "POST",
-                &path,
-                &headers,
-                Some(("application/sdp", offer.as_bytes())),
-            )
-            .await;
-            if resp.status != 307 || hops == 3 {
-                break resp;
-            }
-            hops += 1;
-            let loc = resp.header("location").expect("307 with a Location");
-            let rest = loc.strip_prefix("http://").expect("absolute http Location");
-            let (host, p) = rest.split_at(rest.find('/').expect("a path"));
-            (addr, path) = (host.parse().expect("host:port"), p.to_owned());
-        };
+        let (addr, resp) =
+            post_sdp(addr, &format!("/whip/{room}?name={name}"), &headers, &offer).await;
         assert_eq!(resp.status, 201, "WHIP POST: {}", resp.body);
         assert!(resp
             .header("content-type")
@@ -1098,6 +1109,49 @@ impl Client {
         let (location, answer) = accept_whip_answer(&resp, &pc, &received).await;
         let tasks = spawn_senders(&answer, at, vt, assrc, vssrc, rgb, tone_hz);
         Self::whip(name, pc, received, location, addr, answer, tasks)
+    }
+
+    /// Watches `room` over WHEP (recvonly audio and video); `Err`: the refusal.
+    pub async fn watch_whep(
+        addr: SocketAddr,
+        room: &str,
+        token: Option<&str>,
+    ) -> Result<Client, HttpResponse> {
+        use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+        let received = Arc::new(Received::default());
+        let (pc, gathered) = build_pc(received.clone(), Offer::All).await;
+        for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
+            let init = RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Recvonly,
+                streams: vec![],
+                send_encodings: vec![],
+            };
+            pc.add_transceiver_from_kind(kind, Some(init))
+                .await
+                .unwrap();
+        }
+        let offer = complete_offer(&pc, &gathered).await;
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = auth
+            .as_deref()
+            .map(|a| ("Authorization", a))
+            .into_iter()
+            .collect();
+        let (addr, resp) = post_sdp(addr, &format!("/whep/{room}"), &headers, &offer).await;
+        if resp.status != 201 {
+            let _ = pc.close().await;
+            return Err(resp);
+        }
+        let (location, answer) = accept_whip_answer(&resp, &pc, &received).await;
+        Ok(Self::whip(
+            "watcher",
+            pc,
+            received,
+            location,
+            addr,
+            answer,
+            Vec::new(),
+        ))
     }
 
     /// A WHIP client once its POST was answered.
@@ -1282,6 +1336,7 @@ pub async fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
 pub use tessera::mixer::tone_power;
 
 /// A minimal HTTP/1.1 client for WHIP and the API (no redirects, Content-Length bodies).
+#[derive(Debug)]
 pub struct HttpResponse {
     pub status: u16,
     pub headers: Vec<(String, String)>,

@@ -1,0 +1,267 @@
+//! Integration: live output. WHEP watchers (`POST /whep/{room}`, recvonly) of a room of
+//! three participants, each sending a colour and a tone: a watcher sees the audience view
+//! (`grid-shared`: all three, nobody cut out) and hears all three tones; it is not a
+//! participant; watchers on one rung share one encoder; limits refuse clearly; DELETE
+//! ends the session; tokens need `subscribe`.
+
+mod common;
+
+use common::*;
+use std::time::Duration;
+use tessera::layout::LayoutSet;
+use tessera::media::frame::rgb_to_yuv;
+use tessera::mixer::tone_power;
+
+const SECRET: &str = "test-secret-test-secret-test-secret!";
+
+const PEOPLE: [(&str, (u8, u8, u8), f32); 3] = [
+    ("Red", (220, 30, 30), 400.0),
+    ("Green", (30, 200, 30), 650.0),
+    ("Blue", (30, 30, 220), 1000.0),
+];
+
+fn close(a: (f64, f64, f64), b: (u8, u8, u8), tol: f64) -> bool {
+    (a.0 - b.0 as f64).abs() < tol
+        && (a.1 - b.1 as f64).abs() < tol
+        && (a.2 - b.2 as f64).abs() < tol
+}
+
+async fn three_people(server: &TestServer, room: &str) -> Vec<Client> {
+    let mut clients = Vec::new();
+    for (name, rgb, tone) in PEOPLE {
+        clients.push(Client::join_ws(server, room, name, rgb, tone).await);
+    }
+    clients
+}
+
+/// The encoders the room runs now (viewers' and watchers').
+async fn encoders(server: &TestServer, room: &str) -> u64 {
+    let rooms: serde_json::Value =
+        serde_json::from_str(&http(server.addr, "GET", "/api/rooms", None).await.body).unwrap();
+    rooms
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["room"] == room)
+        .map_or(0, |r| r["videoEncoders"].as_u64().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_watcher_sees_and_hears_everyone_and_is_not_a_participant() {
+    let server = TestServer::start().await;
+    let clients = three_people(&server, "hall").await;
+    let watcher = Client::watch_whep(server.addr, "hall", None)
+        .await
+        .expect("WHEP watch");
+    assert!(watcher.answer.contains("a=sendonly"), "{}", watcher.answer);
+    wait_until(
+        "the watcher to decode 60 frames and 1.5 s of audio",
+        60,
+        || watcher.frames() >= 60 && watcher.last_audio(72_000).len() >= 72_000,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let frame = watcher.last_frame().expect("a decoded picture");
+    let (w, h) = (frame.width as u32, frame.height as u32);
+    // The audience view is the shared grid: all three, in join order.
+    let grid = LayoutSet::builtin()
+        .get("grid-shared")
+        .unwrap()
+        .place(3, w, h);
+    for (rect, (name, rgb, _)) in grid.iter().zip(PEOPLE) {
+        let (cx, cy) = rect.center();
+        let (tw, th) = ((rect.w / 3) as usize, (rect.h / 3) as usize);
+        let mean = frame.mean_yuv(cx as usize - tw / 2, cy as usize - th / 2, tw, th);
+        let want = rgb_to_yuv(rgb.0, rgb.1, rgb.2);
+        assert!(
+            close(mean, want, 14.0),
+            "tile {rect:?} should show {name} {want:?}, has {mean:?}"
+        );
+    }
+    let audio = watcher.last_audio(48_000);
+    let powers: Vec<f64> = PEOPLE.iter().map(|p| tone_power(&audio, p.2)).collect();
+    eprintln!("watcher: tone powers {powers:?}");
+    assert!(
+        powers.iter().all(|&p| p > 1e6),
+        "the watcher hears every tone: {powers:?}"
+    );
+
+    // Not a participant: not listed, nobody was told it joined; counted as a watcher.
+    let room = server
+        .rooms
+        .get(&tessera::ids::RoomId::parse("hall").unwrap())
+        .unwrap();
+    assert_eq!(room.participants().len(), 3);
+    assert_eq!(room.watcher_count(), 1);
+    let metrics = http(server.addr, "GET", "/metrics", None).await.body;
+    assert!(
+        metrics.contains("tessera_watchers{room=\"hall\"} 1"),
+        "{metrics}"
+    );
+    // The participants still hear each other but not the watcher (it sends nothing).
+    for c in &clients {
+        assert!(c.frames() > 0);
+    }
+
+    // DELETE ends the session; the watcher slot is free again.
+    let loc = watcher.whip_location.clone().unwrap();
+    assert!(loc.starts_with("/whep/hall/"), "{loc}");
+    assert_eq!(http(server.addr, "DELETE", &loc, None).await.status, 200);
+    wait_until("the watcher to be gone", 5, || room.watcher_count() == 0).await;
+    assert_eq!(http(server.addr, "DELETE", &loc, None).await.status, 404);
+    assert_eq!(room.participants().len(), 3);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_watchers_add_one_encoder_per_rung_in_use() {
+    let server = TestServer::start().await;
+    let _clients = three_people(&server, "town").await;
+    wait_until("the room's encoders to settle", 20, || {
+        server
+            .rooms
+            .get(&tessera::ids::RoomId::parse("town").unwrap())
+            .is_some_and(|r| r.summary().video_encoders == 3)
+    })
+    .await;
+    let before = encoders(&server, "town").await;
+    let mut watchers = Vec::new();
+    for _ in 0..20 {
+        watchers.push(
+            Client::watch_whep(server.addr, "town", None)
+                .await
+                .expect("WHEP watch"),
+        );
+    }
+    wait_until("every watcher to decode 30 frames", 60, || {
+        watchers.iter().all(|w| w.frames() >= 30)
+    })
+    .await;
+    let room = server
+        .rooms
+        .get(&tessera::ids::RoomId::parse("town").unwrap())
+        .unwrap();
+    // The rungs the watchers are on (their links are the room's links beyond the three).
+    let people: Vec<u64> = room.participants().iter().map(|p| p.id.0).collect();
+    let rungs = || {
+        let mut r: Vec<u32> = room
+            .links()
+            .iter()
+            .filter(|l| !people.contains(&l.participant_id.0))
+            .filter_map(|l| l.rung)
+            .collect();
+        r.sort();
+        r.dedup();
+        r
+    };
+    // Private encoders (a newcomer's keyframe) rejoin the shared one within seconds.
+    wait_until(
+        "one encoder per watcher rung beside the participants'",
+        20,
+        || room.summary().video_encoders == before + rungs().len() as u64,
+    )
+    .await;
+    eprintln!(
+        "20 watchers on rungs {:?}: encoders {before} -> {}",
+        rungs(),
+        room.summary().video_encoders
+    );
+    assert_eq!(room.watcher_count(), 20);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn watcher_limits_refuse_clearly_and_tokens_need_subscribe() {
+    let server = TestServer::start_with(|c| {
+        c.live.max_watchers = 2;
+        c.live.max_watchers_total = 3;
+    })
+    .await;
+    let a = Client::watch_whep(server.addr, "r1", None).await.unwrap();
+    let _b = Client::watch_whep(server.addr, "r1", None).await.unwrap();
+    let refused = Client::watch_whep(server.addr, "r1", None)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert!(
+        refused.body.contains("most watchers (2)"),
+        "{}",
+        refused.body
+    );
+    let _c = Client::watch_whep(server.addr, "r2", None).await.unwrap();
+    let refused = Client::watch_whep(server.addr, "r2", None)
+        .await
+        .err()
+        .unwrap();
+    assert!(refused.body.contains("3 watchers"), "{}", refused.body);
+    // Watchers alone keep a room running: it has no participant.
+    assert!(server
+        .rooms
+        .get(&tessera::ids::RoomId::parse("r1").unwrap())
+        .is_some());
+    assert_eq!(server.rooms.participant_count(), 0);
+    // Not SDP, not a room name: 415 / 400, nothing admitted.
+    let r = http_with(
+        server.addr,
+        "POST",
+        "/whep/r3",
+        &[],
+        Some(("text/plain", b"x")),
+    )
+    .await;
+    assert_eq!(r.status, 415);
+    let r = http_with(
+        server.addr,
+        "POST",
+        "/whep/r3",
+        &[],
+        Some(("application/sdp", b"v=0\r\nnot sdp")),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(server
+        .rooms
+        .get(&tessera::ids::RoomId::parse("r3").unwrap())
+        .is_none());
+    a.close().await;
+    server.stop().await;
+
+    // With access control: a publish-only token cannot watch; a subscribe token can.
+    let server = TestServer::start_with(|c| {
+        c.api_secret = Some(SECRET.into());
+    })
+    .await;
+    let anonymous = Client::watch_whep(server.addr, "sec", None)
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(anonymous.status, 401);
+    let publish_only = token("sec", r#"{"join": true, "subscribe": false}"#);
+    let refused = Client::watch_whep(server.addr, "sec", Some(&publish_only))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    let watch = token("sec", r#"{"subscribe": true, "publish": false}"#);
+    let ok = Client::watch_whep(server.addr, "sec", Some(&watch)).await;
+    assert!(ok.is_ok());
+    server.stop().await;
+}
+
+/// A token for `room` with these grants, signed with the server's secret.
+fn token(room: &str, grants: &str) -> String {
+    let now = tessera::auth::unix_now();
+    let claims: tessera::auth::Claims = serde_json::from_value(serde_json::json!({
+        "sub": "t",
+        "room": room,
+        "iat": now,
+        "exp": now + 600,
+        "grants": serde_json::from_str::<serde_json::Value>(grants).unwrap(),
+    }))
+    .unwrap();
+    tessera::auth::Access::new(Some(SECRET), None, &[])
+        .issue(&claims)
+        .unwrap()
+}
