@@ -43,6 +43,8 @@ isolated node tests/e2e/firefox.test.mjs
 isolated node tests/e2e/present.test.mjs
 # An independent WHIP client (aiortc) presents with a=content:slides (RFC 4796).
 isolated /usr/bin/python3 tests/e2e/whip_present.py
+# An independent WHEP client (aiortc, recvonly) watches a room of three aiortc publishers.
+isolated /usr/bin/python3 tests/e2e/whep_watch.py
 # Two cluster nodes on a real redis-server: the web client follows a `redirect` to the
 # room's node by itself.
 isolated node tests/e2e/cluster.test.mjs
