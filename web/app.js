@@ -340,6 +340,63 @@ function connect(url, hops) {
   ws.onclose = () => { if (!state.leaving && ws === state.ws) { showError(state.me ? 'Lost the connection to the server.' : 'Could not reach the server.'); leave(true); } };
 }
 
+// Watch-only mode (`?watch=1`): no camera, no microphone, not a participant. The page is
+// a WHEP client (POST /whep/{room} with a recvonly offer, the answer in the 201, DELETE on
+// its Location to stop); it receives the room's audience view and the full mix.
+const watchOnly = params.get('watch') === '1';
+async function watch(room, pin) {
+  showError('');
+  setStatus('connecting to server…');
+  const pc = new RTCPeerConnection();
+  state.pc = pc;
+  pc.addTransceiver('video', { direction: 'recvonly' });
+  pc.addTransceiver('audio', { direction: 'recvonly' });
+  const remote = new MediaStream();
+  $('remote').srcObject = remote;
+  pc.ontrack = (e) => { remote.addTrack(e.track); $('remote').play().catch(() => {}); };
+  pc.onconnectionstatechange = () => {
+    if (pc.connectionState === 'connected') setStatus(`watching ${room}`, true);
+    if (pc.connectionState === 'failed') { showError('Lost the connection to the server.'); stopWatching(); }
+  };
+  await pc.setLocalDescription(await pc.createOffer());
+  // Non-trickle: every candidate goes in the offer (WHEP servers need not take PATCH).
+  await new Promise((resolve) => {
+    if (pc.iceGatheringState === 'complete') return resolve();
+    const done = () => { if (pc.iceGatheringState === 'complete') resolve(); };
+    pc.addEventListener('icegatheringstatechange', done);
+    setTimeout(resolve, 3000);
+  });
+  const headers = { 'Content-Type': 'application/sdp' };
+  if (accessToken) headers.Authorization = `Bearer ${accessToken}`;
+  const q = pin ? `?pin=${encodeURIComponent(pin)}` : '';
+  let resp;
+  try {
+    // In a cluster another node answers 307 to the room's node; fetch follows it.
+    resp = await fetch(`/whep/${encodeURIComponent(room)}${q}`, { method: 'POST', headers, body: pc.localDescription.sdp });
+  } catch (e) { pc.close(); state.pc = null; return showError('The server is unreachable.'); }
+  const body = await resp.text();
+  if (resp.status !== 201) { pc.close(); state.pc = null; setStatus('not connected'); return showError(body || `refused (${resp.status})`); }
+  state.watchSession = new URL(resp.headers.get('Location'), resp.url).href;
+  await pc.setRemoteDescription({ type: 'answer', sdp: body });
+  $('lobby').hidden = true; $('call').hidden = false;
+  $('room-name').textContent = room;
+  setStatus('connecting media…');
+}
+function stopWatching() {
+  const url = state.watchSession;
+  const headers = accessToken ? { Authorization: `Bearer ${accessToken}` } : {};
+  if (url) fetch(url, { method: 'DELETE', headers }).catch(() => {});
+  if (state.pc) state.pc.close();
+  Object.assign(state, { pc: null, watchSession: null });
+  $('call').hidden = true; $('lobby').hidden = false;
+  setStatus('not connected');
+}
+if (watchOnly) {
+  document.body.classList.add('watch-only');
+  $('join').textContent = 'Watch';
+  $('name').required = false;
+}
+
 function leave(fromServer) {
   state.leaving = true;
   if (!fromServer) send({ type: 'leave' });
@@ -366,7 +423,11 @@ async function switchDevice(kind, deviceId) {
   }
 }
 
-$('join-form').addEventListener('submit', (e) => { e.preventDefault(); join($('room').value.trim(), $('name').value.trim(), $('pin').value.trim()); });
+$('join-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  if (watchOnly) watch($('room').value.trim(), $('pin').value.trim());
+  else join($('room').value.trim(), $('name').value.trim(), $('pin').value.trim());
+});
 $('dial').addEventListener('click', () => {
   const to = $('dial-to').value.trim();
   if (!/^sips?:/.test(to)) { showError('Give a sip: address to call, e.g. sip:bob@pbx.example.com'); return; }
@@ -377,7 +438,7 @@ $('mute-all').addEventListener('click', () => moderate({ action: 'muteAll', mute
 $('unmute-all').addEventListener('click', () => moderate({ action: 'muteAll', muted: false }));
 $('lock').addEventListener('click', () => moderate({ action: 'lock', locked: !state.locked }));
 $('set-pin').addEventListener('click', () => moderate({ action: 'setPin', pin: $('new-pin').value.trim() || null }));
-$('leave').onclick = () => leave(false);
+$('leave').onclick = () => (watchOnly ? stopWatching() : leave(false));
 $('present').onclick = () => (state.presentPc ? stopPresenting(false) : startPresenting().catch((err) => showError(String(err))));
 $('stop-presentation').onclick = () => moderate({ action: 'stopPresentation' });
 $('layout').onchange = (e) => send({ type: 'setLayout', layout: e.target.value });
@@ -464,4 +525,5 @@ state.pixelSpread = () => {
 navigator.mediaDevices && listDevices().catch(() => {});
 if (params.get('room')) $('room').value = params.get('room');
 if (params.get('name')) $('name').value = params.get('name');
-if (params.get('autojoin') && params.get('room') && params.get('name')) join(params.get('room'), params.get('name'), params.get('pin') || '');
+if (watchOnly && params.get('autojoin') && params.get('room')) watch(params.get('room'), params.get('pin') || '');
+else if (params.get('autojoin') && params.get('room') && params.get('name')) join(params.get('room'), params.get('name'), params.get('pin') || '');
