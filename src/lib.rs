@@ -62,6 +62,7 @@ pub mod config;
 pub mod ids;
 pub mod ladder;
 pub mod layout;
+pub mod live;
 pub mod load;
 pub mod media;
 pub mod metrics;

@@ -265,3 +265,146 @@ fn token(room: &str, grants: &str) -> String {
         .issue(&claims)
         .unwrap()
 }
+
+/// Runs `ffprobe` on `url`; its JSON.
+fn ffprobe(url: &str) -> serde_json::Value {
+    let out = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_streams",
+            "-show_format",
+            "-of",
+            "json",
+            url,
+        ])
+        .output()
+        .expect("ffprobe (Debian ffmpeg) installed by scripts/setup.sh --test");
+    assert!(
+        out.status.success(),
+        "ffprobe {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hls_of_the_audience_view_validates_with_ffprobe_and_shows_everyone() {
+    let server = TestServer::start_with(|c| {
+        c.video.width = 640;
+        c.video.height = 360;
+    })
+    .await;
+    let _clients = three_people(&server, "lecture").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The first request starts the live output and waits for its first segment.
+    let first = http(server.addr, "GET", "/hls/lecture/index.m3u8", None).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert_eq!(
+        first.header("content-type"),
+        Some("application/vnd.apple.mpegurl")
+    );
+    assert!(
+        first.body.contains("#EXT-X-MAP:URI=\"init.mp4\""),
+        "{}",
+        first.body
+    );
+    // Let a few segments accumulate, then read it as a player would.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let url = format!("http://{}/hls/lecture/index.m3u8", server.addr);
+    let probe = tokio::task::spawn_blocking(move || ffprobe(&url))
+        .await
+        .unwrap();
+    let streams = probe["streams"].as_array().unwrap();
+    let codecs: Vec<&str> = streams
+        .iter()
+        .map(|s| s["codec_name"].as_str().unwrap())
+        .collect();
+    assert!(
+        codecs.contains(&"h264") && codecs.contains(&"opus"),
+        "{probe}"
+    );
+    let video = streams.iter().find(|s| s["codec_name"] == "h264").unwrap();
+    assert_eq!(
+        (video["width"].as_u64(), video["height"].as_u64()),
+        (Some(640), Some(360))
+    );
+    let playlist = http(server.addr, "GET", "/hls/lecture/index.m3u8", None)
+        .await
+        .body;
+    let durations: Vec<f64> = playlist
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXTINF:"))
+        .map(|d| d.trim_end_matches(',').parse().unwrap())
+        .collect();
+    eprintln!("playlist:\n{playlist}");
+    assert!(durations.len() >= 2, "{playlist}");
+    assert!(
+        durations.iter().all(|d| (1.5..=4.0).contains(d)),
+        "segments of about 2 s: {durations:?}"
+    );
+    // The last segment's picture (decoded by ffmpeg) shows all three colours.
+    let last = playlist
+        .lines()
+        .filter(|l| l.starts_with("segment-"))
+        .last()
+        .unwrap();
+    let (init, seg) = (
+        http_bytes(server.addr, "/hls/lecture/init.mp4").await,
+        http_bytes(server.addr, &format!("/hls/lecture/{last}")).await,
+    );
+    let dir = std::env::temp_dir().join(format!("tessera-hls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("last.mp4");
+    std::fs::write(&file, [init, seg].concat()).unwrap();
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(&file)
+        .args(["-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout.len(), 640 * 360 * 3);
+    for (name, rgb, _) in PEOPLE {
+        let n = out
+            .stdout
+            .chunks_exact(3)
+            .filter(|p| {
+                (p[0] as i32 - rgb.0 as i32).abs() < 40
+                    && (p[1] as i32 - rgb.1 as i32).abs() < 40
+                    && (p[2] as i32 - rgb.2 as i32).abs() < 40
+            })
+            .count();
+        let share = n as f64 / (640.0 * 360.0);
+        assert!(
+            share > 0.08,
+            "{name} covers {:.1}% of the HLS picture",
+            share * 100.0
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    // Unknown files and rooms: 404; not a path escape.
+    assert_eq!(
+        http(server.addr, "GET", "/hls/lecture/segment-999999.m4s", None)
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        http(server.addr, "GET", "/hls/lecture/..%2Fx", None)
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        http(server.addr, "GET", "/hls/nobody/index.m3u8", None)
+            .await
+            .status,
+        404
+    );
+    server.stop().await;
+}

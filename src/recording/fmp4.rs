@@ -124,6 +124,24 @@ impl Fmp4Writer {
         }
     }
 
+    /// Cuts fragments at the first keyframe `target` (90 kHz) after the last cut, or at
+    /// `max` regardless (HLS segments: 2 s).
+    pub fn with_fragments(mut self, target: u64, max: u64) -> Self {
+        self.target = target;
+        self.max = max.max(target);
+        self
+    }
+
+    /// Where the fragment being collected starts (90 kHz): after a cut, where it was cut.
+    pub fn fragment_start(&self) -> u64 {
+        self.fragment_start
+    }
+
+    /// Whether the init segment (`ftyp` + `moov`) has been written.
+    pub fn initialized(&self) -> bool {
+        self.initialized
+    }
+
     fn init_segment(&self, sps: Vec<u8>, pps: Vec<u8>) -> Result<Vec<u8>, Fmp4Error> {
         let e = |x: mp4_atom::Error| Fmp4Error::Encode(x.to_string());
         let mut buf = Vec::new();

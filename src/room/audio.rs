@@ -180,6 +180,8 @@ pub struct AudioLoop {
     recording: Option<(OpusEncoder, Limiter, crate::recording::RecSender, SharedBuf)>,
     /// Watchers (WHEP): each hears the full mix, the shared Opus mix's packets.
     watchers: Vec<(ParticipantId, RtpSink)>,
+    /// The live output: the limited full mix as PCM, every tick.
+    live: Option<(crate::live::LiveSender, Limiter, SharedBuf)>,
 }
 
 impl AudioLoop {
@@ -208,6 +210,7 @@ impl AudioLoop {
             clock_start: Instant::now(),
             recording: None,
             watchers: Vec::new(),
+            live: None,
         }
     }
 
@@ -274,6 +277,7 @@ impl AudioLoop {
     /// and nothing is recorded.
     fn is_idle(&self) -> bool {
         self.recording.is_none()
+            && self.live.is_none()
             && self.watchers.is_empty()
             && self.participants.iter().all(|p| !p.attached)
     }
@@ -368,6 +372,10 @@ impl AudioLoop {
                     self.watchers.push((id, sink));
                 }
             }
+            AudioCmd::LiveStart(tx) => {
+                self.live = Some((tx, Limiter::default(), SharedBuf::default()))
+            }
+            AudioCmd::LiveStop => self.live = None,
             AudioCmd::Leave { id } => {
                 self.watchers.retain(|(w, _)| *w != id);
                 self.participants.retain(|p| p.id != id);
@@ -667,6 +675,17 @@ impl AudioLoop {
                 }
             }
         }
+        // The live output hears everyone too; it encodes on its own thread.
+        if let Some((tx, lim, buf)) = self.live.as_mut() {
+            lim.process(&self.total, &mut b.pcm);
+            let at = (self.clock_start + AUDIO_TICK * tick as u32)
+                .checked_sub(crate::recording::AUDIO_ADVANCE)
+                .unwrap_or(self.clock_start);
+            tx.send(crate::live::LiveMsg::Audio {
+                at,
+                pcm: buf.share(i16_bytes(&b.pcm)),
+            });
+        }
         // The recording hears everyone in the mix (no N-1).
         if let Some((enc, lim, tx, buf)) = self.recording.as_mut() {
             lim.process(&self.total, &mut b.pcm);
@@ -705,6 +724,13 @@ impl AudioLoop {
             Ordering::Relaxed,
         );
     }
+}
+
+/// The samples' bytes (little-endian on every target Tessera builds for).
+fn i16_bytes(x: &[i16]) -> &[u8] {
+    // SAFETY: i16 has no padding and any byte pattern is a valid u8; the length is the
+    // slice's size in bytes and the lifetime is the input's.
+    unsafe { std::slice::from_raw_parts(x.as_ptr().cast::<u8>(), std::mem::size_of_val(x)) }
 }
 
 /// Adds `clip[pos..]` (up to one tick) into `mix`; returns the new position.

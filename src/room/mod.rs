@@ -153,6 +153,10 @@ pub enum RoomError {
     Floor(#[from] presentation::FloorError),
     #[error("the room has its most watchers ({0})")]
     WatchersFull(usize),
+    #[error("live output: {0}")]
+    Live(String),
+    #[error(transparent)]
+    Stream(#[from] crate::live::rtmp::RtmpError),
 }
 
 /// Who left, as [`Room::leave`] reports it.
@@ -315,6 +319,9 @@ pub enum AudioCmd {
         id: ParticipantId,
         sink: Option<RtpSink>,
     },
+    /// The live output receives the full mix (PCM) every tick.
+    LiveStart(crate::live::LiveSender),
+    LiveStop,
     Mute {
         id: ParticipantId,
         muted: bool,
@@ -358,6 +365,13 @@ pub enum VideoCmd {
     },
     /// The audience view's layout (a shared canvas).
     AudienceLayout(LayoutSpec),
+    /// The live output receives the audience view at (at most) this size.
+    LiveStart {
+        tap: crate::live::VideoTap,
+        width: u32,
+        height: u32,
+    },
+    LiveStop,
     Mute {
         id: ParticipantId,
         muted: bool,
@@ -428,7 +442,11 @@ pub struct Room {
     /// The running recording, if any (control plane only).
     recording: Mutex<Option<crate::recording::Recording>>,
     /// The server's event bus, once the room is registered with [`Rooms`].
-    server: std::sync::OnceLock<Arc<server_events::ServerEvents>>,
+    server: Arc<std::sync::OnceLock<Arc<server_events::ServerEvents>>>,
+    /// The live output (HLS, RTMP) while it runs (control plane only).
+    live: Mutex<Option<crate::live::Live>>,
+    /// The room's RTMP pushes.
+    pub streams: Arc<crate::live::rtmp::Streams>,
     /// Who presents, and the layout to go back to (control plane only).
     floor: Mutex<presentation::Floor>,
     /// The room's floor policy and whether it switches layouts (from its policy).
@@ -465,6 +483,36 @@ impl Room {
             stats.clone(),
         );
         let name = id.to_string();
+        let server: Arc<std::sync::OnceLock<Arc<server_events::ServerEvents>>> = Arc::default();
+        let streams = {
+            let (bus, room) = (server.clone(), name.clone());
+            Arc::new(crate::live::rtmp::Streams::new(move |e| {
+                use crate::live::rtmp::StreamEvent as S;
+                use server_events::ServerEvent as E;
+                let room = room.clone();
+                let ev = match e {
+                    S::Started { id, url } => E::StreamStarted {
+                        room,
+                        stream_id: id,
+                        url,
+                    },
+                    S::Failed { id, url, error } => E::StreamFailed {
+                        room,
+                        stream_id: id,
+                        url,
+                        error,
+                    },
+                    S::Stopped { id, url } => E::StreamStopped {
+                        room,
+                        stream_id: id,
+                        url,
+                    },
+                };
+                if let Some(bus) = bus.get() {
+                    bus.emit(ev);
+                }
+            }))
+        };
         let audio = spawn_thread(format!("audio-{name}"), move || a.run(audio_rx))?;
         // If the second thread cannot start, dropping `audio_tx` ends the first one.
         let video = spawn_thread(format!("video-{name}"), move || v.run(video_rx))?;
@@ -484,7 +532,9 @@ impl Room {
             stats,
             threads: Mutex::new(vec![audio, video]),
             recording: Mutex::new(None),
-            server: std::sync::OnceLock::new(),
+            server,
+            live: Mutex::new(None),
+            streams,
             floor: Mutex::new(presentation::Floor::default()),
             floor_rules: Mutex::new((
                 settings.config.presentation.floor,
@@ -492,6 +542,67 @@ impl Room {
             )),
             settings,
         }))
+    }
+
+    /// The live output, started if it is not running: the video thread feeds it the
+    /// audience view at the configured video size, the audio thread the full mix.
+    pub fn live(&self) -> Result<Arc<crate::live::HlsOutput>, RoomError> {
+        let mut slot = lock(&self.live);
+        if let Some(l) = slot.as_ref() {
+            return Ok(l.hls.clone());
+        }
+        let c = &self.settings.config;
+        let opus = crate::codec::audio::OpusEncoder::new(
+            c.audio.bitrate_kbps as i32 * 1000,
+            c.audio.complexity as i32,
+        )
+        .map_err(|e| RoomError::Live(e.to_string()))?;
+        let (w, h) = (c.video.width, c.video.height);
+        let live = crate::live::Live::start(self.id.as_str(), w, h, opus, self.streams.clone())
+            .map_err(|e| RoomError::Live(e.to_string()))?;
+        self.send_video(VideoCmd::LiveStart {
+            tap: crate::live::VideoTap::new(live.tx.clone()),
+            width: w,
+            height: h,
+        })?;
+        self.send_audio(AudioCmd::LiveStart(live.tx.clone()))?;
+        tracing::info!(room = %self.id, "live output started ({w}x{h})");
+        let hls = live.hls.clone();
+        *slot = Some(live);
+        Ok(hls)
+    }
+
+    /// Stops the live output when nothing uses it: no RTMP stream and no HLS request
+    /// for `idle`.
+    pub fn stop_live_if_unused(&self, idle: std::time::Duration) {
+        let mut slot = lock(&self.live);
+        let unused = slot.as_ref().is_some_and(|l| {
+            !self.streams.any()
+                && l.hls
+                    .last_request
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .elapsed()
+                    >= idle
+        });
+        if unused {
+            let _ = self.send_video(VideoCmd::LiveStop);
+            let _ = self.send_audio(AudioCmd::LiveStop);
+            *slot = None;
+            tracing::info!(room = %self.id, "live output stopped (unused)");
+        }
+    }
+
+    /// Whether the live output runs.
+    pub fn is_live(&self) -> bool {
+        lock(&self.live).is_some()
+    }
+
+    /// Starts an RTMP push of the live output (starting the live output).
+    pub fn add_stream(&self, url: &str) -> Result<crate::live::rtmp::StreamInfo, RoomError> {
+        crate::live::rtmp::Target::parse(url)?;
+        self.live()?;
+        Ok(self.streams.add(url)?)
     }
 
     /// Starts recording this room (composed picture + full mix) into the recording
@@ -1161,6 +1272,7 @@ impl Room {
 
     /// Stops both media threads and waits for them; finalises a running recording.
     pub fn stop(&self) {
+        self.streams.stop_all();
         let _ = self.audio_tx.send(AudioCmd::Stop);
         let _ = self.video_tx.send(VideoCmd::Stop);
         let threads = std::mem::take(&mut *lock(&self.threads));

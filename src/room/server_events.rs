@@ -1,5 +1,6 @@
 //! Server-wide events — rooms started and finished, participants joined and left,
-//! recordings finished, presentations started and stopped — for operators (the `/api/events` SSE stream) and the counters
+//! recordings finished, presentations started and stopped, RTMP streams started, failed
+//! and stopped — for operators (and webhooks) (the `/api/events` SSE stream) and the counters
 //! `/metrics` exports. Sending never blocks: a subscriber that falls behind loses the
 //! oldest events and is told how many.
 
@@ -51,6 +52,27 @@ pub enum ServerEvent {
         participant_id: ParticipantId,
         reason: super::presentation::StopReason,
     },
+    /// An RTMP push is publishing (again). `url` never shows the stream key.
+    #[serde(rename_all = "camelCase")]
+    StreamStarted {
+        room: String,
+        stream_id: u64,
+        url: String,
+    },
+    /// An RTMP push lost or could not make its connection; it retries until deleted.
+    #[serde(rename_all = "camelCase")]
+    StreamFailed {
+        room: String,
+        stream_id: u64,
+        url: String,
+        error: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    StreamStopped {
+        room: String,
+        stream_id: u64,
+        url: String,
+    },
 }
 
 /// An event with its sequence number (the SSE `id`) and time (Unix ms).
@@ -72,6 +94,9 @@ pub struct ServerEvents {
     pub participants_joined: AtomicU64,
     pub participants_left: AtomicU64,
     pub recordings_finished: AtomicU64,
+    /// RTMP (re)publishes and failed connections.
+    pub streams_started: AtomicU64,
+    pub streams_failed: AtomicU64,
     /// SIP media datagrams dropped because they did not come from the caller
     /// (`sip::source`).
     pub sip_rtp_rejected: AtomicU64,
@@ -87,6 +112,8 @@ impl Default for ServerEvents {
             participants_joined: AtomicU64::new(0),
             participants_left: AtomicU64::new(0),
             recordings_finished: AtomicU64::new(0),
+            streams_started: AtomicU64::new(0),
+            streams_failed: AtomicU64::new(0),
             sip_rtp_rejected: AtomicU64::new(0),
         }
     }
@@ -105,6 +132,9 @@ impl ServerEvents {
             ServerEvent::CallUpdated { .. }
             | ServerEvent::PresentationStarted { .. }
             | ServerEvent::PresentationStopped { .. } => None,
+            ServerEvent::StreamStarted { .. } => Some(&self.streams_started),
+            ServerEvent::StreamFailed { .. } => Some(&self.streams_failed),
+            ServerEvent::StreamStopped { .. } => None,
         };
         if let Some(c) = counter {
             c.fetch_add(1, Relaxed);

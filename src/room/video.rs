@@ -132,13 +132,22 @@ impl Participant {
     }
 }
 
+/// Where an output's frames go: a viewer's RTP track, or the room's live output.
+enum OutSink {
+    Rtp(RtpSink),
+    Live(crate::live::VideoTap),
+}
+
+/// The live output's place among the outputs (no participant has this id).
+pub const LIVE_VIEWER: ParticipantId = ParticipantId(u64::MAX);
+
 struct Output {
     viewer: ParticipantId,
     /// A watcher: it sees the audience view, not the room's layout.
     audience: bool,
     /// The codec its sink sends (negotiated from its offer).
     codec: OutputCodec,
-    sink: RtpSink,
+    sink: OutSink,
     /// The viewer's picture, laid out at its rung's size.
     plan: Plan,
     link: Arc<ViewerLink>,
@@ -497,10 +506,28 @@ impl VideoLoop {
                     p.input.upstream = Some(upstream);
                 }
                 if let Some(sink) = sink {
-                    self.add_output(id, sink, link, false);
+                    let codec = sink.codec();
+                    self.add_output(id, OutSink::Rtp(sink), codec, link, false);
                 }
             }
-            VideoCmd::Watch { id, sink, link } => self.add_output(id, sink, link, true),
+            VideoCmd::Watch { id, sink, link } => {
+                let codec = sink.codec();
+                self.add_output(id, OutSink::Rtp(sink), codec, link, true);
+            }
+            VideoCmd::LiveStart { tap, width, height } => {
+                self.outputs.retain(|o| o.viewer != LIVE_VIEWER);
+                // No estimate: the best rung within the live size.
+                let link = Arc::new(ViewerLink::default());
+                link.set_cap(width, height);
+                self.add_output(
+                    LIVE_VIEWER,
+                    OutSink::Live(tap),
+                    OutputCodec::H264,
+                    link,
+                    true,
+                );
+            }
+            VideoCmd::LiveStop => self.outputs.retain(|o| o.viewer != LIVE_VIEWER),
             VideoCmd::AudienceLayout(spec) => self.audience = spec,
             VideoCmd::Leave { id } => {
                 self.participants.retain(|p| p.id != id);
@@ -620,7 +647,8 @@ impl VideoLoop {
     fn add_output(
         &mut self,
         id: ParticipantId,
-        sink: RtpSink,
+        sink: OutSink,
+        codec: OutputCodec,
         link: Arc<ViewerLink>,
         audience: bool,
     ) {
@@ -632,7 +660,6 @@ impl VideoLoop {
         link.set_rung(decision.rung, decision.fps);
         // Its encoder is being built while it finishes connecting.
         let r = self.ladder.get(decision.rung);
-        let codec = sink.codec();
         let on_rung = self
             .outputs
             .iter()
@@ -1170,15 +1197,26 @@ impl VideoLoop {
                 }
             }
         }
-        for e in &self.encoders {
+        for e in &mut self.encoders {
+            let mut live_wants_idr = false;
             if let Some(idr) = e.encoded {
                 for &o in &e.viewers {
                     let out = &mut self.outputs[o];
-                    out.sink.send_packetized(ts, &e.parts.packets);
+                    match &mut out.sink {
+                        OutSink::Rtp(sink) => sink.send_packetized(ts, &e.parts.packets),
+                        OutSink::Live(tap) => {
+                            tap.send(at, &e.parts.au, idr, now);
+                            live_wants_idr = tap.wants_idr(now);
+                        }
+                    }
                     if idr {
                         out.link.idrs.fetch_add(1, Ordering::Relaxed);
                     }
                 }
+            }
+            // The live output's encoder sends an IDR every segment (its viewers get it too).
+            if live_wants_idr {
+                e.parts.encoder.request_keyframe();
             }
         }
         stats

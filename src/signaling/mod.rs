@@ -7,6 +7,7 @@ pub mod access;
 pub mod calls;
 pub mod dashboard;
 pub mod guard;
+pub mod live;
 pub mod moderation;
 pub mod prometheus;
 pub mod protocol;
@@ -29,6 +30,9 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+/// A live output with no RTMP push stops after this long without an HLS request.
+const HLS_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Everything request handlers share.
 pub struct AppState {
@@ -384,12 +388,22 @@ pub async fn serve_node(
     let app = router(state.clone());
     // Housekeeping: hand memory freed by ended sessions back to the OS, at most every 5 s.
     let mut stop_housekeeping = state.shutdown.clone();
+    let housekeeping_rooms = rooms.clone();
     tokio::spawn(async move {
         let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
         loop {
             tokio::select! {
                 _ = every.tick() => {
                     let _ = tokio::task::spawn_blocking(crate::room::trim_if_freed).await;
+                    // Live outputs nobody uses any more (no HLS request for a while, no
+                    // RTMP push) stop.
+                    let rooms = housekeeping_rooms.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        for r in rooms.list() {
+                            r.stop_live_if_unused(HLS_IDLE);
+                        }
+                    })
+                    .await;
                 }
                 _ = stop_housekeeping.changed() => break,
             }

@@ -335,6 +335,16 @@ impl Snapshot {
                 e.recordings_finished.load(Relaxed),
             ),
             (
+                "tessera_streams_started",
+                "RTMP pushes that started publishing (reconnections included)",
+                e.streams_started.load(Relaxed),
+            ),
+            (
+                "tessera_streams_failed",
+                "RTMP push connections that failed or dropped (each is retried)",
+                e.streams_failed.load(Relaxed),
+            ),
+            (
                 "tessera_sip_rtp_rejected",
                 "RTP/RTCP datagrams on a call's port dropped for not coming from the caller",
                 e.sip_rtp_rejected.load(Relaxed),

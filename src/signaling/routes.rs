@@ -6,7 +6,7 @@
 //! builds the axum router from it and one middleware, [`gate`], applies each row's
 //! [`Policy`]; nothing else classifies paths.
 
-use super::{access, calls, dashboard, moderation, recordings, whep, whip, AppState};
+use super::{access, calls, dashboard, live, moderation, recordings, whep, whip, AppState};
 use crate::auth::RoomRight;
 use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
@@ -130,6 +130,10 @@ impl Row {
         self.0.policy.query_token = true;
         self
     }
+    fn on_room_node(mut self) -> Self {
+        self.0.policy.on_room_node = true;
+        self
+    }
     fn origin_checked(mut self) -> Self {
         self.0.policy.origin_checked = true;
         self
@@ -232,6 +236,24 @@ pub fn table() -> Vec<Route> {
             moderate,
             calls::hang_up,
         ),
+        Row::new(
+            M::POST,
+            "/api/rooms/{room}/streams",
+            record,
+            live::add_stream,
+        ),
+        Row::new(
+            M::GET,
+            "/api/rooms/{room}/streams",
+            record,
+            live::list_streams,
+        ),
+        Row::new(
+            M::DELETE,
+            "/api/rooms/{room}/streams/{id}",
+            record,
+            live::delete_stream,
+        ),
         Row::new(M::POST, "/api/admin/drain", Admin, super::drain),
         Row::new(M::GET, "/api/admin/drain", Admin, super::drain_status),
         Row::new(M::GET, "/api/cluster", Admin, super::cluster_status),
@@ -253,6 +275,11 @@ pub fn table() -> Vec<Route> {
         Row::new(M::DELETE, "/whep/{room}/{session}", Watch, whip::delete).cross_origin(),
         Row::new(M::PATCH, "/whep/{room}/{session}", Watch, whip::patch).cross_origin(),
         Row::new(M::OPTIONS, "/whep/{room}/{session}", Public, whip::options).cross_origin(),
+        // HLS for players on any page: a token in the query; answered by the room's node.
+        Row::new(M::GET, "/hls/{room}/{file}", Watch, live::hls)
+            .cross_origin()
+            .query_token()
+            .on_room_node(),
     ];
     rows.into_iter().map(|r| r.0).collect()
 }
@@ -462,6 +489,13 @@ mod tests {
         assert_eq!(
             row(Method::DELETE, "/whep/{room}/{session}").need,
             Need::Watch
+        );
+        let p = row(Method::GET, "/hls/{room}/{file}");
+        assert_eq!(p.need, Need::Watch);
+        assert!(p.query_token && p.cross_origin && p.on_room_node);
+        assert_eq!(
+            row(Method::POST, "/api/rooms/{room}/streams").need,
+            Need::Room(RoomRight::Record)
         );
     }
 

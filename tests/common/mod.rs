@@ -1679,3 +1679,23 @@ pub fn parse_openmetrics(text: &str) -> Samples {
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// `GET path`: the body's bytes (binary; the server sends a Content-Length).
+pub async fn http_bytes(addr: SocketAddr, path: &str) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.unwrap();
+    let at = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP answer");
+    assert!(
+        raw.starts_with(b"HTTP/1.1 200"),
+        "GET {path}: {}",
+        String::from_utf8_lossy(&raw[..at])
+    );
+    raw.split_off(at + 4)
+}
