@@ -19,7 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 build_pkgs=(build-essential cmake nasm pkg-config libdav1d-dev libvpx-dev libclang-dev ca-certificates)
-test_pkgs=(chromium nodejs npm iproute2 util-linux mount ffmpeg python3 python3-prometheus-client sip-tester redis-server baresip-core kamailio firefox-esr python3-aiortc)
+test_pkgs=(chromium nodejs npm iproute2 util-linux mount ffmpeg python3 python3-prometheus-client sip-tester redis-server baresip-core kamailio firefox-esr python3-aiortc nginx-light libnginx-mod-rtmp)
 bench_pkgs=(ffmpeg bc)
 
 die() {

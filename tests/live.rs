@@ -408,3 +408,200 @@ async fn hls_of_the_audience_view_validates_with_ffprobe_and_shows_everyone() {
     );
     server.stop().await;
 }
+
+/// A real nginx with Debian's RTMP module on loopback, recording what is published to
+/// `live/*` into `dir/<key>.flv`.
+struct Nginx {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl Nginx {
+    fn start(dir: &std::path::Path, port: u16) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let conf = dir.join("nginx.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;\n\
+                 daemon off; master_process off; pid {d}/nginx.pid; error_log {d}/error.log info;\n\
+                 events {{}}\n\
+                 rtmp {{ server {{ listen 127.0.0.1:{port}; chunk_size 4096;\n\
+                   application live {{ live on; record all; record_path {d}; record_unique on; }} }} }}\n",
+                d = dir.display()
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new("/usr/sbin/nginx")
+            .arg("-c")
+            .arg(&conf)
+            .arg("-p")
+            .arg(dir)
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .spawn()
+            .expect("nginx (Debian nginx-light + libnginx-mod-rtmp, installed by scripts/setup.sh --test)");
+        let n = Self {
+            child,
+            dir: dir.to_owned(),
+        };
+        for _ in 0..50 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return n;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("nginx did not listen: {}", std::fs::read_to_string(dir.join("error.log")).unwrap_or_default());
+    }
+
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The recordings so far (`<key>-<time>.flv`), oldest first.
+    fn recordings(&self) -> Vec<std::path::PathBuf> {
+        let mut v: Vec<_> = std::fs::read_dir(&self.dir)
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "flv"))
+            .collect();
+        v.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+        v
+    }
+}
+
+/// The stream's state as the API shows it.
+async fn stream_state(server: &TestServer, room: &str) -> serde_json::Value {
+    let r = http(server.addr, "GET", &format!("/api/rooms/{room}/streams"), None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    v[0].clone()
+}
+
+/// Decodes `file`'s video (first frame after `skip_s`) and audio with ffmpeg.
+fn decode_flv(file: &std::path::Path, skip_s: f64) -> (Vec<u8>, Vec<i16>) {
+    let video = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-ss", &skip_s.to_string(), "-i"])
+        .arg(file)
+        .args(["-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
+        .output()
+        .unwrap();
+    assert!(video.status.success(), "{}", String::from_utf8_lossy(&video.stderr));
+    let audio = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(file)
+        .args(["-vn", "-ac", "1", "-ar", "48000", "-f", "s16le", "-"])
+        .output()
+        .unwrap();
+    assert!(audio.status.success(), "{}", String::from_utf8_lossy(&audio.stderr));
+    let pcm = audio
+        .stdout
+        .chunks_exact(2)
+        .map(|b| i16::from_le_bytes([b[0], b[1]]))
+        .collect();
+    (video.stdout, pcm)
+}
+
+fn check_everyone(what: &str, rgb24: &[u8], pcm: &[i16], pixels: usize) {
+    assert_eq!(rgb24.len(), pixels * 3, "{what}: one decoded frame");
+    for (name, rgb, hz) in PEOPLE {
+        let n = rgb24
+            .chunks_exact(3)
+            .filter(|p| {
+                (p[0] as i32 - rgb.0 as i32).abs() < 40
+                    && (p[1] as i32 - rgb.1 as i32).abs() < 40
+                    && (p[2] as i32 - rgb.2 as i32).abs() < 40
+            })
+            .count();
+        let share = n as f64 / pixels as f64;
+        assert!(share > 0.08, "{what}: {name} covers {:.1}%", share * 100.0);
+        let tail = &pcm[pcm.len().saturating_sub(48_000)..];
+        let p = tone_power(tail, hz);
+        assert!(p > 1e6, "{what}: {name}'s {hz} Hz tone has power {p:.0}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rtmp_push_to_nginx_carries_h264_and_aac_and_resumes_after_a_restart() {
+    let dir = std::env::temp_dir().join(format!("tessera-rtmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let port = 19350;
+    let nginx = Nginx::start(&dir, port);
+    let server = TestServer::start_with(|c| {
+        c.video.width = 640;
+        c.video.height = 360;
+    })
+    .await;
+    let _clients = three_people(&server, "webinar").await;
+    let mut events = EventStream::open(server.addr).await;
+    let url = format!("rtmp://127.0.0.1:{port}/live/SECRETKEY42");
+    let body = serde_json::json!({ "url": url }).to_string();
+    let r = http_with(
+        server.addr,
+        "POST",
+        "/api/rooms/webinar/streams",
+        &[],
+        Some(("application/json", body.as_bytes())),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert!(!r.body.contains("SECRETKEY42"), "the key in an answer: {}", r.body);
+    let id = serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["id"]
+        .as_u64()
+        .unwrap();
+    let started = events.next_of("streamStarted", 15).await;
+    assert_eq!(started["streamId"], id);
+    assert!(!started.to_string().contains("SECRETKEY42"));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(stream_state(&server, "webinar").await["state"], "live");
+
+    // The far end goes away mid-stream, and comes back.
+    nginx.kill();
+    let failed = events.next_of("streamFailed", 15).await;
+    assert_eq!(failed["streamId"], id);
+    assert!(!failed.to_string().contains("SECRETKEY42"));
+    let first = {
+        let n = Nginx::start(&dir, port);
+        let restarted = std::time::Instant::now();
+        let again = events.next_of("streamStarted", 15).await;
+        let took = restarted.elapsed();
+        eprintln!("the push resumed {took:?} after nginx came back");
+        assert_eq!(again["streamId"], id);
+        assert!(took < Duration::from_secs(10), "resumed after {took:?}");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        n
+    };
+    let s = stream_state(&server, "webinar").await;
+    assert_eq!((s["state"].as_str(), s["publishes"].as_u64()), (Some("live"), Some(2)), "{s}");
+
+    // Stop; nginx finalises its recordings: one per publish.
+    let r = http(server.addr, "DELETE", &format!("/api/rooms/webinar/streams/{id}"), None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let stopped = events.next_of("streamStopped", 15).await;
+    assert_eq!(stopped["streamId"], id);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let files = first.recordings();
+    first.kill();
+    assert_eq!(files.len(), 2, "one recording per publish: {files:?}");
+    for f in &files {
+        let p = f.to_str().unwrap().to_owned();
+        let probe = tokio::task::spawn_blocking(move || ffprobe(&p)).await.unwrap();
+        let codecs: Vec<&str> = probe["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["codec_name"].as_str().unwrap())
+            .collect();
+        assert!(codecs.contains(&"h264") && codecs.contains(&"aac"), "{f:?}: {probe}");
+        let duration: f64 = probe["format"]["duration"].as_str().unwrap().parse().unwrap();
+        // (The first ends where nginx was killed, a few seconds in.)
+        assert!(duration > 2.0, "{f:?}: {duration} s");
+        let (rgb, pcm) = decode_flv(f, duration - 1.0);
+        check_everyone(&format!("{f:?}"), &rgb, &pcm, 640 * 360);
+    }
+    // The key never reached the log lines the server wrote to nginx's side either.
+    assert_eq!(server.rooms.get(&tessera::ids::RoomId::parse("webinar").unwrap()).unwrap().streams.list().len(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+    server.stop().await;
+}

@@ -1699,3 +1699,53 @@ pub async fn http_bytes(addr: SocketAddr, path: &str) -> Vec<u8> {
     );
     raw.split_off(at + 4)
 }
+
+/// The operators' event stream (`GET /api/events`, Server-Sent Events) as JSON events.
+pub struct EventStream {
+    sock: tokio::net::TcpStream,
+    buf: String,
+    seen: VecDeque<serde_json::Value>,
+}
+
+impl EventStream {
+    pub async fn open(addr: SocketAddr) -> Self {
+        use tokio::io::AsyncWriteExt;
+        let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+        sock.write_all(format!("GET /api/events HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        Self {
+            sock,
+            buf: String::new(),
+            seen: VecDeque::new(),
+        }
+    }
+
+    /// The next event of `kind` (others before it are skipped), within `secs`.
+    pub async fn next_of(&mut self, kind: &str, secs: u64) -> serde_json::Value {
+        use tokio::io::AsyncReadExt;
+        let until = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            while let Some(e) = self.seen.pop_front() {
+                if e["type"] == kind {
+                    return e;
+                }
+            }
+            let mut chunk = [0u8; 8192];
+            let n = tokio::time::timeout_at(until, self.sock.read(&mut chunk))
+                .await
+                .unwrap_or_else(|_| panic!("no `{kind}` event within {secs} s"))
+                .unwrap();
+            assert!(n > 0, "the event stream ended");
+            self.buf.push_str(&String::from_utf8_lossy(&chunk[..n]));
+            while let Some(end) = self.buf.find('\n') {
+                let line: String = self.buf.drain(..=end).collect();
+                if let Some(data) = line.trim_end().strip_prefix("data:") {
+                    if let Ok(v) = serde_json::from_str(data.trim()) {
+                        self.seen.push_back(v);
+                    }
+                }
+            }
+        }
+    }
+}
