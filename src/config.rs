@@ -185,6 +185,34 @@ impl Default for LiveConfig {
     }
 }
 
+/// A receiver of server events: each is POSTed as JSON, signed with HMAC-SHA256 of the body
+/// under `secret` (`X-Tessera-Signature: sha256=<hex>`), retried with backoff.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// `http://` or `https://` URL.
+    pub url: String,
+    /// At least 16 bytes; never logged or shown.
+    #[serde(skip_serializing)]
+    pub secret: String,
+    /// Attempts after the first before an event is given up on.
+    #[serde(default = "default_webhook_retries")]
+    pub retries: u32,
+}
+
+fn default_webhook_retries() -> u32 {
+    5
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("url", &self.url)
+            .field("retries", &self.retries)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What happens to a second presenter (see [`PresentationConfig::floor`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -361,6 +389,9 @@ pub struct Config {
     )]
     pub sip_tls_listen: Option<SocketAddr>,
     pub sip: SipConfig,
+    /// Receivers of server events (`[[webhooks]]`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<WebhookConfig>,
     /// Rooms declared up front, with their PINs and options.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rooms: Vec<RoomDecl>,
@@ -598,6 +629,7 @@ impl Default for Config {
             sip_tls_listen: None,
             sip: SipConfig::default(),
             rooms: Vec::new(),
+            webhooks: Vec::new(),
             api_secret: None,
             admin_key: None,
             allowed_origins: Vec::new(),
@@ -896,6 +928,19 @@ impl Config {
         }
         if !(1..=60).contains(&pr.output_fps) {
             return bad("presentation.output_fps", "must be between 1 and 60");
+        }
+        for w in &self.webhooks {
+            if !(w.url.starts_with("http://") || w.url.starts_with("https://"))
+                || w.url.parse::<hyper::Uri>().is_err()
+            {
+                return bad("webhooks.url", "must be an http:// or https:// URL");
+            }
+            if w.secret.len() < 16 {
+                return bad("webhooks.secret", "must be at least 16 bytes");
+            }
+            if w.retries > 20 {
+                return bad("webhooks.retries", "must be at most 20");
+            }
         }
         if !(1..=100_000).contains(&self.live.max_watchers) {
             return bad("live.max_watchers", "must be between 1 and 100000");

@@ -74,3 +74,4 @@ pub mod sdp;
 pub mod signaling;
 pub mod sip;
 pub mod transport;
+pub mod webhooks;

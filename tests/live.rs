@@ -451,7 +451,10 @@ impl Nginx {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("nginx did not listen: {}", std::fs::read_to_string(dir.join("error.log")).unwrap_or_default());
+        panic!(
+            "nginx did not listen: {}",
+            std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
+        );
     }
 
     fn kill(mut self) {
@@ -473,7 +476,13 @@ impl Nginx {
 
 /// The stream's state as the API shows it.
 async fn stream_state(server: &TestServer, room: &str) -> serde_json::Value {
-    let r = http(server.addr, "GET", &format!("/api/rooms/{room}/streams"), None).await;
+    let r = http(
+        server.addr,
+        "GET",
+        &format!("/api/rooms/{room}/streams"),
+        None,
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
     v[0].clone()
@@ -487,14 +496,22 @@ fn decode_flv(file: &std::path::Path, skip_s: f64) -> (Vec<u8>, Vec<i16>) {
         .args(["-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
         .output()
         .unwrap();
-    assert!(video.status.success(), "{}", String::from_utf8_lossy(&video.stderr));
+    assert!(
+        video.status.success(),
+        "{}",
+        String::from_utf8_lossy(&video.stderr)
+    );
     let audio = std::process::Command::new("ffmpeg")
         .args(["-v", "error", "-i"])
         .arg(file)
         .args(["-vn", "-ac", "1", "-ar", "48000", "-f", "s16le", "-"])
         .output()
         .unwrap();
-    assert!(audio.status.success(), "{}", String::from_utf8_lossy(&audio.stderr));
+    assert!(
+        audio.status.success(),
+        "{}",
+        String::from_utf8_lossy(&audio.stderr)
+    );
     let pcm = audio
         .stdout
         .chunks_exact(2)
@@ -546,7 +563,11 @@ async fn rtmp_push_to_nginx_carries_h264_and_aac_and_resumes_after_a_restart() {
     )
     .await;
     assert_eq!(r.status, 201, "{}", r.body);
-    assert!(!r.body.contains("SECRETKEY42"), "the key in an answer: {}", r.body);
+    assert!(
+        !r.body.contains("SECRETKEY42"),
+        "the key in an answer: {}",
+        r.body
+    );
     let id = serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["id"]
         .as_u64()
         .unwrap();
@@ -573,10 +594,20 @@ async fn rtmp_push_to_nginx_carries_h264_and_aac_and_resumes_after_a_restart() {
         n
     };
     let s = stream_state(&server, "webinar").await;
-    assert_eq!((s["state"].as_str(), s["publishes"].as_u64()), (Some("live"), Some(2)), "{s}");
+    assert_eq!(
+        (s["state"].as_str(), s["publishes"].as_u64()),
+        (Some("live"), Some(2)),
+        "{s}"
+    );
 
     // Stop; nginx finalises its recordings: one per publish.
-    let r = http(server.addr, "DELETE", &format!("/api/rooms/webinar/streams/{id}"), None).await;
+    let r = http(
+        server.addr,
+        "DELETE",
+        &format!("/api/rooms/webinar/streams/{id}"),
+        None,
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let stopped = events.next_of("streamStopped", 15).await;
     assert_eq!(stopped["streamId"], id);
@@ -586,22 +617,40 @@ async fn rtmp_push_to_nginx_carries_h264_and_aac_and_resumes_after_a_restart() {
     assert_eq!(files.len(), 2, "one recording per publish: {files:?}");
     for f in &files {
         let p = f.to_str().unwrap().to_owned();
-        let probe = tokio::task::spawn_blocking(move || ffprobe(&p)).await.unwrap();
+        let probe = tokio::task::spawn_blocking(move || ffprobe(&p))
+            .await
+            .unwrap();
         let codecs: Vec<&str> = probe["streams"]
             .as_array()
             .unwrap()
             .iter()
             .map(|s| s["codec_name"].as_str().unwrap())
             .collect();
-        assert!(codecs.contains(&"h264") && codecs.contains(&"aac"), "{f:?}: {probe}");
-        let duration: f64 = probe["format"]["duration"].as_str().unwrap().parse().unwrap();
+        assert!(
+            codecs.contains(&"h264") && codecs.contains(&"aac"),
+            "{f:?}: {probe}"
+        );
+        let duration: f64 = probe["format"]["duration"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         // (The first ends where nginx was killed, a few seconds in.)
         assert!(duration > 2.0, "{f:?}: {duration} s");
         let (rgb, pcm) = decode_flv(f, duration - 1.0);
         check_everyone(&format!("{f:?}"), &rgb, &pcm, 640 * 360);
     }
     // The key never reached the log lines the server wrote to nginx's side either.
-    assert_eq!(server.rooms.get(&tessera::ids::RoomId::parse("webinar").unwrap()).unwrap().streams.list().len(), 0);
+    assert_eq!(
+        server
+            .rooms
+            .get(&tessera::ids::RoomId::parse("webinar").unwrap())
+            .unwrap()
+            .streams
+            .list()
+            .len(),
+        0
+    );
     let _ = std::fs::remove_dir_all(&dir);
     server.stop().await;
 }

@@ -668,15 +668,16 @@ impl Room {
             .events
             .send(RoomEvent::RecordingChanged { recording: false });
         let info = recording_info(&rec, false);
-        self.recording_finished(&info);
+        self.recording_finished(&info, &rec.path);
         Some(info)
     }
 
-    fn recording_finished(&self, info: &crate::recording::RecordingInfo) {
+    fn recording_finished(&self, info: &crate::recording::RecordingInfo, path: &std::path::Path) {
         if let Some(bus) = self.server.get() {
             bus.emit(server_events::ServerEvent::RecordingFinished {
                 room: self.id.to_string(),
                 recording: info.clone(),
+                path: path.display().to_string(),
             });
         }
     }
@@ -1283,7 +1284,7 @@ impl Room {
         let rec = lock(&self.recording).take();
         if let Some(mut rec) = rec {
             rec.join(std::time::Duration::from_secs(10));
-            self.recording_finished(&recording_info(&rec, false));
+            self.recording_finished(&recording_info(&rec, false), &rec.path);
         }
     }
 }
@@ -1431,6 +1432,8 @@ pub struct Rooms {
     pub events: Arc<server_events::ServerEvents>,
     /// Set once the server drains: when it stops, whatever rooms are still running.
     drain_deadline: Mutex<Option<std::time::Instant>>,
+    /// Webhook deliveries (`crate::webhooks`), for `/metrics`.
+    pub webhook_stats: Arc<crate::webhooks::WebhookStats>,
     /// The SIP bridge's dial-out, when SIP is on (set once it starts).
     pub dialer: std::sync::OnceLock<Arc<crate::sip::dialout::Dialer>>,
 }
@@ -1450,6 +1453,7 @@ impl Rooms {
             events: Arc::default(),
             drain_deadline: Mutex::new(None),
             dialer: Default::default(),
+            webhook_stats: Arc::default(),
         }
     }
 

@@ -35,6 +35,8 @@ pub enum ServerEvent {
     RecordingFinished {
         room: String,
         recording: crate::recording::RecordingInfo,
+        /// The file on this node.
+        path: String,
     },
     /// A call the bridge placed changed state (`sip::dialout`).
     CallUpdated {

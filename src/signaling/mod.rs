@@ -386,6 +386,12 @@ pub async fn serve_node(
         cluster,
     });
     let app = router(state.clone());
+    crate::webhooks::spawn(
+        &state.config.webhooks,
+        &rooms.events,
+        rooms.webhook_stats.clone(),
+        state.shutdown.clone(),
+    );
     // Housekeeping: hand memory freed by ended sessions back to the OS, at most every 5 s.
     let mut stop_housekeeping = state.shutdown.clone();
     let housekeeping_rooms = rooms.clone();

@@ -345,6 +345,26 @@ impl Snapshot {
                 e.streams_failed.load(Relaxed),
             ),
             (
+                "tessera_webhooks_delivered",
+                "Events a webhook receiver accepted (2xx)",
+                rooms.webhook_stats.delivered.load(Relaxed),
+            ),
+            (
+                "tessera_webhooks_retried",
+                "Webhook attempts that failed and were retried",
+                rooms.webhook_stats.retried.load(Relaxed),
+            ),
+            (
+                "tessera_webhooks_given_up",
+                "Events given up on after every retry failed",
+                rooms.webhook_stats.given_up.load(Relaxed),
+            ),
+            (
+                "tessera_webhooks_dropped",
+                "Events dropped because a receiver's queue was full",
+                rooms.webhook_stats.dropped.load(Relaxed),
+            ),
+            (
                 "tessera_sip_rtp_rejected",
                 "RTP/RTCP datagrams on a call's port dropped for not coming from the caller",
                 e.sip_rtp_rejected.load(Relaxed),
