@@ -1057,3 +1057,42 @@ async fn a_node_cut_off_from_redis_keeps_its_room_and_hands_new_joins_over_when_
     assert!(a.alive());
     drop(redis);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_streams_and_hls_reaching_the_wrong_node_are_sent_to_the_room_s_node() {
+    let (redis, nodes) = cluster_of(2).await;
+    let (_ws, owner) = ws_join(nodes[0].http, "stage").await;
+    let other = nodes.iter().find(|n| n.http != owner).unwrap().http;
+
+    // A WHEP POST at the other node: 307 to the room's node (the WHIP rule, RFC 9725
+    // §4.5); a client that follows it watches there.
+    let offer = "v=0\r\n";
+    let r = http_with(
+        other,
+        "POST",
+        "/whep/stage",
+        &[],
+        Some(("application/sdp", offer.as_bytes())),
+    )
+    .await;
+    // (An invalid offer is refused before placement; a real one is redirected.)
+    assert_eq!(r.status, 400, "{}", r.body);
+    let watcher = Client::watch_whep(other, "stage", None)
+        .await
+        .expect("a watcher that follows the 307");
+    assert_eq!(watcher.addr, owner, "answered by the room's node");
+    assert!(watcher
+        .whip_location
+        .as_deref()
+        .unwrap()
+        .starts_with("/whep/stage/"));
+    wait_until("the watcher to decode frames", 30, || watcher.frames() > 10).await;
+
+    // A stream request and an HLS player at the other node go to the room's node too.
+    let body = r#"{"url":"rtmp://127.0.0.1:1/live/k"}"#;
+    let loc = redirected(other, "POST", "/api/rooms/stage/streams", Some(body)).await;
+    assert_eq!(loc, format!("http://{owner}/api/rooms/stage/streams"));
+    let loc = redirected(other, "GET", "/hls/stage/index.m3u8", None).await;
+    assert_eq!(loc, format!("http://{owner}/hls/stage/index.m3u8"));
+    drop(redis);
+}
