@@ -121,6 +121,9 @@ struct TokenArgs {
     /// The holder receives no composite or mix (send only).
     #[arg(long)]
     no_subscribe: bool,
+    /// A watcher's token: WHEP and HLS of the room only (subscribe; no join, no publish).
+    #[arg(long, conflicts_with_all = ["no_subscribe", "moderator", "admin"])]
+    watch: bool,
     /// Lifetime: 90s, 30m, 12h, 7d.
     #[arg(long, default_value = "1h")]
     ttl: String,
@@ -172,8 +175,8 @@ fn token(t: &TokenArgs) -> anyhow::Result<()> {
         iat: now,
         exp: now + ttl.as_secs(),
         grants: Grants {
-            join: room.is_some(),
-            publish: !t.no_publish,
+            join: room.is_some() && !t.watch,
+            publish: !t.no_publish && !t.watch,
             subscribe: !t.no_subscribe,
             moderator: t.moderator,
             record: t.record,
@@ -187,7 +190,13 @@ fn token(t: &TokenArgs) -> anyhow::Result<()> {
     let scheme = config.scheme();
     println!(
         "# {} token for {}, expires in {} s",
-        if t.admin { "admin" } else { "join" },
+        if t.admin {
+            "admin"
+        } else if t.watch {
+            "watch"
+        } else {
+            "join"
+        },
         room.as_deref().unwrap_or("every room"),
         ttl.as_secs()
     );
