@@ -19,7 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 build_pkgs=(build-essential cmake nasm pkg-config libdav1d-dev libvpx-dev libclang-dev ca-certificates)
-test_pkgs=(chromium nodejs npm iproute2 util-linux mount ffmpeg python3 python3-prometheus-client sip-tester redis-server baresip-core kamailio firefox-esr python3-aiortc nginx-light libnginx-mod-rtmp)
+test_pkgs=(chromium nodejs npm iproute2 util-linux mount ffmpeg python3 python3-prometheus-client sip-tester redis-server baresip-core kamailio firefox-esr python3-aiortc nginx-light libnginx-mod-rtmp libnginx-mod-stream)
 bench_pkgs=(ffmpeg bc)
 
 die() {
@@ -142,7 +142,7 @@ if ((test_deps)); then
       const same = (m) => require("./package-lock.json").packages[`node_modules/${m}`].version
         === require(`./node_modules/${m}/package.json`).version;
       process.exit(same("playwright-core") && same("puppeteer-core") ? 0 : 1);' 2>/dev/null); then
-    echo "setup: npm ci in tests/e2e (playwright-core, puppeteer-core)" >&2
+    echo "setup: npm ci in tests/e2e (playwright-core, puppeteer-core, hls.js)" >&2
     (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error) ||
       die "npm ci in tests/e2e failed (see npm's error above)"
   fi

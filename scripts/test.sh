@@ -45,6 +45,8 @@ isolated node tests/e2e/present.test.mjs
 isolated /usr/bin/python3 tests/e2e/whip_present.py
 # An independent WHEP client (aiortc, recvonly) watches a room of three aiortc publishers.
 isolated /usr/bin/python3 tests/e2e/whep_watch.py
+# The web client's watch-only mode (WHEP) and hls.js (npm) playing the room's HLS.
+isolated node tests/e2e/live.test.mjs
 # Two cluster nodes on a real redis-server: the web client follows a `redirect` to the
 # room's node by itself.
 isolated node tests/e2e/cluster.test.mjs

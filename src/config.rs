@@ -173,6 +173,10 @@ pub struct LiveConfig {
     pub max_watchers: usize,
     /// WHEP watchers in all rooms together.
     pub max_watchers_total: usize,
+    /// PEM certificates trusted for `rtmps://` pushes and `https://` webhooks besides the
+    /// system's CA bundle (a private CA).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for LiveConfig {
@@ -181,6 +185,7 @@ impl Default for LiveConfig {
             layout: "grid-shared".into(),
             max_watchers: 100,
             max_watchers_total: 1000,
+            ca_file: None,
         }
     }
 }

@@ -69,6 +69,20 @@ pub struct LoadArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
+    /// WHEP watchers per room, joined after the participants (recvonly: they receive the
+    /// audience view and the mix and send nothing).
+    #[arg(long, default_value_t = 0)]
+    pub watchers: usize,
+    /// Record each room over the measured window (needs --admin-key).
+    #[arg(long)]
+    pub record: bool,
+    /// Push each room to this RTMP URL over the measured window (needs --admin-key).
+    #[arg(long)]
+    pub rtmp: Option<String>,
+    /// Play each room's HLS over the measured window, as a player does (the playlist and
+    /// every new segment).
+    #[arg(long)]
+    pub hls: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -186,6 +200,9 @@ pub struct Summary {
     pub window_s: f64,
     /// Server CPU over the window (% of one core), when the admin key was given.
     pub server_cpu_percent: Option<f64>,
+    /// WHEP watchers joined, and how many of them received media.
+    pub watchers: usize,
+    pub watchers_receiving: usize,
     /// This generator's own CPU over the window (% of one core).
     pub generator_cpu_percent: f64,
 }
@@ -237,7 +254,8 @@ async fn http(
     Ok((status, body.to_owned(), headers))
 }
 
-fn token(args: &LoadArgs, room: &str, name: &str) -> Option<String> {
+/// A join token, or for a watcher a subscribe-only one.
+fn token_with(args: &LoadArgs, room: &str, name: &str, watcher: bool) -> Option<String> {
     let secret = args.api_secret.as_deref()?;
     let now = crate::auth::unix_now();
     crate::auth::Access::new(Some(secret), None, &[]).issue(&crate::auth::Claims {
@@ -247,7 +265,8 @@ fn token(args: &LoadArgs, room: &str, name: &str) -> Option<String> {
         iat: now,
         exp: now + 24 * 3600,
         grants: crate::auth::Grants {
-            join: true,
+            join: !watcher,
+            publish: !watcher,
             ..Default::default()
         },
     })
@@ -259,6 +278,18 @@ async fn join(
     room: &str,
     name: &str,
     content: &Arc<Content>,
+) -> Result<Participant, String> {
+    join_as(args, addr, room, name, content, false).await
+}
+
+/// A participant (WHIP, sending), or with `watcher` a WHEP watcher (recvonly).
+async fn join_as(
+    args: &LoadArgs,
+    addr: &str,
+    room: &str,
+    name: &str,
+    content: &Arc<Content>,
+    watcher: bool,
 ) -> Result<Participant, String> {
     let started = Instant::now();
     let counters = Arc::new(Counters::default());
@@ -290,8 +321,22 @@ async fn join(
     let pc: Arc<dyn PeerConnection> = Arc::new(pc);
     let (assrc, vssrc) = (rand::random::<u32>(), rand::random::<u32>());
     let at = crate::transport::local_track(RtpCodecKind::Audio, name, assrc, None, None);
-    pc.add_track(at.clone()).await.map_err(|e| e.to_string())?;
-    let vt = if args.audio_only {
+    if watcher {
+        use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+        for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
+            let init = RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Recvonly,
+                streams: vec![],
+                send_encodings: vec![],
+            };
+            pc.add_transceiver_from_kind(kind, Some(init))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+    } else {
+        pc.add_track(at.clone()).await.map_err(|e| e.to_string())?;
+    }
+    let vt = if args.audio_only || watcher {
         None
     } else {
         let vt = crate::transport::local_track(RtpCodecKind::Video, name, vssrc, None, None);
@@ -310,20 +355,31 @@ async fn join(
         .ok_or("no local description")?
         .sdp;
     let mut headers = vec![("Content-Type", "application/sdp".to_owned())];
-    if let Some(t) = token(args, room, name) {
+    if let Some(t) = token_with(args, room, name, watcher) {
         headers.push(("Authorization", format!("Bearer {t}")));
     }
-    let (status, answer, _) = http(
-        addr,
-        "POST",
-        &format!("/whip/{room}?name={name}"),
-        &headers,
-        offer.as_bytes(),
-    )
-    .await?;
+    let path = if watcher {
+        format!("/whep/{room}")
+    } else {
+        format!("/whip/{room}?name={name}")
+    };
+    let (status, answer, _) = http(addr, "POST", &path, &headers, offer.as_bytes()).await?;
     if status != 201 {
         let _ = pc.close().await;
-        return Err(format!("WHIP {status}: {}", answer.trim()));
+        let what = if watcher { "WHEP" } else { "WHIP" };
+        return Err(format!("{what} {status}: {}", answer.trim()));
+    }
+    if watcher {
+        let desc = RTCSessionDescription::answer(answer).map_err(|e| e.to_string())?;
+        pc.set_remote_description(desc)
+            .await
+            .map_err(|e| e.to_string())?;
+        return Ok(Participant {
+            pc,
+            counters,
+            signaling: started.elapsed(),
+            tasks: Vec::new(),
+        });
     }
     let signaling = started.elapsed();
     let desc = RTCSessionDescription::answer(answer.clone()).map_err(|e| e.to_string())?;
@@ -427,6 +483,77 @@ async fn send(
     }
 }
 
+/// Starts the recording and the RTMP push asked for on `room`; the errors.
+async fn start_outputs(args: &LoadArgs, addr: &str, room: &str) -> Vec<String> {
+    let mut errors = Vec::new();
+    let auth = args
+        .admin_key
+        .as_ref()
+        .map(|k| ("Authorization", format!("Bearer {k}")));
+    let headers: Vec<(&str, String)> = auth.into_iter().collect();
+    if args.record {
+        match http(
+            addr,
+            "POST",
+            &format!("/api/rooms/{room}/recording"),
+            &headers,
+            b"",
+        )
+        .await
+        {
+            Ok((201, _, _)) => {}
+            Ok((s, b, _)) => errors.push(format!("recording: {s} {}", b.trim())),
+            Err(e) => errors.push(format!("recording: {e}")),
+        }
+    }
+    if let Some(url) = &args.rtmp {
+        let body = serde_json::json!({ "url": url }).to_string();
+        let mut h = headers.clone();
+        h.push(("Content-Type", "application/json".into()));
+        match http(
+            addr,
+            "POST",
+            &format!("/api/rooms/{room}/streams"),
+            &h,
+            body.as_bytes(),
+        )
+        .await
+        {
+            Ok((201, _, _)) => {}
+            Ok((s, b, _)) => errors.push(format!("RTMP push: {s} {}", b.trim())),
+            Err(e) => errors.push(format!("RTMP push: {e}")),
+        }
+    }
+    errors
+}
+
+/// Plays `room`'s HLS as a player would: the playlist every second, each new segment once.
+async fn play_hls(addr: String, room: String, token: Option<String>) {
+    let q = token.map_or(String::new(), |t| format!("?token={t}"));
+    let mut fetched = std::collections::HashSet::new();
+    loop {
+        if let Ok((200, playlist, _)) = http(
+            &addr,
+            "GET",
+            &format!("/hls/{room}/index.m3u8{q}"),
+            &[],
+            b"",
+        )
+        .await
+        {
+            for uri in playlist
+                .lines()
+                .filter(|l| !l.starts_with('#') && !l.is_empty())
+            {
+                if fetched.insert(uri.to_owned()) {
+                    let _ = http(&addr, "GET", &format!("/hls/{room}/{uri}"), &[], b"").await;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
 /// The server's `process_cpu_seconds_total`, if the admin key reads `/metrics`.
 async fn server_cpu(addr: &str, key: Option<&str>) -> Option<f64> {
     let key = key?;
@@ -518,6 +645,50 @@ pub async fn run(args: LoadArgs) -> Result<Summary, LoadError> {
         bar.set_message(format!("{} errors", errors.len()));
     }
     bar.finish_and_clear();
+    let rooms: Vec<String> = (0..args.rooms)
+        .map(|i| {
+            if args.rooms == 1 {
+                args.room.clone()
+            } else {
+                format!("{}-{}", args.room, i + 1)
+            }
+        })
+        .collect();
+    // Watchers, then the live outputs asked for.
+    let mut watchers = Vec::new();
+    for room in &rooms {
+        for i in 0..args.watchers {
+            tokio::time::sleep(gap).await;
+            match join_as(
+                &args,
+                &addr,
+                room,
+                &format!("watcher-{}", i + 1),
+                &content,
+                true,
+            )
+            .await
+            {
+                Ok(w) => watchers.push(w),
+                Err(e) => errors.push(e),
+            }
+        }
+    }
+    let mut players = Vec::new();
+    for room in &rooms {
+        errors.extend(start_outputs(&args, &addr, room).await);
+        if args.hls {
+            players.push(tokio::spawn(play_hls(
+                addr.clone(),
+                room.clone(),
+                token_with(&args, room, "hls", true),
+            )));
+        }
+    }
+    if !watchers.is_empty() || args.record || args.rtmp.is_some() || args.hls {
+        // The outputs start and settle (an HLS player's first segment, a push's publish).
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
     // Let the last joins connect and get their first pictures, then measure a window.
     let settle = tokio::time::Instant::now() + Duration::from_secs(10);
     while tokio::time::Instant::now() < settle
@@ -605,8 +776,22 @@ pub async fn run(args: LoadArgs) -> Result<Summary, LoadError> {
         },
         generator_cpu_percent: own,
         errors,
+        watchers: 0,
+        watchers_receiving: 0,
     };
-    for p in people {
+    for p in &players {
+        p.abort();
+    }
+    let watcher_first_media = watchers
+        .iter()
+        .filter(|w| w.counters.first_media_us.load(Relaxed) != 0)
+        .count();
+    let summary = Summary {
+        watchers: watchers.len(),
+        watchers_receiving: watcher_first_media,
+        ..summary
+    };
+    for p in people.into_iter().chain(watchers) {
         for t in &p.tasks {
             t.abort();
         }
@@ -668,6 +853,10 @@ pub fn print_summary(s: &Summary) {
         (
             "Generator CPU",
             format!("{:.0} % of a core", s.generator_cpu_percent),
+        ),
+        (
+            "Watchers receiving / joined",
+            format!("{} / {}", s.watchers_receiving, s.watchers),
         ),
         ("Errors", s.errors.len().to_string()),
     ];

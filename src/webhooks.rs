@@ -54,6 +54,7 @@ pub fn signature(secret: &[u8], body: &[u8]) -> String {
 /// Starts delivering `events` to every receiver until `stop` flips.
 pub fn spawn(
     hooks: &[WebhookConfig],
+    ca_file: Option<std::path::PathBuf>,
     events: &ServerEvents,
     stats: Arc<WebhookStats>,
     stop: watch::Receiver<bool>,
@@ -65,7 +66,13 @@ pub fn spawn(
     for hook in hooks {
         let (tx, rx) = mpsc::channel::<Arc<(String, Bytes, u64)>>(QUEUE);
         queues.push(tx);
-        tokio::spawn(deliver(hook.clone(), rx, stats.clone(), stop.clone()));
+        tokio::spawn(deliver(
+            hook.clone(),
+            ca_file.clone(),
+            rx,
+            stats.clone(),
+            stop.clone(),
+        ));
     }
     let mut rx = events.subscribe();
     let mut stop = stop;
@@ -102,6 +109,7 @@ pub fn spawn(
 
 async fn deliver(
     hook: WebhookConfig,
+    ca_file: Option<std::path::PathBuf>,
     mut rx: mpsc::Receiver<Arc<(String, Bytes, u64)>>,
     stats: Arc<WebhookStats>,
     mut stop: watch::Receiver<bool>,
@@ -115,7 +123,7 @@ async fn deliver(
         let mut wait = FIRST_RETRY;
         let mut attempt = 0;
         loop {
-            match post(&hook.url, kind, *seq, &sig, body.clone()).await {
+            match post(&hook.url, kind, *seq, &sig, body.clone(), &ca_file).await {
                 Ok(()) => {
                     stats.delivered.fetch_add(1, Ordering::Relaxed);
                     break;
@@ -141,7 +149,14 @@ async fn deliver(
 }
 
 /// One POST; `Ok` on a 2xx answer.
-async fn post(url: &str, kind: &str, seq: u64, sig: &str, body: Bytes) -> Result<(), String> {
+async fn post(
+    url: &str,
+    kind: &str,
+    seq: u64,
+    sig: &str,
+    body: Bytes,
+    ca_file: &Option<std::path::PathBuf>,
+) -> Result<(), String> {
     let uri: hyper::Uri = url.parse().map_err(|e| format!("{e}"))?;
     let https = uri.scheme_str() == Some("https");
     let host = uri.host().ok_or("no host")?.to_owned();
@@ -164,7 +179,8 @@ async fn post(url: &str, kind: &str, seq: u64, sig: &str, body: Bytes) -> Result
             .await
             .map_err(|e| format!("connecting: {e}"))?;
         let status = if https {
-            let tls = tls_connector()?;
+            let tls = crate::signaling::tls::client_connector(ca_file.as_deref())
+                .map_err(|e| e.to_string())?;
             let name =
                 rustls::pki_types::ServerName::try_from(host.clone()).map_err(|e| e.to_string())?;
             let stream = tls
@@ -202,29 +218,6 @@ where
         .collect()
         .await;
     Ok(status)
-}
-
-/// A TLS client trusting the system's CA bundle (Debian `ca-certificates`).
-fn tls_connector() -> Result<tokio_rustls::TlsConnector, String> {
-    use rustls::pki_types::{pem::PemObject, CertificateDer};
-    static CONFIG: std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, String>> =
-        std::sync::OnceLock::new();
-    let config = CONFIG.get_or_init(|| {
-        let mut roots = rustls::RootCertStore::empty();
-        let certs = CertificateDer::pem_file_iter("/etc/ssl/certs/ca-certificates.crt")
-            .map_err(|e| format!("system CA bundle: {e}"))?;
-        for c in certs.flatten() {
-            let _ = roots.add(c);
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Ok(Arc::new(config))
-    });
-    config.clone().map(tokio_rustls::TlsConnector::from)
 }
 
 #[cfg(test)]

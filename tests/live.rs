@@ -418,12 +418,17 @@ struct Nginx {
 
 impl Nginx {
     fn start(dir: &std::path::Path, port: u16) -> Self {
+        Self::start_with(dir, port, "")
+    }
+
+    /// With `extra` configuration at the top level (modules, a `stream` block).
+    fn start_with(dir: &std::path::Path, port: u16, extra: &str) -> Self {
         std::fs::create_dir_all(dir).unwrap();
         let conf = dir.join("nginx.conf");
         std::fs::write(
             &conf,
             format!(
-                "load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;\n\
+                "load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;\n{extra}\
                  daemon off; master_process off; pid {d}/nginx.pid; error_log {d}/error.log info;\n\
                  events {{}}\n\
                  rtmp {{ server {{ listen 127.0.0.1:{port}; chunk_size 4096;\n\
@@ -457,9 +462,8 @@ impl Nginx {
         );
     }
 
-    fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn kill(self) {
+        drop(self);
     }
 
     /// The recordings so far (`<key>-<time>.flv`), oldest first.
@@ -471,6 +475,13 @@ impl Nginx {
             .collect();
         v.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
         v
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -651,6 +662,104 @@ async fn rtmp_push_to_nginx_carries_h264_and_aac_and_resumes_after_a_restart() {
             .len(),
         0
     );
+    let _ = std::fs::remove_dir_all(&dir);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rtmps_push_through_a_tls_front_reaches_nginx_and_verifies_its_certificate() {
+    let dir = std::env::temp_dir().join(format!("tessera-rtmps-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // A private CA's certificate for localhost (what a platform's ingest presents).
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
+    let (rtmp_port, tls_port) = (19360, 19443);
+    // nginx: RTMP on one port, and a TLS front (the stream module) that forwards to it.
+    let front = format!(
+        "load_module /usr/lib/nginx/modules/ngx_stream_module.so;\n\
+         stream {{ server {{ listen 127.0.0.1:{tls_port} ssl; ssl_certificate {d}/cert.pem;\n\
+           ssl_certificate_key {d}/key.pem; proxy_pass 127.0.0.1:{rtmp_port}; }} }}\n",
+        d = dir.display()
+    );
+    let nginx = Nginx::start_with(&dir, rtmp_port, &front);
+    let ca = dir.join("cert.pem");
+    let server = TestServer::start_with(move |c| {
+        c.video.width = 640;
+        c.video.height = 360;
+        c.live.ca_file = Some(ca);
+    })
+    .await;
+    let _clients = three_people(&server, "secure").await;
+    let mut events = EventStream::open(server.addr).await;
+    let post = |url: String| async move {
+        let body = serde_json::json!({ "url": url }).to_string();
+        http_with(
+            server.addr,
+            "POST",
+            "/api/rooms/secure/streams",
+            &[],
+            Some(("application/json", body.as_bytes())),
+        )
+        .await
+    };
+    let r = post(format!("rtmps://localhost:{tls_port}/live/TLSKEY")).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert!(
+        r.body
+            .contains(&format!("rtmps://localhost:{tls_port}/live/***")),
+        "{}",
+        r.body
+    );
+    let started = events.next_of("streamStarted", 15).await;
+    assert!(started["url"].as_str().unwrap().starts_with("rtmps://"));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let s = stream_state(&server, "secure").await;
+    // (Still pictures and a tone: mostly AAC at 16 kB/s once synced at an IDR.)
+    assert!(s["bytesSent"].as_u64().unwrap() > 20_000, "{s}");
+    let id = s["id"].as_u64().unwrap();
+    assert_eq!(
+        http(
+            server.addr,
+            "DELETE",
+            &format!("/api/rooms/secure/streams/{id}"),
+            None
+        )
+        .await
+        .status,
+        200
+    );
+    events.next_of("streamStopped", 15).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let files = nginx.recordings();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let p = files[0].to_str().unwrap().to_owned();
+    let probe = tokio::task::spawn_blocking(move || ffprobe(&p))
+        .await
+        .unwrap();
+    let codecs: Vec<&str> = probe["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["codec_name"].as_str().unwrap())
+        .collect();
+    assert!(
+        codecs.contains(&"h264") && codecs.contains(&"aac"),
+        "{probe}"
+    );
+
+    // A certificate the server does not trust (127.0.0.1 is not its name) fails, is
+    // retried and reported, and never publishes.
+    let r = post(format!("rtmps://127.0.0.1:{tls_port}/live/OTHER")).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let failed = events.next_of("streamFailed", 15).await;
+    eprintln!("untrusted: {failed}");
+    assert!(
+        failed["error"].as_str().unwrap().contains("TLS"),
+        "{failed}"
+    );
+    nginx.kill();
     let _ = std::fs::remove_dir_all(&dir);
     server.stop().await;
 }

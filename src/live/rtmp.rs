@@ -33,17 +33,19 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum RtmpError {
     #[error("the URL must be rtmp://host[:port]/app/key")]
     BadUrl,
-    #[error("rtmps:// is not supported; use rtmp:// (or a local TLS tunnel)")]
-    Tls,
     #[error("the room has its most streams ({MAX_STREAMS})")]
     TooMany,
     #[error("no such stream")]
     NoSuchStream,
+    #[error("no TLS client for rtmps://")]
+    NoTls,
 }
 
 /// Where a stream goes.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Target {
+    /// `rtmps://`: RTMP over TLS (the server's certificate is verified).
+    pub tls: bool,
     pub host: String,
     pub port: u16,
     pub app: String,
@@ -57,26 +59,27 @@ impl std::fmt::Debug for Target {
 }
 
 impl Target {
-    /// `rtmp://host[:port]/app[/more]/key`: the last path segment (with any query) is the
-    /// stream key, the rest the app.
+    /// `rtmp[s]://host[:port]/app[/more]/key`: the last path segment (with any query) is
+    /// the stream key, the rest the app. Ports default to 1935 (RTMP) and 443 (RTMPS).
     pub fn parse(url: &str) -> Result<Self, RtmpError> {
         let url = url.trim();
         if url.len() > 2048 || url.chars().any(|c| c.is_control() || c == ' ') {
             return Err(RtmpError::BadUrl);
         }
-        if url.to_ascii_lowercase().starts_with("rtmps://") {
-            return Err(RtmpError::Tls);
-        }
-        let rest = url
-            .strip_prefix("rtmp://")
-            .or_else(|| url.strip_prefix("RTMP://"))
-            .ok_or(RtmpError::BadUrl)?;
+        let lower = url.get(..8).unwrap_or("").to_ascii_lowercase();
+        let (tls, rest) = if lower.starts_with("rtmps://") {
+            (true, &url[8..])
+        } else if lower.starts_with("rtmp://") {
+            (false, &url[7..])
+        } else {
+            return Err(RtmpError::BadUrl);
+        };
         let (authority, path) = rest.split_once('/').ok_or(RtmpError::BadUrl)?;
         let (host, port) = match authority.rsplit_once(':') {
             Some((h, p)) if !h.contains(']') || h.ends_with(']') => {
                 (h, p.parse().map_err(|_| RtmpError::BadUrl)?)
             }
-            _ => (authority, 1935),
+            _ => (authority, if tls { 443 } else { 1935 }),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
         let (app, key) = path.rsplit_once('/').ok_or(RtmpError::BadUrl)?;
@@ -84,6 +87,7 @@ impl Target {
             return Err(RtmpError::BadUrl);
         }
         Ok(Self {
+            tls,
             host: host.to_owned(),
             port,
             app: app.to_owned(),
@@ -93,7 +97,8 @@ impl Target {
 
     /// The URL with its stream key hidden: what logs, events and the API show.
     pub fn redacted(&self) -> String {
-        format!("rtmp://{}:{}/{}/***", self.host, self.port, self.app)
+        let scheme = if self.tls { "rtmps" } else { "rtmp" };
+        format!("{scheme}://{}:{}/{}/***", self.host, self.port, self.app)
     }
 }
 
@@ -139,6 +144,8 @@ enum Tag {
 struct Stream {
     id: u64,
     target: Target,
+    /// The TLS client for `rtmps://`.
+    tls: Option<tokio_rustls::TlsConnector>,
     tx: mpsc::Sender<Tag>,
     /// False until the live thread sent this publish its sequence headers at an IDR.
     synced: AtomicBool,
@@ -198,9 +205,16 @@ impl Streams {
         self.lock().iter().find(|s| s.id == id).map(|s| s.info())
     }
 
-    /// Starts pushing to `url` (needs a tokio runtime).
-    pub fn add(self: &Arc<Self>, url: &str) -> Result<StreamInfo, RtmpError> {
+    /// Starts pushing to `url` (needs a tokio runtime); `tls` verifies an `rtmps://` server.
+    pub fn add(
+        self: &Arc<Self>,
+        url: &str,
+        tls: Option<tokio_rustls::TlsConnector>,
+    ) -> Result<StreamInfo, RtmpError> {
         let target = Target::parse(url)?;
+        if target.tls && tls.is_none() {
+            return Err(RtmpError::NoTls);
+        }
         let mut list = self.lock();
         if list.len() >= MAX_STREAMS {
             return Err(RtmpError::TooMany);
@@ -218,6 +232,7 @@ impl Streams {
                 last_error: None,
             }),
             target,
+            tls,
             tx,
             synced: AtomicBool::new(false),
             base_ms: AtomicU64::new(0),
@@ -353,18 +368,45 @@ async fn publish(
 ) -> Result<(), String> {
     let t = &s.target;
     let addr = format!("{}:{}", t.host, t.port);
-    let mut sock = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&addr))
+    let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&addr))
         .await
         .map_err(|_| format!("no connection to {} within {CONNECT_TIMEOUT:?}", t.host))?
         .map_err(|e| format!("connecting to {}: {e}", t.host))?;
-    let _ = sock.set_nodelay(true);
+    let _ = tcp.set_nodelay(true);
+    match &s.tls {
+        Some(tls) if t.tls => {
+            let name = rustls::pki_types::ServerName::try_from(t.host.clone())
+                .map_err(|e| format!("{}: {e}", t.host))?;
+            let stream = tokio::time::timeout(CONNECT_TIMEOUT, tls.connect(name, tcp))
+                .await
+                .map_err(|_| "the TLS handshake timed out".to_owned())?
+                .map_err(|e| format!("TLS: {e}"))?;
+            session(s, rx, streams, stream).await
+        }
+        _ => session(s, rx, streams, tcp).await,
+    }
+}
+
+/// The RTMP session over a connected (plain or TLS) stream.
+async fn session<S>(
+    s: &Arc<Stream>,
+    rx: &mut mpsc::Receiver<Tag>,
+    streams: &Streams,
+    mut sock: S,
+) -> Result<(), String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let t = &s.target;
     let mut buf = vec![0u8; 16 * 1024];
     // Handshake.
     let mut hs = Handshake::new(PeerType::Client);
     let p0p1 = hs
         .generate_outbound_p0_and_p1()
         .map_err(|e| format!("{e:?}"))?;
-    sock.write_all(&p0p1).await.map_err(|e| e.to_string())?;
+    write_out(&mut sock, &p0p1)
+        .await
+        .map_err(|e| e.to_string())?;
     let leftover = tokio::time::timeout(CONNECT_TIMEOUT, async {
         loop {
             let n = sock.read(&mut buf).await.map_err(|e| e.to_string())?;
@@ -376,7 +418,7 @@ async fn publish(
                 .map_err(|e| format!("handshake: {e:?}"))?
             {
                 HandshakeProcessResult::InProgress { response_bytes } => {
-                    sock.write_all(&response_bytes)
+                    write_out(&mut sock, &response_bytes)
                         .await
                         .map_err(|e| e.to_string())?;
                 }
@@ -384,7 +426,7 @@ async fn publish(
                     response_bytes,
                     remaining_bytes,
                 } => {
-                    sock.write_all(&response_bytes)
+                    write_out(&mut sock, &response_bytes)
                         .await
                         .map_err(|e| e.to_string())?;
                     return Ok(remaining_bytes);
@@ -396,7 +438,8 @@ async fn publish(
     .map_err(|_| "handshake timed out".to_owned())??;
     // Connect to the app, then publish the key.
     let mut config = ClientSessionConfig::new();
-    config.tc_url = Some(format!("rtmp://{}:{}/{}", t.host, t.port, t.app));
+    let scheme = if t.tls { "rtmps" } else { "rtmp" };
+    config.tc_url = Some(format!("{scheme}://{}:{}/{}", t.host, t.port, t.app));
     let (mut session, initial) = ClientSession::new(config).map_err(|e| format!("{e:?}"))?;
     let mut out = Vec::new();
     collect(initial, &mut out, &mut Vec::new());
@@ -404,7 +447,9 @@ async fn publish(
         .request_connection(t.app.clone())
         .map_err(|e| format!("{e:?}"))?;
     collect(vec![r], &mut out, &mut Vec::new());
-    sock.write_all(&out).await.map_err(|e| e.to_string())?;
+    write_out(&mut sock, &out)
+        .await
+        .map_err(|e| e.to_string())?;
     let mut pending = leftover;
     let mut requested_publish = false;
     tokio::time::timeout(CONNECT_TIMEOUT, async {
@@ -431,7 +476,9 @@ async fn publish(
                         return Err(format!("the server refused the app: {description}"));
                     }
                     ClientSessionEvent::PublishRequestAccepted => {
-                        sock.write_all(&out).await.map_err(|e| e.to_string())?;
+                        write_out(&mut sock, &out)
+                            .await
+                            .map_err(|e| e.to_string())?;
                         return Ok(());
                     }
                     ClientSessionEvent::UnhandleableOnStatusCode { code } => {
@@ -440,7 +487,9 @@ async fn publish(
                     _ => {}
                 }
             }
-            sock.write_all(&out).await.map_err(|e| e.to_string())?;
+            write_out(&mut sock, &out)
+                .await
+                .map_err(|e| e.to_string())?;
             let n = sock.read(&mut buf).await.map_err(|e| e.to_string())?;
             if n == 0 {
                 return Err("the server closed the connection while publishing".to_owned());
@@ -463,7 +512,6 @@ async fn publish(
         id: s.id,
         url: t.redacted(),
     });
-    let (mut rd, mut wr) = sock.into_split();
     loop {
         tokio::select! {
             tag = rx.recv() => {
@@ -475,10 +523,10 @@ async fn publish(
                 let r = r.map_err(|e| format!("{e:?}"))?;
                 let mut out = Vec::new();
                 collect(vec![r], &mut out, &mut Vec::new());
-                wr.write_all(&out).await.map_err(|e| format!("writing: {e}"))?;
+                write_out(&mut sock, &out).await.map_err(|e| format!("writing: {e}"))?;
                 s.set(|i| i.bytes_sent += out.len() as u64);
             }
-            n = rd.read(&mut buf) => {
+            n = sock.read(&mut buf) => {
                 let n = n.map_err(|e| format!("reading: {e}"))?;
                 if n == 0 {
                     return Err("the server closed the connection".to_owned());
@@ -487,11 +535,20 @@ async fn publish(
                 let mut out = Vec::new();
                 collect(r, &mut out, &mut Vec::new());
                 if !out.is_empty() {
-                    wr.write_all(&out).await.map_err(|e| format!("writing: {e}"))?;
+                    write_out(&mut sock, &out).await.map_err(|e| format!("writing: {e}"))?;
                 }
             }
         }
     }
+}
+
+/// Writes and flushes (a TLS stream holds written bytes until flushed).
+async fn write_out<W>(w: &mut W, bytes: &[u8]) -> std::io::Result<()>
+where
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    w.write_all(bytes).await?;
+    w.flush().await
 }
 
 fn collect(
@@ -537,6 +594,9 @@ mod tests {
         ] {
             assert_eq!(Target::parse(bad), Err(RtmpError::BadUrl), "{bad}");
         }
-        assert_eq!(Target::parse("rtmps://x/app/key"), Err(RtmpError::Tls));
+        let t = Target::parse("rtmps://live.example.com/app/KEY").unwrap();
+        assert!(t.tls);
+        assert_eq!(t.port, 443);
+        assert_eq!(t.redacted(), "rtmps://live.example.com:443/app/***");
     }
 }

@@ -600,9 +600,18 @@ impl Room {
 
     /// Starts an RTMP push of the live output (starting the live output).
     pub fn add_stream(&self, url: &str) -> Result<crate::live::rtmp::StreamInfo, RoomError> {
-        crate::live::rtmp::Target::parse(url)?;
+        let target = crate::live::rtmp::Target::parse(url)?;
+        let tls = if target.tls {
+            let ca = self.settings.config.live.ca_file.as_deref();
+            Some(
+                crate::signaling::tls::client_connector(ca)
+                    .map_err(|e| RoomError::Live(e.to_string()))?,
+            )
+        } else {
+            None
+        };
         self.live()?;
-        Ok(self.streams.add(url)?)
+        Ok(self.streams.add(url, tls)?)
     }
 
     /// Starts recording this room (composed picture + full mix) into the recording

@@ -48,6 +48,13 @@
 //! not encoded again while nothing in it changed (identical content pictures are detected
 //! by hashing; one refresh a second; keyframe requests still answered).
 //!
+//! **Watchers and the live output.** A watcher (WHEP) is an output like a viewer's, but
+//! its picture is the room's *audience view* (`[live] layout`, a shared canvas of
+//! everyone; the presentation layout while the room shows one): watchers on one rung
+//! share one encoder, and so does the live output ([`LIVE_VIEWER`]), whose frames go to
+//! the live thread (HLS, RTMP) instead of RTP and whose encoder sends an IDR every
+//! segment.
+//!
 //! Loss or an undecodable frame makes a participant wait for a keyframe (its last good
 //! picture stays on screen) and sends a rate-limited PLI upstream.
 //!

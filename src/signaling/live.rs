@@ -164,7 +164,7 @@ pub struct NewStream {
 
 fn stream_error(e: RoomError) -> Response {
     let status = match &e {
-        RoomError::Stream(RtmpError::BadUrl | RtmpError::Tls) => StatusCode::BAD_REQUEST,
+        RoomError::Stream(RtmpError::BadUrl) => StatusCode::BAD_REQUEST,
         RoomError::Stream(RtmpError::TooMany) => StatusCode::CONFLICT,
         RoomError::Stream(RtmpError::NoSuchStream) => StatusCode::NOT_FOUND,
         _ => StatusCode::SERVICE_UNAVAILABLE,

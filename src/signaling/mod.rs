@@ -1,6 +1,7 @@
 //! Signaling and HTTP: the WebSocket protocol for the web client, WHIP for standard
-//! clients, a small read-only rooms API, and the embedded web client — all on one axum
-//! router. `serve` runs it until the shutdown future resolves, then ends every session
+//! clients, WHEP for watchers, HLS and RTMP pushes ([`live`]), the control API, and the
+//! embedded web client — all on one axum router built from one route table
+//! ([`routes`]); every way into a room goes through [`crate::admission`]. `serve` runs it until the shutdown future resolves, then ends every session
 //! (clients get `bye`), closes peers and joins the room threads.
 
 pub mod access;
@@ -388,6 +389,7 @@ pub async fn serve_node(
     let app = router(state.clone());
     crate::webhooks::spawn(
         &state.config.webhooks,
+        state.config.live.ca_file.clone(),
         &rooms.events,
         rooms.webhook_stats.clone(),
         state.shutdown.clone(),

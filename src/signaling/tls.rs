@@ -21,6 +21,40 @@ pub enum TlsError {
     Config(String),
 }
 
+/// A TLS client (RTMPS pushes, HTTPS webhooks) trusting the system's CA bundle (Debian
+/// `ca-certificates`) and, if given, the PEM certificates in `extra_ca` (a private CA).
+pub fn client_connector(
+    extra_ca: Option<&std::path::Path>,
+) -> Result<tokio_rustls::TlsConnector, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    if let Ok(certs) = CertificateDer::pem_file_iter("/etc/ssl/certs/ca-certificates.crt") {
+        for c in certs.flatten() {
+            let _ = roots.add(c);
+        }
+    }
+    if let Some(path) = extra_ca {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .and_then(|it| it.collect::<Result<_, _>>())
+            .map_err(|e| TlsError::Cert {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?;
+        for c in certs {
+            roots.add(c).map_err(|e| TlsError::Cert {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
 /// The server's TLS settings, or `None` for plain HTTP.
 pub fn server_config(config: &Config) -> Result<Option<Arc<rustls::ServerConfig>>, TlsError> {
     let (chain, key) = match (&config.tls_cert, &config.tls_key, config.tls_self_signed) {
