@@ -43,9 +43,11 @@ row() {
   python3 -c '
 import json, sys
 s = json.loads(sys.argv[2])
-print(f"| {sys.argv[1]} | {s[\"joined\"]}/4 | {s[\"watchers_receiving\"]}/{s[\"watchers\"]} | "
-      f"{s[\"video_kbps_per_participant\"]:.0f} kbit/s | {s[\"server_cpu_percent\"]:.1f} % | "
-      f"{len(s[\"errors\"])} |")' "$name" "$json"
+cpu = s["serverCpuPercent"]
+print("| %s | %d/4 | %d/%d | %.0f kbit/s | %.1f %% | %d |" % (sys.argv[1], s["joined"],
+      s["watchersReceiving"], s["watchers"], s["videoKbpsPerParticipant"], cpu, len(s["errors"])))
+for e in s["errors"][:3]:
+    print("  error:", e, file=sys.stderr)' "$name" "$json"
   sleep 3 # the room empties and stops
 }
 echo "| run | joined | watchers receiving | video per participant | server CPU (% of a core) | errors |"

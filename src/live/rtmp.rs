@@ -1,4 +1,4 @@
-//! RTMP pushes: a room's live output sent to platforms (`rtmp://host[:port]/app/key`).
+//! RTMP pushes: a room's live output sent to platforms (`rtmp[s]://host[:port]/app/key`).
 //! Each stream is a tokio task that connects, handshakes, connects to the app and
 //! publishes the key (`rml_rtmp`'s client session, sans-I/O), then writes the FLV tags the
 //! live thread hands it. When the far end drops or refuses, it reconnects with backoff
