@@ -136,12 +136,7 @@ mod tests {
                 name: "locked-pin".into(),
                 pin: Some("1234".into()),
                 moderator_pin: Some("9999".into()),
-                locked: false,
-                tones: true,
-                media_encryption: None,
-                floor: None,
-                switch_layout: None,
-                audience_layout: None,
+                ..Default::default()
             }],
             ..Config::default()
         };

@@ -214,6 +214,26 @@ impl Access {
         Ok(c)
     }
 
+    /// The claims of a valid token for `room` (or for every room: an admin token);
+    /// `None` for the admin key.
+    fn for_room(
+        &self,
+        token: Option<&str>,
+        room: &str,
+        now: u64,
+    ) -> Result<Option<Claims>, AuthError> {
+        let token = token.ok_or(AuthError::Missing)?;
+        if self.is_admin_key(token) {
+            return Ok(None);
+        }
+        let c = self.verify(token, now)?;
+        match &c.room {
+            Some(r) if r != room => Err(AuthError::WrongRoom(r.clone())),
+            None if !c.grants.admin => Err(AuthError::Invalid("no room in the token".into())),
+            _ => Ok(Some(c)),
+        }
+    }
+
     /// May the holder of `token` join `room`? Open mode: yes, whatever is given.
     pub fn authorize_join(
         &self,
@@ -224,22 +244,15 @@ impl Access {
         if self.is_open() {
             return Ok(JoinGrant::open());
         }
-        let token = token.ok_or(AuthError::Missing)?;
-        if self.is_admin_key(token) {
+        let Some(c) = self.for_room(token, room, now)? else {
             // The operator: any room, as a moderator, under the name it gives.
             return Ok(JoinGrant {
                 moderator: true,
                 skips_pin: true,
                 ..JoinGrant::open()
             });
-        }
-        let c = self.verify(token, now)?;
+        };
         let g = c.grants;
-        match &c.room {
-            Some(r) if r != room => return Err(AuthError::WrongRoom(r.clone())),
-            None if !g.admin => return Err(AuthError::Invalid("no room in the token".into())),
-            _ => {}
-        }
         if !(g.join || g.admin) {
             return Err(AuthError::NotGranted("join"));
         }
@@ -263,20 +276,13 @@ impl Access {
         if self.is_open() {
             return Ok(JoinGrant::open());
         }
-        let token = token.ok_or(AuthError::Missing)?;
-        if self.is_admin_key(token) {
+        let Some(c) = self.for_room(token, room, now)? else {
             return Ok(JoinGrant {
                 skips_pin: true,
                 ..JoinGrant::open()
             });
-        }
-        let c = self.verify(token, now)?;
+        };
         let g = c.grants;
-        match &c.room {
-            Some(r) if r != room => return Err(AuthError::WrongRoom(r.clone())),
-            None if !g.admin => return Err(AuthError::Invalid("no room in the token".into())),
-            _ => {}
-        }
         if !(g.subscribe || g.admin) {
             return Err(AuthError::NotGranted("subscribe"));
         }

@@ -11,11 +11,8 @@ use tessera::layout::LayoutSet;
 use tessera::media::frame::rgb_to_yuv;
 use tessera::media::I420Frame;
 
-const PEOPLE: [(&str, (u8, u8, u8), f32); 3] = [
-    ("Red", (220, 30, 30), 400.0),
-    ("Green", (30, 200, 30), 650.0),
-    ("Blue", (30, 30, 220), 1000.0),
-];
+/// Three people: a name, a colour and a tone each.
+const PEOPLE: [(&str, (u8, u8, u8), f32); 3] = THREE_PEOPLE;
 
 fn close(a: (f64, f64, f64), b: (u8, u8, u8), tol: f64) -> bool {
     (a.0 - b.0 as f64).abs() < tol

@@ -14,11 +14,8 @@ use tessera::mixer::tone_power;
 
 const SECRET: &str = "test-secret-test-secret-test-secret!";
 
-const PEOPLE: [(&str, (u8, u8, u8), f32); 3] = [
-    ("Red", (220, 30, 30), 400.0),
-    ("Green", (30, 200, 30), 650.0),
-    ("Blue", (30, 30, 220), 1000.0),
-];
+/// Three people: a name, a colour and a tone each.
+const PEOPLE: [(&str, (u8, u8, u8), f32); 3] = THREE_PEOPLE;
 
 fn close(a: (f64, f64, f64), b: (u8, u8, u8), tol: f64) -> bool {
     (a.0 - b.0 as f64).abs() < tol
@@ -266,6 +263,14 @@ fn token(room: &str, grants: &str) -> String {
         .unwrap()
 }
 
+/// The codecs of an `ffprobe` answer's streams.
+fn codec_names(probe: &serde_json::Value) -> Vec<&str> {
+    probe["streams"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|s| s["codec_name"].as_str()).collect())
+        .unwrap_or_default()
+}
+
 /// Runs `ffprobe` on `url`; its JSON.
 fn ffprobe(url: &str) -> serde_json::Value {
     let out = std::process::Command::new("ffprobe")
@@ -316,10 +321,7 @@ async fn hls_of_the_audience_view_validates_with_ffprobe_and_shows_everyone() {
         .await
         .unwrap();
     let streams = probe["streams"].as_array().unwrap();
-    let codecs: Vec<&str> = streams
-        .iter()
-        .map(|s| s["codec_name"].as_str().unwrap())
-        .collect();
+    let codecs = codec_names(&probe);
     assert!(
         codecs.contains(&"h264") && codecs.contains(&"opus"),
         "{probe}"
@@ -631,12 +633,7 @@ async fn rtmp_push_to_nginx_carries_h264_and_aac_and_resumes_after_a_restart() {
         let probe = tokio::task::spawn_blocking(move || ffprobe(&p))
             .await
             .unwrap();
-        let codecs: Vec<&str> = probe["streams"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["codec_name"].as_str().unwrap())
-            .collect();
+        let codecs = codec_names(&probe);
         assert!(
             codecs.contains(&"h264") && codecs.contains(&"aac"),
             "{f:?}: {probe}"
@@ -738,12 +735,7 @@ async fn rtmps_push_through_a_tls_front_reaches_nginx_and_verifies_its_certifica
     let probe = tokio::task::spawn_blocking(move || ffprobe(&p))
         .await
         .unwrap();
-    let codecs: Vec<&str> = probe["streams"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["codec_name"].as_str().unwrap())
-        .collect();
+    let codecs = codec_names(&probe);
     assert!(
         codecs.contains(&"h264") && codecs.contains(&"aac"),
         "{probe}"

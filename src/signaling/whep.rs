@@ -14,13 +14,13 @@
 //! (CORS `*`). Like WHIP, trickle ICE (`PATCH`) is answered `405`; in a cluster the POST
 //! is redirected (`307`) to the node that hosts the room.
 
-use super::whip::{self, check_offer, plain, WhipOffer};
+use super::whip::{self, WhipOffer};
 use super::AppState;
 use crate::admission;
 use crate::transport;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,32 +34,17 @@ pub async fn post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    // The route gate has checked the token's `subscribe` right (or that the server is open).
-    let Some(axum::Extension(grant)) = grant else {
-        return plain(StatusCode::INTERNAL_SERVER_ERROR, "no access decision");
-    };
+    // (The route gate has checked the token's `subscribe` right.)
+    let (grant, offer, cap) =
+        match whip::read_post(grant, &headers, &room, &q, &body, Some("watcher")) {
+            Ok(r) => r,
+            Err(r) => return r,
+        };
     let WhipOffer {
         room: room_id,
         name,
         sdp: offer,
-    } = match check_offer(
-        headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes()),
-        &room,
-        grant
-            .name
-            .as_deref()
-            .or(q.get("name").map(String::as_str))
-            .or(Some("watcher")),
-        &body,
-    ) {
-        Ok(o) => o,
-        Err((status, msg)) => return plain(status, msg),
-    };
-    // A watcher's own maximum picture, as for WHIP viewers (`?maxWidth=&maxHeight=`).
-    let cap = match whip::size_cap(&q) {
-        Ok(c) => c,
-        Err(m) => return plain(StatusCode::BAD_REQUEST, m),
-    };
+    } = offer;
     let request = admission::Request {
         room: &room_id,
         name: &name,

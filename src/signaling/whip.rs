@@ -132,6 +132,39 @@ fn dimension(q: &HashMap<String, String>, key: &str) -> Result<u32, String> {
     }
 }
 
+/// What a WHIP or WHEP `POST` brings, checked: the access grant (the route gate has
+/// checked the bearer token, or that the server is open), the offer and the viewer's own
+/// maximum picture (`?maxWidth=&maxHeight=`, a phone asking for 360p). `Err`: the answer.
+pub fn read_post<'a>(
+    grant: Option<axum::Extension<crate::auth::JoinGrant>>,
+    headers: &HeaderMap,
+    room: &str,
+    q: &HashMap<String, String>,
+    body: &'a [u8],
+    default_name: Option<&str>,
+) -> Result<(crate::auth::JoinGrant, WhipOffer<'a>, (u32, u32)), Response> {
+    let Some(axum::Extension(grant)) = grant else {
+        return Err(plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "no access decision",
+        ));
+    };
+    let name = grant
+        .name
+        .as_deref()
+        .or(q.get("name").map(String::as_str))
+        .or(default_name);
+    let offer = check_offer(
+        headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes()),
+        room,
+        name,
+        body,
+    )
+    .map_err(|(status, msg)| plain(status, msg))?;
+    let cap = size_cap(q).map_err(|m| plain(StatusCode::BAD_REQUEST, m))?;
+    Ok((grant, offer, cap))
+}
+
 pub async fn post(
     State(state): State<Arc<AppState>>,
     Path(room): Path<String>,
@@ -141,28 +174,15 @@ pub async fn post(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    // The route gate has checked the bearer token (or that the server is open).
-    let Some(axum::Extension(grant)) = grant else {
-        return plain(StatusCode::INTERNAL_SERVER_ERROR, "no access decision");
+    let (grant, offer, cap) = match read_post(grant, &headers, &room, &q, &body, None) {
+        Ok(r) => r,
+        Err(r) => return r,
     };
     let WhipOffer {
         room: room_id,
         name,
         sdp: offer,
-    } = match check_offer(
-        headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes()),
-        &room,
-        grant.name.as_deref().or(q.get("name").map(String::as_str)),
-        &body,
-    ) {
-        Ok(o) => o,
-        Err((status, msg)) => return plain(status, msg),
-    };
-    // A viewer's own maximum picture (a phone asking for 360p): `?maxWidth=&maxHeight=`.
-    let cap = match size_cap(&q) {
-        Ok(c) => c,
-        Err(m) => return plain(StatusCode::BAD_REQUEST, m),
-    };
+    } = offer;
     // A token for the room stands in for its PIN; without one, `?pin=` gives it.
     let request = admission::Request {
         room: &room_id,

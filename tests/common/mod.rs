@@ -1749,3 +1749,10 @@ impl EventStream {
         }
     }
 }
+
+/// Three participants for content checks: a name, a solid colour and a tone each.
+pub const THREE_PEOPLE: [(&str, (u8, u8, u8), f32); 3] = [
+    ("Red", (220, 30, 30), 400.0),
+    ("Green", (30, 200, 30), 650.0),
+    ("Blue", (30, 30, 220), 1000.0),
+];

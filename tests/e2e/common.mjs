@@ -34,3 +34,36 @@ export function waiter(deadline) {
     throw new Error(`timed out waiting for ${what}; last: ${JSON.stringify(last)}`);
   };
 }
+
+// Runs in the page before its scripts: the camera is a canvas painted one colour 30 times a
+// second; the microphone an oscillator, or (`deviceTone`) the browser's own fake microphone,
+// whose tone Firefox takes from a pref: headless Firefox ESR 140 (Debian 12's) never starts an
+// AudioContext without a sound device, so an oscillator there is silent.
+export function fakeMedia(rgb, freq, deviceTone) {
+  const orig = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+  navigator.mediaDevices.getUserMedia = async (c) => {
+    const s = new MediaStream();
+    if (c.video) {
+      const cv = document.createElement('canvas');
+      cv.width = 640; cv.height = 360;
+      const g = cv.getContext('2d');
+      const paint = () => { g.fillStyle = `rgb(${rgb.join(',')})`; g.fillRect(0, 0, cv.width, cv.height); };
+      paint();
+      setInterval(paint, 33);
+      s.addTrack(cv.captureStream(30).getVideoTracks()[0]);
+    }
+    if (c.audio && deviceTone) {
+      s.addTrack((await orig({ audio: true })).getAudioTracks()[0]);
+    } else if (c.audio) {
+      const ac = new AudioContext();
+      ac.resume().catch(() => {});
+      window.__micContext = ac;
+      const osc = ac.createOscillator(); osc.frequency.value = freq;
+      const gain = ac.createGain(); gain.gain.value = 0.25;
+      const dst = ac.createMediaStreamDestination();
+      osc.connect(gain).connect(dst); osc.start();
+      s.addTrack(dst.stream.getAudioTracks()[0]);
+    }
+    return s;
+  };
+}

@@ -13,7 +13,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { chromium } from 'playwright-core';
 import puppeteer from 'puppeteer-core';
-import { CHROMIUM_ARGS, listeningUrl, waiter } from './common.mjs';
+import { CHROMIUM_ARGS, fakeMedia, listeningUrl, waiter } from './common.mjs';
 
 const BIN = process.env.TESSERA_BIN || new URL('../../target/release/tessera', import.meta.url).pathname;
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
@@ -32,39 +32,6 @@ const PEOPLE = [
   { name: 'Fox', browser: 'firefox', rgb: [30, 190, 30], tone: 1300 },
 ];
 const NO_TONE = 1900;
-
-// Runs in the page before its scripts: the camera is a canvas painted one colour 30 times a
-// second; the microphone an oscillator, or (`deviceTone`) the browser's own fake microphone,
-// whose tone Firefox takes from a pref: headless Firefox ESR 140 (Debian 12's) never starts an
-// AudioContext without a sound device, so an oscillator there is silent.
-function fakeMedia(rgb, freq, deviceTone) {
-  const orig = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
-  navigator.mediaDevices.getUserMedia = async (c) => {
-    const s = new MediaStream();
-    if (c.video) {
-      const cv = document.createElement('canvas');
-      cv.width = 640; cv.height = 360;
-      const g = cv.getContext('2d');
-      const paint = () => { g.fillStyle = `rgb(${rgb.join(',')})`; g.fillRect(0, 0, cv.width, cv.height); };
-      paint();
-      setInterval(paint, 33);
-      s.addTrack(cv.captureStream(30).getVideoTracks()[0]);
-    }
-    if (c.audio && deviceTone) {
-      s.addTrack((await orig({ audio: true })).getAudioTracks()[0]);
-    } else if (c.audio) {
-      const ac = new AudioContext();
-      ac.resume().catch(() => {});
-      window.__micContext = ac;
-      const osc = ac.createOscillator(); osc.frequency.value = freq;
-      const gain = ac.createGain(); gain.gain.value = 0.25;
-      const dst = ac.createMediaStreamDestination();
-      osc.connect(gain).connect(dst); osc.start();
-      s.addTrack(dst.stream.getAudioTracks()[0]);
-    }
-    return s;
-  };
-}
 
 // Page side: what the page receives — stats, the codec of each direction, the colour at
 // each grid tile's centre and the share of each colour, and the level of each tone (dB, from

@@ -9,7 +9,7 @@ import { spawn } from 'node:child_process';
 import http from 'node:http';
 import { readFileSync } from 'node:fs';
 import { chromium } from 'playwright-core';
-import { CHROMIUM_ARGS, listeningUrl, waiter } from './common.mjs';
+import { CHROMIUM_ARGS, fakeMedia, listeningUrl, waiter } from './common.mjs';
 
 const BIN = process.env.TESSERA_BIN || new URL('../../target/release/tessera', import.meta.url).pathname;
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
@@ -23,29 +23,6 @@ const PEOPLE = [
   { name: 'Cy', rgb: [30, 190, 30], tone: 1300 },
 ];
 const COLOURS = PEOPLE.map((p) => p.rgb);
-
-function fakeMedia([rgb, freq]) {
-  navigator.mediaDevices.getUserMedia = async (c) => {
-    const s = new MediaStream();
-    if (c.video) {
-      const cv = document.createElement('canvas');
-      cv.width = 640; cv.height = 360;
-      const g = cv.getContext('2d');
-      const paint = () => { g.fillStyle = `rgb(${rgb.join(',')})`; g.fillRect(0, 0, cv.width, cv.height); };
-      paint();
-      setInterval(paint, 33);
-      s.addTrack(cv.captureStream(30).getVideoTracks()[0]);
-    }
-    if (c.audio) {
-      const ac = new AudioContext();
-      const osc = ac.createOscillator(); osc.frequency.value = freq;
-      const dst = ac.createMediaStreamDestination();
-      osc.connect(dst); osc.start();
-      s.addTrack(dst.stream.getAudioTracks()[0]);
-    }
-    return s;
-  };
-}
 
 // Page side: the share of each colour in a video element's picture and its playback time.
 function colourShares([id, colours]) {
@@ -84,7 +61,7 @@ async function main() {
     log('server at', url);
     for (const p of PEOPLE) {
       const page = await (await browser.newContext()).newPage();
-      await page.addInitScript(fakeMedia, [p.rgb, p.tone]);
+      await page.addInitScript(`(${fakeMedia})(${JSON.stringify(p.rgb)}, ${p.tone}, false);`);
       await page.goto(`${url}/?room=hall&name=${p.name}&autojoin=1`);
     }
     // The web client's watch-only mode.
@@ -95,6 +72,7 @@ async function main() {
     const rooms = await (await fetch(`${url}/api/rooms`)).json();
     const hall = rooms.find((r) => r.room === 'hall');
     if (hall.participants.length !== 3) throw new Error(`a watcher is listed: ${JSON.stringify(hall.participants)}`);
+    await watch.close(); // (its decoding competes with the player for the two cores)
 
     // hls.js on another origin.
     const page = await (await browser.newContext()).newPage();
@@ -116,15 +94,20 @@ async function main() {
       return { ...r, ok: r.time > 0.5 && !r.paused, errors: await page.evaluate(() => window.__errors) };
     }, 40_000);
     log('hls.js playing', JSON.stringify(first));
+    // At least 10 s of the stream played (media time: a loaded machine may stall it now
+    // and then, which is logged, not judged), with no fatal hls.js error.
     const startedAt = Date.now();
     const start = first.time;
-    await new Promise((r) => setTimeout(r, 11_000));
-    const after = await page.evaluate(colourShares, ['v', COLOURS]);
-    const state = await page.evaluate(() => ({ errors: window.__errors, stalls: window.__stalls }));
-    log('after 11 s', JSON.stringify(after), JSON.stringify(state));
-    if (state.errors.length) throw new Error(`hls.js errors: ${state.errors}`);
-    if (after.time - start < 10) throw new Error(`played only ${(after.time - start).toFixed(1)} s in ${(Date.now() - startedAt) / 1000} s`);
-    if (!after.ok) throw new Error(`the HLS picture lacks a colour: ${JSON.stringify(after)}`);
+    const after = await waitFor('hls.js to play 10 s more', async () => {
+      const r = await page.evaluate(colourShares, ['v', COLOURS]);
+      const errors = await page.evaluate(() => window.__errors);
+      if (errors.length) throw new Error(`hls.js errors: ${errors}`);
+      return { ...r, ok: r.time - start >= 10 };
+    }, 60_000);
+    const stalls = await page.evaluate(() => window.__stalls);
+    log(`played ${(after.time - start).toFixed(1)} s in ${((Date.now() - startedAt) / 1000).toFixed(1)} s (${stalls} waits)`, JSON.stringify(after));
+    const shares = await page.evaluate(colourShares, ['v', COLOURS]);
+    if (!shares.ok) throw new Error(`the HLS picture lacks a colour: ${JSON.stringify(shares)}`);
     if (after.size[0] !== 640 || after.size[1] !== 360) throw new Error(`HLS picture ${after.size}`);
     log('PASS: watch-only page and hls.js both show the room');
   } finally {

@@ -15,42 +15,21 @@ Run in a loopback-only namespace (scripts/test.sh). Exit status 0 = pass.
 import asyncio
 import fractions
 import json
-import os
-import re
-import subprocess
-import sys
 import time
 import urllib.request
 
 import numpy
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
-from av import AudioFrame, VideoFrame
+from aio import http, one_ice_session, run, start_server, stop_server, wait_for
+from aio import Solid
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from av import AudioFrame
 
-BIN = os.environ.get("TESSERA_BIN") or os.path.join(
-    os.path.dirname(__file__), "..", "..", "target", "release", "tessera"
-)
 W, H = 640, 360
 PEOPLE = [("Red", (220, 30, 30), 400.0), ("Green", (30, 200, 30), 650.0), ("Blue", (30, 30, 220), 1000.0)]
 
 
 def log(*a):
     print(f"[whep-watch {time.strftime('%H:%M:%S')}]", *a, flush=True)
-
-
-class Solid(VideoStreamTrack):
-    """A solid colour at 30 fps."""
-
-    def __init__(self, rgb, size):
-        super().__init__()
-        w, h = size
-        self.frame = numpy.zeros((h, w, 3), numpy.uint8)
-        self.frame[:, :] = rgb
-
-    async def recv(self):
-        pts, time_base = await self.next_timestamp()
-        f = VideoFrame.from_ndarray(self.frame, format="rgb24")
-        f.pts, f.time_base = pts, time_base
-        return f
 
 
 class Tone(MediaStreamTrack):
@@ -76,27 +55,6 @@ class Tone(MediaStreamTrack):
         f.pts, f.time_base = self.n * 960, fractions.Fraction(1, 48000)
         self.n += 1
         return f
-
-
-def http(base, path, body=None, method="POST"):
-    req = urllib.request.Request(base + path, data=body, method=method)
-    if body is not None:
-        req.add_header("Content-Type", "application/sdp")
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, dict(r.headers), r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read().decode()
-
-
-def one_ice_session(sdp):
-    """aiortc 1.4 (Debian 12) gives every m-line ICE credentials of its own although it
-    offers them BUNDLEd; a bundle is one ICE session (RFC 8843), so the first m-line's are
-    written into all (aiortc follows the server's BUNDLE answer)."""
-    ufrag = re.search(r"a=ice-ufrag:(\S+)", sdp).group(1)
-    pwd = re.search(r"a=ice-pwd:(\S+)", sdp).group(1)
-    sdp = re.sub(r"a=ice-ufrag:\S+", f"a=ice-ufrag:{ufrag}", sdp)
-    return re.sub(r"a=ice-pwd:\S+", f"a=ice-pwd:{pwd}", sdp)
 
 
 class Peer:
@@ -148,54 +106,12 @@ def tone_db(x, hz, rate=48000):
     return 10 * numpy.log10(spec[k - 2 : k + 3].max() / (numpy.median(spec) + 1e-9))
 
 
-async def wait_for(what, cond, secs=40):
-    until = time.time() + secs
-    last = None
-    while time.time() < until:
-        ok, last = cond()
-        if ok:
-            return last
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}; last: {last}")
-
-
-# aiortc's ICE (aioice) never offers loopback addresses: the namespace gets a "LAN", a
-# veth pair with a private address (nothing answers beyond it), and media binds there.
 MEDIA_IP = "10.204.1.1"
 
 
-def make_lan():
-    for cmd in (
-        ["link", "add", "twhep0", "type", "veth", "peer", "name", "twhep1"],
-        ["addr", "add", f"{MEDIA_IP}/24", "dev", "twhep0"],
-        ["link", "set", "twhep0", "up"],
-        ["link", "set", "twhep1", "up"],
-    ):
-        r = subprocess.run(["ip", *cmd], capture_output=True, text=True)
-        if r.returncode != 0:
-            raise AssertionError(
-                f"cannot give the namespace a veth pair (run as root inside unshare -n, as "
-                f"scripts/test.sh does): ip {' '.join(cmd)}: {r.stderr.strip()}"
-            )
-
-
 async def main():
-    make_lan()
-    server = subprocess.Popen(
-        [BIN, "--listen", "127.0.0.1:0", "--media-ip", MEDIA_IP, "--video-size", f"{W}x{H}"],
-        stdout=subprocess.PIPE,
-        stderr=sys.stderr,
-        text=True,
-        env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "info,webrtc=warn,rtc=warn")},
-    )
+    server, base = start_server(MEDIA_IP, "twhep", (W, H))
     try:
-        base = None
-        for line in server.stdout:
-            m = re.search(r"listening on (http://[\d.:]+)", line)
-            if m:
-                base = m.group(1)
-                break
-        assert base, "the server did not start"
         log("server at", base)
         people = []
         for name, rgb, hz in PEOPLE:
@@ -244,16 +160,8 @@ async def main():
         for p in people:
             await p.pc.close()
     finally:
-        server.terminate()
-        try:
-            server.wait(5)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server)
 
 
 if __name__ == "__main__":
-    try:
-        asyncio.run(asyncio.wait_for(main(), 150))
-    except Exception as e:  # noqa: BLE001 - the test's verdict
-        print(f"FAIL: {type(e).__name__}: {e}", flush=True)
-        sys.exit(1)
+    run(main, 150)

@@ -13,22 +13,14 @@ Run in a loopback-only namespace (scripts/test.sh). Exit status 0 = pass.
 """
 
 import asyncio
-import fractions
 import json
-import os
 import re
-import subprocess
-import sys
 import time
 import urllib.request
 
-import numpy
-from aiortc import RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
-from av import VideoFrame
+from aio import Solid, http, one_ice_session, run, start_server, stop_server, wait_for
+from aiortc import RTCPeerConnection, RTCSessionDescription
 
-BIN = os.environ.get("TESSERA_BIN") or os.path.join(
-    os.path.dirname(__file__), "..", "..", "target", "release", "tessera"
-)
 W, H = 640, 360
 RED, GREEN, YELLOW = (220, 30, 30), (30, 200, 30), (230, 220, 40)
 
@@ -37,36 +29,9 @@ def log(*a):
     print(f"[whip-present {time.strftime('%H:%M:%S')}]", *a, flush=True)
 
 
-class Solid(VideoStreamTrack):
-    """A solid colour at 30 fps."""
-
-    def __init__(self, rgb, size):
-        super().__init__()
-        w, h = size
-        self.frame = numpy.zeros((h, w, 3), numpy.uint8)
-        self.frame[:, :] = rgb
-
-    async def recv(self):
-        pts, time_base = await self.next_timestamp()
-        f = VideoFrame.from_ndarray(self.frame, format="rgb24")
-        f.pts, f.time_base = pts, time_base
-        return f
-
-
 def mark_content(sdp, mid):
     """Adds `a=content:slides` to the m-section with `mid` (aiortc does not write it)."""
     return re.sub(rf"(a=mid:{re.escape(mid)}\r\n)", r"\1a=content:slides\r\n", sdp, count=1)
-
-
-def post(base, path, body=None, method="POST"):
-    req = urllib.request.Request(base + path, data=body, method=method)
-    if body is not None:
-        req.add_header("Content-Type", "application/sdp")
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, dict(r.headers), r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read().decode()
 
 
 class Client:
@@ -95,19 +60,12 @@ class Client:
 
     async def publish(self, base, room, present):
         await self.pc.setLocalDescription(await self.pc.createOffer())
-        sdp = self.pc.localDescription.sdp
-        # aiortc 1.4 (Debian 12) gives every m-line ICE credentials of its own although
-        # it offers them BUNDLEd; a bundle is one ICE session (RFC 8843), so the first
-        # m-line's are written into all (aiortc follows the server's BUNDLE answer).
-        ufrag = re.search(r"a=ice-ufrag:(\S+)", sdp).group(1)
-        pwd = re.search(r"a=ice-pwd:(\S+)", sdp).group(1)
-        sdp = re.sub(r"a=ice-ufrag:\S+", f"a=ice-ufrag:{ufrag}", sdp)
-        sdp = re.sub(r"a=ice-pwd:\S+", f"a=ice-pwd:{pwd}", sdp)
+        sdp = one_ice_session(self.pc.localDescription.sdp)
         if present:
             mids = re.findall(r"m=video[^\r\n]*\r\n(?:(?!m=)[^\r\n]*\r\n)*?a=mid:(\S+)", sdp)
             assert len(mids) == 2, f"two video m-lines expected: {mids}"
             sdp = mark_content(sdp, mids[1])
-        status, headers, answer = post(base, f"/whip/{room}?name={self.name}", sdp.encode())
+        status, headers, answer = http(base, f"/whip/{room}?name={self.name}", sdp.encode())
         assert status == 201, f"{self.name}: WHIP POST {status}: {answer}"
         self.location = headers.get("Location") or headers.get("location")
         self.answer = answer
@@ -122,54 +80,12 @@ def near(a, rgb, tol=40):
     return all(abs(float(x) - y) < tol for x, y in zip(a, rgb))
 
 
-async def wait_for(what, cond, secs=30):
-    until = time.time() + secs
-    last = None
-    while time.time() < until:
-        ok, last = cond()
-        if ok:
-            return last
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}; last: {last}")
-
-
-# aiortc's ICE (aioice) never offers loopback addresses: the namespace gets a "LAN", a
-# veth pair with a private address (nothing answers beyond it), and media binds there.
 MEDIA_IP = "10.204.0.1"
 
 
-def make_lan():
-    for cmd in (
-        ["link", "add", "taio0", "type", "veth", "peer", "name", "taio1"],
-        ["addr", "add", f"{MEDIA_IP}/24", "dev", "taio0"],
-        ["link", "set", "taio0", "up"],
-        ["link", "set", "taio1", "up"],
-    ):
-        r = subprocess.run(["ip", *cmd], capture_output=True, text=True)
-        if r.returncode != 0:
-            raise AssertionError(
-                f"cannot give the namespace a veth pair (run as root inside unshare -n, as "
-                f"scripts/test.sh does): ip {' '.join(cmd)}: {r.stderr.strip()}"
-            )
-
-
 async def main():
-    make_lan()
-    server = subprocess.Popen(
-        [BIN, "--listen", "127.0.0.1:0", "--media-ip", MEDIA_IP, "--video-size", f"{W}x{H}"],
-        stdout=subprocess.PIPE,
-        stderr=sys.stderr,
-        text=True,
-        env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "info,webrtc=warn,rtc=warn")},
-    )
+    server, base = start_server(MEDIA_IP, "taio", (W, H))
     try:
-        base = None
-        for line in server.stdout:
-            m = re.search(r"listening on (http://[\d.:]+)", line)
-            if m:
-                base = m.group(1)
-                break
-        assert base, "the server did not start"
         log("server at", base)
         red = Client("Red", RED)
         await red.publish(base, "aio", present=False)
@@ -212,7 +128,7 @@ async def main():
         assert len(room["participants"]) == 2, "content is no participant"
 
         # Pat's session ends: the room's grid again, without the slide.
-        status, _, _ = post(base, pat.location, method="DELETE")
+        status, _, _ = http(base, pat.location, method="DELETE")
         assert status == 200, status
         await pat.pc.close()
 
@@ -226,11 +142,7 @@ async def main():
         log("PASS: aiortc's a=content:slides m-line composed as content; back to the grid after")
         await red.pc.close()
     finally:
-        server.terminate()
-        try:
-            server.wait(5)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server)
 
 
 def room_layout(base):
@@ -240,8 +152,4 @@ def room_layout(base):
 
 
 if __name__ == "__main__":
-    try:
-        asyncio.run(asyncio.wait_for(main(), 120))
-    except Exception as e:  # noqa: BLE001 - the test's verdict
-        print(f"FAIL: {type(e).__name__}: {e}", flush=True)
-        sys.exit(1)
+    run(main, 120)
