@@ -203,7 +203,8 @@ struct Worker {
     pcm: Vec<i16>,
     packet: Vec<u8>,
     /// The AAC encoder and its AudioSpecificConfig, while any RTMP stream exists.
-    aac: Option<(fdk_aac::enc::Encoder, Vec<u8>)>,
+    /// (The FLV sequence-header tag, made once when the encoder starts.)
+    aac: Option<(fdk_aac::enc::Encoder, Bytes)>,
     aac_out: Vec<u8>,
     /// The AVC decoder configuration of the stream (from its first IDR).
     avc: Option<Bytes>,
@@ -287,7 +288,7 @@ impl Worker {
         }
         self.pcm.extend_from_slice(pcm);
         while self.pcm.len() >= 1024 {
-            let Some((enc, asc)) = self.aac.as_ref() else {
+            let Some((enc, header)) = self.aac.as_ref() else {
                 return;
             };
             // The first sample of this frame, in ms on the media clock.
@@ -299,8 +300,7 @@ impl Worker {
                     self.pcm.drain(..consumed);
                     if info.output_size > 0 {
                         let tag = Bytes::from(flv::audio_frame(&self.aac_out[..info.output_size]));
-                        let header = Bytes::from(flv::audio_sequence_header(asc));
-                        self.streams.audio(frame_ms, tag, header);
+                        self.streams.audio(frame_ms, tag, header.clone());
                     }
                 }
                 Err(e) => {
@@ -312,8 +312,9 @@ impl Worker {
     }
 }
 
-/// AAC-LC, 48 kHz mono, 128 kbit/s CBR, raw frames; and its AudioSpecificConfig.
-fn aac_encoder() -> Result<(fdk_aac::enc::Encoder, Vec<u8>), String> {
+/// AAC-LC, 48 kHz mono, 128 kbit/s CBR, raw frames; and the FLV sequence header that
+/// carries its AudioSpecificConfig.
+fn aac_encoder() -> Result<(fdk_aac::enc::Encoder, Bytes), String> {
     use fdk_aac::enc::{AudioObjectType, BitRate, ChannelMode, Encoder, EncoderParams, Transport};
     let enc = Encoder::new(EncoderParams {
         bit_rate: BitRate::Cbr(128_000),
@@ -325,5 +326,6 @@ fn aac_encoder() -> Result<(fdk_aac::enc::Encoder, Vec<u8>), String> {
     .map_err(|e| e.to_string())?;
     let info = enc.info().map_err(|e| e.to_string())?;
     let n = (info.confSize as usize).min(info.confBuf.len());
-    Ok((enc, info.confBuf[..n].to_vec()))
+    let header = flv::audio_sequence_header(&info.confBuf[..n]);
+    Ok((enc, Bytes::from(header)))
 }

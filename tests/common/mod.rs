@@ -368,15 +368,21 @@ pub fn rss_mib() -> f64 {
 }
 
 /// A `201` WHIP answer applied to `pc`: its `Location` and the answer SDP.
-/// POSTs an SDP offer; a cluster node that does not host the room answers 307 with the
+/// POSTs an SDP offer (with `Authorization: Bearer {token}` if given); a cluster node that does not host the room answers 307 with the
 /// room's node's URL (RFC 9725 §4.5): the POST is repeated there, at most 3 times.
 /// Returns the node that answered last and its answer.
 pub async fn post_sdp(
     addr: SocketAddr,
     path: &str,
-    headers: &[(&str, &str)],
+    token: Option<&str>,
     offer: &str,
 ) -> (SocketAddr, HttpResponse) {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth
+        .as_deref()
+        .map(|a| ("Authorization", a))
+        .into_iter()
+        .collect();
     let (mut addr, mut path) = (addr, path.to_owned());
     let mut hops = 0;
     loop {
@@ -384,7 +390,7 @@ pub async fn post_sdp(
             addr,
             "POST",
             &path,
-            headers,
+            &headers,
             Some(("application/sdp", offer.as_bytes())),
         )
         .await;
@@ -1093,14 +1099,8 @@ impl Client {
     ) -> Client {
         let received = Arc::new(Received::default());
         let (pc, offer, at, vt, assrc, vssrc) = make_peer(received.clone()).await;
-        let auth = token.map(|t| format!("Bearer {t}"));
-        let headers: Vec<(&str, &str)> = auth
-            .as_deref()
-            .map(|a| ("Authorization", a))
-            .into_iter()
-            .collect();
         let (addr, resp) =
-            post_sdp(addr, &format!("/whip/{room}?name={name}"), &headers, &offer).await;
+            post_sdp(addr, &format!("/whip/{room}?name={name}"), token, &offer).await;
         assert_eq!(resp.status, 201, "WHIP POST: {}", resp.body);
         assert!(resp
             .header("content-type")
@@ -1131,13 +1131,7 @@ impl Client {
                 .unwrap();
         }
         let offer = complete_offer(&pc, &gathered).await;
-        let auth = token.map(|t| format!("Bearer {t}"));
-        let headers: Vec<(&str, &str)> = auth
-            .as_deref()
-            .map(|a| ("Authorization", a))
-            .into_iter()
-            .collect();
-        let (addr, resp) = post_sdp(addr, &format!("/whep/{room}"), &headers, &offer).await;
+        let (addr, resp) = post_sdp(addr, &format!("/whep/{room}"), token, &offer).await;
         if resp.status != 201 {
             let _ = pc.close().await;
             return Err(resp);
