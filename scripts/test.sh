@@ -47,6 +47,9 @@ isolated /usr/bin/python3 tests/e2e/whip_present.py
 isolated /usr/bin/python3 tests/e2e/whep_watch.py
 # The web client's watch-only mode (WHEP) and hls.js (npm) playing the room's HLS.
 isolated node tests/e2e/live.test.mjs
+# Senders asked for what is shown: three Chromium pages in a 9-cell gallery send 480x270
+# (setParameters on `sendLimit`), the speaker goes back to full size in the speaker layout.
+isolated node tests/e2e/send_limit.test.mjs
 # Two cluster nodes on a real redis-server: the web client follows a `redirect` to the
 # room's node by itself.
 isolated node tests/e2e/cluster.test.mjs

@@ -286,6 +286,10 @@ async function onMessage(msg) {
       state.calls.set(msg.call.id, msg.call); renderCalls(); break;
     case 'connectionState':
       break;
+    case 'sendLimit':
+      state.sendLimit = msg;
+      applySendLimit().catch((e) => console.warn('sendLimit', e));
+      break;
     case 'redirect': {
       if (state.me || state.hops >= 3 || !/^wss?:\/\//.test(msg.url)) { showError('The server sent an unusable redirect.'); leave(true); break; }
       const old = state.ws;
@@ -410,6 +414,26 @@ function leave(fromServer) {
   setStatus('not connected');
 }
 
+// What the server can use of our camera (docs/protocol.md, `sendLimit`): the camera's
+// sender is scaled down until its picture just covers width x height (never up), and
+// capped in bitrate and frame rate. Applied again when the camera changes.
+async function applySendLimit() {
+  const l = state.sendLimit;
+  const sender = state.pc && state.pc.getSenders().find((s) => s.track && s.track.kind === 'video');
+  if (!l || !sender) return;
+  const { width, height } = sender.track.getSettings();
+  const scale = width && height ? Math.max(1, Math.min(width / l.width, height / l.height)) : 1;
+  const p = sender.getParameters();
+  if (!p.encodings || !p.encodings.length) return;
+  for (const e of p.encodings) {
+    e.scaleResolutionDownBy = scale;
+    e.maxBitrate = l.maxBitrate;
+    e.maxFramerate = l.maxFramerate;
+  }
+  await sender.setParameters(p);
+  state.sendLimitApplied = { scale, maxBitrate: l.maxBitrate, maxFramerate: l.maxFramerate };
+}
+
 async function switchDevice(kind, deviceId) {
   if (!state.pc) return;
   const stream = await getMedia(kind === 'video' ? deviceId : 'none', kind === 'audio' ? deviceId : 'none');
@@ -419,6 +443,7 @@ async function switchDevice(kind, deviceId) {
     const old = sender.track;
     await sender.replaceTrack(track);
     old.stop(); state.local.removeTrack(old); state.local.addTrack(track);
+    if (kind === 'video') await applySendLimit();
     track.enabled = kind === 'audio' ? !state.micMuted : !state.camMuted;
   }
 }

@@ -70,7 +70,13 @@ fn cells(count: usize, cols: u32, rows: u32, area: Rect, gap: u32, out: &mut Vec
 
 /// Appends the rectangles of an `n`-tile grid to `out`.
 pub fn grid(n: usize, width: u32, height: u32, gap: u32, out: &mut Vec<Rect>) {
-    let (cols, rows) = grid_shape(n);
+    grid_of(n, 0, width, height, gap, out)
+}
+
+/// `n` tiles in the cells of a grid shaped for at least `min_cells` (rows filled first,
+/// a short last row centred).
+pub fn grid_of(n: usize, min_cells: usize, width: u32, height: u32, gap: u32, out: &mut Vec<Rect>) {
+    let (cols, rows) = grid_shape(n.max(min_cells));
     let area = Rect {
         x: 0,
         y: 0,

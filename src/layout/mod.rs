@@ -48,6 +48,10 @@ pub enum LayoutKind {
         gap: u32,
         #[serde(default = "default_max_tiles")]
         max_tiles: u32,
+        /// The grid has room for at least this many (a gallery whose tiles keep their
+        /// size as people join); 0: exactly as many as shown.
+        #[serde(default)]
+        min_cells: u32,
     },
     /// One large tile (the focus, usually the active speaker) plus a strip of small ones.
     Focus {
@@ -202,12 +206,19 @@ impl LayoutSpec {
             return bad("name", "must be 1 to 32 characters of a-z, 0-9 or '-'");
         }
         match self.kind {
-            LayoutKind::Grid { gap, max_tiles } => {
+            LayoutKind::Grid {
+                gap,
+                max_tiles,
+                min_cells,
+            } => {
                 if gap > 64 {
                     return bad("gap", "must be between 0 and 64 pixels");
                 }
                 if !(1..=64).contains(&max_tiles) {
                     return bad("max_tiles", "must be between 1 and 64");
+                }
+                if min_cells > max_tiles {
+                    return bad("min_cells", "must be between 0 and max_tiles");
                 }
             }
             LayoutKind::Focus {
@@ -299,7 +310,9 @@ impl LayoutSpec {
                 ..
             } if content => geometry::focus(n, width, height, strip, strip_fraction, gap, out),
             LayoutKind::Presentation { gap, .. } => geometry::grid(n, width, height, gap, out),
-            LayoutKind::Grid { gap, .. } => geometry::grid(n, width, height, gap, out),
+            LayoutKind::Grid { gap, min_cells, .. } => {
+                geometry::grid_of(n, min_cells as usize, width, height, gap, out)
+            }
             LayoutKind::Focus {
                 strip,
                 strip_fraction,

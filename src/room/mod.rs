@@ -172,6 +172,8 @@ pub struct Left {
 pub enum Upstream {
     /// Ask the sender for a keyframe (RTCP PLI).
     KeyframeRequest,
+    /// Ask the sender to send no more than this (REMB; the web client's `sendLimit`).
+    SendLimit(video::SendLimit),
 }
 
 /// Where a participant's outputs go and how its inputs are labelled.
@@ -232,8 +234,10 @@ pub struct RoomStats {
     pub video_idrs: AtomicU64,
     /// Video encoders running now (= distinct pictures).
     pub encoders: AtomicU64,
-    /// Frames of pictures with content not encoded because nothing in them changed.
+    /// Frames of pictures not encoded because nothing in them changed.
     pub video_frames_unchanged: AtomicU64,
+    /// Send limits asked of senders (each change of what a camera's sender should send).
+    pub send_limits: AtomicU64,
     /// Presentations started in this room.
     pub presentations: AtomicU64,
     /// Who presents now (0: nobody); content packets from anyone else are dropped.

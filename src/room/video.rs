@@ -63,10 +63,12 @@
 //! (`inputRejected`), and afterwards a PLI asks for a fresh keyframe. Only that
 //! participant's tile is affected.
 
+pub mod demand;
 mod ingest;
 mod pool;
 pub mod sharing;
 
+pub use demand::SendLimit;
 use ingest::Input;
 pub use ingest::REJECT_FOR;
 
@@ -121,6 +123,8 @@ struct Participant {
     /// Shown in at least one picture this tick.
     visible: bool,
     input: Input,
+    /// What the sender is asked to send (cameras only).
+    demand: demand::Demand,
 }
 
 impl Participant {
@@ -135,6 +139,7 @@ impl Participant {
             showing_video: false,
             visible: false,
             input,
+            demand: demand::Demand::default(),
         }
     }
 }
@@ -263,6 +268,8 @@ struct Scratch {
     moves: Vec<(ParticipantId, u64, u64)>,
     needs: Vec<TileNeed>,
     sizes: Vec<pool::Shape>,
+    /// The largest tile each camera is shown at this tick (`demand`).
+    largest: Vec<(ParticipantId, u32, u32)>,
 }
 
 pub struct VideoLoop {
@@ -746,6 +753,47 @@ impl VideoLoop {
         }
     }
 
+    /// Step 1b: asks every camera's sender for what the plans show of it ([`demand`]):
+    /// the largest tile over every picture, the recording's included; a larger size is
+    /// followed by a PLI so it starts with a keyframe.
+    fn ask_senders(&mut self, now: Instant) {
+        let largest = &mut self.scratch.largest;
+        demand::largest_tiles(
+            self.outputs.iter().map(|o| o.plan.as_slice()).chain(
+                self.encoders
+                    .iter()
+                    .filter_map(|e| e.recorder.as_ref())
+                    .map(|r| r.plan.as_slice()),
+            ),
+            largest,
+        );
+        for p in self.participants.iter_mut().filter(|p| !p.content) {
+            let Some(up) = &p.input.upstream else {
+                continue; // not attached yet: nobody to ask
+            };
+            let tile = largest.iter().find(|t| t.0 == p.id).map(|t| (t.1, t.2));
+            let want = demand::limit_for(tile, self.settings.fps);
+            let Some(ask) = p.demand.update(want, tile.is_some(), now) else {
+                continue;
+            };
+            if up.try_send(Upstream::SendLimit(ask.limit)).is_err() {
+                continue; // asked again next tick
+            }
+            p.demand.sent(ask.limit, now);
+            self.stats.send_limits.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(
+                participant = %p.id,
+                "asking for {}x{} at {} kbit/s",
+                ask.limit.width,
+                ask.limit.height,
+                ask.limit.max_bitrate_bps / 1000
+            );
+            if ask.raised {
+                p.input.keyframe_now(now);
+            }
+        }
+    }
+
     /// Step 0: every viewer's rung from its link's estimate and cap.
     fn choose_rungs(&mut self, now: Instant) {
         for out in &mut self.outputs {
@@ -1045,6 +1093,7 @@ impl VideoLoop {
             self.assign_encoders(now);
             self.choose_rungs(now);
             self.plan();
+            self.ask_senders(now);
             self.start_encodes();
             let Self {
                 participants,
@@ -1089,6 +1138,7 @@ impl VideoLoop {
         } else {
             self.choose_rungs(now);
             self.plan();
+            self.ask_senders(now);
             decode_inputs(&mut self.participants, now, &self.stats);
             let rec_plan = self
                 .encoders

@@ -225,8 +225,13 @@ impl Snapshot {
                 ),
                 (
                     "tessera_video_frames_unchanged",
-                    "Frames of pictures with content not encoded because nothing in them changed",
+                    "Frames of pictures not encoded because nothing in them changed",
                     s.video_frames_unchanged.load(Relaxed),
+                ),
+                (
+                    "tessera_send_limits",
+                    "Changes of what a camera's sender is asked to send (size, bitrate, frame rate)",
+                    s.send_limits.load(Relaxed),
                 ),
             ];
             let rec = r.recording_info();

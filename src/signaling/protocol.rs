@@ -118,6 +118,17 @@ pub enum ServerMessage {
         url: String,
         node: String,
     },
+    /// What the room can use of this participant's camera: the largest size any
+    /// picture shows it at (a 16:9 box: scale the source down until it just covers it),
+    /// the bitrate that needs and the frame rate. The client applies it to its camera's
+    /// sender (`scaleResolutionDownBy`, `maxBitrate`, `maxFramerate`).
+    #[serde(rename_all = "camelCase")]
+    SendLimit {
+        width: u32,
+        height: u32,
+        max_bitrate: u32,
+        max_framerate: u32,
+    },
     /// The server is ending this session (e.g. shutting down).
     Bye {
         reason: String,

@@ -142,6 +142,12 @@ pub async fn run(socket: WebSocket, state: Arc<AppState>) {
                 }
             }
             Some(pe) = peer_rx.recv() => match pe {
+                PeerEvent::SendLimit(l) => send(ServerMessage::SendLimit {
+                    width: l.width,
+                    height: l.height,
+                    max_bitrate: l.max_bitrate_bps,
+                    max_framerate: l.max_fps,
+                }),
                 PeerEvent::LocalCandidate(c) => send(ServerMessage::Candidate {
                     candidate: c.candidate,
                     sdp_mid: c.sdp_mid,

@@ -62,6 +62,9 @@ pub enum PeerEvent {
     LocalCandidate(RTCIceCandidateInit),
     /// Connection state changed (`Failed`/`Closed` end the session).
     State(RTCPeerConnectionState),
+    /// The room asks the participant's camera for no more than this (the web client
+    /// applies it with `RTCRtpSender.setParameters`; RTP senders get REMB).
+    SendLimit(crate::room::video::SendLimit),
 }
 
 /// A connected (or connecting) participant's peer connection.
@@ -365,26 +368,72 @@ async fn read_remote_track(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
     tracing::debug!(%id, ?kind, "remote track ended");
 }
 
-/// Sends PLIs upstream when the room asks (the remote video track may arrive later), to
-/// the camera track or (`content`) the content track.
+/// How often the last send limit is repeated as REMB (RTCP is unreliable; a sender that
+/// honours REMB keeps the last one it got).
+const REMB_REPEAT: Duration = Duration::from_secs(2);
+
+/// Carries the room's requests upstream (the remote video track may arrive later), to the
+/// camera track or (`content`) the content track: PLIs, and send limits as REMB (repeated
+/// every [`REMB_REPEAT`]) and as a [`PeerEvent::SendLimit`] for the signalling session.
 async fn forward_upstream(shared: Arc<Shared>, mut rx: mpsc::Receiver<Upstream>, content: bool) {
-    while let Some(Upstream::KeyframeRequest) = rx.recv().await {
-        let slot = if content {
-            &shared.remote_content
-        } else {
-            &shared.remote_video
+    let slot = if content {
+        &shared.remote_content
+    } else {
+        &shared.remote_video
+    };
+    let mut limit: Option<crate::room::video::SendLimit> = None;
+    let mut repeat = tokio::time::interval(REMB_REPEAT);
+    repeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let req = tokio::select! {
+            r = rx.recv() => match r {
+                Some(r) => Some(r),
+                None => break,
+            },
+            _ = repeat.tick(), if limit.is_some() => None,
         };
         let target = slot.lock().await.clone();
-        if let Some((track, media_ssrc)) = target {
-            let pli = PictureLossIndication {
-                sender_ssrc: 0,
-                media_ssrc,
-            };
-            if let Err(e) = track.write_rtcp(vec![Box::new(pli)]).await {
-                tracing::debug!(id = %shared.id, "PLI not sent: {e}");
+        let packet: Box<dyn rtc::rtcp::Packet> = match req {
+            Some(Upstream::KeyframeRequest) => {
+                let Some((_, media_ssrc)) = target else {
+                    continue;
+                };
+                Box::new(PictureLossIndication {
+                    sender_ssrc: 0,
+                    media_ssrc,
+                })
+            }
+            Some(Upstream::SendLimit(l)) => {
+                limit = Some(l);
+                let _ = shared.events.send(PeerEvent::SendLimit(l));
+                repeat.reset();
+                let Some((_, media_ssrc)) = target else {
+                    continue;
+                };
+                remb(l, media_ssrc)
+            }
+            None => match (limit, &target) {
+                (Some(l), Some((_, media_ssrc))) => remb(l, *media_ssrc),
+                _ => continue,
+            },
+        };
+        if let Some((track, _)) = target {
+            if let Err(e) = track.write_rtcp(vec![packet]).await {
+                tracing::debug!(id = %shared.id, "RTCP feedback not sent: {e}");
             }
         }
     }
+}
+
+/// A REMB (draft-alvestrand-rmcat-remb) capping `media_ssrc` at the limit's bitrate.
+fn remb(l: crate::room::video::SendLimit, media_ssrc: u32) -> Box<dyn rtc::rtcp::Packet> {
+    Box::new(
+        rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate {
+            sender_ssrc: 0,
+            bitrate: l.max_bitrate_bps as f32,
+            ssrcs: vec![media_ssrc],
+        },
+    )
 }
 
 /// Pumps packets from a room sink's queue into a local track, and keyframe requests from

@@ -39,7 +39,7 @@ export function waiter(deadline) {
 // second; the microphone an oscillator, or (`deviceTone`) the browser's own fake microphone,
 // whose tone Firefox takes from a pref: headless Firefox ESR 140 (Debian 12's) never starts an
 // AudioContext without a sound device, so an oscillator there is silent.
-export function fakeMedia(rgb, freq, deviceTone) {
+export function fakeMedia(rgb, freq, deviceTone, level = 0.25) {
   const orig = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
   navigator.mediaDevices.getUserMedia = async (c) => {
     const s = new MediaStream();
@@ -59,7 +59,7 @@ export function fakeMedia(rgb, freq, deviceTone) {
       ac.resume().catch(() => {});
       window.__micContext = ac;
       const osc = ac.createOscillator(); osc.frequency.value = freq;
-      const gain = ac.createGain(); gain.gain.value = 0.25;
+      const gain = ac.createGain(); gain.gain.value = level;
       const dst = ac.createMediaStreamDestination();
       osc.connect(gain).connect(dst); osc.start();
       s.addTrack(dst.stream.getAudioTracks()[0]);

@@ -99,6 +99,17 @@ impl Input {
         }
     }
 
+    /// Asks for a keyframe without waiting for it: the frames before it still decode
+    /// (the sender was asked for a larger picture, which should start with one).
+    pub(super) fn keyframe_now(&mut self, now: Instant) {
+        if let Some(up) = &self.upstream {
+            if up.try_send(Upstream::KeyframeRequest).is_ok() {
+                self.last_pli = Some(now);
+                self.pli_sent += 1;
+            }
+        }
+    }
+
     /// Drops complete frames of a participant nobody sees; it will need a keyframe.
     pub(super) fn discard_pending(&mut self, now: Instant) {
         while self.assembler.pop(now).is_some() {

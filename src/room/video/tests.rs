@@ -57,6 +57,29 @@ impl Harness {
         self.join_with(name, |s| s);
     }
 
+    /// A participant whose requests upstream (PLIs, send limits) the test reads.
+    fn join_kept(&mut self, name: &str) -> mpsc::Receiver<Upstream> {
+        let id = ParticipantId::next();
+        let (tx, rx) = mpsc::channel(100_000);
+        let (up, up_rx) = mpsc::channel(64);
+        let link = Arc::new(ViewerLink::default());
+        self.video.handle(VideoCmd::Join {
+            id,
+            name: name.into(),
+        });
+        self.video.handle(VideoCmd::Attach {
+            id,
+            payload_types: [(102, VideoCodec::H264)].into(),
+            sink: Some(RtpSink::new(1, 102, tx)),
+            upstream: up,
+            link: link.clone(),
+        });
+        self.ids.push(id);
+        self.outs.push(rx);
+        self.links.push(link);
+        up_rx
+    }
+
     /// A viewer whose offer had no H.264: it is sent VP8.
     fn join_vp8(&mut self, name: &str) {
         self.join_with(name, RtpSink::with_vp8);
@@ -114,6 +137,79 @@ impl Harness {
             })
             .collect()
     }
+}
+
+#[test]
+fn senders_are_asked_for_their_largest_tile_and_a_raise_brings_a_pli() {
+    // 1280x720, focus + one strip tile, four people, P0 speaking: P0 and P1 are in a
+    // focus somewhere, P2 only in strips, P3 in nobody's picture.
+    let mut h = Harness::with_config(strip_of_one(), 0, &Config::default());
+    let mut ups: Vec<_> = (0..4).map(|i| h.join_kept(&format!("P{i}"))).collect();
+    h.speaker.store(h.ids[0].0, Ordering::Relaxed);
+    let asked = |rx: &mut mpsc::Receiver<Upstream>| {
+        let mut got = Vec::new();
+        while let Ok(u) = rx.try_recv() {
+            got.push(u);
+        }
+        got
+    };
+    for _ in 0..3 {
+        h.tick();
+    }
+    let first: Vec<_> = ups.iter_mut().map(asked).collect();
+    let size = |u: &[Upstream]| match u {
+        [Upstream::SendLimit(l)] => (l.width, l.height),
+        other => panic!("one send limit expected, got {other:?}"),
+    };
+    assert_eq!(size(&first[0]), (1280, 720));
+    assert_eq!(size(&first[1]), (1280, 720));
+    assert!(size(&first[2]).1 <= 180, "{:?}", first[2]);
+    assert!(first[3].is_empty(), "shown nowhere: not asked yet");
+    assert_eq!(h.video.stats.send_limits.load(Ordering::Relaxed), 3);
+    // Nothing changes: nothing more is asked.
+    for _ in 0..40 {
+        h.tick();
+    }
+    assert!(ups.iter_mut().all(|rx| asked(rx).is_empty()));
+    // Shown nowhere for HIDDEN_AFTER: P3 is asked for the floor.
+    h.k += 30 * demand::HIDDEN_AFTER.as_secs();
+    h.tick();
+    let p3 = asked(&mut ups[3]);
+    assert!(
+        matches!(p3.as_slice(), [Upstream::SendLimit(l)] if (l.width, l.height) == demand::FLOOR),
+        "{p3:?}"
+    );
+    // P3 speaks: it is asked for the focus size at once, and a PLI follows; P2, now in
+    // nobody's picture, is lowered to the floor HIDDEN_AFTER later.
+    h.k += 31; // (a second after the last change)
+    h.speaker.store(h.ids[3].0, Ordering::Relaxed);
+    h.tick();
+    let p3 = asked(&mut ups[3]);
+    assert!(
+        matches!(p3.as_slice(), [Upstream::SendLimit(l), Upstream::KeyframeRequest] if l.height == 720),
+        "{p3:?}"
+    );
+    for _ in 0..31 {
+        h.tick();
+    }
+    assert!(asked(&mut ups[2]).is_empty(), "a lower size waits");
+    h.k += 30 * demand::HIDDEN_AFTER.as_secs();
+    h.tick();
+    let p2 = asked(&mut ups[2]);
+    assert!(
+        matches!(p2.as_slice(), [Upstream::SendLimit(l)] if (l.width, l.height) == demand::FLOOR),
+        "{p2:?}"
+    );
+}
+
+/// Whether a PLI is among the requests sent upstream since the last look (send limits
+/// go the same way).
+fn pli_sent(rx: &mut mpsc::Receiver<Upstream>) -> bool {
+    let mut pli = false;
+    while let Ok(u) = rx.try_recv() {
+        pli |= u == Upstream::KeyframeRequest;
+    }
+    pli
 }
 
 fn strip_of_one() -> LayoutSpec {
@@ -312,9 +408,8 @@ fn participants_nobody_sees_are_not_decoded_and_get_a_pli_when_shown() {
     h.speaker.store(h.ids[3].0, Ordering::Relaxed);
     feed_frames(&mut h, &mut encs, &mut seqs, 10);
     h.tick();
-    assert_eq!(
-        upstream[3].try_recv().ok(),
-        Some(Upstream::KeyframeRequest),
+    assert!(
+        pli_sent(&mut upstream[3]),
         "PLI to the newly visible participant"
     );
     encs[3].request_keyframe();
@@ -430,7 +525,7 @@ fn an_oversize_input_is_refused_for_a_while_and_only_that_participant() {
     // After the back-off: a keyframe is requested and a valid stream decodes again.
     let later = t0 + REJECT_FOR + Duration::from_millis(200);
     h.video.tick(later, 20);
-    assert_eq!(up_rx.try_recv().ok(), Some(Upstream::KeyframeRequest));
+    assert!(pli_sent(&mut up_rx));
     for tu in &small {
         send_av1(&mut h, bad, tu, &mut seq, ts, later);
         ts += 3000;
