@@ -45,6 +45,9 @@ isolated node tests/e2e/present.test.mjs
 isolated /usr/bin/python3 tests/e2e/whip_present.py
 # An independent WHEP client (aiortc, recvonly) watches a room of three aiortc publishers.
 isolated /usr/bin/python3 tests/e2e/whep_watch.py
+# Send limits as REMB: an aiortc sender that honours it lowers its rate, one that ignores it
+# is still shown where the gallery puts it.
+isolated /usr/bin/python3 tests/e2e/whip_remb.py
 # The web client's watch-only mode (WHEP) and hls.js (npm) playing the room's HLS.
 isolated node tests/e2e/live.test.mjs
 # Senders asked for what is shown: three Chromium pages in a 9-cell gallery send 480x270

@@ -70,10 +70,11 @@ async def wait_for(what, cond, secs=40):
     raise AssertionError(f"timed out waiting for {what}; last: {last}")
 
 
-def start_server(media_ip, veth, size):
+def start_server(media_ip, veth, size, extra=()):
     """aiortc's ICE (aioice) never offers loopback addresses: the namespace gets a "LAN", a
     veth pair (`veth`0/1) with `media_ip` (nothing answers beyond it), and the server binds
-    media there. Returns the server process and its base URL."""
+    media there. `extra`: more command-line arguments. Returns the server process and its
+    base URL."""
     for cmd in (
         ["link", "add", f"{veth}0", "type", "veth", "peer", "name", f"{veth}1"],
         ["addr", "add", f"{media_ip}/24", "dev", f"{veth}0"],
@@ -88,7 +89,7 @@ def start_server(media_ip, veth, size):
             )
     w, h = size
     server = subprocess.Popen(
-        [BIN, "--listen", "127.0.0.1:0", "--media-ip", media_ip, "--video-size", f"{w}x{h}"],
+        [BIN, "--listen", "127.0.0.1:0", "--media-ip", media_ip, "--video-size", f"{w}x{h}", *extra],
         stdout=subprocess.PIPE,
         stderr=sys.stderr,
         text=True,
