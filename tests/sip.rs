@@ -444,6 +444,83 @@ fn audio_only_participants_add_no_video_encoder() {
     child.kill().unwrap();
 }
 
+/// A conference bridge with one camera: twenty phones and one WHIP participant with a
+/// camera, who sees the phones' name tiles. That picture never changes, so it is encoded
+/// about once a second instead of every tick (counted by the server's own counters over
+/// the same window: frames encoded against video ticks), and the picture the camera's
+/// client decodes is the same at the end as at the start.
+#[test]
+fn a_camera_and_twenty_phones_encode_a_third_of_the_frames_or_fewer() {
+    let (mut child, http_addr, sip, _dir) = server("max_participants = 24\n");
+    let mut phones: Vec<Caller> = (0..20)
+        .map(|i| Caller::new(sip, Some(300.0 + 40.0 * i as f32)))
+        .collect();
+    for p in &mut phones {
+        assert_eq!(p.call("bridge"), 200);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let metrics = |rt: &tokio::runtime::Runtime| {
+        let m = common::parse_openmetrics(
+            &rt.block_on(common::http(http_addr, "GET", "/metrics", None))
+                .body,
+        );
+        let get = |k: &str| {
+            m.get(&format!("{k}{{room=\"bridge\"}}"))
+                .copied()
+                .unwrap_or_else(|| panic!("{k} missing"))
+        };
+        (
+            get("tessera_video_ticks_total"),
+            get("tessera_video_frames_encoded_total"),
+            get("tessera_video_frames_unchanged_total"),
+        )
+    };
+    let eyes = rt.block_on(async {
+        let c =
+            common::Client::join_whip_at(http_addr, "bridge", "Eyes", (200, 30, 30), 500.0).await;
+        common::wait_until("the camera's client to decode the room", 20, || {
+            c.frames() >= 2
+        })
+        .await;
+        c
+    });
+    let first = eyes.last_frame().expect("a picture");
+    let mut k = 0;
+    run(&mut phones.iter_mut().collect::<Vec<_>>(), &mut k, 1.0);
+    let (t0, e0, u0) = metrics(&rt);
+    run(&mut phones.iter_mut().collect::<Vec<_>>(), &mut k, 4.0);
+    let (t1, e1, u1) = metrics(&rt);
+    let (ticks, encoded, unchanged) = (t1 - t0, e1 - e0, u1 - u0);
+    eprintln!("{ticks} video ticks: {encoded} frames encoded, {unchanged} unchanged");
+    assert!(ticks >= 60.0, "the room ran: {ticks} ticks");
+    // Before, the one picture was encoded every tick.
+    assert!(
+        encoded * 3.0 <= ticks,
+        "{encoded} frames encoded in {ticks} ticks"
+    );
+    assert!(encoded >= 2.0, "refreshed about once a second: {encoded}");
+    assert!(unchanged > 0.0);
+    let last = eyes.last_frame().expect("a picture");
+    assert_eq!((first.width, first.height), (last.width, last.height));
+    let (a, b) = (
+        first.mean_yuv(0, 0, first.width, first.height),
+        last.mean_yuv(0, 0, last.width, last.height),
+    );
+    assert!(
+        (a.0 - b.0).abs() < 1.5,
+        "the picture stays: {a:?} then {b:?}"
+    );
+    rt.block_on(eyes.close());
+    for p in &mut phones {
+        p.bye();
+    }
+    child.kill().unwrap();
+}
+
 /// re-INVITE with `a=sendonly` holds the call (the answer is `recvonly`, the held caller is
 /// no longer heard), `sendrecv` resumes it; OPTIONS is answered over UDP and over TCP.
 #[test]

@@ -234,7 +234,7 @@ pub struct RoomStats {
     pub video_idrs: AtomicU64,
     /// Video encoders running now (= distinct pictures).
     pub encoders: AtomicU64,
-    /// Frames of pictures not encoded because nothing in them changed.
+    /// Frames of pictures not composed or encoded because nothing in them changed.
     pub video_frames_unchanged: AtomicU64,
     /// Send limits asked of senders (each change of what a camera's sender should send).
     pub send_limits: AtomicU64,

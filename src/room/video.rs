@@ -44,9 +44,15 @@
 //! **Presentations.** A source is a participant's camera or, while it presents, its
 //! content (a shared screen, with the `[presentation]` ingest limits): the content is
 //! tile 0 of every picture, fitted and letterboxed (`compositor::Look::Content`). A picture
-//! holding content runs at `[presentation] output_fps` on its rung's whole bitrate, and is
-//! not encoded again while nothing in it changed (identical content pictures are detected
-//! by hashing; one refresh a second; keyframe requests still answered).
+//! holding content runs at `[presentation] output_fps` on its rung's whole bitrate.
+//! Identical content pictures are detected by hashing (a screen capturer sends the same
+//! picture again and again).
+//!
+//! **Unchanged pictures are not encoded again.** A picture none of whose tiles changed
+//! since its last frame (name tiles of audio-only callers, paused senders, a still slide)
+//! is neither composed nor encoded; one refresh a second keeps receivers' statistics live,
+//! keyframe requests are still answered, and the next frame carries its own tick's RTP
+//! timestamp (the frame rate steps down, the timing stays honest).
 //!
 //! **Watchers and the live output.** A watcher (WHEP) is an output like a viewer's, but
 //! its picture is the room's *audience view* (`[live] layout`, a shared canvas of
@@ -95,7 +101,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 
-/// A picture with content whose canvas has not changed is still sent every this many
+/// A picture whose canvas has not changed is still sent every this many
 /// seconds.
 const STATIC_REFRESH_S: u32 = 1;
 /// A participant whose last picture is older than this shows the placeholder.
@@ -1287,6 +1293,14 @@ impl VideoLoop {
         self.pool.want(&self.scratch.sizes);
     }
 
+    /// Tests: every camera shows a new frame (its tiles change) without decoding one.
+    #[cfg(test)]
+    fn touch_cameras(&mut self) {
+        for p in self.participants.iter_mut().filter(|p| !p.content) {
+            p.version += 1;
+        }
+    }
+
     /// Every rung's shape in every codec a viewer receives, into `scratch.sizes`.
     fn wanted_shapes(&mut self) {
         let sizes = &mut self.scratch.sizes;
@@ -1408,12 +1422,17 @@ fn encode_pictures(
             return; // a lower frame rate than the tick's, or nobody to send it to
         }
         e.credit -= tick_fps;
-        // Content-aware: a picture holding a shared screen is encoded only when something
-        // in it changed (a static slide costs next to nothing), at least every
-        // STATIC_REFRESH frames so receivers and their statistics see it live. Cameras
-        // change every frame; the recording keeps its regular frames (its IDR cadence).
-        let content = e.recorder.is_none() && e.plan.iter().any(|(_, k)| k.look == Look::Content);
-        let shown = content.then(|| picture_signature(&e.plan, tiles));
+        // A picture is composed and encoded only when something in it changed: a tile
+        // showed a new frame, a label or mute changed, the layout moved. Static name
+        // tiles of audio-only callers, paused senders and a still slide cost next to
+        // nothing; at least one frame every STATIC_REFRESH_S goes out so receivers and
+        // their statistics see the stream live, and keyframe requests are answered. The
+        // next frame's RTP timestamp is its own tick's: the frame rate steps down, the
+        // timing stays honest. The recording keeps its regular frames (its IDR cadence).
+        let shown = e
+            .recorder
+            .is_none()
+            .then(|| picture_signature(&e.plan, tiles));
         if shown.is_some()
             && shown == e.shown
             && !e.parts.encoder.keyframe_pending()

@@ -20,6 +20,9 @@ struct Harness {
     speaker: Arc<AtomicU64>,
     k: u64,
     t0: Instant,
+    /// Every camera shows a new frame each tick (as live cameras do), so pictures change;
+    /// off, tiles change only when a test feeds frames.
+    moving: bool,
 }
 
 impl Harness {
@@ -46,6 +49,7 @@ impl Harness {
             speaker,
             k: 0,
             t0: Instant::now(),
+            moving: true,
         };
         for i in 0..n {
             h.join(&format!("P{i}"));
@@ -111,6 +115,9 @@ impl Harness {
         // Ready encoders for everyone (the room's thread never waits; a test wants each
         // tick's outcome to be the same on a loaded machine).
         self.video.settle_encoders();
+        if self.moving {
+            self.video.touch_cameras();
+        }
         let now = self.t0 + self.video.period() * self.k as u32;
         self.video.tick(now, self.k);
         self.k += 1;
@@ -929,6 +936,7 @@ fn content_is_tile_0_fitted_for_everyone_and_a_static_slide_is_not_encoded_again
     config.video.height = 360;
     let presentation = LayoutSet::builtin().get("presentation").unwrap().clone();
     let mut h = Harness::with_config(presentation, 3, &config);
+    h.moving = false; // tiles change only with the frames fed here
     let settings = EncoderSettings {
         width: 64,
         height: 36,
@@ -1064,7 +1072,9 @@ fn content_is_tile_0_fitted_for_everyone_and_a_static_slide_is_not_encoded_again
         !frame_starts(&mut h.outs[1]).is_empty(),
         "refreshed at least once a second"
     );
-    // The presentation stops: the grid of cameras again, encoded every tick.
+    // The presentation stops: the grid of cameras again, encoded every tick (live
+    // cameras: a new frame in every tile each tick).
+    h.moving = true;
     h.video.handle(VideoCmd::StopPresenting { id: presenter });
     for _ in 0..3 {
         h.tick();
@@ -1131,4 +1141,74 @@ fn content_is_refused_over_its_own_limits() {
         .participants
         .iter()
         .any(|p| p.id == presenter && !p.content));
+}
+
+#[test]
+fn a_camera_among_twenty_audio_only_callers_costs_a_refresh_a_second_not_thirty_frames() {
+    // One camera, twenty callers without video (phones): the camera's viewer sees sixteen
+    // name tiles that never change. Before, that picture was encoded every tick.
+    let mut config = Config::default();
+    config.video.width = 640;
+    config.video.height = 360;
+    let grid = LayoutSet::builtin().get("grid").unwrap().clone();
+    let mut h = Harness::with_config(grid, 0, &config);
+    h.moving = false; // no camera frame reaches anyone's picture but the phones'
+    let _up = h.join_kept("Camera");
+    for i in 0..20 {
+        let id = ParticipantId::next();
+        h.video.handle(VideoCmd::Join {
+            id,
+            name: format!("Phone {i}"),
+        });
+        let (up, _) = mpsc::channel(8);
+        h.video.handle(VideoCmd::Attach {
+            id,
+            payload_types: HashMap::new(),
+            sink: None,
+            upstream: up,
+            link: Default::default(),
+        });
+    }
+    let mut dec = VideoDecoder::new(VideoCodec::H264).unwrap();
+    let (mut first, mut last) = (I420Frame::default(), I420Frame::default());
+    h.tick();
+    assert_eq!(decode_received(&mut h.outs[0], &mut dec, &mut first), 1);
+    let stats = h.video.stats.clone();
+    let before = stats.video_frames_encoded.load(Ordering::Relaxed);
+    let ticks = 90; // three seconds
+    for _ in 0..ticks {
+        h.tick();
+    }
+    let encoded = stats.video_frames_encoded.load(Ordering::Relaxed) - before;
+    let skipped = stats.video_frames_unchanged.load(Ordering::Relaxed);
+    assert!(
+        encoded * 3 <= ticks,
+        "{encoded} frames encoded in {ticks} ticks (before: {ticks})"
+    );
+    assert!(
+        (2..=4).contains(&encoded),
+        "one refresh a second: {encoded}"
+    );
+    assert_eq!(
+        encoded + skipped,
+        ticks,
+        "every tick's frame encoded or skipped"
+    );
+    // The viewer's picture is the same as before: the refreshes decode to it.
+    let got = decode_received(&mut h.outs[0], &mut dec, &mut last);
+    assert_eq!(got as u64, encoded);
+    let (a, b) = (
+        first.mean_yuv(0, 0, 640, 360),
+        last.mean_yuv(0, 0, 640, 360),
+    );
+    assert!((a.0 - b.0).abs() < 1.0, "{a:?} vs {b:?}");
+    for (x, y) in [(80, 45), (240, 130), (400, 220), (560, 310)] {
+        let (p, q) = (first.pixel(x, y).0 as i32, last.pixel(x, y).0 as i32);
+        assert!((p - q).abs() <= 3, "at ({x},{y}): {p} then {q}");
+    }
+    // A keyframe request is still answered at once.
+    let idrs = h.idrs(0);
+    h.video.handle(VideoCmd::KeyframeRequest { id: h.ids[0] });
+    h.tick();
+    assert_eq!(h.idrs(0), idrs + 1);
 }
