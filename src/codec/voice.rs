@@ -307,6 +307,58 @@ impl AudioDecoder {
         }
     }
 
+    /// Narrowband only (`false` for Opus): buffers a packet's samples at the codec's own
+    /// rate without resampling, so the level can be measured first
+    /// ([`AudioDecoder::buffered_tick`]) and the 48 kHz conversion ([`AudioDecoder::drain`])
+    /// paid only for what is mixed.
+    pub fn buffer(&mut self, packet: &[u8]) -> bool {
+        match self {
+            Self::Opus(_) => false,
+            Self::Narrow(n) => {
+                n.push(packet);
+                n.conceal_gain = 1.0;
+                true
+            }
+        }
+    }
+
+    /// Narrowband: buffers 20 ms of concealment (the last 20 ms again, 6 dB quieter).
+    pub fn buffer_concealment(&mut self) {
+        if let Self::Narrow(n) = self {
+            n.conceal_gain *= 0.5;
+            let (g, chunk) = (n.conceal_gain, n.chunk);
+            if n.len + chunk <= n.fifo.len() {
+                for i in 0..chunk {
+                    n.fifo[n.len + i] = (n.last[i] as f32 * g) as i16;
+                }
+                n.len += chunk;
+            }
+        }
+    }
+
+    /// Narrowband: the next 20 ms at the codec's rate, if buffered (for measuring it).
+    pub fn buffered_tick(&self) -> Option<&[i16]> {
+        match self {
+            Self::Narrow(n) if n.len >= n.chunk => Some(&n.fifo[..n.chunk]),
+            _ => None,
+        }
+    }
+
+    /// Narrowband: drops the next 20 ms unconverted (a caller measured and not mixed).
+    pub fn discard_tick(&mut self) {
+        if let Self::Narrow(n) = self {
+            if n.len >= n.chunk {
+                n.last.copy_from_slice(&n.fifo[..n.chunk]);
+                n.fifo.copy_within(n.chunk..n.len, 0);
+                n.len -= n.chunk;
+            }
+        }
+    }
+
+    pub fn is_narrowband(&self) -> bool {
+        matches!(self, Self::Narrow(_))
+    }
+
     /// Samples still buffered from earlier packets (narrowband codecs), up to `out.len()`.
     pub fn drain(&mut self, out: &mut [i16]) -> Result<usize, CodecError> {
         match self {

@@ -1,10 +1,12 @@
 //! The room's audio thread: every 20 ms (absolute deadline) it
 //! 1. reads each participant's level — the sender's RFC 6464 audio-level header extension
-//!    when present (no decoding needed), else the energy of the decoded frame,
+//!    when present (no decoding needed), else the energy of the decoded frame; a phone's
+//!    (G.711/G.722) is measured on its 8/16 kHz samples before any resampling,
 //! 2. picks who is in the mix ([`crate::mixer::talkers`]): every talker up to `top_k`
 //!    (default 8); above that by level, with turns so nobody is locked out,
-//! 3. decodes only talkers (plus anyone without the level extension, and anyone fading
-//!    out); everyone else's packets are drained undecoded,
+//! 3. decodes only talkers (plus Opus senders without the level extension, and anyone
+//!    fading out); everyone else's packets are drained undecoded, and a measured phone's
+//!    20 ms is converted to 48 kHz only if it is mixed,
 //! 4. mixes the talkers in i32 with a 20 ms linear cross-fade whenever someone enters or
 //!    leaves the mix (no clicks), and
 //! 5. sends each talker its own N-1 mix (total minus itself) and every non-talker one
@@ -61,6 +63,9 @@ struct Participant {
     /// This tick's contribution to the mix (frame × fade gain).
     contrib: Vec<i16>,
     decoded: bool,
+    /// Narrowband: this tick's 20 ms is buffered at the codec's rate and measured, not yet
+    /// converted to 48 kHz (done only if it is mixed).
+    measured: bool,
     /// Whether `frame` holds sound this tick.
     active: bool,
     muted: bool,
@@ -311,6 +316,7 @@ impl AudioLoop {
                     frame: vec![0; SAMPLES_PER_TICK],
                     contrib: vec![0; SAMPLES_PER_TICK],
                     decoded: false,
+                    measured: false,
                     active: false,
                     muted: false,
                     attached: false,
@@ -475,9 +481,46 @@ impl AudioLoop {
         }
     }
 
-    /// Keeps an undecoded participant's buffer moving (one packet per tick, discarded).
+    /// A narrowband caller's level from this tick's 20 ms at its codec's rate (8 or 16
+    /// kHz), buffered but not yet resampled: callers send no RFC 6464 level, and
+    /// converting every caller to 48 kHz just to measure it was most of a big bridge's
+    /// tick. Only the mixed ones are converted ([`Self::decode`]); the rest are dropped
+    /// unconverted ([`Self::skip`]).
+    fn measure_narrow(p: &mut Participant) -> f32 {
+        p.measured = true;
+        let Some(dec) = p.decoder.as_mut() else {
+            return -127.0;
+        };
+        for _ in 0..4 {
+            if dec.buffered_tick().is_some() {
+                break;
+            }
+            match p.jitter.pop() {
+                AudioPop::Packet(pkt) => {
+                    p.plc_run = 0;
+                    dec.buffer(&pkt);
+                }
+                AudioPop::Missing if p.plc_run < MAX_PLC_TICKS => {
+                    p.plc_run += 1;
+                    p.concealed += 1;
+                    dec.buffer_concealment();
+                }
+                AudioPop::Missing | AudioPop::Idle => break,
+            }
+        }
+        dec.buffered_tick().map_or(-127.0, mixer::level_dbfs)
+    }
+
+    /// Keeps an undecoded participant's buffer moving (one packet per tick, discarded; a
+    /// measured caller's buffered 20 ms, unconverted).
     fn skip(p: &mut Participant) {
-        let _ = p.jitter.pop();
+        if p.measured {
+            if let Some(dec) = p.decoder.as_mut() {
+                dec.discard_tick();
+            }
+        } else {
+            let _ = p.jitter.pop();
+        }
         p.fifo_len = 0;
         p.active = false;
     }
@@ -528,11 +571,19 @@ impl AudioLoop {
         // 1. Levels: the sender's own value when fresh, else decode and measure.
         for p in &mut self.participants {
             p.decoded = false;
+            p.measured = false;
             let ext = p
                 .ext_level
                 .filter(|(_, at)| tick.saturating_sub(*at) <= EXT_LEVEL_FRESH_TICKS);
+            let narrow = p.decoder.as_ref().is_some_and(|d| d.is_narrowband());
             let level = match ext {
                 Some((l, _)) => -(l as f32),
+                None if narrow => {
+                    let t = cpu();
+                    let level = Self::measure_narrow(p);
+                    decode_ns += cpu() - t;
+                    level
+                }
                 None => {
                     let t = cpu();
                     Self::decode(p);
