@@ -55,6 +55,7 @@ fn encode(c: &mut Criterion) {
             bitrate_bps: bps,
             idr_interval_frames: 300,
             complexity: Default::default(),
+            analysis: Default::default(),
         };
         let mut enc = H264Encoder::new(settings).unwrap();
         let mut out = Vec::new();
@@ -203,6 +204,7 @@ fn decode(c: &mut Criterion) {
         bitrate_bps: 600_000,
         idr_interval_frames: 60,
         complexity: Default::default(),
+        analysis: Default::default(),
     })
     .unwrap();
     let mut vp8_pay = rtc::rtp::codec::vp8::Vp8Payloader::default();

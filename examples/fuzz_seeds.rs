@@ -115,6 +115,7 @@ join_burst = 20
             bitrate_bps: 300_000,
             idr_interval_frames: 300,
             complexity: Default::default(),
+            analysis: Default::default(),
         })?;
         let mut pay = H264Payloader::default();
         let mut au = Vec::new();
@@ -166,6 +167,7 @@ join_burst = 20
             bitrate_bps: 300_000,
             idr_interval_frames: 300,
             complexity: Default::default(),
+            analysis: Default::default(),
         })?;
         let mut pay = rtc::rtp::codec::vp8::Vp8Payloader::default();
         pay.enable_picture_id = true;

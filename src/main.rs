@@ -48,6 +48,17 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Some(Command::Bench {
+            what: BenchCommand::Encoder(args),
+        }) => {
+            let report = tessera::bench::encoder::run(&args)?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                tessera::bench::encoder::print_table(&report);
+            }
+            Ok(())
+        }
         Some(Command::Token(t)) => token(&t),
         Some(Command::Load(l)) => {
             let json = l.json;
@@ -93,6 +104,9 @@ enum Command {
 enum BenchCommand {
     /// Runs N synthetic participants through the real media pipeline without a network.
     Room(tessera::bench::RoomBenchArgs),
+    /// openh264's analysis passes (scene-change detection, adaptive quantisation) on
+    /// composed pictures: encode time per frame and PSNR at the same bitrate.
+    Encoder(tessera::bench::encoder::EncoderBenchArgs),
 }
 
 #[derive(clap::Args, Debug)]

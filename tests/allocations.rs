@@ -80,6 +80,7 @@ fn clips(n: usize, frames: usize) -> Vec<Vec<Vec<Bytes>>> {
                 bitrate_bps: 300_000,
                 idr_interval_frames: 1000,
                 complexity: Default::default(),
+                analysis: Default::default(),
             })
             .unwrap();
             let mut pay = H264Payloader::default();

@@ -9,6 +9,7 @@
 //! lateness. Both report CPU per media second, the share per phase, running encoders and
 //! the overhead ratio = total CPU / (decode + encode CPU).
 
+pub mod encoder;
 pub mod synth;
 
 use crate::codec::VideoCodec;
@@ -104,6 +105,8 @@ pub enum BenchError {
     Config(#[from] crate::config::ConfigError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("codec: {0}")]
+    Codec(#[from] crate::codec::CodecError),
 }
 
 fn parse_size(flag: &'static str, s: &str) -> Result<(u32, u32), BenchError> {

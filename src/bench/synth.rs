@@ -94,6 +94,7 @@ fn encode_clip(
         bitrate_bps,
         idr_interval_frames: frames as u32,
         complexity: Default::default(),
+        analysis: Default::default(),
     })
     .expect("openh264 encoder for synthetic input");
     let mut frame = I420Frame::default();

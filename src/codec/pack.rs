@@ -334,6 +334,7 @@ mod tests {
             bitrate_bps: 2_000_000,
             idr_interval_frames: 300,
             complexity: Default::default(),
+            analysis: Default::default(),
         })
         .unwrap();
         let mut frames = Vec::new();

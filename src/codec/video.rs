@@ -419,11 +419,48 @@ pub struct EncoderSettings {
     /// Periodic IDR (safety net for receivers that missed a PLI answer).
     pub idr_interval_frames: u32,
     pub complexity: EncoderComplexity,
+    /// openh264's pre-analysis (measured by `tessera bench encoder`, BENCHMARKS.md).
+    pub analysis: EncoderAnalysis,
+}
+
+/// openh264's analysis passes before encoding a frame. The default is what measured best
+/// for composed pictures (`tessera bench encoder`, BENCHMARKS.md "Encoder analysis"): at
+/// `Low` complexity in bitrate mode, scene-change detection and adaptive quantisation
+/// leave a camera grid's stream bit-identical (they cost nothing measurable either), and
+/// background detection *off* gains 0.16–0.18 dB at the same bitrate and time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EncoderAnalysis {
+    /// Scene-change detection (an IDR at a cut).
+    pub scene_change: bool,
+    /// Adaptive quantisation (finer steps where the eye notices).
+    pub adaptive_quant: bool,
+    /// Background detection (cheaper coding of a static background).
+    pub background: bool,
+}
+
+impl Default for EncoderAnalysis {
+    fn default() -> Self {
+        Self {
+            scene_change: true,
+            adaptive_quant: true,
+            background: false,
+        }
+    }
 }
 
 /// openh264's speed/quality trade-off. `Low` measured ~40% cheaper than `Medium` at
 /// 720p composites (BENCHMARKS.md), which is what lets a 2-core box serve 9 viewers.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum EncoderComplexity {
     #[default]
@@ -463,7 +500,10 @@ impl H264Encoder {
             .intra_frame_period(IntraFramePeriod::from_num_frames(
                 settings.idr_interval_frames,
             ))
-            .complexity(settings.complexity.into());
+            .complexity(settings.complexity.into())
+            .scene_change_detect(settings.analysis.scene_change)
+            .adaptive_quantization(settings.analysis.adaptive_quant)
+            .background_detection(settings.analysis.background);
         let enc = Encoder::with_api_config(OpenH264API::from_source(), config)
             .map_err(|e| CodecError::H264(e.to_string()))?;
         Ok(Self {
@@ -710,6 +750,7 @@ mod tests {
                 bitrate_bps: 300_000,
                 idr_interval_frames: 30,
                 complexity: c,
+                analysis: Default::default(),
             })
             .unwrap();
             let mut au = Vec::new();
@@ -800,6 +841,7 @@ mod tests {
             bitrate_bps: 500_000,
             idr_interval_frames: 300,
             complexity: Default::default(),
+            analysis: Default::default(),
         };
         let mut enc = H264Encoder::new(settings).unwrap();
         let mut dec = VideoDecoder::new(VideoCodec::H264).unwrap();
@@ -841,6 +883,7 @@ mod tests {
             bitrate_bps: 300_000,
             idr_interval_frames: 300,
             complexity: EncoderComplexity::Low,
+            analysis: Default::default(),
         })
         .unwrap();
         let mut au = Vec::new();
@@ -893,6 +936,7 @@ mod tests {
             bitrate_bps: 600_000,
             idr_interval_frames: 300,
             complexity: EncoderComplexity::Low,
+            analysis: Default::default(),
         })
         .unwrap();
         enc.warm_up().unwrap();
@@ -925,6 +969,7 @@ mod tests {
             bitrate_bps: 400_000,
             idr_interval_frames: 300,
             complexity: EncoderComplexity::Low,
+            analysis: Default::default(),
         })
         .unwrap();
         let mut pay = Vp8Payloader::default();

@@ -562,6 +562,7 @@ pub(crate) mod tests {
             bitrate_bps: 600_000,
             idr_interval_frames: 300,
             complexity: EncoderComplexity::Low,
+            analysis: Default::default(),
         }
     }
 

@@ -584,6 +584,7 @@ mod tests {
             bitrate_bps: 100_000,
             idr_interval_frames: 30,
             complexity: Default::default(),
+            analysis: Default::default(),
         })
         .unwrap();
         let mut au = Vec::new();
@@ -610,6 +611,7 @@ mod tests {
             bitrate_bps: 100_000,
             idr_interval_frames: 30,
             complexity: Default::default(),
+            analysis: Default::default(),
         })
         .unwrap();
         let mut w = Fmp4Writer::new(64, 64, 312);

@@ -330,6 +330,7 @@ impl VideoLoop {
             bitrate_bps: v.bitrate_kbps * 1000,
             idr_interval_frames: v.fps * v.idr_interval_s,
             complexity: v.complexity,
+            analysis: Default::default(),
         };
         stats.video_fps.store(v.fps as u64, Ordering::Relaxed);
         Self {

@@ -473,6 +473,7 @@ pub fn spawn_content(
                 bitrate_bps: 1_500_000,
                 idr_interval_frames: 30,
                 complexity: Default::default(),
+                analysis: Default::default(),
             },
         )
         .unwrap();
@@ -722,6 +723,7 @@ fn spawn_media(
                 bitrate_bps: 300_000,
                 idr_interval_frames: 15,
                 complexity: Default::default(),
+                analysis: Default::default(),
             },
         )
         .unwrap();

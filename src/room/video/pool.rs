@@ -292,6 +292,7 @@ mod tests {
             bitrate_bps: 300_000,
             idr_interval_frames: 300,
             complexity: Default::default(),
+            analysis: Default::default(),
         }
     }
 

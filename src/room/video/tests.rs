@@ -381,6 +381,7 @@ fn participants_nobody_sees_are_not_decoded_and_get_a_pli_when_shown() {
         bitrate_bps: 100_000,
         idr_interval_frames: 1000,
         complexity: Default::default(),
+        analysis: Default::default(),
     };
     let mut encs: Vec<_> = (0..4)
         .map(|_| H264Encoder::new(settings).unwrap())
@@ -944,6 +945,7 @@ fn content_is_tile_0_fitted_for_everyone_and_a_static_slide_is_not_encoded_again
         bitrate_bps: 300_000,
         idr_interval_frames: 1000,
         complexity: Default::default(),
+        analysis: Default::default(),
     };
     let mut cams: Vec<_> = (0..3)
         .map(|_| H264Encoder::new(settings).unwrap())
@@ -1114,6 +1116,7 @@ fn content_is_refused_over_its_own_limits() {
         bitrate_bps: 300_000,
         idr_interval_frames: 1000,
         complexity: Default::default(),
+        analysis: Default::default(),
     })
     .unwrap();
     let mut seq = 0;
