@@ -7,11 +7,13 @@
 #   and their drivers do) mostly removes. Unlike the synthetic clips' fresh per-pixel
 #   noise every frame, most of each picture is predictable from the last one.
 #
-# usage: benches/camera_clips.sh N DIR [SECONDS=10]
+# usage: benches/camera_clips.sh N DIR [SECONDS=10] [WxH=640x360] [KBPS=600]
 #   writes DIR/input-0.h264 … DIR/input-(N-1).h264 (the names `bench room --inputs` and
-#   benches/peer_ffmpeg.sh use)
+#   benches/peer_ffmpeg.sh use); WxH and KBPS make the clips a sender sends when it was
+#   asked for less (`sendLimit`: e.g. 480x270 at 389)
 set -euo pipefail
-n=${1:?participants}; dir=${2:?output dir}; secs=${3:-10}
+n=${1:?participants}; dir=${2:?output dir}; secs=${3:-10}; size=${4:-640x360}; kbps=${5:-600}
+w=${size%x*}; h=${size#*x}
 command -v ffmpeg >/dev/null || { echo "camera_clips: needs ffmpeg (apt-get install ffmpeg)" >&2; exit 1; }
 mkdir -p "$dir"
 scenes=(
@@ -23,9 +25,9 @@ scenes=(
 for ((i = 0; i < n; i++)); do
   src=${scenes[i % ${#scenes[@]}]}
   ffmpeg -hide_banner -nostdin -v error -y -f lavfi -i "$src" -t "$secs" \
-    -vf "hue=h=$((i * 37 % 360)),noise=alls=6:allf=t,hqdn3d=4:3:6:6,format=yuv420p" \
+    -vf "hue=h=$((i * 37 % 360)),noise=alls=6:allf=t,hqdn3d=4:3:6:6,scale=$w:$h:flags=bicubic,format=yuv420p" \
     -c:v libx264 -profile:v baseline -preset veryfast -tune zerolatency \
-    -b:v 600k -maxrate 600k -bufsize 300k -g 300 -bf 0 \
+    -b:v "${kbps}k" -maxrate "${kbps}k" -bufsize "$((kbps / 2))k" -g 300 -bf 0 \
     -f h264 "$dir/input-$i.h264"
   echo "camera_clips: wrote $dir/input-$i.h264" >&2
 done

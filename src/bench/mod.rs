@@ -39,6 +39,10 @@ pub struct RoomBenchArgs {
     /// Synthetic input size (ignored with --inputs).
     #[arg(long, default_value = "640x360")]
     pub input: String,
+    /// Synthetic inputs' bitrate, e.g. 600k; `asked`: what the server asks a sender of
+    /// `--input`'s size for (`sendLimit`: 0.1 bit per pixel at 30 fps).
+    #[arg(long, default_value = "600k")]
+    pub input_bitrate: String,
     /// Output canvas size.
     #[arg(long, default_value = "1280x720")]
     pub output: String,
@@ -266,7 +270,11 @@ fn prepare(args: &RoomBenchArgs) -> Result<Feed, BenchError> {
     let mut video = Vec::new();
     if !args.audio_only {
         let clips: Vec<synth::Clip> = if args.inputs.is_empty() {
-            eprintln!("bench: encoding {n} synthetic {iw}x{ih} inputs…");
+            let bitrate = input_bitrate(args)?;
+            eprintln!(
+                "bench: encoding {n} synthetic {iw}x{ih} inputs at {} kbit/s…",
+                bitrate / 1000
+            );
             (0..n)
                 .map(|i| {
                     synth::synthetic_clip(
@@ -275,7 +283,7 @@ fn prepare(args: &RoomBenchArgs) -> Result<Feed, BenchError> {
                         ih as usize,
                         args.fps,
                         2 * args.fps as usize,
-                        600_000,
+                        bitrate,
                     )
                 })
                 .collect()
@@ -364,6 +372,15 @@ fn config_for(args: &RoomBenchArgs) -> Result<(Config, crate::layout::LayoutSpec
     Ok((c, layout))
 }
 
+/// The synthetic inputs' bitrate (`--input-bitrate`).
+fn input_bitrate(args: &RoomBenchArgs) -> Result<u32, BenchError> {
+    if args.input_bitrate == "asked" {
+        let (w, h) = parse_size("input", &args.input)?;
+        return Ok(crate::room::video::demand::limit_for(Some((w, h)), args.fps).max_bitrate_bps);
+    }
+    parse_bitrate(&args.input_bitrate)
+}
+
 /// Writes the synthetic clips as Annex B files (for the ffmpeg peer).
 pub fn write_inputs(args: &RoomBenchArgs, dir: &std::path::Path) -> Result<(), BenchError> {
     let (iw, ih) = parse_size("input", &args.input)?;
@@ -375,7 +392,7 @@ pub fn write_inputs(args: &RoomBenchArgs, dir: &std::path::Path) -> Result<(), B
             ih as usize,
             args.fps,
             (args.seconds * args.fps as f64).max(1.0) as usize,
-            600_000,
+            input_bitrate(args)?,
         );
         let path = dir.join(format!("input-{i}.h264"));
         std::fs::write(&path, clip.access_units.concat())?;

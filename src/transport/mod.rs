@@ -13,7 +13,10 @@ use crate::ids::ParticipantId;
 use crate::room::sink::RtpSink;
 use crate::room::{Attachment, Room, Upstream};
 use crate::sdp;
-use rtc::interceptor::{CongestionControlBuilder, Slot, TwccSenderBuilder};
+use rtc::interceptor::{
+    CongestionControlBuilder, NackGeneratorBuilder, NackResponderBuilder, Slot, TwccSenderBuilder,
+};
+use rtc::peer_connection::configuration::interceptor_registry;
 use rtc::peer_connection::configuration::media_engine::{
     MIME_TYPE_AV1, MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_RTX, MIME_TYPE_VP8, MIME_TYPE_VP9,
 };
@@ -30,10 +33,10 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
-    register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder,
-    PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceCandidateType,
-    RTCIceGatheringState, RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
-    RTCSessionDescription, Registry, SettingEngineBuilder,
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceCandidateType, RTCIceGatheringState,
+    RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription,
+    Registry, SettingEngineBuilder,
 };
 
 /// Why a peer could not be set up.
@@ -368,6 +371,10 @@ async fn read_remote_track(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
     tracing::debug!(%id, ?kind, "remote track ended");
 }
 
+/// How many times a lost packet from a sender is asked for again (NACK, one every 100 ms):
+/// what arrives later than that is past the jitter buffer's patience anyway.
+const NACKS_PER_PACKET: u16 = 3;
+
 /// How often the last send limit is repeated as REMB (RTCP is unreliable; a sender that
 /// honours REMB keeps the last one it got).
 const REMB_REPEAT: Duration = Duration::from_secs(2);
@@ -598,9 +605,23 @@ pub async fn connect(
         .ok_or(crate::room::RoomError::NoSuchParticipant)?;
     let mut engine = media_engine()?;
     // NACK generator and responder, RTCP reports, TWCC receiver (for what we receive; it
-    // also registers `transport-cc` and its header extension for both kinds)...
-    let registry =
-        register_default_interceptors(Registry::new(), &mut engine).map_err(webrtc_err)?;
+    // also registers `transport-cc` and its header extension for both kinds): the stack's
+    // defaults, except that a lost packet is asked for at most NACKS_PER_PACKET times (the
+    // stack's generator asks every 100 ms until it arrives: on a congested uplink the
+    // retransmissions it draws took most of the link, 206 of 277 kbit/s in
+    // tests/e2e/weak_link.test.mjs case c, and the sender's estimate collapsed)...
+    let registry = Registry::new()
+        .with(Slot::NackResponder, NackResponderBuilder::new().build())
+        .with(
+            Slot::NackGenerator,
+            NackGeneratorBuilder::new()
+                .with_max_nacks_per_packet(NACKS_PER_PACKET)
+                .build(),
+        );
+    interceptor_registry::configure_simulcast_extension_headers(&mut engine).map_err(webrtc_err)?;
+    let registry = interceptor_registry::configure_twcc_receiver_only(registry, &mut engine)
+        .map_err(webrtc_err)?;
+    let registry = interceptor_registry::configure_rtcp_reports(registry);
     // ...plus send-side congestion control over the viewer's TWCC feedback: transport-wide
     // sequence numbers on what we send, the send history, and GCC publishing its estimate
     // into the viewer's link. One feedback format only (TWCC; RFC 8888 is not offered). No
