@@ -1020,6 +1020,7 @@ mod tests {
         RoomBenchArgs {
             participants: 3,
             input: "160x96".into(),
+            input_bitrate: "600k".into(),
             output: output.into(),
             fps: 15,
             bitrate: bitrate.into(),
