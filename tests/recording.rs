@@ -399,7 +399,8 @@ async fn sigterm_finalises_the_recording_with_the_full_duration() {
     let dir = tempdir("term");
     let (mut child, addr) = spawn_server(&dir, false);
     let a = Client::join_ws_at(addr, "t", "Ada", Media::steady((220, 30, 30), 400.0)).await;
-    wait_until("media", 30, || a.frames() > 20).await;
+    // (Alone, Ada's picture is empty and unchanging: a refresh a second.)
+    wait_until("media", 30, || a.frames() >= 3).await;
     // Started through the API so the wall-clock reference is exact.
     let t0 = Instant::now();
     assert_eq!(

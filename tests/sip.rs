@@ -422,8 +422,9 @@ fn audio_only_participants_add_no_video_encoder() {
             tokio::time::sleep(Duration::from_millis(250)).await;
             let r = common::http(http_addr, "GET", "/api/rooms", None).await;
             last = serde_json::from_str(&r.body).unwrap();
+            // (Eyes sees three name tiles, an unchanging picture: a frame a second.)
             if last[0]["participants"].as_array().map_or(0, |p| p.len()) == 4
-                && last[0]["videoFramesEncoded"].as_u64().unwrap_or(0) > 10
+                && last[0]["videoFramesEncoded"].as_u64().unwrap_or(0) >= 1
             {
                 break;
             }

@@ -57,16 +57,7 @@ pub struct VariantReport {
 
 /// The composed source frames, from the clips.
 fn compose_source(args: &EncoderBenchArgs, w: u32, h: u32) -> Result<Vec<I420Frame>, BenchError> {
-    let clips: Vec<synth::Clip> = if args.inputs.is_empty() {
-        (0..args.tiles)
-            .map(|i| synth::synthetic_clip(i, 640, 360, 30, 60, 600_000))
-            .collect()
-    } else {
-        args.inputs
-            .iter()
-            .map(|p| synth::load_clip(p))
-            .collect::<Result<_, _>>()?
-    };
+    let clips = synth::clips(&args.inputs, args.tiles, (640, 360), 30, 600_000)?;
     let mut pay = H264Payloader::default();
     let payloads: Vec<Vec<Vec<Bytes>>> = clips
         .iter()

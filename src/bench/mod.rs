@@ -269,30 +269,14 @@ fn prepare(args: &RoomBenchArgs) -> Result<Feed, BenchError> {
     let (iw, ih) = parse_size("input", &args.input)?;
     let mut video = Vec::new();
     if !args.audio_only {
-        let clips: Vec<synth::Clip> = if args.inputs.is_empty() {
-            let bitrate = input_bitrate(args)?;
+        let bitrate = input_bitrate(args)?;
+        if args.inputs.is_empty() {
             eprintln!(
                 "bench: encoding {n} synthetic {iw}x{ih} inputs at {} kbit/s…",
                 bitrate / 1000
             );
-            (0..n)
-                .map(|i| {
-                    synth::synthetic_clip(
-                        i,
-                        iw as usize,
-                        ih as usize,
-                        args.fps,
-                        2 * args.fps as usize,
-                        bitrate,
-                    )
-                })
-                .collect()
-        } else {
-            args.inputs
-                .iter()
-                .map(|p| synth::load_clip(p))
-                .collect::<Result<_, _>>()?
-        };
+        }
+        let clips = synth::clips(&args.inputs, n, (iw, ih), args.fps, bitrate)?;
         let mut pay = H264Payloader::default();
         for i in 0..n {
             video.push(payloads(&mut pay, &clips[i % clips.len()]));

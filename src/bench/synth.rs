@@ -209,6 +209,24 @@ pub enum InputError {
 }
 
 /// Loads an `.h264` (Annex B) file, or an `.mp4` converted with ffmpeg.
+/// The clips at `inputs`, or without any, `n` synthetic ones of `size` (two seconds each
+/// at `fps` and `bitrate`).
+pub fn clips(
+    inputs: &[std::path::PathBuf],
+    n: usize,
+    size: (u32, u32),
+    fps: u32,
+    bitrate: u32,
+) -> Result<Vec<Clip>, InputError> {
+    if inputs.is_empty() {
+        let (w, h) = (size.0 as usize, size.1 as usize);
+        return Ok((0..n)
+            .map(|i| synthetic_clip(i, w, h, fps, 2 * fps as usize, bitrate))
+            .collect());
+    }
+    inputs.iter().map(|p| load_clip(p)).collect()
+}
+
 pub fn load_clip(path: &Path) -> Result<Clip, InputError> {
     let name = path.display().to_string();
     let data = if path

@@ -1441,6 +1441,9 @@ pub struct Rooms {
     /// Rooms that emptied and are stopping (threads joining, recordings finalising);
     /// `stop_all` waits for them so a shutdown never cuts a recording short.
     stopping: Mutex<Vec<JoinHandle<()>>>,
+    /// Held while a participant leaves and its `participantLeft` is emitted, so that two
+    /// leaving at once are told in the order they left, both before `roomFinished`.
+    leaving: Mutex<()>,
     /// Rooms started/finished, participants joined/left, recordings finished.
     pub events: Arc<server_events::ServerEvents>,
     /// Set once the server drains: when it stops, whatever rooms are still running.
@@ -1463,6 +1466,7 @@ impl Rooms {
             participants: std::sync::atomic::AtomicUsize::new(0),
             watchers: std::sync::atomic::AtomicUsize::new(0),
             stopping: Mutex::new(Vec::new()),
+            leaving: Mutex::new(()),
             events: Arc::default(),
             drain_deadline: Mutex::new(None),
             dialer: Default::default(),
@@ -1728,6 +1732,7 @@ impl Rooms {
 
     /// Removes `id` from its room and stops the room when it is empty.
     pub fn leave(&self, room: &Arc<Room>, id: ParticipantId) {
+        let order = lock(&self.leaving);
         let Some(left) = room.leave(id) else { return };
         if left.watcher {
             self.watchers.fetch_sub(1, Ordering::SeqCst);
@@ -1740,6 +1745,7 @@ impl Rooms {
                     participant_id: id,
                 });
         }
+        drop(order);
         if left.empty {
             self.remove_if_empty(room);
         }

@@ -401,156 +401,131 @@ fn callers_of_every_codec_hear_each_other_and_a_waiting_caller_is_isolated() {
     );
 }
 
-#[test]
-fn narrowband_talkers_stay_coherent_with_a_silent_listener() {
-    use crate::codec::voice::{AudioCodec, AudioDecoder, AudioEncoder};
+/// G.711 callers (no RFC 6464 levels), each sending a tone of its own, and one of them
+/// listening.
+struct PhoneRoom {
+    mix: AudioLoop,
+    ids: Vec<ParticipantId>,
+    outs: Vec<mpsc::Receiver<rtc::rtp::packet::Packet>>,
+    encs: Vec<crate::codec::voice::AudioEncoder>,
+    dec: crate::codec::voice::AudioDecoder,
+    stats: Arc<RoomStats>,
+    /// What the listener heard, at 48 kHz.
+    heard: Vec<i16>,
+}
 
-    let stats = Arc::new(RoomStats::default());
-    let mut mix = AudioLoop::new(
-        &Config::default(),
-        broadcast::channel(64).0,
-        Arc::new(AtomicU64::new(0)),
-        stats.clone(),
-    );
-    let tones = [Some(440.0f32), Some(730.0), None];
-    let mut ids = Vec::new();
-    let mut outs = Vec::new();
-    for _ in 0..3 {
-        let id = ParticipantId::next();
-        let (tx, rx) = mpsc::channel(10_000);
-        mix.handle(AudioCmd::Join {
-            id,
-            codec: AudioCodec::Pcmu,
-            admitted: true,
-        });
-        mix.handle(AudioCmd::Attach {
-            id,
-            sink: Some(RtpSink::new(1, 0, tx)),
-            link: None,
-        });
-        ids.push(id);
-        outs.push(rx);
+impl PhoneRoom {
+    fn new(n: usize, config: &Config) -> Self {
+        use crate::codec::voice::{AudioCodec, AudioDecoder, AudioEncoder};
+        let stats = Arc::new(RoomStats::default());
+        let mut mix = AudioLoop::new(
+            config,
+            broadcast::channel(64).0,
+            Arc::new(AtomicU64::new(0)),
+            stats.clone(),
+        );
+        let (mut ids, mut outs) = (Vec::new(), Vec::new());
+        for _ in 0..n {
+            let id = ParticipantId::next();
+            let (tx, rx) = mpsc::channel(10_000);
+            mix.handle(AudioCmd::Join {
+                id,
+                codec: AudioCodec::Pcmu,
+                admitted: true,
+            });
+            mix.handle(AudioCmd::Attach {
+                id,
+                sink: Some(RtpSink::new(1, 0, tx)),
+                link: None,
+            });
+            ids.push(id);
+            outs.push(rx);
+        }
+        Self {
+            mix,
+            ids,
+            outs,
+            encs: (0..n)
+                .map(|_| AudioEncoder::new(AudioCodec::Pcmu, 0, 0).unwrap())
+                .collect(),
+            dec: AudioDecoder::new(AudioCodec::Pcmu).unwrap(),
+            stats,
+            heard: Vec::new(),
+        }
     }
-    let mut encs: Vec<_> = (0..3)
-        .map(|_| AudioEncoder::new(AudioCodec::Pcmu, 0, 0).unwrap())
-        .collect();
-    let mut dec = AudioDecoder::new(AudioCodec::Pcmu).unwrap();
-    let mut heard = Vec::new();
-    let mut buf = vec![0u8; 1500];
-    let mut pcm = vec![0i16; 5760];
-    for k in 0..100u64 {
-        for i in 0..3 {
+
+    /// Tick `k`: caller i sends `tones[i]` (Hz, amplitude; silence for amplitude 0);
+    /// `listener` hears the room, the others' outputs are drained.
+    fn tick(&mut self, k: u64, tones: &[(f32, f32)], listener: usize) {
+        let (mut buf, mut pcm) = (vec![0u8; 1500], vec![0i16; 5760]);
+        for (i, &(f, amp)) in tones.iter().enumerate() {
             let tone: Vec<i16> = (0..960u64)
-                .map(|s| match tones[i] {
-                    Some(f) => {
-                        (((k * 960 + s) as f32 * 2.0 * std::f32::consts::PI * f / 48_000.0).sin()
-                            * 5000.0) as i16
-                    }
-                    None => 0,
+                .map(|s| {
+                    ((((k * 960 + s) as f32 * 2.0 * std::f32::consts::PI * f / 48_000.0).sin())
+                        * amp) as i16
                 })
                 .collect();
-            let n = encs[i].encode(&tone, &mut buf).unwrap();
-            mix.handle(AudioCmd::Packet {
-                id: ids[i],
+            let n = self.encs[i].encode(&tone, &mut buf).unwrap();
+            self.mix.handle(AudioCmd::Packet {
+                id: self.ids[i],
                 seq: k as u16,
                 payload: bytes::Bytes::copy_from_slice(&buf[..n]),
                 level: None,
             });
         }
-        mix.set_tick(k);
-        mix.mix_tick();
-        while let Ok(pkt) = outs[0].try_recv() {
-            let n = dec.decode(&pkt.payload, &mut pcm).unwrap();
-            heard.extend_from_slice(&pcm[..n]);
-        }
-        for o in outs.iter_mut().skip(1) {
-            while o.try_recv().is_ok() {}
+        self.mix.set_tick(k);
+        self.mix.mix_tick();
+        for (i, o) in self.outs.iter_mut().enumerate() {
+            while let Ok(pkt) = o.try_recv() {
+                if i == listener {
+                    let n = self.dec.decode(&pkt.payload, &mut pcm).unwrap();
+                    self.heard.extend_from_slice(&pcm[..n]);
+                }
+            }
         }
     }
-    let p = tone_power(&heard[heard.len() - 24_000..], 730.0);
+}
+
+#[test]
+fn narrowband_talkers_stay_coherent_with_a_silent_listener() {
+    let mut room = PhoneRoom::new(3, &Config::default());
+    for k in 0..100u64 {
+        room.tick(k, &[(440.0, 5000.0), (730.0, 5000.0), (0.0, 0.0)], 0);
+    }
+    let p = tone_power(&room.heard[room.heard.len() - 24_000..], 730.0);
     assert!(p > 5e6, "coherent: {p:.0}");
 }
 
 #[test]
 fn phone_callers_are_measured_at_8_khz_and_only_the_mixed_ones_are_resampled() {
-    use crate::codec::voice::{AudioCodec, AudioDecoder, AudioEncoder};
-
     // Six G.711 callers (no RFC 6464 levels) at falling loudness, two mixed at a time.
     let mut config = Config::default();
     config.audio.top_k = 2;
-    let stats = Arc::new(RoomStats::default());
-    let mut mix = AudioLoop::new(
-        &config,
-        broadcast::channel(64).0,
-        Arc::new(AtomicU64::new(0)),
-        stats.clone(),
-    );
-    let tones = [440.0f32, 730.0, 1170.0, 1500.0, 1850.0, 2300.0];
-    let amps = [9000.0f32, 6000.0, 2500.0, 2000.0, 1500.0, 1000.0];
-    let mut ids = Vec::new();
-    let mut outs = Vec::new();
-    for _ in 0..6 {
-        let id = ParticipantId::next();
-        let (tx, rx) = mpsc::channel(10_000);
-        mix.handle(AudioCmd::Join {
-            id,
-            codec: AudioCodec::Pcmu,
-            admitted: true,
-        });
-        mix.handle(AudioCmd::Attach {
-            id,
-            sink: Some(RtpSink::new(1, 0, tx)),
-            link: None,
-        });
-        ids.push(id);
-        outs.push(rx);
-    }
-    let mut encs: Vec<_> = (0..6)
-        .map(|_| AudioEncoder::new(AudioCodec::Pcmu, 0, 0).unwrap())
-        .collect();
-    let mut dec = AudioDecoder::new(AudioCodec::Pcmu).unwrap();
-    let mut heard = Vec::new();
-    let (mut buf, mut pcm) = (vec![0u8; 1500], vec![0i16; 5760]);
+    let mut room = PhoneRoom::new(6, &config);
+    let tones = [
+        (440.0f32, 9000.0f32),
+        (730.0, 6000.0),
+        (1170.0, 2500.0),
+        (1500.0, 2000.0),
+        (1850.0, 1500.0),
+        (2300.0, 1000.0),
+    ];
+    // The quietest caller listens (it hears the shared mix).
     for k in 0..100u64 {
-        for i in 0..6 {
-            let tone: Vec<i16> = (0..960u64)
-                .map(|s| {
-                    ((k * 960 + s) as f32 * 2.0 * std::f32::consts::PI * tones[i] / 48_000.0)
-                        .sin()
-                        .mul_add(amps[i], 0.0) as i16
-                })
-                .collect();
-            let n = encs[i].encode(&tone, &mut buf).unwrap();
-            mix.handle(AudioCmd::Packet {
-                id: ids[i],
-                seq: k as u16,
-                payload: bytes::Bytes::copy_from_slice(&buf[..n]),
-                level: None,
-            });
-        }
-        mix.set_tick(k);
-        mix.mix_tick();
-        // The quietest caller listens (it hears the shared mix).
-        while let Ok(pkt) = outs[5].try_recv() {
-            let n = dec.decode(&pkt.payload, &mut pcm).unwrap();
-            heard.extend_from_slice(&pcm[..n]);
-        }
-        for o in outs.iter_mut().take(5) {
-            while o.try_recv().is_ok() {}
-        }
+        room.tick(k, &tones, 5);
     }
     assert_eq!(
-        mix.talkers(),
-        ids[..2].to_vec(),
+        room.mix.talkers(),
+        room.ids[..2].to_vec(),
         "the two loudest, measured at 8 kHz"
     );
     assert_eq!(
-        stats.audio_decoders.load(Ordering::Relaxed),
+        room.stats.audio_decoders.load(Ordering::Relaxed),
         2,
         "only the mixed callers are converted to 48 kHz"
     );
-    let last = &heard[heard.len() - 24_000..];
-    for (i, f) in tones.iter().enumerate() {
+    let last = &room.heard[room.heard.len() - 24_000..];
+    for (i, (f, _)) in tones.iter().enumerate() {
         let p = tone_power(last, *f);
         if i < 2 {
             assert!(p > 1e5, "tone {f} Hz is mixed: {p}");

@@ -171,7 +171,7 @@ impl Demand {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layout::LayoutSet;
+    use crate::layout::{LayoutSet, LayoutSpec};
 
     const W: u32 = 1280;
     const H: u32 = 720;
@@ -202,29 +202,20 @@ mod tests {
             }
             o
         };
-        for v in 1..=n {
-            let viewer = (!spec.shared()).then_some(v);
-            let o = order(viewer);
+        // `order`'s cameras in `spec`'s tiles.
+        let picture = |spec: &LayoutSpec, o: Vec<u64>| -> Vec<(Rect, TileKey)> {
             let rects = spec.place(o.len(), W, H);
-            plans.push(
-                rects
-                    .iter()
-                    .zip(&o)
-                    .map(|(r, &p)| key(p, *r, Look::Camera))
-                    .collect(),
-            );
+            rects
+                .iter()
+                .zip(&o)
+                .map(|(r, &p)| key(p, *r, Look::Camera))
+                .collect()
+        };
+        for v in 1..=n {
+            plans.push(picture(spec, order((!spec.shared()).then_some(v))));
         }
         if let Some(rec) = recording {
-            let spec = set.get(rec).unwrap();
-            let o = order(None);
-            let rects = spec.place(o.len(), W, H);
-            plans.push(
-                rects
-                    .iter()
-                    .zip(&o)
-                    .map(|(r, &p)| key(p, *r, Look::Camera))
-                    .collect(),
-            );
+            plans.push(picture(set.get(rec).unwrap(), order(None)));
         }
         let mut largest = Vec::new();
         largest_tiles(plans.iter().map(|p| p.as_slice()), &mut largest);

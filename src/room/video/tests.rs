@@ -58,11 +58,26 @@ impl Harness {
     }
 
     fn join(&mut self, name: &str) {
-        self.join_with(name, |s| s);
+        let _ = self.join_with(name, |s| s);
     }
 
     /// A participant whose requests upstream (PLIs, send limits) the test reads.
     fn join_kept(&mut self, name: &str) -> mpsc::Receiver<Upstream> {
+        self.join_with(name, |s| s)
+    }
+
+    /// A viewer whose offer had no H.264: it is sent VP8.
+    fn join_vp8(&mut self, name: &str) {
+        let _ = self.join_with(name, RtpSink::with_vp8);
+    }
+
+    /// Joins a participant (its video, if any, H.264); returns where its requests upstream
+    /// go (dropped by most tests: then nothing is delivered there).
+    fn join_with(
+        &mut self,
+        name: &str,
+        sink: impl FnOnce(RtpSink) -> RtpSink,
+    ) -> mpsc::Receiver<Upstream> {
         let id = ParticipantId::next();
         let (tx, rx) = mpsc::channel(100_000);
         let (up, up_rx) = mpsc::channel(64);
@@ -74,33 +89,6 @@ impl Harness {
         self.video.handle(VideoCmd::Attach {
             id,
             payload_types: [(102, VideoCodec::H264)].into(),
-            sink: Some(RtpSink::new(1, 102, tx)),
-            upstream: up,
-            link: link.clone(),
-        });
-        self.ids.push(id);
-        self.outs.push(rx);
-        self.links.push(link);
-        up_rx
-    }
-
-    /// A viewer whose offer had no H.264: it is sent VP8.
-    fn join_vp8(&mut self, name: &str) {
-        self.join_with(name, RtpSink::with_vp8);
-    }
-
-    fn join_with(&mut self, name: &str, sink: impl FnOnce(RtpSink) -> RtpSink) {
-        let id = ParticipantId::next();
-        let (tx, rx) = mpsc::channel(100_000);
-        let (up, _) = mpsc::channel(8);
-        let link = Arc::new(ViewerLink::default());
-        self.video.handle(VideoCmd::Join {
-            id,
-            name: name.into(),
-        });
-        self.video.handle(VideoCmd::Attach {
-            id,
-            payload_types: HashMap::new(),
             sink: Some(sink(RtpSink::new(1, 102, tx))),
             upstream: up,
             link: link.clone(),
@@ -108,6 +96,7 @@ impl Harness {
         self.ids.push(id);
         self.outs.push(rx);
         self.links.push(link);
+        up_rx
     }
 
     /// One tick at media time k/fps (a virtual clock: the policy's timing is exact).
