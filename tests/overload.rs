@@ -2,13 +2,19 @@
 //! recording stop and a room stop still complete within a bounded time, and the recording
 //! is finalised.
 
+use bytes::Bytes;
+use rtc::rtp::codec::h264::H264Payloader;
+use rtc::rtp::packetizer::Payloader;
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tessera::codec::video::{EncoderSettings, H264Encoder};
+use tessera::codec::VideoCodec;
 use tessera::config::Config;
 use tessera::ids::RoomId;
 use tessera::layout::LayoutSet;
+use tessera::media::I420Frame;
 use tessera::room::{Attachment, Room, RoomSettings, RtpSink};
 use tokio::sync::mpsc;
 
@@ -34,15 +40,17 @@ fn a_recording_stop_and_a_room_stop_complete_while_ticks_are_overdue() {
     )
     .unwrap();
     let mut keep = Vec::new();
+    let mut ids = Vec::new();
     for i in 0..12 {
         let info = room.join(&format!("Viewer {i}")).unwrap();
+        ids.push(info.id);
         let (vtx, vrx) = mpsc::channel(100_000);
         let (atx, arx) = mpsc::channel(100_000);
         let (up, up_rx) = mpsc::channel(64);
         room.attach(
             info.id,
             Attachment {
-                video_payload_types: HashMap::new(),
+                video_payload_types: HashMap::from([(102, VideoCodec::H264)]),
                 audio_out: Some(RtpSink::new(2 * i + 1, 111, atx)),
                 video_out: Some(RtpSink::new(2 * i + 2, 102, vtx)),
                 upstream: up,
@@ -51,6 +59,36 @@ fn a_recording_stop_and_a_room_stop_complete_while_ticks_are_overdue() {
         .unwrap();
         keep.push((vrx, arx, up_rx));
     }
+    // Live cameras: every viewer's picture changes (an unchanging one is not encoded).
+    let clip = moving_clip();
+    let stop_feed = Arc::new(AtomicBool::new(false));
+    let feeder = {
+        let (room, stop) = (room.clone(), stop_feed.clone());
+        std::thread::spawn(move || {
+            let mut seq = 0u16;
+            for k in 0usize.. {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let packets = &clip[k % clip.len()];
+                for &id in &ids {
+                    for (j, p) in packets.iter().enumerate() {
+                        let marker = j + 1 == packets.len();
+                        room.video_packet(
+                            id,
+                            102,
+                            seq.wrapping_add(j as u16),
+                            (k * 3000) as u32,
+                            marker,
+                            p.clone(),
+                        );
+                    }
+                }
+                seq = seq.wrapping_add(packets.len() as u16);
+                std::thread::sleep(Duration::from_millis(33));
+            }
+        })
+    };
     room.start_recording().unwrap();
     std::thread::sleep(Duration::from_secs(3));
 
@@ -77,6 +115,8 @@ fn a_recording_stop_and_a_room_stop_complete_while_ticks_are_overdue() {
     let t = Instant::now();
     room.stop();
     let stop_room = t.elapsed();
+    stop_feed.store(true, Ordering::Relaxed);
+    feeder.join().unwrap();
     eprintln!("room stop took {stop_room:?}");
     assert!(
         stop_room < Duration::from_secs(3),
@@ -107,4 +147,31 @@ fn a_recording_stop_and_a_room_stop_complete_while_ticks_are_overdue() {
     let secs: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     assert!(secs > 1.0, "duration {secs}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// 30 frames of a small moving picture (an IDR first), as RTP payloads per frame.
+fn moving_clip() -> Vec<Vec<Bytes>> {
+    let mut enc = H264Encoder::new(EncoderSettings {
+        width: 160,
+        height: 96,
+        fps: 30,
+        bitrate_bps: 300_000,
+        idr_interval_frames: 1000,
+        complexity: Default::default(),
+        analysis: Default::default(),
+    })
+    .unwrap();
+    let mut pay = H264Payloader::default();
+    (0..30)
+        .map(|k| {
+            let mut f = I420Frame::solid(160, 96, (90, 120, 160));
+            let x = (k * 4) % 150;
+            for row in 0..96 {
+                f.y[row * 160 + x..row * 160 + x + 8].fill(235);
+            }
+            let mut au = Vec::new();
+            enc.encode(&f, &mut au).unwrap();
+            pay.payload(1100, &Bytes::from(au)).unwrap()
+        })
+        .collect()
 }
