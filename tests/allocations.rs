@@ -7,20 +7,20 @@
 //! Feeding packets and draining the outputs (the network's side) happen between ticks and
 //! are not counted; the ticks themselves are.
 
+mod common;
+
 use bytes::Bytes;
-use rtc::rtp::codec::h264::H264Payloader;
-use rtc::rtp::packetizer::Payloader;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
-use tessera::codec::video::{EncoderSettings, H264Encoder};
+
 use tessera::codec::VideoCodec;
 use tessera::config::Config;
 use tessera::ids::ParticipantId;
 use tessera::layout::LayoutSet;
-use tessera::media::I420Frame;
+
 use tessera::room::audio::AudioLoop;
 use tessera::room::link::ViewerLink;
 use tessera::room::video::VideoLoop;
@@ -72,32 +72,7 @@ fn counted(f: impl FnOnce()) -> u64 {
 /// payloads.
 fn clips(n: usize, frames: usize) -> Vec<Vec<Vec<Bytes>>> {
     (0..n)
-        .map(|i| {
-            let mut enc = H264Encoder::new(EncoderSettings {
-                width: 160,
-                height: 96,
-                fps: 30,
-                bitrate_bps: 300_000,
-                idr_interval_frames: 1000,
-                complexity: Default::default(),
-                analysis: Default::default(),
-            })
-            .unwrap();
-            let mut pay = H264Payloader::default();
-            (0..frames)
-                .map(|k| {
-                    let mut f = I420Frame::solid(160, 96, (60 + 30 * i as u8, 90, 160));
-                    // A bar that moves, so every frame is a new picture.
-                    let x = (k * 4) % 150;
-                    for row in 0..96 {
-                        f.y[row * 160 + x..row * 160 + x + 8].fill(235);
-                    }
-                    let mut au = Vec::new();
-                    enc.encode(&f, &mut au).unwrap();
-                    pay.payload(1100, &Bytes::from(au)).unwrap()
-                })
-                .collect()
-        })
+        .map(|i| common::moving_clip((60 + 30 * i as u8, 90, 160), frames))
         .collect()
 }
 

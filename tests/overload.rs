@@ -2,19 +2,16 @@
 //! recording stop and a room stop still complete within a bounded time, and the recording
 //! is finalised.
 
-use bytes::Bytes;
-use rtc::rtp::codec::h264::H264Payloader;
-use rtc::rtp::packetizer::Payloader;
+mod common;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tessera::codec::video::{EncoderSettings, H264Encoder};
 use tessera::codec::VideoCodec;
 use tessera::config::Config;
 use tessera::ids::RoomId;
 use tessera::layout::LayoutSet;
-use tessera::media::I420Frame;
 use tessera::room::{Attachment, Room, RoomSettings, RtpSink};
 use tokio::sync::mpsc;
 
@@ -60,7 +57,7 @@ fn a_recording_stop_and_a_room_stop_complete_while_ticks_are_overdue() {
         keep.push((vrx, arx, up_rx));
     }
     // Live cameras: every viewer's picture changes (an unchanging one is not encoded).
-    let clip = moving_clip();
+    let clip = common::moving_clip((90, 120, 160), 30);
     let stop_feed = Arc::new(AtomicBool::new(false));
     let feeder = {
         let (room, stop) = (room.clone(), stop_feed.clone());
@@ -147,31 +144,4 @@ fn a_recording_stop_and_a_room_stop_complete_while_ticks_are_overdue() {
     let secs: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     assert!(secs > 1.0, "duration {secs}");
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// 30 frames of a small moving picture (an IDR first), as RTP payloads per frame.
-fn moving_clip() -> Vec<Vec<Bytes>> {
-    let mut enc = H264Encoder::new(EncoderSettings {
-        width: 160,
-        height: 96,
-        fps: 30,
-        bitrate_bps: 300_000,
-        idr_interval_frames: 1000,
-        complexity: Default::default(),
-        analysis: Default::default(),
-    })
-    .unwrap();
-    let mut pay = H264Payloader::default();
-    (0..30)
-        .map(|k| {
-            let mut f = I420Frame::solid(160, 96, (90, 120, 160));
-            let x = (k * 4) % 150;
-            for row in 0..96 {
-                f.y[row * 160 + x..row * 160 + x + 8].fill(235);
-            }
-            let mut au = Vec::new();
-            enc.encode(&f, &mut au).unwrap();
-            pay.payload(1100, &Bytes::from(au)).unwrap()
-        })
-        .collect()
 }

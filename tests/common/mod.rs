@@ -1752,3 +1752,32 @@ pub const THREE_PEOPLE: [(&str, (u8, u8, u8), f32); 3] = [
     ("Green", (30, 200, 30), 650.0),
     ("Blue", (30, 30, 220), 1000.0),
 ];
+
+/// `frames` H.264 access units (an IDR first) of a 160x96 picture of `rgb` with a bar
+/// that moves, so that every frame is a new picture, as RTP payloads per frame.
+pub fn moving_clip(rgb: (u8, u8, u8), frames: usize) -> Vec<Vec<Bytes>> {
+    use rtc::rtp::packetizer::Payloader;
+    let mut enc = tessera::codec::video::H264Encoder::new(tessera::codec::video::EncoderSettings {
+        width: 160,
+        height: 96,
+        fps: 30,
+        bitrate_bps: 300_000,
+        idr_interval_frames: 1000,
+        complexity: Default::default(),
+        analysis: Default::default(),
+    })
+    .unwrap();
+    let mut pay = rtc::rtp::codec::h264::H264Payloader::default();
+    (0..frames)
+        .map(|k| {
+            let mut f = I420Frame::solid(160, 96, rgb);
+            let x = (k * 4) % 150;
+            for row in 0..96 {
+                f.y[row * 160 + x..row * 160 + x + 8].fill(235);
+            }
+            let mut au = Vec::new();
+            enc.encode(&f, &mut au).unwrap();
+            pay.payload(1100, &Bytes::from(au)).unwrap()
+        })
+        .collect()
+}
