@@ -1,4 +1,4 @@
-"""Shared by the aiortc tests (whip_present.py, whep_watch.py): the Tessera binary started
+"""Shared by the aiortc tests (whip_present.py, whep_watch.py, whip_remb.py): the Tessera binary started
 in a namespace with a private "LAN", a solid-colour camera, HTTP with SDP bodies, and
 polling. aiortc is Debian's python3-aiortc (1.4): an independent WebRTC stack."""
 
@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 
 import numpy
-from aiortc import VideoStreamTrack
+from aiortc import RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
 from av import VideoFrame
 
 BIN = os.environ.get("TESSERA_BIN") or os.path.join(
@@ -34,6 +34,45 @@ class Solid(VideoStreamTrack):
         f = VideoFrame.from_ndarray(self.frame, format="rgb24")
         f.pts, f.time_base = pts, time_base
         return f
+
+
+class Peer:
+    """An aiortc peer that keeps the last picture and ~2 s of the sound it receives."""
+
+    def __init__(self, name):
+        self.name = name
+        self.pc = RTCPeerConnection()
+        self.last = None
+        self.frames = 0
+        self.audio = []
+
+        @self.pc.on("track")
+        def on_track(track):
+            asyncio.ensure_future(self.read(track))
+
+    async def read(self, track):
+        while True:
+            try:
+                f = await track.recv()
+            except Exception:
+                return
+            if track.kind == "video":
+                self.last = f.to_ndarray(format="rgb24")
+                self.frames += 1
+            else:
+                a = f.to_ndarray().reshape(-1)
+                channels = len(f.layout.channels)
+                self.audio.append(a.reshape(-1, channels).mean(axis=1) if channels > 1 else a)
+                self.audio = self.audio[-100:]
+
+    async def post(self, base, path):
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        sdp = one_ice_session(self.pc.localDescription.sdp)
+        status, headers, answer = http(base, path, sdp.encode())
+        assert status == 201, f"{self.name}: POST {path} {status}: {answer}"
+        self.location = headers.get("Location") or headers.get("location")
+        self.answer = answer
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
 
 
 def http(base, path, body=None, method="POST"):

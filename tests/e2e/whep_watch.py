@@ -19,9 +19,9 @@ import time
 import urllib.request
 
 import numpy
-from aio import http, one_ice_session, run, start_server, stop_server, wait_for
+from aio import Peer, http, run, start_server, stop_server, wait_for
 from aio import Solid
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
+from aiortc import MediaStreamTrack
 from av import AudioFrame
 
 W, H = 640, 360
@@ -55,43 +55,6 @@ class Tone(MediaStreamTrack):
         f.pts, f.time_base = self.n * 960, fractions.Fraction(1, 48000)
         self.n += 1
         return f
-
-
-class Peer:
-    def __init__(self, name):
-        self.name = name
-        self.pc = RTCPeerConnection()
-        self.last = None
-        self.frames = 0
-        self.audio = []
-
-        @self.pc.on("track")
-        def on_track(track):
-            asyncio.ensure_future(self.read(track))
-
-    async def read(self, track):
-        while True:
-            try:
-                f = await track.recv()
-            except Exception:
-                return
-            if track.kind == "video":
-                self.last = f.to_ndarray(format="rgb24")
-                self.frames += 1
-            else:
-                a = f.to_ndarray().reshape(-1)
-                channels = len(f.layout.channels)
-                self.audio.append(a.reshape(-1, channels).mean(axis=1) if channels > 1 else a)
-                self.audio = self.audio[-100:]
-
-    async def post(self, base, path):
-        await self.pc.setLocalDescription(await self.pc.createOffer())
-        sdp = one_ice_session(self.pc.localDescription.sdp)
-        status, headers, answer = http(base, path, sdp.encode())
-        assert status == 201, f"{self.name}: POST {path} {status}: {answer}"
-        self.location = headers.get("Location") or headers.get("location")
-        self.answer = answer
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
 
 
 def share(img, rgb, tol=45):

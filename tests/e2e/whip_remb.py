@@ -23,7 +23,7 @@ from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, unpack_remb_fci
 from av import VideoFrame
 
 sys.path.insert(0, os.path.dirname(__file__))
-from aio import Solid, http, one_ice_session, run, start_server, stop_server, wait_for  # noqa: E402
+from aio import Peer, Solid, http, one_ice_session, run, start_server, stop_server, wait_for  # noqa: E402
 
 W, H = 1280, 720
 MEDIA_IP = "10.204.2.1"
@@ -100,27 +100,9 @@ async def main():
         await blue.post(base)
 
         # Green: a full participant (sendrecv) whose composite we look at.
-        green = RTCPeerConnection()
-        green.addTrack(Solid(GREEN, (320, 180)))
-        last = {}
-
-        @green.on("track")
-        def on_track(track):
-            async def read():
-                while True:
-                    try:
-                        f = await track.recv()
-                    except Exception:
-                        return
-                    if track.kind == "video":
-                        last["img"] = f.to_ndarray(format="rgb24")
-
-            asyncio.ensure_future(read())
-
-        await green.setLocalDescription(await green.createOffer())
-        status, _, answer = http(base, "/whip/gal?name=Green", one_ice_session(green.localDescription.sdp).encode())
-        assert status == 201, f"Green: {status} {answer}"
-        await green.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        green = Peer("Green")
+        green.pc.addTrack(Solid(GREEN, (320, 180)))
+        await green.post(base, "/whip/gal?name=Green")
 
         def rembs():
             ok = all(p.rembs and p.rembs[-1] <= 200_000 for p in (red, blue))
@@ -130,7 +112,7 @@ async def main():
         log("REMB (bit/s) received:", json.dumps(got))
 
         def tiles():
-            img = last.get("img")
+            img = green.last
             if img is None:
                 return False, None
             h, w = img.shape[:2]
@@ -157,7 +139,7 @@ async def main():
         seen = await wait_for("Green still to see both", tiles)
         log("Green still sees", json.dumps(seen))
         log("PASS: REMB carries the send limit; a sender that honours it lowers its rate, one that ignores it is still shown right")
-        for pc in (red.pc, blue.pc, green):
+        for pc in (red.pc, blue.pc, green.pc):
             await pc.close()
     finally:
         stop_server(server)
