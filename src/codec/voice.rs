@@ -300,8 +300,7 @@ impl AudioDecoder {
         match self {
             Self::Opus(d) => d.decode(packet, out),
             Self::Narrow(n) => {
-                n.push(packet);
-                n.conceal_gain = 1.0;
+                n.push_packet(packet);
                 n.pull(out)
             }
         }
@@ -315,8 +314,7 @@ impl AudioDecoder {
         match self {
             Self::Opus(_) => false,
             Self::Narrow(n) => {
-                n.push(packet);
-                n.conceal_gain = 1.0;
+                n.push_packet(packet);
                 true
             }
         }
@@ -325,14 +323,7 @@ impl AudioDecoder {
     /// Narrowband: buffers 20 ms of concealment (the last 20 ms again, 6 dB quieter).
     pub fn buffer_concealment(&mut self) {
         if let Self::Narrow(n) = self {
-            n.conceal_gain *= 0.5;
-            let (g, chunk) = (n.conceal_gain, n.chunk);
-            if n.len + chunk <= n.fifo.len() {
-                for i in 0..chunk {
-                    n.fifo[n.len + i] = (n.last[i] as f32 * g) as i16;
-                }
-                n.len += chunk;
-            }
+            n.push_concealment();
         }
     }
 
@@ -348,9 +339,7 @@ impl AudioDecoder {
     pub fn discard_tick(&mut self) {
         if let Self::Narrow(n) = self {
             if n.len >= n.chunk {
-                n.last.copy_from_slice(&n.fifo[..n.chunk]);
-                n.fifo.copy_within(n.chunk..n.len, 0);
-                n.len -= n.chunk;
+                n.advance();
             }
         }
     }
@@ -373,15 +362,7 @@ impl AudioDecoder {
         match self {
             Self::Opus(d) => d.conceal(out),
             Self::Narrow(n) => {
-                n.conceal_gain *= 0.5;
-                let g = n.conceal_gain;
-                let chunk = n.chunk;
-                if n.len + chunk <= n.fifo.len() {
-                    for i in 0..chunk {
-                        n.fifo[n.len + i] = (n.last[i] as f32 * g) as i16;
-                    }
-                    n.len += chunk;
-                }
+                n.push_concealment();
                 n.pull(out)
             }
         }
@@ -389,6 +370,31 @@ impl AudioDecoder {
 }
 
 impl NarrowDecoder {
+    /// A received packet's samples (ends any concealment fade).
+    fn push_packet(&mut self, packet: &[u8]) {
+        self.push(packet);
+        self.conceal_gain = 1.0;
+    }
+
+    /// 20 ms of concealment: the last 20 ms again, 6 dB quieter each time.
+    fn push_concealment(&mut self) {
+        self.conceal_gain *= 0.5;
+        let (g, chunk) = (self.conceal_gain, self.chunk);
+        if self.len + chunk <= self.fifo.len() {
+            for i in 0..chunk {
+                self.fifo[self.len + i] = (self.last[i] as f32 * g) as i16;
+            }
+            self.len += chunk;
+        }
+    }
+
+    /// Drops the next 20 ms from the FIFO, keeping it as the last played.
+    fn advance(&mut self) {
+        self.last.copy_from_slice(&self.fifo[..self.chunk]);
+        self.fifo.copy_within(self.chunk..self.len, 0);
+        self.len -= self.chunk;
+    }
+
     fn push(&mut self, packet: &[u8]) {
         let room = self.fifo.len() - self.len;
         match &mut self.codec {
@@ -420,13 +426,11 @@ impl NarrowDecoder {
     fn pull(&mut self, out: &mut [i16]) -> Result<usize, CodecError> {
         let mut written = 0;
         while self.len >= self.chunk && out.len() - written >= SAMPLES_PER_TICK {
-            self.last.copy_from_slice(&self.fifo[..self.chunk]);
             self.rate.run(
                 &self.fifo[..self.chunk],
                 &mut out[written..written + SAMPLES_PER_TICK],
             )?;
-            self.fifo.copy_within(self.chunk..self.len, 0);
-            self.len -= self.chunk;
+            self.advance();
             written += SAMPLES_PER_TICK;
         }
         Ok(written)
