@@ -91,16 +91,11 @@ impl Input {
         {
             return;
         }
-        if let Some(up) = &self.upstream {
-            if up.try_send(Upstream::KeyframeRequest).is_ok() {
-                self.last_pli = Some(now);
-                self.pli_sent += 1;
-            }
-        }
+        self.keyframe_now(now);
     }
 
-    /// Asks for a keyframe without waiting for it: the frames before it still decode
-    /// (the sender was asked for a larger picture, which should start with one).
+    /// Sends a PLI now without waiting for the keyframe: the frames before it still
+    /// decode (e.g. the sender was asked for a larger picture, which should start with one).
     pub(super) fn keyframe_now(&mut self, now: Instant) {
         if let Some(up) = &self.upstream {
             if up.try_send(Upstream::KeyframeRequest).is_ok() {
