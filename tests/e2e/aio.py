@@ -65,9 +65,12 @@ class Peer:
                 self.audio.append(a.reshape(-1, channels).mean(axis=1) if channels > 1 else a)
                 self.audio = self.audio[-100:]
 
-    async def post(self, base, path):
+    async def post(self, base, path, edit=None):
+        """Offers at `path` (the offer through `edit` first, if given), takes the answer."""
         await self.pc.setLocalDescription(await self.pc.createOffer())
         sdp = one_ice_session(self.pc.localDescription.sdp)
+        if edit is not None:
+            sdp = edit(sdp)
         status, headers, answer = http(base, path, sdp.encode())
         assert status == 201, f"{self.name}: POST {path} {status}: {answer}"
         self.location = headers.get("Location") or headers.get("location")

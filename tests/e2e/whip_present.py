@@ -12,14 +12,12 @@ camera. Then Pat's session is deleted and the room goes back to its grid.
 Run in a loopback-only namespace (scripts/test.sh). Exit status 0 = pass.
 """
 
-import asyncio
 import json
 import re
 import time
 import urllib.request
 
-from aio import Solid, http, one_ice_session, run, start_server, stop_server, wait_for
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aio import Peer, Solid, http, run, start_server, stop_server, wait_for
 
 W, H = 640, 360
 RED, GREEN, YELLOW = (220, 30, 30), (30, 200, 30), (230, 220, 40)
@@ -34,42 +32,20 @@ def mark_content(sdp, mid):
     return re.sub(rf"(a=mid:{re.escape(mid)}\r\n)", r"\1a=content:slides\r\n", sdp, count=1)
 
 
-class Client:
+class Client(Peer):
     def __init__(self, name, camera, content=None):
-        self.name = name
-        self.pc = RTCPeerConnection()
+        super().__init__(name)
         self.pc.addTrack(Solid(camera, (320, 180)))
         if content is not None:
             self.pc.addTrack(Solid(content, (320, 240)))
-        self.last = None
-        self.frames = 0
-
-        @self.pc.on("track")
-        def on_track(track):
-            if track.kind == "video":
-                asyncio.ensure_future(self.read(track))
-
-    async def read(self, track):
-        while True:
-            try:
-                f = await track.recv()
-            except Exception:
-                return
-            self.last = f.to_ndarray(format="rgb24")
-            self.frames += 1
 
     async def publish(self, base, room, present):
-        await self.pc.setLocalDescription(await self.pc.createOffer())
-        sdp = one_ice_session(self.pc.localDescription.sdp)
-        if present:
+        def second_video_is_content(sdp):
             mids = re.findall(r"m=video[^\r\n]*\r\n(?:(?!m=)[^\r\n]*\r\n)*?a=mid:(\S+)", sdp)
             assert len(mids) == 2, f"two video m-lines expected: {mids}"
-            sdp = mark_content(sdp, mids[1])
-        status, headers, answer = http(base, f"/whip/{room}?name={self.name}", sdp.encode())
-        assert status == 201, f"{self.name}: WHIP POST {status}: {answer}"
-        self.location = headers.get("Location") or headers.get("location")
-        self.answer = answer
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+            return mark_content(sdp, mids[1])
+
+        await self.post(base, f"/whip/{room}?name={self.name}", second_video_is_content if present else None)
 
 
 def mean(img, cx, cy, r=6):
