@@ -3,8 +3,9 @@
 //! `room::audio::AudioLoop`), without a network. Inputs are pre-encoded H.264 (camera-like
 //! synthetic clips, or files) and Opus tones with RFC 6464 levels, packetized like RTP.
 //!
-//! Two modes: **fast** drives both loops tick by tick as fast as the machine allows and
-//! reports the realtime factor; **paced** (`--paced`) runs a real `Room` (its own audio and
+//! Two modes: **fast** drives both loops tick by tick as fast as the machine allows (the
+//! audio loop on its own thread beside the video loop, as in a room) and reports the
+//! realtime factor; **paced** (`--paced`) runs a real `Room` (its own audio and
 //! video threads on their absolute-deadline clocks) fed in real time, and reports tick
 //! lateness. Both report CPU per media second, the share per phase, running encoders and
 //! the overhead ratio = total CPU / (decode + encode CPU).
@@ -667,60 +668,84 @@ pub fn run(args: &RoomBenchArgs) -> Result<BenchReport, BenchError> {
         video.settle_encoders();
         let t_start = Instant::now();
         let mut snap = None;
-        let mut audio_tick = 0u64;
-        for k in 0..video_ticks + warmup_ticks {
-            if k == warmup_ticks {
-                snap = Some((Instant::now(), process_cpu_ns(), snapshot(&stats)));
-                sinks.drain();
-                rung_bytes0.clone_from(&sinks.rung_bytes);
-            }
-            let media_now = t_start + period * k as u32;
-            // Audio ticks up to this video tick's media time.
-            while audio_tick * 20_000 <= k * 1_000_000 / args.fps as u64 {
-                feed_audio(&feed, &ids, audio_tick, |id, seq, payload, level| {
-                    audio.handle(AudioCmd::Packet {
-                        id,
-                        seq,
-                        payload,
-                        level,
-                    })
-                });
-                audio.set_tick(audio_tick);
-                audio.mix_tick();
-                audio_tick += 1;
-            }
-            if !args.audio_only {
-                // Cameras, then the presenter's screen (participant 0's content).
-                let inputs = [
-                    (Some(&feed), &ids[..], false),
-                    (screen.as_ref(), &ids[..1], true),
-                ];
-                for (input, who, content) in inputs {
-                    let Some(input) = input else { continue };
-                    feed_video(input, who, k, |id, seq, ts, marker, payload| {
-                        video.handle(VideoCmd::Packet {
-                            id,
-                            content,
-                            arrival: media_now,
-                            pt: H264_PT,
-                            seq,
-                            ts,
-                            marker,
-                            payload,
-                        })
-                    });
+        // The audio loop runs on its own thread, as in a room (`Room::start`): told each
+        // video tick, it mixes the audio ticks up to that tick's media time while the
+        // video tick runs (at most two video ticks behind).
+        let (audio_to, audio_rx) = std::sync::mpsc::sync_channel::<u64>(2);
+        let fps = args.fps as u64;
+        let audio_ids = ids.clone();
+        let feed_ref = &feed;
+        std::thread::scope(|scope| {
+            let audio_thread = scope.spawn(move || {
+                let mut audio_tick = 0u64;
+                for k in audio_rx {
+                    while audio_tick * 20_000 <= k * 1_000_000 / fps {
+                        feed_audio(
+                            feed_ref,
+                            &audio_ids,
+                            audio_tick,
+                            |id, seq, payload, level| {
+                                audio.handle(AudioCmd::Packet {
+                                    id,
+                                    seq,
+                                    payload,
+                                    level,
+                                })
+                            },
+                        );
+                        audio.set_tick(audio_tick);
+                        audio.mix_tick();
+                        audio_tick += 1;
+                    }
                 }
-                video.tick(media_now, k);
+            });
+            for k in 0..video_ticks + warmup_ticks {
+                if k == warmup_ticks {
+                    snap = Some((Instant::now(), process_cpu_ns(), snapshot(&stats)));
+                    sinks.drain();
+                    rung_bytes0.clone_from(&sinks.rung_bytes);
+                }
+                let media_now = t_start + period * k as u32;
+                // Audio ticks up to this video tick's media time, beside it.
+                if audio_to.send(k).is_err() {
+                    break;
+                }
+                if !args.audio_only {
+                    // Cameras, then the presenter's screen (participant 0's content).
+                    let inputs = [
+                        (Some(&feed), &ids[..], false),
+                        (screen.as_ref(), &ids[..1], true),
+                    ];
+                    for (input, who, content) in inputs {
+                        let Some(input) = input else { continue };
+                        feed_video(input, who, k, |id, seq, ts, marker, payload| {
+                            video.handle(VideoCmd::Packet {
+                                id,
+                                content,
+                                arrival: media_now,
+                                pt: H264_PT,
+                                seq,
+                                ts,
+                                marker,
+                                payload,
+                            })
+                        });
+                    }
+                    video.tick(media_now, k);
+                }
+                sinks.drain();
+                if k % (args.fps as u64 * 2) == 0 {
+                    eprintln!(
+                        "bench: {:.0}/{:.0} media seconds",
+                        k as f64 / args.fps as f64,
+                        args.seconds + warmup_s as f64
+                    );
+                }
             }
-            sinks.drain();
-            if k % (args.fps as u64 * 2) == 0 {
-                eprintln!(
-                    "bench: {:.0}/{:.0} media seconds",
-                    k as f64 / args.fps as f64,
-                    args.seconds + warmup_s as f64
-                );
-            }
-        }
+            drop(audio_to);
+            audio_thread.join().expect("the bench's audio thread");
+        });
+        sinks.drain();
         let (t0, c0, p0) = snap.expect("warm-up shorter than the run");
         let p1 = snapshot(&stats);
         per_rung = video.encoders_per_rung();
