@@ -424,28 +424,21 @@ pub struct EncoderSettings {
 }
 
 /// openh264's analysis passes before encoding a frame. The default is what measured best
-/// for composed pictures (`tessera bench encoder`, BENCHMARKS.md "Encoder analysis"): at
-/// `Low` complexity in bitrate mode, scene-change detection and adaptive quantisation
-/// leave a camera grid's stream bit-identical (they cost nothing measurable either), and
-/// background detection *off* gains 0.16–0.18 dB at the same bitrate and time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// for composed pictures (`tessera bench encoder`, BENCHMARKS.md "Encoder analysis"): both
+/// off. Background detection *off* gains 0.18 dB (camera grid) / 0.54 dB (synthetic) at
+/// the same bitrate; with it off, scene-change detection changes nothing on the camera
+/// grid and costs 0.21 dB on the synthetic one (whose scenes cut), while it alone was
+/// 3.4 % of a 9-person room's CPU (a SAD pass over every frame, `perf`).
+///
+/// Adaptive quantisation is not among them: this openh264 turns it off whatever it is
+/// asked (`ParamValidation`: "algorithms needs to be refactored"), as reading the
+/// encoder's parameters back shows, so encoders ask for it off.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EncoderAnalysis {
     /// Scene-change detection (an IDR at a cut).
     pub scene_change: bool,
-    /// Adaptive quantisation (finer steps where the eye notices).
-    pub adaptive_quant: bool,
     /// Background detection (cheaper coding of a static background).
     pub background: bool,
-}
-
-impl Default for EncoderAnalysis {
-    fn default() -> Self {
-        Self {
-            scene_change: true,
-            adaptive_quant: true,
-            background: false,
-        }
-    }
 }
 
 /// openh264's speed/quality trade-off. `Low` measured ~40% cheaper than `Medium` at
@@ -502,7 +495,7 @@ impl H264Encoder {
             ))
             .complexity(settings.complexity.into())
             .scene_change_detect(settings.analysis.scene_change)
-            .adaptive_quantization(settings.analysis.adaptive_quant)
+            .adaptive_quantization(false)
             .background_detection(settings.analysis.background);
         let enc = Encoder::with_api_config(OpenH264API::from_source(), config)
             .map_err(|e| CodecError::H264(e.to_string()))?;
@@ -614,6 +607,27 @@ impl H264Encoder {
             m if m == HIGH_COMPLEXITY as i32 => Ok(EncoderComplexity::High),
             other => Err(CodecError::H264(format!("unknown complexity mode {other}"))),
         }
+    }
+
+    /// The analysis passes openh264 is actually running with, read back through its raw
+    /// API (its whole parameter set). `Err` before the encoder is initialised.
+    pub fn effective_analysis(&mut self) -> Result<EncoderAnalysis, CodecError> {
+        use openh264_sys2::{SEncParamExt, ENCODER_OPTION_SVC_ENCODE_PARAM_EXT};
+        let mut p = SEncParamExt::default();
+        // SAFETY: GetOption(SVC_ENCODE_PARAM_EXT) copies one SEncParamExt to the pointer.
+        let rc = unsafe {
+            self.enc.raw_api().get_option(
+                ENCODER_OPTION_SVC_ENCODE_PARAM_EXT,
+                (&mut p as *mut SEncParamExt).cast(),
+            )
+        };
+        if rc != 0 {
+            return Err(CodecError::H264(format!("GetOption returned {rc}")));
+        }
+        Ok(EncoderAnalysis {
+            scene_change: p.bEnableSceneChangeDetect,
+            background: p.bEnableBackgroundDetection,
+        })
     }
 
     /// The next frame will be an IDR (PLI/FIR from the receiver, or a new receiver).
@@ -762,6 +776,56 @@ mod tests {
             assert_eq!(enc.effective_complexity().unwrap(), c);
         }
         assert_eq!(EncoderComplexity::default(), EncoderComplexity::Low);
+    }
+
+    /// The analysis passes chosen (both off by default: BENCHMARKS.md "Encoder analysis")
+    /// are what openh264 runs with, read back from the encoder; each can be turned on.
+    #[test]
+    fn configured_analysis_is_what_the_encoder_runs_with() {
+        let off = EncoderAnalysis::default();
+        assert_eq!(
+            off,
+            EncoderAnalysis {
+                scene_change: false,
+                background: false
+            }
+        );
+        let on = |scene_change, background| EncoderAnalysis {
+            scene_change,
+            background,
+        };
+        for a in [off, on(true, false), on(false, true), on(true, true)] {
+            let mut enc = H264Encoder::new(EncoderSettings {
+                width: 320,
+                height: 180,
+                fps: 30,
+                bitrate_bps: 300_000,
+                idr_interval_frames: 30,
+                complexity: EncoderComplexity::Low,
+                analysis: a,
+            })
+            .unwrap();
+            enc.warm_up().unwrap();
+            assert_eq!(enc.effective_analysis().unwrap(), a);
+        }
+        // Adaptive quantisation, asked for, is still off (why it is not a setting).
+        let mut enc = Encoder::with_api_config(
+            OpenH264API::from_source(),
+            EncoderConfig::new().adaptive_quantization(true),
+        )
+        .unwrap();
+        enc.encode(&I420Frame::solid(320, 180, rgb_to_yuv(10, 200, 30)))
+            .unwrap();
+        let mut p = openh264_sys2::SEncParamExt::default();
+        // SAFETY: GetOption(SVC_ENCODE_PARAM_EXT) copies one SEncParamExt to the pointer.
+        let rc = unsafe {
+            enc.raw_api().get_option(
+                openh264_sys2::ENCODER_OPTION_SVC_ENCODE_PARAM_EXT,
+                (&mut p as *mut openh264_sys2::SEncParamExt).cast(),
+            )
+        };
+        assert_eq!(rc, 0);
+        assert!(!p.bEnableAdaptiveQuant);
     }
 
     fn av1_payloads(tu: &[u8]) -> Vec<Bytes> {
