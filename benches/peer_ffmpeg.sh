@@ -5,11 +5,13 @@
 # Debian's ffmpeg has no openh264 encoder) at the same bitrate plus N Opus encodes.
 # Prints the realtime factor (media seconds / wall seconds) on the last line.
 #
-# usage: benches/peer_ffmpeg.sh N INPUT_DIR SECONDS [WxH] [BITRATE_KBPS] [FPS]
+# usage: benches/peer_ffmpeg.sh N INPUT_DIR SECONDS [WxH] [BITRATE_KBPS] [FPS] [PRESET]
 #   INPUT_DIR holds input-0.h264 … input-(N-1).h264 (tessera bench room --write-inputs DIR)
+#   PRESET: libx264's preset (ultrafast). `superfast` is the one whose pictures match
+#   Tessera's openh264 in quality (BENCHMARKS.md "The peer's picture quality").
 set -euo pipefail
 n=${1:?participants}; dir=${2:?input dir}; secs=${3:?seconds}
-size=${4:-1280x720}; kbps=${5:-1200}; fps=${6:-30}
+size=${4:-1280x720}; kbps=${5:-1200}; fps=${6:-30}; preset=${7:-ultrafast}
 ow=${size%x*}; oh=${size#*x}
 tones=(300 400 500 650 800 1000 1200 1500 1800)
 
@@ -53,12 +55,12 @@ done
 args+=(-filter_complex "${fc%;}")
 for ((k = 0; k < n; k++)); do
   args+=(-map "[vout$k]" -map "[aout$k]" -t "$secs"
-    -c:v libx264 -preset ultrafast -tune zerolatency -b:v "${kbps}k" -maxrate "${kbps}k" -bufsize "$((kbps / 2))k" -g 300 -pix_fmt yuv420p
+    -c:v libx264 -preset "$preset" -tune zerolatency -b:v "${kbps}k" -maxrate "${kbps}k" -bufsize "$((kbps / 2))k" -g 300 -pix_fmt yuv420p
     -c:a libopus -b:a 32k -f null -)
 done
 
 start=$(date +%s.%N)
 ffmpeg "${args[@]}" 2>&1 | tr '\r' '\n' | tail -n 2 >&2
 end=$(date +%s.%N)
-echo "ffmpeg peer: $n participants, ${ow}x${oh}@${fps} ${kbps}k, ${secs} media s in $(echo "$end - $start" | bc -l | cut -c1-6) wall s" >&2
+echo "ffmpeg peer: $n participants, ${ow}x${oh}@${fps} ${kbps}k, x264 $preset, ${secs} media s in $(echo "$end - $start" | bc -l | cut -c1-6) wall s" >&2
 echo "scale=3; $secs / ($end - $start)" | bc -l

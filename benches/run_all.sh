@@ -37,6 +37,14 @@ room 1000p-audio --participants 1000 --audio-only --seconds 10
 room 1000p-audio-paced --participants 1000 --audio-only --seconds 10 --paced
 
 for content in synthetic camera; do
-  echo "== compare with ffmpeg (9 participants, 10 s, 1280x720, 1200 kbit/s, $content)"
-  bash benches/compare.sh 9 10 1280x720 1200 "$content" 2>&1 | grep -vE '^\s*[{}"]' | tee "$out/compare-$content.txt"
+  # Full-size inputs; then the size a 9-person room asks its senders for, against the
+  # peer's cheapest preset and against the one whose pictures are as good as Tessera's.
+  for run in ":ultrafast" "480x270:ultrafast" "480x270:superfast"; do
+    asked=${run%:*}; preset=${run#*:}
+    echo "== compare with ffmpeg (9 participants, 10 s, 1280x720, 1200 kbit/s, $content, inputs ${asked:-640x360}, x264 $preset)"
+    bash benches/compare.sh 9 10 1280x720 1200 "$content" "$asked" "$preset" 2>&1 | grep -vE '^\s*[{}"]' \
+      | tee "$out/compare-$content-${asked:-full}-$preset.txt"
+  done
+  echo "== the encoders alone ($content)"
+  bash benches/codec_floor.sh "$content" 2>&1 | tee "$out/codec-floor-$content.txt"
 done
