@@ -35,8 +35,11 @@ echo "$row" | awk -F'|' '{printf "| openh264 low (Tessera) | %.2f | %.0f | %.2f 
 cpu_of() {
   local best=
   for _ in 1 2; do
-    local t; t=$( { /usr/bin/time -f '%U %S' "$@"; } 2>&1 | tail -n 1 | tr ' ' '+')
-    t=$(echo "$t" | bc -l)
+    local t
+    t=$(python3 -c 'import resource, subprocess, sys
+subprocess.run(sys.argv[1:], check=True)
+r = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(r.ru_utime + r.ru_stime)' "$@")
     if [[ -z $best ]] || (( $(echo "$t < $best" | bc -l) )); then best=$t; fi
   done
   echo "$best"

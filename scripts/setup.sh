@@ -3,7 +3,7 @@
 #
 #   scripts/setup.sh                  the build packages (all scripts/run.sh needs)
 #   scripts/setup.sh --test           also the test packages and the npm test dependencies
-#   scripts/setup.sh --bench          also what benches/ needs (ffmpeg, bc)
+#   scripts/setup.sh --bench          also what benches/ needs (ffmpeg, bc, python3)
 #   scripts/setup.sh --list ...       print the packages checked, one line, and exit
 #   scripts/setup.sh --print-missing ...  print those not installed, one line, and exit
 #
@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 
 build_pkgs=(build-essential cmake nasm pkg-config libdav1d-dev libvpx-dev libclang-dev ca-certificates)
 test_pkgs=(chromium nodejs npm iproute2 util-linux mount ffmpeg python3 python3-prometheus-client sip-tester redis-server baresip-core kamailio firefox-esr python3-aiortc nginx-light libnginx-mod-rtmp libnginx-mod-stream)
-bench_pkgs=(ffmpeg bc)
+bench_pkgs=(ffmpeg bc python3)
 
 die() {
   echo "setup: $*" >&2
