@@ -612,18 +612,7 @@ impl H264Encoder {
     /// The analysis passes openh264 is actually running with, read back through its raw
     /// API (its whole parameter set). `Err` before the encoder is initialised.
     pub fn effective_analysis(&mut self) -> Result<EncoderAnalysis, CodecError> {
-        use openh264_sys2::{SEncParamExt, ENCODER_OPTION_SVC_ENCODE_PARAM_EXT};
-        let mut p = SEncParamExt::default();
-        // SAFETY: GetOption(SVC_ENCODE_PARAM_EXT) copies one SEncParamExt to the pointer.
-        let rc = unsafe {
-            self.enc.raw_api().get_option(
-                ENCODER_OPTION_SVC_ENCODE_PARAM_EXT,
-                (&mut p as *mut SEncParamExt).cast(),
-            )
-        };
-        if rc != 0 {
-            return Err(CodecError::H264(format!("GetOption returned {rc}")));
-        }
+        let p = encoder_params(&mut self.enc)?;
         Ok(EncoderAnalysis {
             scene_change: p.bEnableSceneChangeDetect,
             background: p.bEnableBackgroundDetection,
@@ -655,6 +644,23 @@ impl H264Encoder {
         bs.write_vec(out);
         Ok(matches!(bs.frame_type(), FrameType::IDR))
     }
+}
+
+/// The whole parameter set an (initialised) openh264 encoder runs with.
+fn encoder_params(enc: &mut Encoder) -> Result<openh264_sys2::SEncParamExt, CodecError> {
+    use openh264_sys2::{SEncParamExt, ENCODER_OPTION_SVC_ENCODE_PARAM_EXT};
+    let mut p = SEncParamExt::default();
+    // SAFETY: GetOption(SVC_ENCODE_PARAM_EXT) copies one SEncParamExt to the pointer.
+    let rc = unsafe {
+        enc.raw_api().get_option(
+            ENCODER_OPTION_SVC_ENCODE_PARAM_EXT,
+            (&mut p as *mut SEncParamExt).cast(),
+        )
+    };
+    if rc != 0 {
+        return Err(CodecError::H264(format!("GetOption returned {rc}")));
+    }
+    Ok(p)
 }
 
 /// One viewer-side encoder of either output codec, with one interface for the room.
@@ -757,16 +763,7 @@ mod tests {
             EncoderComplexity::Medium,
             EncoderComplexity::High,
         ] {
-            let mut enc = H264Encoder::new(EncoderSettings {
-                width: 320,
-                height: 180,
-                fps: 30,
-                bitrate_bps: 300_000,
-                idr_interval_frames: 30,
-                complexity: c,
-                analysis: Default::default(),
-            })
-            .unwrap();
+            let mut enc = small_encoder(c, Default::default());
             let mut au = Vec::new();
             enc.encode(
                 &I420Frame::solid(320, 180, rgb_to_yuv(10, 200, 30)),
@@ -776,6 +773,20 @@ mod tests {
             assert_eq!(enc.effective_complexity().unwrap(), c);
         }
         assert_eq!(EncoderComplexity::default(), EncoderComplexity::Low);
+    }
+
+    /// A 320x180 encoder at 300 kbit/s.
+    fn small_encoder(complexity: EncoderComplexity, analysis: EncoderAnalysis) -> H264Encoder {
+        H264Encoder::new(EncoderSettings {
+            width: 320,
+            height: 180,
+            fps: 30,
+            bitrate_bps: 300_000,
+            idr_interval_frames: 30,
+            complexity,
+            analysis,
+        })
+        .unwrap()
     }
 
     /// The analysis passes chosen (both off by default: BENCHMARKS.md "Encoder analysis")
@@ -795,16 +806,7 @@ mod tests {
             background,
         };
         for a in [off, on(true, false), on(false, true), on(true, true)] {
-            let mut enc = H264Encoder::new(EncoderSettings {
-                width: 320,
-                height: 180,
-                fps: 30,
-                bitrate_bps: 300_000,
-                idr_interval_frames: 30,
-                complexity: EncoderComplexity::Low,
-                analysis: a,
-            })
-            .unwrap();
+            let mut enc = small_encoder(EncoderComplexity::Low, a);
             enc.warm_up().unwrap();
             assert_eq!(enc.effective_analysis().unwrap(), a);
         }
@@ -816,16 +818,7 @@ mod tests {
         .unwrap();
         enc.encode(&I420Frame::solid(320, 180, rgb_to_yuv(10, 200, 30)))
             .unwrap();
-        let mut p = openh264_sys2::SEncParamExt::default();
-        // SAFETY: GetOption(SVC_ENCODE_PARAM_EXT) copies one SEncParamExt to the pointer.
-        let rc = unsafe {
-            enc.raw_api().get_option(
-                openh264_sys2::ENCODER_OPTION_SVC_ENCODE_PARAM_EXT,
-                (&mut p as *mut openh264_sys2::SEncParamExt).cast(),
-            )
-        };
-        assert_eq!(rc, 0);
-        assert!(!p.bEnableAdaptiveQuant);
+        assert!(!encoder_params(&mut enc).unwrap().bEnableAdaptiveQuant);
     }
 
     fn av1_payloads(tu: &[u8]) -> Vec<Bytes> {
