@@ -53,13 +53,18 @@ async function look(points) {
 
 // Page side: ms from the last ask of a height in [lo, hi] to the first outbound frame
 // width of `width` at or after it (null: not seen).
-function followedIn([width, lo, hi]) {
+// `down`: the ask is a ceiling, so any width up to it follows a lower ask (Chromium's own
+// CPU adaptation may go further down for a while: once, under CI load, a camera went
+// 640 -> 360 150 ms after a 480 ask and came back to 480 8 s later). Otherwise the exact
+// width (a raised ask: back at the camera's own 640).
+function followedIn([width, lo, hi, down]) {
   const t = window.tessera;
   const ask = (t.limitLog || []).filter((l) => l.height >= lo && l.height <= hi).at(-1);
   if (!ask) return null;
-  const seen = (t.widthLog || []).find((w) => w.w === width && w.at >= ask.at);
+  const fits = (w) => (down ? w.w <= width : w.w === width);
+  const seen = (t.widthLog || []).find((w) => fits(w) && w.at >= ask.at);
   const already = (t.widthLog || []).filter((w) => w.at < ask.at).at(-1);
-  if (already && already.w === width) return 0;
+  if (already && fits(already)) return 0;
   return seen ? seen.at - ask.at : null;
 }
 
@@ -125,13 +130,13 @@ async function main() {
       log(`${PEOPLE[i].name}:`, JSON.stringify(seen));
       if (seen.limit.maxBitrate > 500_000) fail(`a 480x270 tile asked for ${seen.limit.maxBitrate} bit/s`);
     }
-    // How long after the 480x270 ask each camera first sent 480 wide (the page logs its
-    // outbound frame width every 100 ms).
+    // How long after the 480x270 ask each camera first sent 480 wide or less (the page
+    // logs its outbound frame width every 100 ms); above, each was seen at exactly 480.
     const follow = [];
     for (const [i, page] of pages.entries()) {
-      const ms = await page.evaluate(followedIn, [480, 270, 270]);
+      const ms = await page.evaluate(followedIn, [480, 270, 270, true]);
       const logs = await page.evaluate(() => ({ asks: window.tessera.limitLog.map((l) => [l.width, l.at % 100000]), widths: window.tessera.widthLog.map((w) => [w.w, w.at % 100000]) }));
-      log(`${PEOPLE[i].name} sent 480 wide ${ms} ms after the ask`, JSON.stringify(logs));
+      log(`${PEOPLE[i].name} sent ≤ 480 wide ${ms} ms after the ask`, JSON.stringify(logs));
       follow.push(ms);
     }
     follow.forEach((ms, i) => { if (!(ms <= 3000)) fail(`${PEOPLE[i].name}'s camera took ${ms} ms to follow the ask`); });
@@ -149,7 +154,7 @@ async function main() {
       const up = s.limits > before[0] && s.limit.height === 720;
       return { ok: up && s.frameWidth === 640, now: Date.now(), ...s };
     }, 20_000);
-    const raisedIn = await pages[0].evaluate(followedIn, [640, 360, 4000]);
+    const raisedIn = await pages[0].evaluate(followedIn, [640, 360, 4000, false]);
     log('Ada raised:', JSON.stringify(raised), `frameWidth 640 sent ${raisedIn} ms after the ask`);
     if (raisedIn > 3000) fail(`Ada's camera took ${raisedIn} ms to follow the raised ask`);
     // The viewers see Ada's colour filling the focus (1280x560 at the top).
