@@ -22,6 +22,30 @@ struct Harness {
     seq: u16,
 }
 
+/// Joins a participant to `mix` with `codec` and attaches a sink sending payload type `pt`
+/// (and `link`, for the loss it reports); returns its id and what it is sent.
+fn join(
+    mix: &mut AudioLoop,
+    codec: crate::codec::voice::AudioCodec,
+    admitted: bool,
+    pt: u8,
+    link: Option<Arc<ViewerLink>>,
+) -> (ParticipantId, mpsc::Receiver<rtc::rtp::packet::Packet>) {
+    let id = ParticipantId::next();
+    let (tx, rx) = mpsc::channel(10_000);
+    mix.handle(AudioCmd::Join {
+        id,
+        codec,
+        admitted,
+    });
+    mix.handle(AudioCmd::Attach {
+        id,
+        sink: Some(RtpSink::new(1, pt, tx)),
+        link,
+    });
+    (id, rx)
+}
+
 impl Harness {
     fn new(n: usize, top_k: usize) -> Self {
         let mut config = Config::default();
@@ -37,19 +61,14 @@ impl Harness {
         let mut outs = Vec::new();
         let mut links = Vec::new();
         for _ in 0..n {
-            let id = ParticipantId::next();
-            let (tx, rx) = mpsc::channel(10_000);
             let link = Arc::new(ViewerLink::default());
-            mix.handle(AudioCmd::Join {
-                id,
-                codec: crate::codec::voice::AudioCodec::Opus,
-                admitted: true,
-            });
-            mix.handle(AudioCmd::Attach {
-                id,
-                sink: Some(RtpSink::new(1, 111, tx)),
-                link: Some(link.clone()),
-            });
+            let (id, rx) = join(
+                &mut mix,
+                crate::codec::voice::AudioCodec::Opus,
+                true,
+                111,
+                Some(link.clone()),
+            );
             ids.push(id);
             outs.push(rx);
             links.push(link);
@@ -296,18 +315,7 @@ fn callers_of_every_codec_hear_each_other_and_a_waiting_caller_is_isolated() {
     let mut ids = Vec::new();
     let mut outs = Vec::new();
     for (i, &codec) in codecs.iter().enumerate() {
-        let id = ParticipantId::next();
-        let (tx, rx) = mpsc::channel(10_000);
-        mix.handle(AudioCmd::Join {
-            id,
-            codec,
-            admitted: i != waiting,
-        });
-        mix.handle(AudioCmd::Attach {
-            id,
-            sink: Some(RtpSink::new(1, 0, tx)),
-            link: None,
-        });
+        let (id, rx) = join(&mut mix, codec, i != waiting, 0, None);
         ids.push(id);
         outs.push(rx);
     }
@@ -426,18 +434,7 @@ impl PhoneRoom {
         );
         let (mut ids, mut outs) = (Vec::new(), Vec::new());
         for _ in 0..n {
-            let id = ParticipantId::next();
-            let (tx, rx) = mpsc::channel(10_000);
-            mix.handle(AudioCmd::Join {
-                id,
-                codec: AudioCodec::Pcmu,
-                admitted: true,
-            });
-            mix.handle(AudioCmd::Attach {
-                id,
-                sink: Some(RtpSink::new(1, 0, tx)),
-                link: None,
-            });
+            let (id, rx) = join(&mut mix, AudioCodec::Pcmu, true, 0, None);
             ids.push(id);
             outs.push(rx);
         }
